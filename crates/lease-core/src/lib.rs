@@ -1,0 +1,63 @@
+//! The core of the lease workspace: keys, lease information, requests, validation, the error
+//! set, and the traits every other crate implements or uses.
+//!
+//! A *lease* is a named, time-bounded claim that one holder renews and others wait for: the way
+//! exactly one copy of a program leads, owns a shard or runs a job at a time. This crate follows
+//! Juju's `core/lease`:
+//!
+//! - [`Key`], [`Request`], [`Info`], [`Generation`] (the fencing token) and [`Timestamp`];
+//! - [`Error`], one enum holding Juju's error set, with `is_*` helpers that see through
+//!   wrapping;
+//! - the facades a program uses ([`Checker`]/[`Token`], [`Claimer`], [`Revoker`], [`Pinner`],
+//!   [`Reader`]) and the [`Manager`] that hands them out;
+//! - [`Store`], where leases are recorded, with the contract every store keeps;
+//! - [`Secretary`], the per-namespace validation rules;
+//! - [`Clock`], so that tests drive expiry with a fake clock, and [`SystemClock`].
+//!
+//! It does no I/O: stores live in `lease-store-sqlite` and `lease-store-k8s`, the worker that
+//! serialises store calls in `lease-manager`, test doubles in `lease-testkit`.
+//!
+//! ```
+//! use std::time::Duration;
+//! use lease_core::{Key, Request};
+//!
+//! let key = Key::new("singular-controller", "model-1", "backup");
+//! key.validate()?;
+//! let request = Request::new("machine-0", Duration::from_secs(15))
+//!     .with_metadata(serde_json::json!({"pid": 42}));
+//! request.validate()?;
+//!
+//! let bad = Key::new("singular-controller", "model 1", "backup");
+//! assert_eq!(
+//!     bad.validate().unwrap_err().to_string(),
+//!     r#"invalid model "model 1": contains whitespace"#
+//! );
+//! # Ok::<(), lease_core::Error>(())
+//! ```
+
+pub mod clock;
+pub mod error;
+pub mod facade;
+pub mod secretary;
+pub mod store;
+pub mod types;
+pub mod validate;
+
+pub use clock::{Clock, Sleep, SystemClock};
+pub use error::{BoxError, Error, ErrorKind, Result};
+pub use facade::{Checker, Claimer, Manager, Pinner, Reader, Revoker, Token};
+pub use secretary::{
+    APPLICATION_LEADERSHIP_NAMESPACE, DefaultSecretary, LeadershipSecretary,
+    SINGULAR_CONTROLLER_NAMESPACE, Secretary, SingularSecretary, standard_secretaries,
+};
+pub use store::{Op, Outcome, Store};
+pub use types::{Generation, Info, Key, Request, Timestamp};
+pub use validate::{validate_duration, validate_string};
+
+/// Re-exported so implementors of the facades name the same cancellation type.
+pub use tokio_util::sync::CancellationToken;
+
+// The README's Rust examples are compiled and run as doctests, so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
