@@ -89,6 +89,9 @@ fn ci() -> Result<(), String> {
         ],
         &[],
     )?;
+    // nextest does not run doctests; they are tests too. They run first so that the last
+    // test-runner summary printed is the whole suite's.
+    cargo(&["test", "--workspace", "--locked", "--doc"], &[])?;
     if have_nextest() {
         cargo(
             &[
@@ -103,8 +106,6 @@ fn ci() -> Result<(), String> {
     } else {
         cargo(&["test", "--workspace", "--locked", "--no-fail-fast"], &[])?;
     }
-    // nextest does not run doctests; they are tests too.
-    cargo(&["test", "--workspace", "--locked", "--doc"], &[])?;
     cargo(
         &["doc", "--workspace", "--no-deps", "--locked"],
         &[("RUSTDOCFLAGS", "-D warnings")],
