@@ -74,6 +74,8 @@ pub enum Outcome {
 /// - **Revoke** succeeds only for the holder of an unexpired (or pinned) lease. An absent or
 ///   expired lease gives [`Error::Invalid`]; one held by someone else, [`Error::NotHeld`]. A pin
 ///   never makes a revoke fail.
+/// - **Expiry.** A lease is valid while the store's clock reads strictly before its expiry and
+///   expired from the expiry instant on (`now >= expiry`).
 /// - **Snapshots** ([`Store::leases`], [`Store::lease_group`]) never report an expired,
 ///   unpinned lease.
 /// - **Pins.** A pinned lease does not expire. Pinning an absent lease applies to its next

@@ -196,8 +196,10 @@ impl fmt::Display for Timestamp {
 pub struct Info {
     /// The current holder.
     pub holder: String,
-    /// The latest instant, on the store's clock, at which the lease might still be valid. A
-    /// pinned lease stays held past it until it is unpinned.
+    /// The instant, on the store's clock, at which the lease expires: it is valid while
+    /// `now < expiry` and expired from `expiry` on. A store may report an expiry later than the
+    /// requested duration implies (rounding up), never earlier. A pinned lease stays held past
+    /// it until it is unpinned.
     pub expiry: Timestamp,
     /// The fencing generation of the claim that made `holder` the holder.
     pub generation: Generation,

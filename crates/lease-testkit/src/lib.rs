@@ -1,4 +1,27 @@
 //! Test doubles for the lease workspace: a fake clock, an in-memory store, the store
 //! conformance suite, mocks and fakes for downstream users' tests.
 //!
-//! Not written yet: this crate is an empty shell until its issue lands.
+//! - [`FakeClock`]: a [`Clock`](lease_core::Clock) that moves only when told to, and knows how
+//!   many sleepers wait on it ([`FakeClock::wait_advance`], Juju's `WaitAdvance`).
+//! - [`InMemoryStore`]: the reference [`Store`](lease_core::Store), driven by an injected clock,
+//!   with siblings sharing one backing.
+//! - [`suite`]: the Store conformance suite every store runs from its `tests/conformance.rs`.
+//! - [`MockStore`]: a `mockall` mock of `Store`, for expectations on individual calls.
+//! - [`ScriptedStore`]: a `Store` that expects an exact sequence of [`Call`]s.
+//! - [`FakeManager`] and the fake facades ([`FakeChecker`]/[`FakeToken`], [`FakeClaimer`],
+//!   [`FakeRevoker`], [`FakePinner`], [`FakeReader`]) for unit tests of code that uses leases.
+
+pub mod clock;
+pub mod fake;
+pub mod mock;
+pub mod script;
+pub mod store;
+pub mod suite;
+
+pub use clock::{FAKE_CLOCK_START, FakeClock, WAIT_FOR_SLEEPERS_TIMEOUT};
+pub use fake::{
+    FakeChecker, FakeClaimer, FakeManager, FakePinner, FakeReader, FakeRevoker, FakeToken,
+};
+pub use mock::MockStore;
+pub use script::{Call, Canned, CannedReply, Expect, ScriptHandle, ScriptedStore, StoreCall};
+pub use store::InMemoryStore;
