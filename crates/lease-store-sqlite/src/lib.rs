@@ -1,6 +1,47 @@
 //! A lease [`Store`](lease_core::Store) on an embedded SQLite file: the default store, for many
 //! processes on one host.
 //!
-//! Not written yet: this crate is an empty shell until its issue lands. It will hold a store that
-//! decides and writes each operation in one transaction, measures expiry on `CLOCK_BOOTTIME`
-//! together with the host's boot id, and passes the `lease-testkit` conformance suite.
+//! [`SqliteStore`] decides and writes each operation in one `BEGIN IMMEDIATE` transaction, so
+//! processes sharing the file never race between reading a lease and writing it. Expiries are
+//! measured on `CLOCK_BOOTTIME` ([`lease_core::SystemClock`]), which all processes of a host
+//! share and which does not jump when the wall clock is set, and stored with the host's boot
+//! id, so leases written before a reboot count as expired. Fencing generations come from a
+//! per-key table that is never deleted from, so they keep increasing across revokes, expiry,
+//! purges and restarts.
+//!
+//! The file is created with mode 0600, runs in WAL mode with `synchronous = FULL` and foreign
+//! keys on, and carries a schema version (`PRAGMA user_version`) that is migrated on open; a
+//! file written by a newer version of this crate, or one that is not a sound lease database,
+//! is refused and left untouched. See [`schema`] for the tables.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use lease_core::{Key, Request, Store};
+//! use lease_store_sqlite::SqliteStore;
+//!
+//! # async fn run() -> lease_core::Result<()> {
+//! let mut store = SqliteStore::builder("/var/lib/myapp/leases.db")
+//!     .busy_timeout(Duration::from_millis(500))
+//!     .open()?;
+//! let key = Key::new("singular-controller", "model-1", "backup");
+//! let request = Request::new("machine-0", Duration::from_secs(15));
+//! let info = store.claim_lease(&key, &request).await?;
+//! store.extend_lease(&key, &request).await?;
+//! store.revoke_lease(&key, "machine-0").await?;
+//! # let _ = info;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod boot;
+pub mod error;
+pub mod open;
+mod ops;
+pub mod schema;
+pub mod store;
+
+pub use boot::{BOOT_ID_PATH, host_boot_id};
+pub use error::SqliteStoreError;
+pub use open::{DEFAULT_BUSY_TIMEOUT, DEFAULT_PURGE_BATCH, NEW_FILE_MODE, SqliteStoreBuilder};
+pub use schema::{APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION};
+pub use store::SqliteStore;

@@ -1,0 +1,275 @@
+//! [`SqliteStoreError`], this crate's one error type, and how it becomes a [`lease_core::Error`].
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::ErrorCode;
+
+/// Everything that can go wrong opening or using a [`SqliteStore`](crate::SqliteStore).
+///
+/// Every variant names the database file (or directory) it is about. The [`Store`] methods
+/// return these inside [`lease_core::Error`]: [`SqliteStoreError::Busy`] becomes
+/// [`lease_core::Error::Timeout`] (transient, retry), every other variant
+/// [`lease_core::Error::Store`] with this error as its source, so it can be recovered with
+/// [`downcast_ref`](std::error::Error#method.downcast_ref).
+///
+/// [`Store`]: lease_core::Store
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SqliteStoreError {
+    /// The directory that should hold the database does not exist.
+    #[error("cannot open lease database {path}: directory {dir} does not exist")]
+    MissingDirectory {
+        /// The database file.
+        path: PathBuf,
+        /// Its missing parent directory.
+        dir: PathBuf,
+    },
+    /// The database file, or the directory holding it (where SQLite keeps its `-wal` and
+    /// `-shm` files), cannot be written.
+    #[error("lease database {path} is read-only: {reason}")]
+    ReadOnly {
+        /// The file or directory that cannot be written.
+        path: PathBuf,
+        /// Why it cannot be written.
+        reason: String,
+    },
+    /// The file exists but is not an SQLite database (or its header is damaged).
+    #[error("{path} is not a lease database: {source}")]
+    NotADatabase {
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's report.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The file is an SQLite database belonging to another application: it carries another
+    /// `application_id`, or tables but no lease schema version.
+    #[error("{path} is not a lease database: {reason}")]
+    ForeignDatabase {
+        /// The database file.
+        path: PathBuf,
+        /// What gave it away.
+        reason: String,
+    },
+    /// The database is damaged: a page is missing (a truncated file), malformed or
+    /// inconsistent.
+    #[error("lease database {path} is corrupt: {detail}")]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite found.
+        detail: String,
+    },
+    /// The database was written by a newer version of this crate; it is left untouched.
+    #[error(
+        "lease database {path} has schema version {found}, newer than the {supported} this \
+         version of lease-store-sqlite supports; refusing to open it"
+    )]
+    NewerSchema {
+        /// The database file.
+        path: PathBuf,
+        /// The file's `PRAGMA user_version`.
+        found: i64,
+        /// [`SCHEMA_VERSION`](crate::SCHEMA_VERSION).
+        supported: i64,
+    },
+    /// The file system cannot host the database as this store needs it (WAL mode is not
+    /// available there, as on some network file systems).
+    #[error("lease database {path}: {reason}")]
+    Unsupported {
+        /// The database file.
+        path: PathBuf,
+        /// What is missing.
+        reason: String,
+    },
+    /// Another connection held the database's write lock for longer than the busy timeout.
+    /// Transient: retry.
+    #[error("lease database {path} is locked (busy for more than {timeout:?}): {source}")]
+    Busy {
+        /// The database file.
+        path: PathBuf,
+        /// The busy timeout that ran out.
+        timeout: Duration,
+        /// SQLite's report.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// SQLite could not open the file.
+    #[error("cannot open lease database {path}: {source}")]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's report.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A file-system operation on the database file or its directory failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done (`"creating lease database"`, …).
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's report.
+        #[source]
+        source: io::Error,
+    },
+    /// The host's boot id could not be read.
+    #[error("cannot read the host's boot id from {path}: {source}")]
+    BootId {
+        /// Where it was read from.
+        path: PathBuf,
+        /// The operating system's report.
+        #[source]
+        source: io::Error,
+    },
+    /// A boot id given to the builder is empty or contains whitespace.
+    #[error("invalid boot id {0:?}: must be non-empty and contain no whitespace")]
+    InvalidBootId(String),
+    /// Metadata stored with a lease is not valid JSON.
+    #[error("lease database {path}: metadata of lease {key} is not valid JSON: {source}")]
+    Metadata {
+        /// The database file.
+        path: PathBuf,
+        /// The lease, as `namespace/model#lease`.
+        key: String,
+        /// The parser's report.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Any other SQLite failure while opening or using the database.
+    #[error("lease database {path}: {action}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// What was being done.
+        action: &'static str,
+        /// SQLite's report.
+        #[source]
+        source: rusqlite::Error,
+    },
+}
+
+impl SqliteStoreError {
+    /// Classifies an SQLite failure while doing `action` on the database at `path`.
+    pub(crate) fn from_sqlite(
+        path: &Path,
+        timeout: Duration,
+        action: &'static str,
+        source: rusqlite::Error,
+    ) -> Self {
+        let path = path.to_path_buf();
+        match source.sqlite_error_code() {
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => SqliteStoreError::Busy {
+                path,
+                timeout,
+                source,
+            },
+            Some(ErrorCode::NotADatabase) => SqliteStoreError::NotADatabase { path, source },
+            Some(ErrorCode::DatabaseCorrupt) => SqliteStoreError::Corrupt {
+                path,
+                detail: source.to_string(),
+            },
+            Some(ErrorCode::ReadOnly) => SqliteStoreError::ReadOnly {
+                path,
+                reason: source.to_string(),
+            },
+            _ => SqliteStoreError::Sqlite {
+                path,
+                action,
+                source,
+            },
+        }
+    }
+
+    /// Whether this is a transient failure ([`SqliteStoreError::Busy`]) worth retrying.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, SqliteStoreError::Busy { .. })
+    }
+}
+
+impl From<SqliteStoreError> for lease_core::Error {
+    /// [`SqliteStoreError::Busy`] becomes [`lease_core::Error::Timeout`] with the cause as
+    /// context; everything else [`lease_core::Error::Store`] with this error as its source.
+    fn from(err: SqliteStoreError) -> Self {
+        if err.is_busy() {
+            lease_core::Error::Timeout.context(err.to_string())
+        } else {
+            lease_core::Error::store(err.to_string(), err)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::ffi;
+
+    fn sqlite(code: i32) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(ffi::Error::new(code), None)
+    }
+
+    fn classify(code: i32) -> SqliteStoreError {
+        SqliteStoreError::from_sqlite(
+            Path::new("/x/leases.db"),
+            Duration::from_millis(5),
+            "claiming",
+            sqlite(code),
+        )
+    }
+
+    #[test]
+    fn sqlite_codes_are_classified() {
+        assert!(matches!(
+            classify(ffi::SQLITE_BUSY),
+            SqliteStoreError::Busy { .. }
+        ));
+        assert!(matches!(
+            classify(ffi::SQLITE_LOCKED),
+            SqliteStoreError::Busy { .. }
+        ));
+        assert!(matches!(
+            classify(ffi::SQLITE_NOTADB),
+            SqliteStoreError::NotADatabase { .. }
+        ));
+        assert!(matches!(
+            classify(ffi::SQLITE_CORRUPT),
+            SqliteStoreError::Corrupt { .. }
+        ));
+        assert!(matches!(
+            classify(ffi::SQLITE_READONLY),
+            SqliteStoreError::ReadOnly { .. }
+        ));
+        assert!(matches!(
+            classify(ffi::SQLITE_FULL),
+            SqliteStoreError::Sqlite {
+                action: "claiming",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn busy_becomes_a_timeout_naming_the_path() {
+        let err = lease_core::Error::from(classify(ffi::SQLITE_BUSY));
+        assert!(err.is_timeout());
+        assert!(err.is_retryable());
+        let text = err.to_string();
+        assert!(text.contains("/x/leases.db"), "{text}");
+        assert!(text.contains("locked"), "{text}");
+    }
+
+    #[test]
+    fn other_errors_become_store_errors_with_their_source() {
+        let err = lease_core::Error::from(classify(ffi::SQLITE_CORRUPT));
+        assert_eq!(err.kind(), lease_core::ErrorKind::Store);
+        let source = std::error::Error::source(&err).expect("a source");
+        let ours = source
+            .downcast_ref::<SqliteStoreError>()
+            .expect("the source is a SqliteStoreError");
+        assert!(matches!(ours, SqliteStoreError::Corrupt { .. }));
+        assert!(err.to_string().contains("/x/leases.db is corrupt"));
+    }
+}

@@ -1,0 +1,571 @@
+//! [`SqliteStoreBuilder`]: the checks before opening a database file, its creation (mode 0600),
+//! the schema migration and the registration of the host's boot.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lease_core::{Clock, SystemClock};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+
+use crate::boot::{check_boot_id, host_boot_id};
+use crate::error::SqliteStoreError;
+use crate::schema::{APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION};
+use crate::store::{Settings, SqliteStore, StoreResult};
+
+/// How long an operation waits for another connection's write lock unless told otherwise.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How many expired rows an opportunistic purge deletes at most, unless told otherwise.
+pub const DEFAULT_PURGE_BATCH: usize = 256;
+
+/// The mode of a database file this store creates: readable and writable by its owner only.
+pub const NEW_FILE_MODE: u32 = 0o600;
+
+/// Options for opening a [`SqliteStore`]; start with [`SqliteStore::builder`].
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use lease_store_sqlite::SqliteStore;
+///
+/// let store = SqliteStore::builder("/var/lib/myapp/leases.db")
+///     .busy_timeout(Duration::from_millis(500))
+///     .open()?;
+/// # Ok::<(), lease_store_sqlite::SqliteStoreError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct SqliteStoreBuilder {
+    path: PathBuf,
+    clock: Arc<dyn Clock>,
+    boot_id: Option<String>,
+    busy_timeout: Duration,
+    integrity_check: bool,
+    purge_batch: usize,
+}
+
+impl SqliteStoreBuilder {
+    /// Options for the database at `path`, all at their defaults: [`SystemClock`], the host's
+    /// boot id, [`DEFAULT_BUSY_TIMEOUT`], an integrity check on open, opportunistic purges of
+    /// [`DEFAULT_PURGE_BATCH`] rows.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        SqliteStoreBuilder {
+            path: path.into(),
+            clock: Arc::new(SystemClock::new()),
+            boot_id: None,
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            integrity_check: true,
+            purge_batch: DEFAULT_PURGE_BATCH,
+        }
+    }
+
+    /// The clock expiries are measured on. Every process using the file must read the same
+    /// clock ([`SystemClock`], `CLOCK_BOOTTIME`, does on Linux); tests pass a fake one.
+    #[must_use]
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The boot id stored with every expiry, instead of the host's
+    /// ([`host_boot_id`](crate::host_boot_id())). Leases written under another boot id count as
+    /// expired, so a test can simulate a reboot by reopening the file with a new one.
+    #[must_use]
+    pub fn boot_id(mut self, boot_id: impl Into<String>) -> Self {
+        self.boot_id = Some(boot_id.into());
+        self
+    }
+
+    /// How long an operation waits for another connection's write lock before failing with
+    /// [`SqliteStoreError::Busy`] ([`lease_core::Error::Timeout`] through the [`Store`](lease_core::Store)
+    /// trait). Each operation blocks its caller for at most about this long.
+    #[must_use]
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// Whether opening runs `PRAGMA quick_check` (on by default), so a damaged file is refused
+    /// with [`SqliteStoreError::Corrupt`] at once rather than failing some later operation.
+    /// Its cost grows with the file: about a second per million leases.
+    #[must_use]
+    pub fn integrity_check(mut self, check: bool) -> Self {
+        self.integrity_check = check;
+        self
+    }
+
+    /// The most expired rows a write deletes, every 64 writes, in its own transaction
+    /// ([`DEFAULT_PURGE_BATCH`]); 0 turns opportunistic purging off, leaving it to
+    /// [`SqliteStore::purge_expired`].
+    #[must_use]
+    pub fn purge_batch(mut self, rows: usize) -> Self {
+        self.purge_batch = rows;
+        self
+    }
+
+    /// Opens the database, creating it (mode 0600) when it does not exist and migrating its
+    /// schema to [`crate::SCHEMA_VERSION`].
+    ///
+    /// Checks come before any write, so a file that is refused is left byte for byte as it
+    /// was. A file or directory whose permission bits grant no write access is refused even to
+    /// root, who would otherwise write it regardless.
+    ///
+    /// # Errors
+    ///
+    /// - [`SqliteStoreError::MissingDirectory`] when the parent directory does not exist;
+    /// - [`SqliteStoreError::ReadOnly`] when the file or its directory cannot be written;
+    /// - [`SqliteStoreError::NotADatabase`], [`SqliteStoreError::ForeignDatabase`] or
+    ///   [`SqliteStoreError::Corrupt`] for a file that is not a sound lease database;
+    /// - [`SqliteStoreError::NewerSchema`] for a file written by a newer version of this crate;
+    /// - [`SqliteStoreError::Busy`] when another connection holds the write lock past the busy
+    ///   timeout while the schema must be created or the boot registered;
+    /// - [`SqliteStoreError::BootId`] or [`SqliteStoreError::InvalidBootId`] when the boot id
+    ///   cannot be read or is malformed;
+    /// - [`SqliteStoreError::Unsupported`] when the file system cannot host a WAL database;
+    /// - [`SqliteStoreError::Open`], [`SqliteStoreError::Io`] or [`SqliteStoreError::Sqlite`]
+    ///   for other failures.
+    pub fn open(self) -> StoreResult<SqliteStore> {
+        let boot_id = match &self.boot_id {
+            Some(id) => check_boot_id(id)?,
+            None => host_boot_id()?,
+        };
+        let path = self.path.clone();
+        check_directory(&path)?;
+        create_or_check_file(&path)?;
+
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&path, flags).map_err(|source| {
+            match source.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::CannotOpen) => SqliteStoreError::Open {
+                    path: path.clone(),
+                    source,
+                },
+                _ => self.classify("opening", source),
+            }
+        })?;
+        let (sql_path, timeout) = (path.clone(), self.busy_timeout);
+        let sql = move |action: &'static str| {
+            let path = sql_path.clone();
+            move |e| SqliteStoreError::from_sqlite(&path, timeout, action, e)
+        };
+        conn.busy_timeout(self.busy_timeout)
+            .map_err(sql("setting the busy timeout"))?;
+        if conn
+            .is_readonly(rusqlite::MAIN_DB)
+            .map_err(sql("opening"))?
+        {
+            return Err(SqliteStoreError::ReadOnly {
+                path,
+                reason: "SQLite could only open it for reading".to_owned(),
+            });
+        }
+
+        // Inspect before changing anything: these only read the header and the schema.
+        let application_id: i32 = conn
+            .pragma_query_value(None, "application_id", |row| row.get(0))
+            .map_err(sql("reading the application id"))?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(sql("reading the schema version"))?;
+        if application_id != 0 && application_id != APPLICATION_ID {
+            return Err(SqliteStoreError::ForeignDatabase {
+                path,
+                reason: format!(
+                    "its application id is {application_id:#010x}, not {APPLICATION_ID:#010x}"
+                ),
+            });
+        }
+        if version > SCHEMA_VERSION {
+            return Err(SqliteStoreError::NewerSchema {
+                path,
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if version == 0 {
+            let tables: i64 = conn
+                .query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))
+                .map_err(sql("reading the schema"))?;
+            if tables > 0 {
+                return Err(SqliteStoreError::ForeignDatabase {
+                    path,
+                    reason: format!("it has {tables} schema objects but no lease schema version"),
+                });
+            }
+        }
+        if self.integrity_check && version > 0 {
+            quick_check(&conn).map_err(|e| match e {
+                QuickCheck::Damaged(detail) => SqliteStoreError::Corrupt {
+                    path: path.clone(),
+                    detail,
+                },
+                QuickCheck::Failed(e) => sql("checking integrity")(e),
+            })?;
+        }
+
+        // Now configure and, if need be, write.
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(sql("switching to WAL"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(SqliteStoreError::Unsupported {
+                path,
+                reason: format!(
+                    "SQLite kept journal mode {mode:?}: WAL is unavailable on this file system"
+                ),
+            });
+        }
+        conn.pragma_update(None, "foreign_keys", true)
+            .map_err(sql("enabling foreign keys"))?;
+        // FULL: a commit survives power loss, so a fencing generation is never handed out twice.
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(sql("setting synchronous"))?;
+        conn.set_prepared_statement_cache_capacity(32);
+
+        let mut conn = conn;
+        let boot_seq = migrate_and_register_boot(&mut conn, &path, version, &boot_id).map_err(
+            |e| match e {
+                Migrate::Sqlite(action, e) => sql(action)(e),
+                Migrate::Store(e) => e,
+            },
+        )?;
+        SqliteStore::from_parts(
+            conn,
+            Settings {
+                path,
+                clock: self.clock,
+                boot_id,
+                boot_seq,
+                busy_timeout: self.busy_timeout,
+                purge_batch: self.purge_batch,
+            },
+        )
+    }
+
+    fn classify(&self, action: &'static str, e: rusqlite::Error) -> SqliteStoreError {
+        SqliteStoreError::from_sqlite(&self.path, self.busy_timeout, action, e)
+    }
+}
+
+/// The directory holding `path`; `.` for a bare file name.
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
+/// Whether permission bits grant no one write access (what `chmod a-w` leaves).
+fn no_write_bits(metadata: &fs::Metadata) -> bool {
+    metadata.permissions().mode() & 0o222 == 0
+}
+
+fn check_directory(path: &Path) -> StoreResult<()> {
+    let dir = parent_dir(path);
+    match fs::metadata(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(SqliteStoreError::MissingDirectory {
+            path: path.to_path_buf(),
+            dir: dir.to_path_buf(),
+        }),
+        Err(source) => Err(SqliteStoreError::Io {
+            action: "inspecting the directory of lease database",
+            path: dir.to_path_buf(),
+            source,
+        }),
+        Ok(m) if !m.is_dir() => Err(SqliteStoreError::Io {
+            action: "inspecting the directory of lease database",
+            path: dir.to_path_buf(),
+            source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+        }),
+        Ok(m) if no_write_bits(&m) => Err(SqliteStoreError::ReadOnly {
+            path: dir.to_path_buf(),
+            reason: format!(
+                "the directory's mode {:o} grants no write access, and SQLite keeps its \
+                 -wal and -shm files there",
+                m.permissions().mode() & 0o7777
+            ),
+        }),
+        Ok(_) => writable(
+            dir,
+            "the directory cannot be written, and SQLite keeps its -wal and -shm files there",
+        ),
+    }
+}
+
+/// Whether this process (by its effective ids) may write `path`, as the kernel decides: this
+/// catches permissions for unprivileged users and read-only file systems for everyone.
+fn writable(path: &Path, what: &str) -> StoreResult<()> {
+    use rustix::fs::{Access, AtFlags, CWD, accessat};
+    match accessat(CWD, path, Access::WRITE_OK, AtFlags::EACCESS) {
+        Ok(()) => Ok(()),
+        Err(e) if e == rustix::io::Errno::ACCESS || e == rustix::io::Errno::ROFS => {
+            Err(SqliteStoreError::ReadOnly {
+                path: path.to_path_buf(),
+                reason: format!("{what}: {}", io::Error::from(e)),
+            })
+        }
+        // Anything else (say, no such file after a race) is left for SQLite to report.
+        Err(_) => Ok(()),
+    }
+}
+
+/// Creates an absent database file with mode 0600, or checks that an existing one may be
+/// written. Never changes an existing file.
+fn create_or_check_file(path: &Path) -> StoreResult<()> {
+    match fs::metadata(path) {
+        Ok(m) if m.is_dir() => Err(SqliteStoreError::Io {
+            action: "opening lease database",
+            path: path.to_path_buf(),
+            source: io::Error::new(io::ErrorKind::IsADirectory, "is a directory"),
+        }),
+        Ok(m) if no_write_bits(&m) => Err(SqliteStoreError::ReadOnly {
+            path: path.to_path_buf(),
+            reason: format!(
+                "its mode {:o} grants no write access",
+                m.permissions().mode() & 0o7777
+            ),
+        }),
+        Ok(_) => writable(path, "the file cannot be written"),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(NEW_FILE_MODE)
+                .open(path)
+            {
+                // Another process created it first: fine, it is checked when opened.
+                Ok(_) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                    Err(SqliteStoreError::ReadOnly {
+                        path: parent_dir(path).to_path_buf(),
+                        reason: format!("cannot create {}: {e}", path.display()),
+                    })
+                }
+                Err(source) => Err(SqliteStoreError::Io {
+                    action: "creating lease database",
+                    path: path.to_path_buf(),
+                    source,
+                }),
+            }
+        }
+        Err(source) => Err(SqliteStoreError::Io {
+            action: "inspecting lease database",
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+enum QuickCheck {
+    Damaged(String),
+    Failed(rusqlite::Error),
+}
+
+fn quick_check(conn: &Connection) -> Result<(), QuickCheck> {
+    let mut stmt = conn
+        .prepare("PRAGMA quick_check(20)")
+        .map_err(QuickCheck::Failed)?;
+    let lines: Vec<String> = stmt
+        .query_map([], |row| row.get(0))
+        .and_then(Iterator::collect)
+        .map_err(|e| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseCorrupt) => QuickCheck::Damaged(e.to_string()),
+            _ => QuickCheck::Failed(e),
+        })?;
+    if lines.len() == 1 && lines[0] == "ok" {
+        Ok(())
+    } else {
+        Err(QuickCheck::Damaged(lines.join("; ")))
+    }
+}
+
+pub(crate) enum Migrate {
+    /// SQLite failed while doing this.
+    Sqlite(&'static str, rusqlite::Error),
+    /// The file cannot be migrated.
+    Store(SqliteStoreError),
+}
+
+/// Brings the schema up to date and returns this boot's number, writing only when needed:
+/// opening an up-to-date file from a boot it already knows takes no write lock.
+pub(crate) fn migrate_and_register_boot(
+    conn: &mut Connection,
+    path: &Path,
+    version: i64,
+    boot_id: &str,
+) -> Result<i64, Migrate> {
+    if version == SCHEMA_VERSION
+        && let Some(seq) =
+            find_boot(conn, boot_id).map_err(|e| Migrate::Sqlite("reading boots", e))?
+    {
+        return Ok(seq);
+    }
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| Migrate::Sqlite("locking the database to migrate it", e))?;
+    // Another process may have migrated the file since we looked.
+    let version: i64 = tx
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(|e| Migrate::Sqlite("reading the schema version", e))?;
+    if version > SCHEMA_VERSION {
+        return Err(Migrate::Store(SqliteStoreError::NewerSchema {
+            path: path.to_path_buf(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        }));
+    }
+    let from = usize::try_from(version).unwrap_or(0);
+    for step in MIGRATIONS.iter().skip(from) {
+        tx.execute_batch(step)
+            .map_err(|e| Migrate::Sqlite("migrating the schema", e))?;
+    }
+    if version < SCHEMA_VERSION {
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(|e| Migrate::Sqlite("setting the schema version", e))?;
+        tx.pragma_update(None, "application_id", APPLICATION_ID)
+            .map_err(|e| Migrate::Sqlite("setting the application id", e))?;
+    }
+    tx.execute(
+        "INSERT INTO boot (boot_id) VALUES (?1) ON CONFLICT (boot_id) DO NOTHING",
+        [boot_id],
+    )
+    .map_err(|e| Migrate::Sqlite("registering the boot", e))?;
+    let seq = find_boot(&tx, boot_id)
+        .map_err(|e| Migrate::Sqlite("reading boots", e))?
+        .ok_or_else(|| {
+            Migrate::Sqlite("registering the boot", rusqlite::Error::QueryReturnedNoRows)
+        })?;
+    tx.commit()
+        .map_err(|e| Migrate::Sqlite("committing the migration", e))?;
+    Ok(seq)
+}
+
+fn find_boot(conn: &Connection, boot_id: &str) -> rusqlite::Result<Option<i64>> {
+    conn.query_row(
+        "SELECT seq FROM boot WHERE boot_id = ?1",
+        [boot_id],
+        |row| row.get(0),
+    )
+    .optional()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn empty_db() -> (tempfile::TempDir, PathBuf, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        fs::write(&path, b"").unwrap();
+        let conn = Connection::open(&path).unwrap();
+        (dir, path, conn)
+    }
+
+    fn pragma(conn: &Connection, name: &str) -> i64 {
+        conn.pragma_query_value(None, name, |r| r.get(0)).unwrap()
+    }
+
+    pub(crate) fn seq(result: Result<i64, Migrate>) -> i64 {
+        match result {
+            Ok(seq) => seq,
+            Err(Migrate::Sqlite(action, e)) => panic!("{action}: {e}"),
+            Err(Migrate::Store(e)) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn an_empty_file_migrates_to_the_current_schema() {
+        let (_dir, path, mut conn) = empty_db();
+        assert_eq!(pragma(&conn, "user_version"), 0);
+        assert_eq!(seq(migrate_and_register_boot(&mut conn, &path, 0, "b1")), 1);
+        assert_eq!(pragma(&conn, "user_version"), SCHEMA_VERSION);
+        assert_eq!(pragma(&conn, "application_id"), i64::from(APPLICATION_ID));
+        let mut names: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%' ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        names.sort();
+        assert_eq!(
+            names,
+            ["boot", "generation", "lease", "lease_by_expiry", "pin"]
+        );
+        let integrity: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(integrity, "ok");
+    }
+
+    #[test]
+    fn reopening_registers_each_boot_once_and_writes_nothing_when_current() {
+        let (_dir, path, mut conn) = empty_db();
+        assert_eq!(seq(migrate_and_register_boot(&mut conn, &path, 0, "b1")), 1);
+        assert_eq!(
+            seq(migrate_and_register_boot(
+                &mut conn,
+                &path,
+                SCHEMA_VERSION,
+                "b2"
+            )),
+            2
+        );
+        let changes = conn.total_changes();
+        assert_eq!(
+            seq(migrate_and_register_boot(
+                &mut conn,
+                &path,
+                SCHEMA_VERSION,
+                "b1"
+            )),
+            1
+        );
+        assert_eq!(
+            conn.total_changes(),
+            changes,
+            "an up-to-date open writes nothing"
+        );
+        let boots: i64 = conn
+            .query_row("SELECT count(*) FROM boot", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(boots, 2);
+    }
+
+    #[test]
+    fn a_migration_raced_by_another_process_is_not_repeated() {
+        let (_dir, path, mut conn) = empty_db();
+        seq(migrate_and_register_boot(&mut conn, &path, 0, "b1"));
+        // This opener read version 0 before the other finished: under the lock it re-reads.
+        assert_eq!(seq(migrate_and_register_boot(&mut conn, &path, 0, "b2")), 2);
+        assert_eq!(pragma(&conn, "user_version"), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_schema_made_newer_under_our_feet_is_refused_under_the_lock() {
+        let (_dir, path, mut conn) = empty_db();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        match migrate_and_register_boot(&mut conn, &path, 0, "b1") {
+            Err(Migrate::Store(SqliteStoreError::NewerSchema { found, .. })) => {
+                assert_eq!(found, SCHEMA_VERSION + 1);
+            }
+            Err(Migrate::Store(e)) => panic!("{e}"),
+            Err(Migrate::Sqlite(a, e)) => panic!("{a}: {e}"),
+            Ok(seq) => panic!("migrated to boot {seq}"),
+        }
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(tables, 0, "nothing was created");
+    }
+
+    #[test]
+    fn parent_of_a_bare_name_is_the_current_directory() {
+        assert_eq!(parent_dir(Path::new("leases.db")), Path::new("."));
+        assert_eq!(parent_dir(Path::new("/a/b.db")), Path::new("/a"));
+    }
+}

@@ -1,0 +1,469 @@
+//! The body of each operation inside its transaction: claim, extend, revoke, purge and the
+//! snapshots, with how rows and timestamps are stored.
+
+use std::collections::BTreeMap;
+
+use lease_core::{Error, Generation, Info, Key, Op, Request, Timestamp, validate_string};
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::error::SqliteStoreError;
+use crate::store::{OpResult, Settings, StoreResult};
+
+/// Validates one op's inputs, as the single-op methods do.
+pub(crate) fn validate_op(op: &Op) -> lease_core::Result<()> {
+    match op {
+        Op::Claim { key, request } | Op::Extend { key, request } => {
+            key.validate()?;
+            request.validate()
+        }
+        Op::Revoke { key, holder } => {
+            key.validate()?;
+            validate_string("holder", holder)
+        }
+    }
+}
+
+/// The top bit, flipped so that a `u64` timestamp orders correctly as SQLite's signed integer.
+const SIGN: u64 = 1 << 63;
+
+/// A timestamp as stored: nanoseconds minus 2^63.
+fn encode(t: Timestamp) -> i64 {
+    i64::from_be_bytes((t.as_nanos() ^ SIGN).to_be_bytes())
+}
+
+/// A stored expiry back as a timestamp.
+fn decode(v: i64) -> Timestamp {
+    Timestamp::from_nanos(u64::from_be_bytes(v.to_be_bytes()) ^ SIGN)
+}
+
+/// A generation as stored: always positive (a `CHECK` constraint), so the conversion is exact.
+fn stored_generation(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// One lease row as read.
+struct Row {
+    holder: String,
+    boot: i64,
+    expiry: Timestamp,
+    generation: u64,
+    metadata: Option<String>,
+    pinned: bool,
+}
+
+impl Row {
+    /// The expiry on this boot's timeline: an expiry from another boot has passed.
+    fn effective_expiry(&self, settings: &Settings) -> Timestamp {
+        if self.boot == settings.boot_seq {
+            self.expiry
+        } else {
+            Timestamp::ZERO
+        }
+    }
+
+    /// Held: pinned, or unexpired on this boot.
+    fn is_valid(&self, settings: &Settings, now: Timestamp) -> bool {
+        self.pinned || now < self.effective_expiry(settings)
+    }
+
+    fn info(self, settings: &Settings, key: &Key) -> StoreResult<Info> {
+        let expiry = self.effective_expiry(settings);
+        let metadata = parse_metadata(settings, key, self.metadata.as_deref())?;
+        Ok(Info {
+            holder: self.holder,
+            expiry,
+            generation: Generation(self.generation),
+            metadata,
+            pinned: self.pinned,
+        })
+    }
+}
+
+fn parse_metadata(
+    settings: &Settings,
+    key: &Key,
+    text: Option<&str>,
+) -> StoreResult<Option<serde_json::Value>> {
+    text.map(serde_json::from_str)
+        .transpose()
+        .map_err(|source| SqliteStoreError::Metadata {
+            path: settings.path.clone(),
+            key: key.to_string(),
+            source,
+        })
+}
+
+fn metadata_text(
+    settings: &Settings,
+    key: &Key,
+    metadata: Option<&serde_json::Value>,
+) -> StoreResult<Option<String>> {
+    metadata
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|source| SqliteStoreError::Metadata {
+            path: settings.path.clone(),
+            key: key.to_string(),
+            source,
+        })
+}
+
+/// The columns every lease read selects, in [`row_from`]'s order, for a lease table aliased `l`.
+const LEASE_COLUMNS: &str = "l.namespace, l.model, l.name, l.holder, l.boot, l.expiry, \
+    l.generation, l.metadata, EXISTS (SELECT 1 FROM pin p WHERE p.namespace = l.namespace \
+    AND p.model = l.model AND p.name = l.name)";
+
+fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Key, Row)> {
+    Ok((
+        Key::new(
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ),
+        Row {
+            holder: r.get(3)?,
+            boot: r.get(4)?,
+            expiry: decode(r.get(5)?),
+            generation: stored_generation(r.get(6)?),
+            metadata: r.get(7)?,
+            pinned: r.get(8)?,
+        },
+    ))
+}
+
+fn read_lease(tx: &Connection, settings: &Settings, key: &Key) -> StoreResult<Option<Row>> {
+    let sql = format!(
+        "SELECT {LEASE_COLUMNS} FROM lease l \
+         WHERE l.namespace = ?1 AND l.model = ?2 AND l.name = ?3"
+    );
+    let mut stmt = tx
+        .prepare_cached(&sql)
+        .map_err(settings.sql("reading a lease"))?;
+    stmt.query_row([&key.namespace, &key.model, &key.lease], row_from)
+        .optional()
+        .map(|row| row.map(|(_, row)| row))
+        .map_err(settings.sql("reading a lease"))
+}
+
+fn is_pinned(tx: &Connection, settings: &Settings, key: &Key) -> StoreResult<bool> {
+    tx.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM pin WHERE namespace = ?1 AND model = ?2 AND name = ?3)",
+    )
+    .and_then(|mut stmt| stmt.query_row([&key.namespace, &key.model, &key.lease], |r| r.get(0)))
+    .map_err(settings.sql("reading pins"))
+}
+
+pub(crate) fn claim(
+    tx: &Connection,
+    settings: &Settings,
+    now: Timestamp,
+    key: &Key,
+    request: &Request,
+) -> OpResult<Info> {
+    let pinned = match read_lease(tx, settings, key)? {
+        Some(row) if row.is_valid(settings, now) => {
+            return Ok(Err(if row.holder == request.holder {
+                Error::Invalid
+            } else {
+                Error::Held
+            }));
+        }
+        Some(row) => row.pinned,
+        None => is_pinned(tx, settings, key)?,
+    };
+    let generation: i64 = tx
+        .prepare_cached(
+            "INSERT INTO generation (namespace, model, name, last) VALUES (?1, ?2, ?3, 1) \
+             ON CONFLICT (namespace, model, name) DO UPDATE SET last = last + 1 \
+             RETURNING last",
+        )
+        .and_then(|mut stmt| stmt.query_row([&key.namespace, &key.model, &key.lease], |r| r.get(0)))
+        .map_err(settings.sql("advancing the generation"))?;
+    let expiry = now.saturating_add(request.duration);
+    let metadata = metadata_text(settings, key, request.metadata.as_ref())?;
+    tx.prepare_cached(
+        "INSERT INTO lease (namespace, model, name, holder, boot, expiry, generation, metadata) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+         ON CONFLICT (namespace, model, name) DO UPDATE SET holder = excluded.holder, \
+         boot = excluded.boot, expiry = excluded.expiry, generation = excluded.generation, \
+         metadata = excluded.metadata",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(rusqlite::params![
+            key.namespace,
+            key.model,
+            key.lease,
+            request.holder,
+            settings.boot_seq,
+            encode(expiry),
+            generation,
+            metadata,
+        ])
+    })
+    .map_err(settings.sql("writing a claim"))?;
+    Ok(Ok(Info {
+        holder: request.holder.clone(),
+        expiry,
+        generation: Generation(stored_generation(generation)),
+        metadata: request.metadata.clone(),
+        pinned,
+    }))
+}
+
+pub(crate) fn extend(
+    tx: &Connection,
+    settings: &Settings,
+    now: Timestamp,
+    key: &Key,
+    request: &Request,
+) -> OpResult<Info> {
+    let row = match read_lease(tx, settings, key)? {
+        Some(row) if row.is_valid(settings, now) && row.holder == request.holder => row,
+        _ => return Ok(Err(Error::Invalid)),
+    };
+    let expiry = row
+        .effective_expiry(settings)
+        .max(now.saturating_add(request.duration));
+    let new_metadata = metadata_text(settings, key, request.metadata.as_ref())?;
+    tx.prepare_cached(
+        "UPDATE lease SET boot = ?4, expiry = ?5, metadata = coalesce(?6, metadata) \
+         WHERE namespace = ?1 AND model = ?2 AND name = ?3",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(rusqlite::params![
+            key.namespace,
+            key.model,
+            key.lease,
+            settings.boot_seq,
+            encode(expiry),
+            new_metadata,
+        ])
+    })
+    .map_err(settings.sql("writing an extension"))?;
+    let mut info = row.info(settings, key)?;
+    info.expiry = expiry;
+    if let Some(metadata) = &request.metadata {
+        info.metadata = Some(metadata.clone());
+    }
+    Ok(Ok(info))
+}
+
+pub(crate) fn revoke(
+    tx: &Connection,
+    settings: &Settings,
+    now: Timestamp,
+    key: &Key,
+    holder: &str,
+) -> OpResult<()> {
+    match read_lease(tx, settings, key)? {
+        Some(row) if row.is_valid(settings, now) => {
+            if row.holder != holder {
+                return Ok(Err(Error::NotHeld));
+            }
+        }
+        _ => return Ok(Err(Error::Invalid)),
+    }
+    tx.prepare_cached("DELETE FROM lease WHERE namespace = ?1 AND model = ?2 AND name = ?3")
+        .and_then(|mut stmt| stmt.execute([&key.namespace, &key.model, &key.lease]))
+        .map_err(settings.sql("deleting a lease"))?;
+    Ok(Ok(()))
+}
+
+/// Up to `?3` expired, unpinned lease keys: rows of boots other than `?1`, then rows of boot
+/// `?1` whose expiry is at or before `?2`. Two index range scans.
+const PURGE_CANDIDATES: &str = "SELECT l.namespace, l.model, l.name FROM lease l \
+    WHERE l.boot IN (SELECT seq FROM boot WHERE seq <> ?1) \
+      AND NOT EXISTS (SELECT 1 FROM pin p WHERE p.namespace = l.namespace \
+                      AND p.model = l.model AND p.name = l.name) \
+    UNION ALL \
+    SELECT l.namespace, l.model, l.name FROM lease l \
+    WHERE l.boot = ?1 AND l.expiry <= ?2 \
+      AND NOT EXISTS (SELECT 1 FROM pin p WHERE p.namespace = l.namespace \
+                      AND p.model = l.model AND p.name = l.name) \
+    LIMIT ?3";
+
+/// Deletes up to `limit` expired, unpinned rows; returns how many. The candidates come from two
+/// index range scans (rows of other boots, rows of this boot past their expiry) and are deleted
+/// one by one by primary key: never a statement that walks the whole table.
+pub(crate) fn purge(
+    tx: &Connection,
+    settings: &Settings,
+    now: Timestamp,
+    limit: usize,
+) -> StoreResult<usize> {
+    if limit == 0 {
+        return Ok(0);
+    }
+    let sql = settings.sql("purging expired leases");
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut select = tx.prepare_cached(PURGE_CANDIDATES).map_err(&sql)?;
+    let expired: Vec<(String, String, String)> = select
+        .query_map(
+            rusqlite::params![settings.boot_seq, encode(now), limit],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .and_then(Iterator::collect)
+        .map_err(&sql)?;
+    let mut delete = tx
+        .prepare_cached("DELETE FROM lease WHERE namespace = ?1 AND model = ?2 AND name = ?3")
+        .map_err(&sql)?;
+    let mut deleted = 0;
+    for (namespace, model, name) in &expired {
+        deleted += delete.execute([namespace, model, name]).map_err(&sql)?;
+    }
+    Ok(deleted)
+}
+
+pub(crate) fn snapshot_keys(
+    tx: &Connection,
+    settings: &Settings,
+    now: Timestamp,
+    keys: &[Key],
+) -> StoreResult<BTreeMap<Key, Info>> {
+    let mut out = BTreeMap::new();
+    for key in keys {
+        if let Some(row) = read_lease(tx, settings, key)?
+            && row.is_valid(settings, now)
+        {
+            out.insert(key.clone(), row.info(settings, key)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Collects the valid rows a query returns into `out`.
+fn collect_valid(
+    tx: &Connection,
+    settings: &Settings,
+    now: Timestamp,
+    sql: &str,
+    params: impl rusqlite::Params,
+    out: &mut BTreeMap<Key, Info>,
+) -> StoreResult<()> {
+    let mut stmt = tx
+        .prepare_cached(sql)
+        .map_err(settings.sql("reading leases"))?;
+    let rows = stmt
+        .query_map(params, row_from)
+        .map_err(settings.sql("reading leases"))?;
+    for row in rows {
+        let (key, row) = row.map_err(settings.sql("reading leases"))?;
+        if row.is_valid(settings, now) {
+            let info = row.info(settings, &key)?;
+            out.insert(key, info);
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn snapshot_all(
+    tx: &Connection,
+    settings: &Settings,
+    now: Timestamp,
+) -> StoreResult<BTreeMap<Key, Info>> {
+    let mut out = BTreeMap::new();
+    // Unexpired rows of this boot, by the expiry index; then pinned rows of any age.
+    collect_valid(
+        tx,
+        settings,
+        now,
+        &format!("SELECT {LEASE_COLUMNS} FROM lease l WHERE l.boot = ?1 AND l.expiry > ?2"),
+        rusqlite::params![settings.boot_seq, encode(now)],
+        &mut out,
+    )?;
+    collect_valid(
+        tx,
+        settings,
+        now,
+        &format!(
+            "SELECT {LEASE_COLUMNS} FROM (SELECT DISTINCT namespace, model, name FROM pin) k \
+             JOIN lease l ON l.namespace = k.namespace AND l.model = k.model AND l.name = k.name"
+        ),
+        [],
+        &mut out,
+    )?;
+    Ok(out)
+}
+
+pub(crate) fn snapshot_group(
+    tx: &Connection,
+    settings: &Settings,
+    now: Timestamp,
+    namespace: &str,
+    model: &str,
+) -> StoreResult<BTreeMap<Key, Info>> {
+    let mut out = BTreeMap::new();
+    collect_valid(
+        tx,
+        settings,
+        now,
+        &format!("SELECT {LEASE_COLUMNS} FROM lease l WHERE l.namespace = ?1 AND l.model = ?2"),
+        [namespace, model],
+        &mut out,
+    )?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::open::migrate_and_register_boot;
+    use crate::open::tests::{empty_db, seq};
+
+    #[test]
+    fn timestamps_keep_their_order_when_encoded() {
+        let points = [
+            0,
+            1,
+            1_000_000_005,
+            (1 << 62) + 3,
+            (1 << 63) - 1,
+            1 << 63,
+            (1 << 63) + 1,
+            u64::MAX - 1,
+            u64::MAX,
+        ];
+        for pair in points.windows(2) {
+            let (a, b) = (
+                Timestamp::from_nanos(pair[0]),
+                Timestamp::from_nanos(pair[1]),
+            );
+            assert!(encode(a) < encode(b), "{a} < {b}");
+            assert_eq!(decode(encode(a)), a);
+            assert_eq!(decode(encode(b)), b);
+        }
+        assert_eq!(encode(Timestamp::ZERO), i64::MIN);
+        assert_eq!(encode(Timestamp::MAX), i64::MAX);
+    }
+
+    /// The plan of `sql` as SQLite's `EXPLAIN QUERY PLAN` describes it, one step per line.
+    fn plan(conn: &Connection, sql: &str) -> Vec<String> {
+        conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map([1, 2, 3], |r| r.get(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn purging_and_listing_use_indexes_never_a_table_scan() {
+        let (_dir, path, mut conn) = empty_db();
+        seq(migrate_and_register_boot(&mut conn, &path, 0, "b1"));
+        let purge = plan(&conn, PURGE_CANDIDATES);
+        assert!(
+            purge
+                .iter()
+                .any(|s| s.contains("lease_by_expiry (boot=? AND expiry<?)")),
+            "{purge:#?}"
+        );
+        assert!(!purge.iter().any(|s| s.starts_with("SCAN l")), "{purge:#?}");
+        let all = plan(
+            &conn,
+            &format!(
+                "SELECT {LEASE_COLUMNS} FROM lease l WHERE l.boot = ?1 AND l.expiry > ?2 AND ?3"
+            ),
+        );
+        assert!(!all.iter().any(|s| s.starts_with("SCAN l")), "{all:#?}");
+    }
+}

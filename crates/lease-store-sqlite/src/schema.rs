@@ -1,0 +1,85 @@
+//! The database schema, its version, and the migrations that bring a file up to date.
+//!
+//! The version lives in SQLite's `PRAGMA user_version`; `PRAGMA application_id`
+//! ([`APPLICATION_ID`]) marks the file as a lease database. [`MIGRATIONS`]`[i]` takes a database
+//! from version `i` to `i + 1`, inside the same `BEGIN IMMEDIATE` transaction that sets the new
+//! version; migrations only ever append, a released step is never edited.
+//!
+//! # Version 1
+//!
+//! - `boot (seq, boot_id)`: every host boot that has written to the file. Expiries are instants
+//!   on `CLOCK_BOOTTIME`, which restarts at each boot, so each lease row names the boot its
+//!   expiry belongs to; a row from another boot has expired. Never deleted from (one row per
+//!   reboot).
+//! - `generation (namespace, model, name, last)`: the last fencing generation handed out per
+//!   lease key. Never deleted from, so generations keep increasing across revoke, expiry,
+//!   purges and reopening.
+//! - `lease (namespace, model, name, holder, boot, expiry, generation, metadata)`: the current
+//!   claims, with foreign keys to `boot` and `generation`. `expiry` is the clock's nanoseconds
+//!   minus 2^63, so the whole `u64` range of a timestamp orders correctly as SQLite's signed
+//!   64-bit integer; it is indexed with `boot` for bounded purges. `metadata` is JSON (checked
+//!   with `json_valid`). A row may outlive its expiry until it is purged or claimed again.
+//! - `pin (namespace, model, name, entity)`: who pins which lease. Not a foreign key to
+//!   `lease`: a pin on an absent lease waits for the next claimant, and revoking a pinned lease
+//!   deletes the lease row only.
+
+/// The schema version this crate writes and understands. A file with a higher
+/// `PRAGMA user_version` was written by a newer version of the crate and is refused.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// The `PRAGMA application_id` of a lease database: `"LEAS"` in ASCII.
+pub const APPLICATION_ID: i32 = 0x4C45_4153;
+
+/// The SQL of the steps from each version to the next: `MIGRATIONS[i]` takes version `i` to
+/// `i + 1`, so `MIGRATIONS.len() == SCHEMA_VERSION`.
+pub const MIGRATIONS: [&str; 1] = [V1];
+
+/// Version 1; see the module documentation.
+const V1: &str = "
+CREATE TABLE boot (
+    seq     INTEGER PRIMARY KEY,
+    boot_id TEXT NOT NULL UNIQUE
+);
+CREATE TABLE generation (
+    namespace TEXT NOT NULL,
+    model     TEXT NOT NULL,
+    name      TEXT NOT NULL,
+    last      INTEGER NOT NULL CHECK (last > 0),
+    PRIMARY KEY (namespace, model, name)
+) WITHOUT ROWID;
+CREATE TABLE lease (
+    namespace  TEXT NOT NULL,
+    model      TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    holder     TEXT NOT NULL,
+    boot       INTEGER NOT NULL REFERENCES boot (seq),
+    expiry     INTEGER NOT NULL,
+    generation INTEGER NOT NULL,
+    metadata   TEXT CHECK (metadata IS NULL OR json_valid(metadata)),
+    PRIMARY KEY (namespace, model, name),
+    FOREIGN KEY (namespace, model, name) REFERENCES generation (namespace, model, name)
+) WITHOUT ROWID;
+CREATE INDEX lease_by_expiry ON lease (boot, expiry);
+CREATE TABLE pin (
+    namespace TEXT NOT NULL,
+    model     TEXT NOT NULL,
+    name      TEXT NOT NULL,
+    entity    TEXT NOT NULL,
+    PRIMARY KEY (namespace, model, name, entity)
+) WITHOUT ROWID;
+";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_migration_per_version() {
+        assert_eq!(i64::try_from(MIGRATIONS.len()), Ok(SCHEMA_VERSION));
+    }
+
+    #[test]
+    fn application_id_spells_leas() {
+        assert_eq!(&APPLICATION_ID.to_be_bytes(), b"LEAS");
+    }
+}

@@ -1,0 +1,438 @@
+//! [`SqliteStore`]: the [`Store`] on an SQLite file, running each operation (or batch) as one
+//! short transaction.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lease_core::{
+    Clock, Error, Info, Key, Op, Outcome, Request, Store, Timestamp, validate_string,
+};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+
+use crate::error::SqliteStoreError;
+use crate::open::SqliteStoreBuilder;
+use crate::ops::{
+    claim, extend, purge, revoke, snapshot_all, snapshot_group, snapshot_keys, validate_op,
+};
+
+/// How many successful writes pass between opportunistic purges.
+const PURGE_EVERY_WRITES: u64 = 64;
+
+pub(crate) type StoreResult<T> = Result<T, SqliteStoreError>;
+
+/// The outcome of one lease operation inside a transaction: the outer error aborts the
+/// transaction (SQLite failed), the inner one is the operation's own answer (`Held`, …).
+pub(crate) type OpResult<T> = StoreResult<lease_core::Result<T>>;
+
+fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached("PRAGMA data_version")?
+        .query_row([], |row| row.get(0))
+}
+
+/// What every operation needs besides the connection.
+pub(crate) struct Settings {
+    /// The database file.
+    pub(crate) path: PathBuf,
+    /// Decides expiry.
+    pub(crate) clock: Arc<dyn Clock>,
+    /// The host's boot, as given or read.
+    pub(crate) boot_id: String,
+    /// Its number in the `boot` table.
+    pub(crate) boot_seq: i64,
+    /// How long to wait for another connection's write lock.
+    pub(crate) busy_timeout: Duration,
+    /// Rows per opportunistic purge; 0 for none.
+    pub(crate) purge_batch: usize,
+}
+
+impl Settings {
+    /// A mapper from SQLite's errors to ours while doing `action`.
+    pub(crate) fn sql(
+        &self,
+        action: &'static str,
+    ) -> impl Fn(rusqlite::Error) -> SqliteStoreError + '_ {
+        move |e| SqliteStoreError::from_sqlite(&self.path, self.busy_timeout, action, e)
+    }
+}
+
+/// A lease [`Store`] on an SQLite file, safe for many processes of one host sharing the file.
+///
+/// Every operation is one short transaction: writes begin with `BEGIN IMMEDIATE`, so each
+/// decides on the current state and writes it while holding SQLite's write lock, with no
+/// read-then-write race between processes. [`Store::apply`] runs a whole batch in one
+/// transaction (one fsync for the batch). Expiries are instants on the injected [`Clock`]
+/// (`CLOCK_BOOTTIME` by default, which every process of the host shares and which does not
+/// jump when the wall clock is set), stored with the host's boot id: after a reboot every
+/// earlier lease has expired. Fencing generations come from a per-key table that is never
+/// deleted from.
+///
+/// # Blocking
+///
+/// SQLite is called synchronously, so the `async` methods of [`Store`] block the calling
+/// thread for the length of a transaction: microseconds, plus an fsync for each write, plus
+/// up to the [busy timeout](SqliteStoreBuilder::busy_timeout) when another process holds the
+/// write lock. That suits its one caller, the manager's worker task; do not share a
+/// single-threaded runtime with latency-sensitive tasks, or run the worker where blocking is
+/// allowed.
+///
+/// The store is `Send` but not `Sync`; every method takes `&mut self`.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use lease_core::{Key, Request, Store};
+/// use lease_store_sqlite::SqliteStore;
+///
+/// # async fn run() -> lease_core::Result<()> {
+/// let mut store = SqliteStore::open("/var/lib/myapp/leases.db")?;
+/// let key = Key::new("singular-controller", "model-1", "backup");
+/// let info = store.claim_lease(&key, &Request::new("machine-0", Duration::from_secs(15))).await?;
+/// println!("holding {key} until {} as generation {}", info.expiry, info.generation);
+/// # Ok(())
+/// # }
+/// ```
+pub struct SqliteStore {
+    conn: Connection,
+    settings: Settings,
+    /// `PRAGMA data_version` as of the last poll.
+    data_version: i64,
+    writes_since_purge: u64,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.settings.path)
+            .field("boot_id", &self.settings.boot_id)
+            .field("clock", &self.settings.clock)
+            .field("busy_timeout", &self.settings.busy_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// A store over an opened, migrated connection.
+    pub(crate) fn from_parts(conn: Connection, settings: Settings) -> StoreResult<SqliteStore> {
+        let data_version = data_version(&conn).map_err(settings.sql("reading the data version"))?;
+        Ok(SqliteStore {
+            conn,
+            settings,
+            data_version,
+            writes_since_purge: 0,
+        })
+    }
+
+    /// Opens (creating if need be) the database at `path` with every option at its default:
+    /// [`SystemClock`](lease_core::SystemClock) and the host's boot id. See [`SqliteStoreBuilder::open`].
+    ///
+    /// # Errors
+    ///
+    /// As [`SqliteStoreBuilder::open`].
+    pub fn open(path: impl Into<PathBuf>) -> StoreResult<SqliteStore> {
+        SqliteStoreBuilder::new(path).open()
+    }
+
+    /// Options for opening the database at `path`.
+    pub fn builder(path: impl Into<PathBuf>) -> SqliteStoreBuilder {
+        SqliteStoreBuilder::new(path)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.settings.path
+    }
+
+    /// The boot id stored with the expiries this store writes.
+    pub fn boot_id(&self) -> &str {
+        &self.settings.boot_id
+    }
+
+    /// The clock expiries are measured on.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.settings.clock
+    }
+
+    /// Deletes up to `limit` expired, unpinned lease rows (of this boot, or written under any
+    /// other boot) in one transaction, and returns how many it deleted. Generations are kept,
+    /// so later claims still get higher ones. Call it until it returns less than `limit` to
+    /// purge everything.
+    ///
+    /// # Errors
+    ///
+    /// [`SqliteStoreError::Busy`] when another connection holds the write lock past the busy
+    /// timeout; other SQLite failures.
+    pub fn purge_expired(&mut self, limit: usize) -> StoreResult<usize> {
+        let settings = &self.settings;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(settings.sql("beginning a purge"))?;
+        let now = settings.clock.now();
+        let deleted = purge(&tx, settings, now, limit)?;
+        tx.commit().map_err(settings.sql("committing a purge"))?;
+        Ok(deleted)
+    }
+
+    /// Runs one write operation in its own `BEGIN IMMEDIATE` transaction.
+    fn write<T>(
+        &mut self,
+        begin: &'static str,
+        f: impl FnOnce(&Transaction<'_>, &Settings, Timestamp) -> OpResult<T>,
+    ) -> lease_core::Result<T> {
+        let settings = &self.settings;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(settings.sql(begin))?;
+        let now = settings.clock.now();
+        let out = f(&tx, settings, now)?;
+        if out.is_ok() {
+            self.writes_since_purge += 1;
+            if settings.purge_batch > 0 && self.writes_since_purge >= PURGE_EVERY_WRITES {
+                purge(&tx, settings, now, settings.purge_batch)?;
+                self.writes_since_purge = 0;
+            }
+        }
+        tx.commit().map_err(settings.sql("committing"))?;
+        out
+    }
+
+    /// Runs reads in one deferred transaction, so they see one snapshot.
+    fn read<T>(
+        &mut self,
+        f: impl FnOnce(&Transaction<'_>, &Settings, Timestamp) -> StoreResult<T>,
+    ) -> lease_core::Result<T> {
+        let settings = &self.settings;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Deferred)
+            .map_err(settings.sql("beginning a read"))?;
+        let now = settings.clock.now();
+        let out = f(&tx, settings, now)?;
+        tx.commit().map_err(settings.sql("ending a read"))?;
+        Ok(out)
+    }
+
+    fn apply_batch(&mut self, ops: Vec<Op>) -> Vec<lease_core::Result<Outcome>> {
+        // Validation first, before any I/O; an op that fails it fails alone.
+        let mut results: Vec<Option<lease_core::Result<Outcome>>> = ops
+            .iter()
+            .map(|op| validate_op(op).err().map(Err))
+            .collect();
+        if results.iter().all(Option::is_some) {
+            return results.into_iter().flatten().collect();
+        }
+        match self.apply_valid(&ops, &mut results) {
+            Ok(()) => {}
+            Err(err) => {
+                // The transaction failed as a whole: nothing took effect, every op says so.
+                let shared = shared_error(&err);
+                let mut first = Some(Error::from(err));
+                for slot in results.iter_mut() {
+                    if slot.as_ref().is_none_or(|r| !is_validation(r)) {
+                        let e = first.take().unwrap_or_else(|| shared_clone(&shared));
+                        *slot = Some(Err(e));
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::store_msg("operation was not applied"))))
+            .collect()
+    }
+
+    fn apply_valid(
+        &mut self,
+        ops: &[Op],
+        results: &mut [Option<lease_core::Result<Outcome>>],
+    ) -> StoreResult<()> {
+        let settings = &self.settings;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(settings.sql("beginning a batch"))?;
+        let now = settings.clock.now();
+        let mut wrote = 0;
+        for (op, slot) in ops.iter().zip(results.iter_mut()) {
+            if slot.is_some() {
+                continue;
+            }
+            let result = match op {
+                Op::Claim { key, request } => {
+                    claim(&tx, settings, now, key, request)?.map(Outcome::Claimed)
+                }
+                Op::Extend { key, request } => {
+                    extend(&tx, settings, now, key, request)?.map(Outcome::Extended)
+                }
+                Op::Revoke { key, holder } => {
+                    revoke(&tx, settings, now, key, holder)?.map(|()| Outcome::Revoked)
+                }
+            };
+            if result.is_ok() {
+                wrote += 1;
+            }
+            *slot = Some(result);
+        }
+        self.writes_since_purge += wrote;
+        if settings.purge_batch > 0 && self.writes_since_purge >= PURGE_EVERY_WRITES {
+            purge(&tx, settings, now, settings.purge_batch)?;
+            self.writes_since_purge = 0;
+        }
+        tx.commit().map_err(settings.sql("committing a batch"))?;
+        Ok(())
+    }
+}
+
+fn is_validation(result: &lease_core::Result<Outcome>) -> bool {
+    matches!(result, Err(e) if e.is_validation())
+}
+
+/// What the other ops of a failed batch are told: the same kind and message, without the
+/// source (which only the first op's error carries).
+enum Shared {
+    Timeout(String),
+    Store(String),
+}
+
+fn shared_error(err: &SqliteStoreError) -> Shared {
+    if err.is_busy() {
+        Shared::Timeout(err.to_string())
+    } else {
+        Shared::Store(err.to_string())
+    }
+}
+
+fn shared_clone(shared: &Shared) -> Error {
+    match shared {
+        Shared::Timeout(msg) => Error::Timeout.context(format!("batch not applied: {msg}")),
+        Shared::Store(msg) => Error::store_msg(format!("batch not applied: {msg}")),
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn claim_lease(&mut self, key: &Key, request: &Request) -> lease_core::Result<Info> {
+        key.validate()?;
+        request.validate()?;
+        self.write("beginning a claim", |tx, s, now| {
+            claim(tx, s, now, key, request)
+        })
+    }
+
+    async fn extend_lease(&mut self, key: &Key, request: &Request) -> lease_core::Result<Info> {
+        key.validate()?;
+        request.validate()?;
+        self.write("beginning an extension", |tx, s, now| {
+            extend(tx, s, now, key, request)
+        })
+    }
+
+    async fn revoke_lease(&mut self, key: &Key, holder: &str) -> lease_core::Result<()> {
+        key.validate()?;
+        validate_string("holder", holder)?;
+        self.write("beginning a revoke", |tx, s, now| {
+            revoke(tx, s, now, key, holder)
+        })
+    }
+
+    async fn leases(&mut self, keys: &[Key]) -> lease_core::Result<BTreeMap<Key, Info>> {
+        for key in keys {
+            key.validate()?;
+        }
+        self.read(|tx, s, now| {
+            if keys.is_empty() {
+                snapshot_all(tx, s, now)
+            } else {
+                snapshot_keys(tx, s, now, keys)
+            }
+        })
+    }
+
+    async fn lease_group(
+        &mut self,
+        namespace: &str,
+        model: &str,
+    ) -> lease_core::Result<BTreeMap<Key, Info>> {
+        validate_string("namespace", namespace)?;
+        validate_string("model", model)?;
+        self.read(|tx, s, now| snapshot_group(tx, s, now, namespace, model))
+    }
+
+    async fn pin_lease(&mut self, key: &Key, entity: &str) -> lease_core::Result<()> {
+        key.validate()?;
+        validate_string("entity", entity)?;
+        self.write("beginning a pin", |tx, s, _| {
+            tx.prepare_cached(
+                "INSERT INTO pin (namespace, model, name, entity) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .and_then(|mut stmt| stmt.execute([&key.namespace, &key.model, &key.lease, entity]))
+            .map_err(s.sql("pinning a lease"))?;
+            Ok(Ok(()))
+        })
+    }
+
+    async fn unpin_lease(&mut self, key: &Key, entity: &str) -> lease_core::Result<()> {
+        key.validate()?;
+        validate_string("entity", entity)?;
+        self.write("beginning an unpin", |tx, s, _| {
+            tx.prepare_cached(
+                "DELETE FROM pin WHERE namespace = ?1 AND model = ?2 AND name = ?3 \
+                 AND entity = ?4",
+            )
+            .and_then(|mut stmt| stmt.execute([&key.namespace, &key.model, &key.lease, entity]))
+            .map_err(s.sql("unpinning a lease"))?;
+            Ok(Ok(()))
+        })
+    }
+
+    /// Every pinned key, including absent leases whose pins wait for their next claimant.
+    async fn pinned(&mut self) -> lease_core::Result<BTreeMap<Key, Vec<String>>> {
+        self.read(|tx, s, _| {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT namespace, model, name, entity FROM pin \
+                     ORDER BY namespace, model, name, entity",
+                )
+                .map_err(s.sql("reading pins"))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        Key::new(
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                        ),
+                        r.get::<_, String>(3)?,
+                    ))
+                })
+                .map_err(s.sql("reading pins"))?;
+            let mut out: BTreeMap<Key, Vec<String>> = BTreeMap::new();
+            for row in rows {
+                let (key, entity) = row.map_err(s.sql("reading pins"))?;
+                out.entry(key).or_default().push(entity);
+            }
+            Ok(out)
+        })
+    }
+
+    /// The whole batch in one `BEGIN IMMEDIATE` transaction with one clock reading and one
+    /// commit. Ops that fail validation fail alone, before the transaction; if SQLite fails,
+    /// the transaction is rolled back and every other op gets the error.
+    async fn apply(&mut self, ops: Vec<Op>) -> Vec<lease_core::Result<Outcome>> {
+        self.apply_batch(ops)
+    }
+
+    /// `PRAGMA data_version`: true when another connection committed since the last poll (or
+    /// since opening). This store's own writes do not count.
+    async fn poll_changes(&mut self) -> lease_core::Result<bool> {
+        let version = data_version(&self.conn).map_err(self.settings.sql("polling for changes"))?;
+        let changed = version != self.data_version;
+        self.data_version = version;
+        Ok(changed)
+    }
+}

@@ -1,0 +1,45 @@
+//! The `lease-testkit` Store conformance suite against [`SqliteStore`], with the suite's fake
+//! clock; siblings are further connections to the same file.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use lease_core::Clock;
+use lease_store_sqlite::SqliteStore;
+use lease_testkit::suite::{self, StoreBuilder};
+use tempfile::TempDir;
+
+/// A fresh database file in its own temporary directory, removed when the guard drops.
+struct Builder;
+
+fn open(dir: &TempDir, clock: Arc<dyn Clock>) -> lease_core::Result<SqliteStore> {
+    Ok(SqliteStore::builder(dir.path().join("leases.db"))
+        .clock(clock)
+        .boot_id("conformance-boot")
+        .open()?)
+}
+
+#[async_trait]
+impl StoreBuilder for Builder {
+    type Store = SqliteStore;
+    type Guard = TempDir;
+
+    async fn build(&self, clock: Arc<dyn Clock>) -> lease_core::Result<(SqliteStore, TempDir)> {
+        let dir = tempfile::tempdir().map_err(|e| lease_core::Error::store("temp dir", e))?;
+        let store = open(&dir, clock)?;
+        Ok((store, dir))
+    }
+
+    async fn build_sibling(
+        &self,
+        guard: &TempDir,
+        clock: Arc<dyn Clock>,
+    ) -> lease_core::Result<Option<SqliteStore>> {
+        open(guard, clock).map(Some)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance() {
+    suite::test_all(&Builder).await;
+}
