@@ -2,6 +2,8 @@
 //!
 //! Deliberately dependency-free so it builds in seconds on a fresh machine.
 
+mod bench;
+mod k8s;
 mod tidy;
 
 use std::env;
@@ -14,6 +16,8 @@ usage: cargo xtask <task>
 tasks:
   ci      formatting, clippy (warnings denied), every test, rustdoc (warnings denied), tidy
   tidy    the tidy checks alone (they also run as a test under `cargo test`)
+  bench   every benchmark in release mode; writes BENCHMARKS.md (`cargo xtask bench [FILTER]`)
+  k8s     a real local Kubernetes API server for the tests: `cargo xtask k8s help`
 ";
 
 fn main() -> ExitCode {
@@ -21,6 +25,8 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("tidy") => tidy::check(&workspace_root()).map_err(|problems| problems.join("\n")),
+        Some("k8s") => k8s::main(&args[1..]),
+        Some("bench") => bench::run(&workspace_root(), args.get(1).map(String::as_str)),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             Ok(())
@@ -92,7 +98,15 @@ fn ci() -> Result<(), String> {
     // nextest does not run doctests; they are tests too. They run first so that the last
     // test-runner summary printed is the whole suite's.
     cargo(&["test", "--workspace", "--locked", "--doc"], &[])?;
-    if have_nextest() {
+    // Tests that need a real Kubernetes API server are `#[ignore]`d so a plain `cargo test`
+    // works anywhere; CI starts a local server and runs them too.
+    let cluster = k8s::up()?;
+    let envs: Vec<(&str, &str)> = cluster
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let tests = if have_nextest() {
         cargo(
             &[
                 "nextest",
@@ -100,12 +114,30 @@ fn ci() -> Result<(), String> {
                 "--workspace",
                 "--locked",
                 "--no-fail-fast",
+                "--run-ignored",
+                "all",
             ],
-            &[],
-        )?;
+            &envs,
+        )
     } else {
-        cargo(&["test", "--workspace", "--locked", "--no-fail-fast"], &[])?;
+        cargo(
+            &[
+                "test",
+                "--workspace",
+                "--locked",
+                "--no-fail-fast",
+                "--",
+                "--include-ignored",
+            ],
+            &envs,
+        )
+    };
+    if cluster.started_here
+        && let Err(e) = k8s::down()
+    {
+        eprintln!("xtask: stopping the local Kubernetes API server: {e}");
     }
+    tests?;
     cargo(
         &["doc", "--workspace", "--no-deps", "--locked"],
         &[("RUSTDOCFLAGS", "-D warnings")],
