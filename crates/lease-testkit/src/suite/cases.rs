@@ -371,7 +371,10 @@ fn op_revoke(key: &Key, holder: &str) -> Op {
 /// call's start, no metadata and no pin, and every snapshot then shows it.
 pub async fn claim_on_absent_lease_succeeds<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let k = key("absent");
     expect_holder(&mut store, &k, None, "before the claim").await?;
@@ -388,7 +391,10 @@ pub async fn claim_on_absent_lease_succeeds<Bu: StoreBuilder>(builder: &Bu) -> C
 /// A claim on a lease validly held by someone else fails with `Held` and changes nothing.
 pub async fn claim_on_held_lease_is_held<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let k = key("held");
     let request = req(A, LEASE).with_metadata(json!({"who": "a"}));
@@ -413,7 +419,10 @@ pub async fn claim_on_held_lease_is_held<Bu: StoreBuilder>(builder: &Bu) -> Case
 /// changes nothing.
 pub async fn claim_by_same_holder_is_invalid<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let k = key("mine");
     let info = claim_ok(&mut store, &clock, &k, &req(A, LEASE), "first claim").await?;
@@ -431,7 +440,10 @@ pub async fn claim_by_same_holder_is_invalid<Bu: StoreBuilder>(builder: &Bu) -> 
 /// Once a lease has expired, someone else can claim it, with a greater generation.
 pub async fn claim_on_expired_lease_succeeds<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let k = key("expiring");
     let first = claim_ok(&mut store, &clock, &k, &req(A, LEASE), "claim by a").await?;
@@ -460,7 +472,10 @@ pub async fn claim_by_previous_holder_after_expiry_succeeds<Bu: StoreBuilder>(
     builder: &Bu,
 ) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let k = key("again");
     let first = claim_ok(&mut store, &clock, &k, &req(A, LEASE), "first claim").await?;
@@ -487,7 +502,10 @@ pub async fn claim_holds_until_duration_from_call_start<Bu: StoreBuilder>(
     builder: &Bu,
 ) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let k = key("guarantee");
     let start = clock.now();
@@ -511,7 +529,10 @@ pub async fn claim_holds_until_duration_from_call_start<Bu: StoreBuilder>(
 /// another holder can claim it.
 pub async fn lease_is_free_at_its_expiry_instant<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let k = key("boundary");
     let info = claim_ok(&mut store, &clock, &k, &req(A, LEASE), "claim by a").await?;
@@ -533,7 +554,10 @@ pub async fn lease_is_free_at_its_expiry_instant<Bu: StoreBuilder>(builder: &Bu)
 /// A revoked lease is free at once: anyone, including the old holder, can claim it.
 pub async fn revoked_lease_can_be_claimed_again<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let k = key("revoked");
     claim_ok(&mut store, &clock, &k, &req(A, LEASE), "claim by a").await?;
@@ -564,7 +588,10 @@ pub async fn claims_on_different_keys_are_independent<Bu: StoreBuilder>(
     builder: &Bu,
 ) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let keys = [
         Key::new(NS, MODEL, "shared"),
@@ -611,7 +638,10 @@ pub async fn claims_on_different_keys_are_independent<Bu: StoreBuilder>(
 /// The holder's extend moves the expiry to `now + duration` and the lease stays held until it.
 pub async fn extend_by_holder_lengthens<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let k = key("extend");
     let first = claim_ok(&mut store, &clock, &k, &req(A, LEASE), "claim").await?;
@@ -644,7 +674,10 @@ pub async fn extend_by_holder_lengthens<Bu: StoreBuilder>(builder: &Bu) -> CaseR
 /// Only the holder may extend: anyone else gets `Invalid` and the lease is unchanged.
 pub async fn extend_by_other_is_invalid<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let k = key("extend-other");
     let info = claim_ok(&mut store, &clock, &k, &req(A, LEASE), "claim by a").await?;
@@ -662,7 +695,11 @@ pub async fn extend_by_other_is_invalid<Bu: StoreBuilder>(builder: &Bu) -> CaseR
 
 /// Extending a lease nobody holds gives `Invalid` and creates nothing.
 pub async fn extend_on_absent_lease_is_invalid<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
-    let Fx { mut store, .. } = fx(builder).await?;
+    let Fx {
+        mut store,
+        guard: _guard,
+        ..
+    } = fx(builder).await?;
     let k = key("never-claimed");
     let result = store.extend_lease(&k, &req(A, LEASE)).await;
     expect_err(result, &[ErrorKind::Invalid], "extend of an absent lease")?;
@@ -673,7 +710,10 @@ pub async fn extend_on_absent_lease_is_invalid<Bu: StoreBuilder>(builder: &Bu) -
 /// Extending an expired lease, even by its last holder, gives `Invalid`; the lease stays free.
 pub async fn extend_after_expiry_is_invalid<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let k = key("late");
     let info = claim_ok(&mut store, &clock, &k, &req(A, LEASE), "claim").await?;
@@ -694,7 +734,10 @@ pub async fn extend_after_expiry_is_invalid<Bu: StoreBuilder>(builder: &Bu) -> C
 /// The holder can extend at the last nanosecond before expiry.
 pub async fn extend_just_before_expiry_succeeds<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let k = key("just-in-time");
     let info = claim_ok(&mut store, &clock, &k, &req(A, LEASE), "claim").await?;
@@ -717,7 +760,10 @@ pub async fn extend_just_before_expiry_succeeds<Bu: StoreBuilder>(builder: &Bu) 
 /// still held until then.
 pub async fn extend_never_shortens<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let k = key("no-shrink");
     let info = claim_ok(&mut store, &clock, &k, &req(A, LEASE * 10), "long claim").await?;
@@ -754,7 +800,10 @@ pub async fn extend_pinned_lease_past_expiry_succeeds<Bu: StoreBuilder>(
     builder: &Bu,
 ) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let k = key("pinned-extend");
     let info = claim_ok(&mut store, &clock, &k, &req(A, LEASE), "claim").await?;
@@ -782,7 +831,10 @@ pub async fn extend_pinned_lease_past_expiry_succeeds<Bu: StoreBuilder>(
 /// The holder's revoke frees the lease at once.
 pub async fn revoke_by_holder_frees_lease<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let k = key("revoke");
     claim_ok(&mut store, &clock, &k, &req(A, LEASE), "claim").await?;
@@ -797,7 +849,10 @@ pub async fn revoke_by_holder_frees_lease<Bu: StoreBuilder>(builder: &Bu) -> Cas
 /// A revoke by someone other than the holder gives `NotHeld` and leaves the lease held.
 pub async fn revoke_by_other_is_not_held<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let k = key("revoke-other");
     let info = claim_ok(&mut store, &clock, &k, &req(A, LEASE), "claim").await?;
@@ -813,7 +868,11 @@ pub async fn revoke_by_other_is_not_held<Bu: StoreBuilder>(builder: &Bu) -> Case
 
 /// Revoking a lease nobody holds gives `Invalid`.
 pub async fn revoke_on_absent_lease_is_invalid<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
-    let Fx { mut store, .. } = fx(builder).await?;
+    let Fx {
+        mut store,
+        guard: _guard,
+        ..
+    } = fx(builder).await?;
     let result = store.revoke_lease(&key("nobody"), A).await;
     expect_err(result, &[ErrorKind::Invalid], "revoke of an absent lease")
 }
@@ -821,7 +880,10 @@ pub async fn revoke_on_absent_lease_is_invalid<Bu: StoreBuilder>(builder: &Bu) -
 /// Revoking an expired lease, even by its last holder, gives `Invalid`.
 pub async fn revoke_on_expired_lease_is_invalid<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let k = key("revoke-late");
     let info = claim_ok(&mut store, &clock, &k, &req(A, LEASE), "claim").await?;
@@ -844,7 +906,10 @@ pub async fn revoke_on_expired_lease_is_invalid<Bu: StoreBuilder>(builder: &Bu) 
 /// A second revoke of the same claim finds the lease absent: `Invalid`.
 pub async fn revoke_twice_is_invalid<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let k = key("revoke-twice");
     claim_ok(&mut store, &clock, &k, &req(A, LEASE), "claim").await?;
@@ -857,7 +922,10 @@ pub async fn revoke_twice_is_invalid<Bu: StoreBuilder>(builder: &Bu) -> CaseResu
 /// nominal expiry; a non-holder still gets `NotHeld`.
 pub async fn revoke_pinned_lease_succeeds<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let k = key("revoke-pinned");
     claim_ok(&mut store, &clock, &k, &req(A, LEASE), "first claim").await?;
@@ -916,7 +984,10 @@ async fn claim_several<S: Store>(
 /// `leases(&[])` reports every valid lease, across namespaces and models, exactly as claimed.
 pub async fn leases_with_empty_keys_returns_all<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let keys = [
         key("one"),
@@ -936,7 +1007,10 @@ pub async fn leases_with_empty_keys_returns_all<Bu: StoreBuilder>(builder: &Bu) 
 /// `leases(keys)` reports exactly the valid leases among `keys`.
 pub async fn leases_filters_by_keys<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let keys = [
         key("one"),
@@ -966,7 +1040,10 @@ pub async fn leases_filters_by_keys<Bu: StoreBuilder>(builder: &Bu) -> CaseResul
 /// Keys nobody holds are simply left out of `leases(keys)`.
 pub async fn leases_omits_unknown_keys<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let held = key("held");
     claim_ok(&mut store, &clock, &held, &req(A, LEASE), "claim").await?;
@@ -985,7 +1062,10 @@ pub async fn leases_omits_unknown_keys<Bu: StoreBuilder>(builder: &Bu) -> CaseRe
 /// `lease_group` reports one namespace's leases, not another's with the same model.
 pub async fn lease_group_isolates_namespaces<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let mine = [Key::new("ns-1", MODEL, "a"), Key::new("ns-1", MODEL, "b")];
     let theirs = [Key::new("ns-2", MODEL, "a"), Key::new("ns-11", MODEL, "c")];
@@ -1021,7 +1101,10 @@ pub async fn lease_group_isolates_namespaces<Bu: StoreBuilder>(builder: &Bu) -> 
 /// `lease_group` reports one model's leases, not another's in the same namespace.
 pub async fn lease_group_isolates_models<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let mine = [Key::new(NS, "model-1", "a"), Key::new(NS, "model-1", "b")];
     let theirs = [Key::new(NS, "model-2", "a"), Key::new(NS, "model-10", "b")];
@@ -1057,7 +1140,10 @@ pub async fn lease_group_isolates_models<Bu: StoreBuilder>(builder: &Bu) -> Case
 /// No snapshot ever reports an expired, unpinned lease, while unexpired ones stay.
 pub async fn expired_lease_is_never_reported<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let short = key("short");
     let long = key("long");
@@ -1087,7 +1173,10 @@ pub async fn expired_lease_is_never_reported<Bu: StoreBuilder>(builder: &Bu) -> 
 /// Snapshots report the same info (holder, expiry, generation, metadata, pin) as the claim.
 pub async fn snapshot_info_matches_claim<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let k = key("info");
     let request = req(A, LEASE).with_metadata(json!({"n": 1}));
@@ -1108,7 +1197,10 @@ pub async fn snapshot_info_matches_claim<Bu: StoreBuilder>(builder: &Bu) -> Case
 /// and nobody else can claim it.
 pub async fn pinned_lease_outlives_expiry<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let k = key("pinned");
     let info = claim_ok(&mut store, &clock, &k, &req(A, LEASE), "claim").await?;
@@ -1132,7 +1224,10 @@ pub async fn pinned_lease_outlives_expiry<Bu: StoreBuilder>(builder: &Bu) -> Cas
 /// A pin on an absent lease applies to its next claimant.
 pub async fn pin_on_absent_lease_binds_next_claimant<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let k = key("pin-first");
     store
@@ -1164,7 +1259,10 @@ pub async fn several_entities_pin_until_the_last_unpins<Bu: StoreBuilder>(
     builder: &Bu,
 ) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let k = key("many-pins");
     let info = claim_ok(&mut store, &clock, &k, &req(A, LEASE), "claim").await?;
@@ -1199,7 +1297,10 @@ pub async fn several_entities_pin_until_the_last_unpins<Bu: StoreBuilder>(
 /// it, the lease expires at once.
 pub async fn unpin_restores_expiry<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let k = key("unpin");
     let info = claim_ok(&mut store, &clock, &k, &req(A, LEASE), "claim").await?;
@@ -1241,7 +1342,10 @@ pub async fn unpin_restores_expiry<Bu: StoreBuilder>(builder: &Bu) -> CaseResult
 /// Pinning twice by the same entity is not an error and counts once: one unpin removes it.
 pub async fn pin_is_idempotent<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let k = key("pin-twice");
     let info = claim_ok(&mut store, &clock, &k, &req(A, LEASE), "claim").await?;
@@ -1266,7 +1370,10 @@ pub async fn pin_is_idempotent<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
 /// Unpinning an entity that never pinned is not an error and leaves other pins alone.
 pub async fn unpin_of_entity_that_never_pinned_is_ok<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     store
         .unpin_lease(&key("absent"), "entity-1")
@@ -1295,7 +1402,10 @@ pub async fn unpin_of_entity_that_never_pinned_is_ok<Bu: StoreBuilder>(builder: 
 /// `pinned()` lists each pinned lease with its entities sorted, and no unpinned lease.
 pub async fn pinned_lists_entities_sorted<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let (k1, k2, k3) = (
         key("p1"),
@@ -1336,7 +1446,10 @@ pub async fn pinned_lists_entities_sorted<Bu: StoreBuilder>(builder: &Bu) -> Cas
 /// `Info::pinned` follows the pins in every snapshot.
 pub async fn info_pinned_flag_follows_pins<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let k = key("flag");
     let info = claim_ok(&mut store, &clock, &k, &req(A, LEASE), "claim").await?;
@@ -1365,7 +1478,10 @@ pub async fn generation_strictly_increases_over_claims<Bu: StoreBuilder>(
     builder: &Bu,
 ) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let k = key("fenced");
     let mut last: Option<Generation> = None;
@@ -1402,7 +1518,10 @@ pub async fn generation_strictly_increases_over_claims<Bu: StoreBuilder>(
 /// A claim after a revoke gets a greater generation than the revoked claim's.
 pub async fn generation_increases_after_revoke<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let k = key("fenced-revoke");
     let first = claim_ok(&mut store, &clock, &k, &req(A, LEASE), "first claim").await?;
@@ -1420,7 +1539,10 @@ pub async fn generation_increases_after_revoke<Bu: StoreBuilder>(builder: &Bu) -
 /// A claim after an expiry gets a greater generation than the expired claim's, even long after.
 pub async fn generation_increases_after_expiry<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let k = key("fenced-expiry");
     let first = claim_ok(&mut store, &clock, &k, &req(A, LEASE), "first claim").await?;
@@ -1440,7 +1562,10 @@ pub async fn generation_increases_after_expiry<Bu: StoreBuilder>(builder: &Bu) -
 /// Extends keep the claim's generation.
 pub async fn generation_unchanged_by_extend<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let k = key("fenced-extend");
     let info = claim_ok(&mut store, &clock, &k, &req(A, LEASE), "claim").await?;
@@ -1469,7 +1594,10 @@ pub async fn generation_unchanged_by_extend<Bu: StoreBuilder>(builder: &Bu) -> C
 /// Claims of one key do not disturb another key's generation, and each key's claims increase.
 pub async fn generation_is_independent_per_key<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let (ka, kb) = (key("key-a"), key("key-b"));
     let a1 = claim_ok(&mut store, &clock, &ka, &req(A, LEASE), "claim of key-a").await?;
@@ -1526,7 +1654,10 @@ pub async fn generation_is_independent_per_key<Bu: StoreBuilder>(builder: &Bu) -
 /// Metadata given with a claim comes back unchanged from the claim and every snapshot.
 pub async fn metadata_round_trips<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let k = key("meta");
     let metadata = json!({
@@ -1571,7 +1702,10 @@ pub async fn metadata_round_trips<Bu: StoreBuilder>(builder: &Bu) -> CaseResult 
 /// A claim without metadata has none.
 pub async fn claim_without_metadata_has_none<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let k = key("no-meta");
     claim_ok(&mut store, &clock, &k, &req(A, LEASE), "claim").await?;
@@ -1587,7 +1721,10 @@ pub async fn claim_without_metadata_has_none<Bu: StoreBuilder>(builder: &Bu) -> 
 /// An extend that carries metadata replaces the stored metadata.
 pub async fn extend_with_metadata_replaces_it<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let k = key("meta-replace");
     let request = req(A, LEASE).with_metadata(json!({"v": 1}));
@@ -1614,7 +1751,10 @@ pub async fn extend_with_metadata_replaces_it<Bu: StoreBuilder>(builder: &Bu) ->
 /// An extend without metadata leaves the stored metadata as it was.
 pub async fn extend_without_metadata_keeps_it<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let k = key("meta-keep");
     let old = json!({"v": 1});
@@ -1647,7 +1787,10 @@ pub async fn extend_without_metadata_keeps_it<Bu: StoreBuilder>(builder: &Bu) ->
 /// Metadata belongs to a claim: a new claim without metadata does not inherit the last one's.
 pub async fn new_claim_does_not_inherit_metadata<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let k = key("meta-new");
     let request = req(A, LEASE).with_metadata(json!("old"));
@@ -1708,7 +1851,10 @@ async fn state<S: Store>(
 /// nothing.
 pub async fn claim_validates_every_field_first<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let held = key("held");
     claim_ok(&mut store, &clock, &held, &req(A, LEASE), "claim").await?;
@@ -1748,7 +1894,10 @@ pub async fn claim_validates_every_field_first<Bu: StoreBuilder>(builder: &Bu) -
 /// An extend validates every field before anything else, even on a lease it could extend.
 pub async fn extend_validates_every_field_first<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let held = key("held");
     claim_ok(&mut store, &clock, &held, &req(A, LEASE), "claim").await?;
@@ -1784,7 +1933,10 @@ pub async fn extend_validates_every_field_first<Bu: StoreBuilder>(builder: &Bu) 
 /// holds.
 pub async fn revoke_validates_key_and_holder_first<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let held = key("held");
     claim_ok(&mut store, &clock, &held, &req(A, LEASE), "claim").await?;
@@ -1815,7 +1967,10 @@ pub async fn revoke_validates_key_and_holder_first<Bu: StoreBuilder>(builder: &B
 /// `leases(keys)` validates every key, also when good keys come first.
 pub async fn leases_validates_keys<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let held = key("held");
     claim_ok(&mut store, &clock, &held, &req(A, LEASE), "claim").await?;
@@ -1835,7 +1990,11 @@ pub async fn leases_validates_keys<Bu: StoreBuilder>(builder: &Bu) -> CaseResult
 pub async fn lease_group_validates_namespace_and_model<Bu: StoreBuilder>(
     builder: &Bu,
 ) -> CaseResult {
-    let Fx { mut store, .. } = fx(builder).await?;
+    let Fx {
+        mut store,
+        guard: _guard,
+        ..
+    } = fx(builder).await?;
     for bad in BAD_NAMES {
         let result = store.lease_group(bad, MODEL).await;
         expect_validation(
@@ -1858,7 +2017,10 @@ pub async fn lease_group_validates_namespace_and_model<Bu: StoreBuilder>(
 /// Pins and unpins validate the key and the entity, and rejected ones change nothing.
 pub async fn pin_and_unpin_validate_key_and_entity<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let held = key("held");
     claim_ok(&mut store, &clock, &held, &req(A, LEASE), "claim").await?;
@@ -1900,7 +2062,10 @@ pub async fn apply_returns_one_result_per_op_in_order<Bu: StoreBuilder>(
     builder: &Bu,
 ) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let held = key("held");
     claim_ok(&mut store, &clock, &held, &req(B, LEASE), "claim by b").await?;
@@ -1960,7 +2125,10 @@ pub async fn apply_returns_one_result_per_op_in_order<Bu: StoreBuilder>(
 /// Each op of a batch sees the effects of the ops before it.
 pub async fn apply_later_ops_see_earlier_ones<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     let k = key("batch");
     let ops = vec![
@@ -2011,7 +2179,11 @@ pub async fn apply_later_ops_see_earlier_ones<Bu: StoreBuilder>(builder: &Bu) ->
 pub async fn apply_failing_op_does_not_stop_the_others<Bu: StoreBuilder>(
     builder: &Bu,
 ) -> CaseResult {
-    let Fx { mut store, .. } = fx(builder).await?;
+    let Fx {
+        mut store,
+        guard: _guard,
+        ..
+    } = fx(builder).await?;
     let ops = vec![
         op_claim(&key("before"), req(A, LEASE)),
         op_claim(&key("bad lease"), req(A, LEASE)),
@@ -2061,7 +2233,10 @@ pub async fn apply_failing_op_does_not_stop_the_others<Bu: StoreBuilder>(
 /// An empty batch returns no results and changes nothing.
 pub async fn apply_empty_batch_returns_nothing<Bu: StoreBuilder>(builder: &Bu) -> CaseResult {
     let Fx {
-        clock, mut store, ..
+        clock,
+        mut store,
+        guard: _guard,
+        ..
     } = fx(builder).await?;
     claim_ok(&mut store, &clock, &key("held"), &req(A, LEASE), "claim").await?;
     let before = state(&mut store).await?;
@@ -2233,6 +2408,16 @@ pub async fn sibling_generation_continues<Bu: StoreBuilder>(builder: &Bu) -> Cas
         }
         last = Some(info.generation);
         if round % 3 == 2 {
+            // The other instance reads the lease before it expires: a store that judges expiry
+            // by when it observed a record (as client-go does) may only count the lease expired
+            // a full duration after it first saw it.
+            let other_idx = (round + 1) % 2;
+            stores[other_idx]
+                .leases(std::slice::from_ref(&k))
+                .await
+                .ctx(&format!(
+                    "round {round}: the other instance reads the lease"
+                ))?;
             fx.clock.set(info.expiry);
         } else {
             // Revoke through the other instance.
@@ -2308,15 +2493,24 @@ pub async fn sibling_change_is_reported<Bu: StoreBuilder>(builder: &Bu) -> CaseR
         "claim on the sibling",
     )
     .await?;
-    let changed = fx
-        .store
-        .poll_changes()
-        .await
-        .ctx("poll after the sibling's claim")?;
-    ensure!(
-        changed,
-        "poll_changes said no after a sibling claimed a lease"
-    );
+    // A store that learns of changes from a watch knows only once the event arrives, so poll
+    // until it says yes, for at most 10 s of real time.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let changed = fx
+            .store
+            .poll_changes()
+            .await
+            .ctx("poll after the sibling's claim")?;
+        if changed {
+            break;
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "poll_changes still said no 10 s after a sibling claimed a lease"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     if let Some(mut rx) = notifier {
         let waited = tokio::time::timeout(Duration::from_secs(10), rx.changed()).await;
         ensure!(
