@@ -1,7 +1,144 @@
-//! Lease stores on Kubernetes: `coordination.k8s.io/v1` Lease objects and ConfigMaps, for
-//! programs that run on many hosts.
+//! Lease stores on Kubernetes: [`LeaseStore`] on `coordination.k8s.io/v1` Lease objects and
+//! [`ConfigMapStore`] on ConfigMaps, for programs that run on many hosts. Both implement
+//! [`lease_core::Store`] and pass the `lease-testkit` conformance suite against a real API
+//! server.
 //!
-//! Not written yet: this crate is an empty shell until its issue lands. It will hold a store
-//! whose every write is conditional on a `resourceVersion`, that judges expiry on this process's
-//! monotonic clock as client-go does, and that passes the `lease-testkit` conformance suite
-//! against a real API server.
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use lease_core::{Clock, Key, Request, Store, SystemClock};
+//! use lease_store_k8s::LeaseStore;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = kube::Client::try_default().await?;
+//! let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+//! let mut store = LeaseStore::new(client, "my-app", clock);
+//!
+//! let key = Key::new("singular-controller", "prod", "backup");
+//! let info = store
+//!     .claim_lease(&key, &Request::new("host-a", Duration::from_secs(15)))
+//!     .await?;
+//! println!("fencing token {}", info.generation);
+//! // Renewal: one conditional PUT, no read.
+//! store
+//!     .extend_lease(&key, &Request::new("host-a", Duration::from_secs(15)))
+//!     .await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Objects
+//!
+//! One object per [`Key`](lease_core::Key) in the store's Kubernetes namespace (see
+//! [`naming`]):
+//!
+//! - **name**: a readable prefix from the key's parts plus 20 hex digits of the SHA-256 of the
+//!   exact key, e.g. `application-leadership-model-1-mysql-0-3f2a…`: a DNS-1123 label of at most
+//!   63 characters, deterministic, distinct for distinct keys;
+//! - **labels** `lease-rs/namespace`, `lease-rs/model`, `lease-rs/lease` (each part, or `h-` and
+//!   its hash when it is not a valid label value) and `app.kubernetes.io/managed-by=lease-rs`;
+//! - **annotations** `lease-rs/key` (the exact key, JSON), `lease-rs/pins` (the pinning entities,
+//!   JSON array), `lease-rs/claim` (holder, generation, exact duration in nanoseconds and the
+//!   claim's metadata, JSON; believed only while holder and generation match the fields below);
+//! - **the record**, for a Lease in `spec` with client-go's leader-election meaning, so
+//!   client-go can share the object: `holderIdentity` (empty = free), `leaseDurationSeconds`
+//!   (rounded *up* to whole seconds; the exact duration is in the claim annotation),
+//!   `acquireTime`, `renewTime` (MicroTime, this host's wall clock, informational),
+//!   `leaseTransitions` = the fencing [`Generation`](lease_core::Generation): one more on every
+//!   successful claim (also by the same holder after expiry or revoke), never reset. A revoke
+//!   clears `holderIdentity` as client-go's release does; objects are never deleted. For a
+//!   ConfigMap, the same fields are strings in `data` (see [`ConfigMapStore`]), plus `expiry`.
+//!
+//! # Expiry
+//!
+//! Like client-go by default, a lease counts as expired only once its record (holder, duration,
+//! times, generation; not pins) has not changed for its full duration *as observed on this
+//! process's clock* (the injected [`Clock`](lease_core::Clock)), so hosts' clock skew cannot
+//! make two holders. The store remembers, per object, the record and the instant it first saw
+//! it; a record never seen before counts as just observed (so a fresh process waits a full
+//! duration before taking over a lease it did not see being renewed), and the store's own
+//! successful claims and extends count from the call's start. [`Info::expiry`](lease_core::Info::expiry) is that instant
+//! plus the duration, on the injected clock. [`StoreOptions::trust_renew_time`] judges by the
+//! holder's `renewTime` instead (off by default). A pinned lease never expires.
+//!
+//! Hand-edited objects never panic the store and never make anyone a holder by mistake: a
+//! missing or empty `holderIdentity` is free; a missing, zero, negative or unreadable duration
+//! is free (claimable, never "held by us"); a negative or unreadable `leaseTransitions` reads as
+//! 0 (the next claim writes 1); unreadable pin annotations read as unpinned, an unreadable claim
+//! annotation as no metadata and whole-second duration. Each such object is reported once with
+//! `tracing::warn!`.
+//!
+//! # Requests
+//!
+//! Every write is conditional: a create (`POST`), which fails with 409 AlreadyExists for the
+//! loser of a race, or a replace (`PUT`) carrying the `resourceVersion` it was decided on; never
+//! an apply or unconditional patch. A 409 means re-read and re-decide, so a lost race reports
+//! `Held` or `Invalid` as the contract says.
+//!
+//! | operation | requests |
+//! | --- | --- |
+//! | claim, unknown key | `GET` (404) then `POST` |
+//! | claim, free or expired in the cache | `PUT` |
+//! | extend by the holder (steady state) | one `PUT` on the object of our last write; no read |
+//! | revoke | `PUT` clearing `holderIdentity` |
+//! | denial (`Held`, `Invalid`, `NotHeld`) | confirmed by a `GET` when decided on the cache |
+//! | `lease_group` | one `LIST` with a label selector (none once the watch is synced) |
+//! | `leases`, `pinned` | `GET` or one `LIST` (none once the watch is synced) |
+//! | `change_notifier`, `poll_changes` | one watch, started on first use; no polling |
+//!
+//! The watch (`kube::runtime::watcher`: resumes from the last `resourceVersion`, re-lists after
+//! `410 Gone`, backs off on errors) keeps the cache current and bumps the change counter for
+//! every change made by someone else.
+//!
+//! # Errors
+//!
+//! [`K8sStoreError`] classifies API failures; it converts into [`lease_core::Error`]: 5xx, 429,
+//! connection failures and request timeouts become [`Timeout`](lease_core::Error::Timeout)
+//! (retry); 401/403 become a store error naming the verb, resource and namespace of the missing
+//! permission; a missing namespace is a store error saying so.
+//!
+//! # Permissions
+//!
+//! The minimal Role, in the store's namespace (drop the resource you do not use):
+//!
+//! ```yaml
+//! apiVersion: rbac.authorization.k8s.io/v1
+//! kind: Role
+//! metadata:
+//!   name: lease-rs
+//!   namespace: my-app
+//! rules:
+//!   - apiGroups: ["coordination.k8s.io"]
+//!     resources: ["leases"]
+//!     verbs: ["get", "list", "watch", "create", "update"]
+//!   - apiGroups: [""]
+//!     resources: ["configmaps"]
+//!     verbs: ["get", "list", "watch", "create", "update"]
+//!   # Only for programs that also record leader-election events (client-go does; these
+//!   # stores do not).
+//!   - apiGroups: [""]
+//!     resources: ["events"]
+//!     verbs: ["create"]
+//! ```
+//!
+//! Bind it to the program's service account with a RoleBinding. Without `list`/`watch` the
+//! stores still work, but the watch fails (logged) and every poll says "changed".
+
+mod configmap;
+mod engine;
+mod error;
+mod lease;
+pub mod naming;
+mod options;
+mod record;
+
+pub use configmap::{
+    ConfigMapStore, ConfigMapStoreBuilder, DATA_ACQUIRE_TIME, DATA_DURATION, DATA_EXPIRY,
+    DATA_GENERATION, DATA_HOLDER, DATA_RENEW_TIME, NEVER, OwnerPod,
+};
+pub use error::K8sStoreError;
+pub use lease::LeaseStore;
+pub use options::StoreOptions;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,825 @@
+//! The store logic shared by [`LeaseStore`](crate::LeaseStore) and
+//! [`ConfigMapStore`](crate::ConfigMapStore): the observation cache, the conditional writes,
+//! the decisions of the [`Store`](lease_core::Store) contract, and the watch.
+//!
+//! Reads and decisions: a decision may be taken on a cached object only when it ends in a write
+//! conditional on that object's `resourceVersion` (the server rejects it if the cache was
+//! stale); every other outcome (`Held`, `Invalid`, `NotHeld`, "nothing to do") is confirmed by a
+//! fresh read first. So a steady-state renewal is one `PUT`, and nothing is ever decided on
+//! stale data.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{ListParams, PostParams};
+use kube::core::NamespaceResourceScope;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher;
+use kube::{Api, Resource, ResourceExt};
+use lease_core::{Clock, Error, Info, Key, Request, Result, Timestamp};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+use crate::error::{K8sStoreError, has_code};
+use crate::naming::{group_selector, key_json, managed_selector, object_name};
+use crate::options::StoreOptions;
+use crate::record::{Judge, KeyField, Record, Status, Term};
+
+/// How many times an operation re-reads and re-decides after a write conflict before it gives
+/// up with [`Error::Invalid`] (retryable).
+const ATTEMPTS: usize = 5;
+
+/// How one kind of object carries a [`Record`].
+pub(crate) trait Codec: Send + Sync + 'static {
+    /// The object type.
+    type Object: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + Debug
+        + Send
+        + Sync
+        + 'static;
+
+    /// The API resource name (`leases`, `configmaps`), for errors.
+    const RESOURCE: &'static str;
+
+    /// Reads the record an object carries; never fails.
+    fn decode(&self, object: &Self::Object) -> Record;
+
+    /// The object to write: `base` (the object the write was decided on, keeping its
+    /// `resourceVersion` and anything else on it) carrying `record`, or a new object.
+    ///
+    /// # Errors
+    ///
+    /// When the record cannot be represented.
+    fn encode(
+        &self,
+        base: Option<&Self::Object>,
+        name: &str,
+        key: &Key,
+        record: &Record,
+    ) -> Result<Self::Object, K8sStoreError>;
+
+    /// The term a claim for `duration` gets.
+    fn term(&self, duration: Duration) -> Term {
+        Term::Finite(duration)
+    }
+
+    /// The generation a newly created object starts from (its first claim gets one more).
+    fn initial_generation(&self) -> u64 {
+        0
+    }
+}
+
+/// What this process knows about one object.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry<O> {
+    /// The object as last read or written.
+    pub(crate) object: O,
+    /// Its `resourceVersion`.
+    rv: String,
+    /// The record it carries.
+    pub(crate) record: Record,
+    /// The record's [`Record::fingerprint`].
+    fingerprint: String,
+    /// When this process first observed the record unchanged (on the store's clock).
+    pub(crate) observed_at: Timestamp,
+}
+
+/// The observation cache, shared with the watch task.
+#[derive(Debug)]
+struct CacheState<O> {
+    entries: HashMap<String, Entry<O>>,
+    /// The watch has listed everything and is following changes.
+    synced: bool,
+    /// Names seen since the watch's current (re)list started.
+    listing: Option<HashSet<String>>,
+}
+
+#[derive(Debug)]
+struct Shared<O> {
+    cache: Mutex<CacheState<O>>,
+    changes: watch::Sender<u64>,
+}
+
+impl<O> Shared<O> {
+    fn lock(&self) -> MutexGuard<'_, CacheState<O>> {
+        // A panic while holding the lock leaves a consistent map (every update is one insert).
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn bump(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+/// Whether resource version `new` may be newer than `old`: false only when both are numbers
+/// (as they are on every real API server, though documented as opaque) and `new` is older.
+fn may_be_newer(old: &str, new: &str) -> bool {
+    match (old.parse::<u64>(), new.parse::<u64>()) {
+        (Ok(old), Ok(new)) => new >= old,
+        _ => true,
+    }
+}
+
+/// Records an observation of `object` in `state`. `own` is `Some((start, force))` for an
+/// object returned by our own write started at `start`; `force` restarts the expiry even if the
+/// record is unchanged. Returns whether anything changed.
+fn observe<C: Codec>(
+    codec: &C,
+    state: &mut CacheState<C::Object>,
+    object: C::Object,
+    now: Timestamp,
+    own: Option<(Timestamp, bool)>,
+) -> bool {
+    let name = object.name_any();
+    let rv = object.resource_version().unwrap_or_default();
+    if let Some(listing) = &mut state.listing {
+        listing.insert(name.clone());
+    }
+    let record = codec.decode(&object);
+    let fingerprint = record.fingerprint();
+    let (at, force) = match own {
+        Some((start, force)) => (start, force),
+        None => (now, false),
+    };
+    let observed_at = match state.entries.get(&name) {
+        // Already known, or older than what we know (a watch event can trail our own write).
+        Some(old)
+            if (own.is_none() && old.rv == rv) || (old.rv != rv && !may_be_newer(&old.rv, &rv)) =>
+        {
+            return false;
+        }
+        Some(old) if old.fingerprint == fingerprint && !force => old.observed_at,
+        _ => {
+            if !record.problems.is_empty() {
+                tracing::warn!(
+                    object = %name,
+                    resource = C::RESOURCE,
+                    problems = ?record.problems,
+                    "lease object has unusable fields; it is treated as not held"
+                );
+            }
+            at
+        }
+    };
+    state.entries.insert(
+        name,
+        Entry {
+            object,
+            rv,
+            record,
+            fingerprint,
+            observed_at,
+        },
+    );
+    true
+}
+
+/// Aborts the watch task when the store is dropped.
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The outcome of a conditional write.
+enum Write<O> {
+    Done(O),
+    Conflict,
+}
+
+/// An object as the decision sees it.
+struct View<O> {
+    entry: Entry<O>,
+    /// Taken from the cache rather than read just now.
+    cached: bool,
+}
+
+/// The shared store logic over one object kind.
+#[derive(Debug)]
+pub(crate) struct Engine<C: Codec> {
+    api: Api<C::Object>,
+    namespace: String,
+    clock: Arc<dyn Clock>,
+    options: StoreOptions,
+    codec: Arc<C>,
+    shared: Arc<Shared<C::Object>>,
+    watch_task: Option<AbortOnDrop>,
+    last_polled: Option<u64>,
+}
+
+impl<C: Codec> Engine<C> {
+    pub(crate) fn new(
+        client: kube::Client,
+        namespace: String,
+        clock: Arc<dyn Clock>,
+        options: StoreOptions,
+        codec: C,
+    ) -> Self {
+        let (changes, _) = watch::channel(0);
+        Engine {
+            api: Api::namespaced(client, &namespace),
+            namespace,
+            clock,
+            options,
+            codec: Arc::new(codec),
+            shared: Arc::new(Shared {
+                cache: Mutex::new(CacheState {
+                    entries: HashMap::new(),
+                    synced: false,
+                    listing: None,
+                }),
+                changes,
+            }),
+            watch_task: None,
+            last_polled: None,
+        }
+    }
+
+    pub(crate) fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    pub(crate) fn options(&self) -> &StoreOptions {
+        &self.options
+    }
+
+    pub(crate) fn codec(&self) -> &C {
+        &self.codec
+    }
+
+    fn judge(&self) -> Judge {
+        Judge {
+            trust_renew_time: self.options.trust_renew_time,
+        }
+    }
+
+    /// Runs one API call with the request timeout, classifying its errors.
+    async fn call<T>(
+        &self,
+        verb: &'static str,
+        name: &str,
+        fut: impl Future<Output = kube::Result<T>>,
+    ) -> Result<kube::Result<T>, K8sStoreError> {
+        match tokio::time::timeout(self.options.request_timeout, fut).await {
+            Ok(result) => Ok(result),
+            Err(_) => Err(K8sStoreError::RequestTimeout {
+                verb,
+                resource: C::RESOURCE,
+                name: name.to_owned(),
+                namespace: self.namespace.clone(),
+                timeout: self.options.request_timeout,
+            }),
+        }
+    }
+
+    fn classify(&self, err: kube::Error, verb: &'static str, name: &str) -> K8sStoreError {
+        K8sStoreError::from_kube(err, verb, C::RESOURCE, name, &self.namespace)
+    }
+
+    /// Reads `name` from the API server into the cache.
+    async fn read(&self, name: &str) -> Result<Option<Entry<C::Object>>> {
+        let got = self
+            .call("get", name, self.api.get_opt(name))
+            .await?
+            .map_err(|e| self.classify(e, "get", name))?;
+        let now = self.clock.now();
+        let mut state = self.shared.lock();
+        match got {
+            Some(object) => {
+                observe(&*self.codec, &mut state, object, now, None);
+                Ok(state.entries.get(name).cloned())
+            }
+            None => {
+                state.entries.remove(name);
+                Ok(None)
+            }
+        }
+    }
+
+    /// The object for `key`: from the cache unless `fresh`, else read.
+    async fn load(&self, key: &Key, name: &str, fresh: bool) -> Result<Option<View<C::Object>>> {
+        let cached = if fresh {
+            None
+        } else {
+            self.shared.lock().entries.get(name).cloned()
+        };
+        let (entry, cached) = match cached {
+            Some(entry) => (Some(entry), true),
+            None => (self.read(name).await?, false),
+        };
+        let Some(entry) = entry else {
+            return Ok(None);
+        };
+        match &entry.record.key {
+            KeyField::Key(found) if found != key => {
+                return Err(K8sStoreError::KeyMismatch {
+                    name: name.to_owned(),
+                    namespace: self.namespace.clone(),
+                    expected: key_json(key),
+                    found: key_json(found),
+                }
+                .into());
+            }
+            KeyField::Key(_) => {}
+            KeyField::Missing | KeyField::Garbage => {
+                tracing::warn!(
+                    object = %name,
+                    resource = C::RESOURCE,
+                    key = %key,
+                    "lease object has no readable key annotation; taking it to be this key's"
+                );
+            }
+        }
+        Ok(Some(View { entry, cached }))
+    }
+
+    /// Creates `object`; `Conflict` when it already exists.
+    async fn create(&self, name: &str, object: &C::Object) -> Result<Write<C::Object>> {
+        let params = self.post_params();
+        match self
+            .call("create", name, self.api.create(&params, object))
+            .await?
+        {
+            Ok(o) => Ok(Write::Done(o)),
+            Err(e) if has_code(&e, 409) => Ok(Write::Conflict),
+            Err(e) => Err(self.classify(e, "create", name).into()),
+        }
+    }
+
+    /// Replaces `object`, conditional on the `resourceVersion` it carries; `Conflict` when the
+    /// object changed (409) or vanished (404) since.
+    async fn replace(&self, name: &str, object: &C::Object) -> Result<Write<C::Object>> {
+        debug_assert!(object.resource_version().is_some(), "unconditional replace");
+        let params = self.post_params();
+        match self
+            .call("update", name, self.api.replace(name, &params, object))
+            .await?
+        {
+            Ok(o) => Ok(Write::Done(o)),
+            Err(e) if has_code(&e, 409) => Ok(Write::Conflict),
+            Err(e) if has_code(&e, 404) && !is_namespace_missing(&e) => Ok(Write::Conflict),
+            Err(e) => Err(self.classify(e, "update", name).into()),
+        }
+    }
+
+    fn post_params(&self) -> PostParams {
+        PostParams {
+            dry_run: false,
+            field_manager: Some(self.options.field_manager.clone()),
+        }
+    }
+
+    /// Writes `record` for `key`: an update of `base` when there is one, else a create.
+    async fn write(
+        &self,
+        key: &Key,
+        name: &str,
+        base: Option<&C::Object>,
+        record: &Record,
+        start: Timestamp,
+        restart_expiry: bool,
+    ) -> Result<Option<Entry<C::Object>>> {
+        let object = self.codec.encode(base, name, key, record)?;
+        let written = match base {
+            Some(_) => self.replace(name, &object).await?,
+            None => self.create(name, &object).await?,
+        };
+        match written {
+            Write::Conflict => {
+                tracing::debug!(object = %name, resource = C::RESOURCE, "write conflict; re-reading");
+                Ok(None)
+            }
+            Write::Done(object) => {
+                // What we wrote, observed at the call's start: the holder's guarantee.
+                let record = self.codec.decode(&object);
+                let written = Entry {
+                    object: object.clone(),
+                    rv: object.resource_version().unwrap_or_default(),
+                    fingerprint: record.fingerprint(),
+                    record,
+                    observed_at: start,
+                };
+                let now = self.clock.now();
+                observe(
+                    &*self.codec,
+                    &mut self.shared.lock(),
+                    object,
+                    now,
+                    Some((start, restart_expiry)),
+                );
+                Ok(Some(written))
+            }
+        }
+    }
+
+    fn status(&self, entry: &Entry<C::Object>, now: Timestamp) -> Status {
+        self.judge().status(&entry.record, entry.observed_at, now)
+    }
+
+    fn info(&self, entry: &Entry<C::Object>, now: Timestamp) -> Option<Info> {
+        self.judge().info(&entry.record, entry.observed_at, now)
+    }
+
+    fn next_generation(&self, name: &str, current: u64) -> Result<u64> {
+        current.checked_add(1).ok_or_else(|| {
+            K8sStoreError::GenerationOverflow {
+                name: name.to_owned(),
+                generation: current,
+            }
+            .into()
+        })
+    }
+
+    pub(crate) async fn claim(&mut self, key: &Key, request: &Request) -> Result<Info> {
+        key.validate()?;
+        request.validate()?;
+        let start = self.clock.now();
+        let name = object_name(key);
+        let term = self.codec.term(request.duration);
+        for attempt in 0..ATTEMPTS {
+            let view = self.load(key, &name, attempt > 0).await?;
+            let base = match &view {
+                None => None,
+                Some(view) => match self.status(&view.entry, self.clock.now()) {
+                    Status::Held { holder, .. } => {
+                        if view.cached {
+                            continue;
+                        }
+                        return Err(if holder == request.holder {
+                            Error::Invalid
+                        } else {
+                            Error::Held
+                        });
+                    }
+                    Status::Free | Status::Expired { .. } => Some(&view.entry),
+                },
+            };
+            let record = match base {
+                Some(entry) => {
+                    let generation = self.next_generation(&name, entry.record.generation)?;
+                    entry.record.claimed(request, term, generation)
+                }
+                None => {
+                    let generation =
+                        self.next_generation(&name, self.codec.initial_generation())?;
+                    Record::empty(key, 0).claimed(request, term, generation)
+                }
+            };
+            let base_object = base.map(|e| &e.object);
+            if let Some(entry) = self
+                .write(key, &name, base_object, &record, start, true)
+                .await?
+            {
+                return self.info(&entry, start).ok_or_else(|| {
+                    Error::store_msg(format!("object {name:?} not held right after our claim"))
+                });
+            }
+        }
+        Err(Error::Invalid.context(format!(
+            "claim of {key}: object {name:?} kept changing under us"
+        )))
+    }
+
+    pub(crate) async fn extend(&mut self, key: &Key, request: &Request) -> Result<Info> {
+        key.validate()?;
+        request.validate()?;
+        let start = self.clock.now();
+        let name = object_name(key);
+        for attempt in 0..ATTEMPTS {
+            let Some(view) = self.load(key, &name, attempt > 0).await? else {
+                return Err(Error::Invalid);
+            };
+            let expiry = match self.status(&view.entry, self.clock.now()) {
+                Status::Held { holder, expiry } if holder == request.holder => expiry,
+                _ if view.cached => continue,
+                _ => return Err(Error::Invalid),
+            };
+            let term = match view.entry.record.term {
+                Some(Term::Forever) => Term::Forever,
+                _ => match self.codec.term(request.duration) {
+                    Term::Forever => Term::Forever,
+                    // Only ever lengthen: at least what is left of the current term.
+                    Term::Finite(d) => Term::Finite(d.max(expiry.saturating_duration_since(start))),
+                },
+            };
+            let record = view.entry.record.extended(request, term);
+            if let Some(entry) = self
+                .write(key, &name, Some(&view.entry.object), &record, start, true)
+                .await?
+            {
+                return self.info(&entry, start).ok_or_else(|| {
+                    Error::store_msg(format!("object {name:?} not held right after our extend"))
+                });
+            }
+        }
+        Err(Error::Invalid.context(format!(
+            "extend of {key}: object {name:?} kept changing under us"
+        )))
+    }
+
+    pub(crate) async fn revoke(&mut self, key: &Key, holder: &str) -> Result<()> {
+        key.validate()?;
+        lease_core::validate_string("holder", holder)?;
+        let start = self.clock.now();
+        let name = object_name(key);
+        for attempt in 0..ATTEMPTS {
+            let Some(view) = self.load(key, &name, attempt > 0).await? else {
+                return Err(Error::Invalid);
+            };
+            match self.status(&view.entry, self.clock.now()) {
+                Status::Held { holder: h, .. } if h == holder => {}
+                _ if view.cached => continue,
+                Status::Held { .. } => return Err(Error::NotHeld),
+                Status::Free | Status::Expired { .. } => return Err(Error::Invalid),
+            }
+            let record = view.entry.record.revoked();
+            if self
+                .write(key, &name, Some(&view.entry.object), &record, start, true)
+                .await?
+                .is_some()
+            {
+                return Ok(());
+            }
+        }
+        Err(Error::Invalid.context(format!(
+            "revoke of {key}: object {name:?} kept changing under us"
+        )))
+    }
+
+    /// Adds (`pin`) or removes an entity's pin.
+    pub(crate) async fn set_pin(&mut self, key: &Key, entity: &str, pin: bool) -> Result<()> {
+        key.validate()?;
+        lease_core::validate_string("entity", entity)?;
+        let start = self.clock.now();
+        let name = object_name(key);
+        for attempt in 0..ATTEMPTS {
+            let view = self.load(key, &name, attempt > 0).await?;
+            let (base, mut record) = match &view {
+                Some(view) => (Some(&view.entry.object), view.entry.record.clone()),
+                None if pin => (None, Record::empty(key, self.codec.initial_generation())),
+                None => return Ok(()),
+            };
+            let changed = if pin {
+                record.pins.insert(entity.to_owned())
+            } else {
+                record.pins.remove(entity)
+            };
+            if !changed {
+                if view.as_ref().is_some_and(|v| v.cached) {
+                    continue;
+                }
+                return Ok(());
+            }
+            if self
+                .write(key, &name, base, &record, start, false)
+                .await?
+                .is_some()
+            {
+                return Ok(());
+            }
+        }
+        Err(Error::Invalid.context(format!(
+            "pin change of {key}: object {name:?} kept changing under us"
+        )))
+    }
+
+    /// Every object matching `selector` (all of ours when `None`), from the watch's cache when
+    /// it is synced and allowed, else listed (and the cache updated).
+    async fn snapshot(&self, selector: Option<String>) -> Result<Vec<Entry<C::Object>>> {
+        if self.options.snapshots_from_watch {
+            let state = self.shared.lock();
+            if state.synced {
+                return Ok(state.entries.values().cloned().collect());
+            }
+        }
+        let selector = selector.unwrap_or_else(managed_selector);
+        let params = ListParams::default().labels(&selector);
+        let list = self
+            .call("list", "", self.api.list(&params))
+            .await?
+            .map_err(|e| self.classify(e, "list", ""))?;
+        let now = self.clock.now();
+        let mut state = self.shared.lock();
+        let mut names = Vec::with_capacity(list.items.len());
+        for object in list.items {
+            names.push(object.name_any());
+            observe(&*self.codec, &mut state, object, now, None);
+        }
+        Ok(names
+            .iter()
+            .filter_map(|n| state.entries.get(n).cloned())
+            .collect())
+    }
+
+    /// The key an entry records, warning when it has none.
+    fn entry_key(entry: &Entry<C::Object>) -> Option<Key> {
+        match &entry.record.key {
+            KeyField::Key(k) if object_name(k) == entry.object.name_any() => Some(k.clone()),
+            _ => {
+                tracing::warn!(
+                    object = %entry.object.name_any(),
+                    resource = C::RESOURCE,
+                    "object labelled as a lease has no usable key annotation; skipped"
+                );
+                None
+            }
+        }
+    }
+
+    pub(crate) async fn leases(&mut self, keys: &[Key]) -> Result<BTreeMap<Key, Info>> {
+        for key in keys {
+            key.validate()?;
+        }
+        let entries = if let [key] = keys
+            && !(self.options.snapshots_from_watch && self.shared.lock().synced)
+        {
+            self.load(key, &object_name(key), true)
+                .await?
+                .map(|v| v.entry)
+                .into_iter()
+                .collect()
+        } else {
+            self.snapshot(None).await?
+        };
+        let wanted: HashSet<&Key> = keys.iter().collect();
+        let now = self.clock.now();
+        let mut out = BTreeMap::new();
+        for entry in &entries {
+            let key = match (keys, &entry.record.key) {
+                ([key], KeyField::Missing | KeyField::Garbage)
+                    if object_name(key) == entry.object.name_any() =>
+                {
+                    Some(key.clone())
+                }
+                _ => Self::entry_key(entry),
+            };
+            let Some(key) = key else { continue };
+            if !wanted.is_empty() && !wanted.contains(&key) {
+                continue;
+            }
+            if let Some(info) = self.info(entry, now) {
+                out.insert(key, info);
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn lease_group(
+        &mut self,
+        namespace: &str,
+        model: &str,
+    ) -> Result<BTreeMap<Key, Info>> {
+        lease_core::validate_string("namespace", namespace)?;
+        lease_core::validate_string("model", model)?;
+        let entries = self
+            .snapshot(Some(group_selector(namespace, model)))
+            .await?;
+        let now = self.clock.now();
+        let mut out = BTreeMap::new();
+        for entry in &entries {
+            let Some(key) = Self::entry_key(entry) else {
+                continue;
+            };
+            if key.namespace != namespace || key.model != model {
+                continue;
+            }
+            if let Some(info) = self.info(entry, now) {
+                out.insert(key, info);
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn pinned(&mut self) -> Result<BTreeMap<Key, Vec<String>>> {
+        let entries = self.snapshot(None).await?;
+        let mut out = BTreeMap::new();
+        for entry in &entries {
+            if entry.record.pins.is_empty() {
+                continue;
+            }
+            if let Some(key) = Self::entry_key(entry) {
+                out.insert(key, entry.record.pins.iter().cloned().collect());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Starts the watch task if it is not running. Returns whether it runs (it needs a tokio
+    /// runtime).
+    fn ensure_watch(&mut self) -> bool {
+        if self.watch_task.is_some() {
+            return true;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!("no tokio runtime: the lease store cannot watch for changes");
+            return false;
+        };
+        let task = runtime.spawn(watch_loop(
+            self.api.clone(),
+            self.namespace.clone(),
+            Arc::clone(&self.codec),
+            Arc::clone(&self.shared),
+            Arc::clone(&self.clock),
+        ));
+        self.watch_task = Some(AbortOnDrop(task));
+        true
+    }
+
+    pub(crate) fn change_notifier(&mut self) -> Option<watch::Receiver<u64>> {
+        self.ensure_watch().then(|| self.shared.changes.subscribe())
+    }
+
+    pub(crate) async fn poll_changes(&mut self) -> bool {
+        if !self.ensure_watch() {
+            return true;
+        }
+        if self.last_polled == Some(*self.shared.changes.borrow()) {
+            // Let the watch task handle events that have already arrived.
+            tokio::task::yield_now().await;
+        }
+        let current = *self.shared.changes.borrow();
+        let synced = self.shared.lock().synced;
+        let changed = self.last_polled != Some(current) || !synced;
+        self.last_polled = Some(current);
+        changed
+    }
+
+    /// Whether the watch has listed every object and follows changes (for tests).
+    #[cfg(test)]
+    pub(crate) fn watch_synced(&self) -> bool {
+        self.shared.lock().synced
+    }
+}
+
+fn is_namespace_missing(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Api(s) if s.details.as_ref().is_some_and(|d| d.kind == "namespaces"))
+}
+
+/// Follows every object of this crate in the namespace: keeps the cache current and bumps the
+/// change counter on every change made by someone else. `kube::runtime::watcher` resumes from
+/// the last `resourceVersion` and re-lists after `410 Gone`; errors back off.
+async fn watch_loop<C: Codec>(
+    api: Api<C::Object>,
+    namespace: String,
+    codec: Arc<C>,
+    shared: Arc<Shared<C::Object>>,
+    clock: Arc<dyn Clock>,
+) {
+    let config = watcher::Config::default().labels(&managed_selector());
+    let stream = watcher(api, config).default_backoff();
+    futures::pin_mut!(stream);
+    while let Some(event) = stream.next().await {
+        let now = clock.now();
+        match event {
+            Ok(watcher::Event::Init) => {
+                shared.lock().listing = Some(HashSet::new());
+            }
+            Ok(watcher::Event::InitApply(object)) => {
+                observe(&*codec, &mut shared.lock(), object, now, None);
+            }
+            Ok(watcher::Event::InitDone) => {
+                {
+                    let mut state = shared.lock();
+                    if let Some(seen) = state.listing.take() {
+                        state.entries.retain(|name, _| seen.contains(name));
+                    }
+                    state.synced = true;
+                }
+                shared.bump();
+            }
+            Ok(watcher::Event::Apply(object)) => {
+                let changed = observe(&*codec, &mut shared.lock(), object, now, None);
+                if changed {
+                    shared.bump();
+                }
+            }
+            Ok(watcher::Event::Delete(object)) => {
+                shared.lock().entries.remove(&object.name_any());
+                shared.bump();
+            }
+            Err(err) => {
+                let was_synced = std::mem::replace(&mut shared.lock().synced, false);
+                tracing::warn!(
+                    error = %err,
+                    resource = C::RESOURCE,
+                    namespace = %namespace,
+                    "watch of lease objects failed (it needs list and watch permission); retrying"
+                );
+                if was_synced {
+                    shared.bump();
+                }
+            }
+        }
+    }
+}

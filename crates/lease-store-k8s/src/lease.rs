@@ -1,0 +1,210 @@
+//! [`LeaseStore`]: the [`Store`] on `coordination.k8s.io/v1` Lease objects, one per key, with
+//! client-go's leader-election field semantics.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use lease_core::{Clock, Info, Key, Request, Result, Store};
+use tokio::sync::watch;
+
+use crate::engine::{Codec, Engine};
+use crate::error::K8sStoreError;
+use crate::naming::key_labels;
+use crate::options::StoreOptions;
+use crate::record::{RawFields, Record};
+
+/// Reads and writes a [`Record`] on a Lease.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct LeaseCodec;
+
+impl Codec for LeaseCodec {
+    type Object = Lease;
+    const RESOURCE: &'static str = "leases";
+
+    fn decode(&self, lease: &Lease) -> Record {
+        let spec = lease.spec.as_ref();
+        Record::from_raw(RawFields {
+            holder: spec.and_then(|s| s.holder_identity.as_deref()),
+            duration_secs: spec
+                .and_then(|s| s.lease_duration_seconds)
+                .map(|d| Ok(i64::from(d))),
+            forever: false,
+            acquire_time: spec.and_then(|s| s.acquire_time.as_ref()).map(|t| t.0),
+            renew_time: spec.and_then(|s| s.renew_time.as_ref()).map(|t| t.0),
+            transitions: spec
+                .and_then(|s| s.lease_transitions)
+                .map(|t| Ok(i64::from(t))),
+            annotations: lease.metadata.annotations.as_ref(),
+            problems: Vec::new(),
+        })
+    }
+
+    fn encode(
+        &self,
+        base: Option<&Lease>,
+        name: &str,
+        key: &Key,
+        record: &Record,
+    ) -> Result<Lease, K8sStoreError> {
+        let mut lease = base.cloned().unwrap_or_default();
+        let meta = &mut lease.metadata;
+        meta.name = Some(name.to_owned());
+        meta.managed_fields = None;
+        let labels = meta.labels.get_or_insert_with(BTreeMap::new);
+        for (label, value) in key_labels(key) {
+            labels.insert(label.to_owned(), value);
+        }
+        record.write_annotations(key, meta.annotations.get_or_insert_with(BTreeMap::new));
+
+        let transitions =
+            i32::try_from(record.generation).map_err(|_| K8sStoreError::GenerationOverflow {
+                name: name.to_owned(),
+                generation: record.generation,
+            })?;
+        let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+        // client-go writes an empty identity for "nobody", and so do we.
+        spec.holder_identity = Some(record.holder.clone().unwrap_or_default());
+        spec.lease_duration_seconds = record.duration_secs();
+        spec.acquire_time = record.acquire_time.map(MicroTime);
+        spec.renew_time = record.renew_time.map(MicroTime);
+        spec.lease_transitions = Some(transitions);
+        Ok(lease)
+    }
+}
+
+/// A [`Store`] on `coordination.k8s.io/v1` Lease objects in one Kubernetes namespace.
+///
+/// See the [crate documentation](crate) for the object layout, how expiry is judged, the
+/// request pattern of each operation and the permissions it needs.
+///
+/// Dropping the store stops its watch.
+#[derive(Debug)]
+pub struct LeaseStore {
+    engine: Engine<LeaseCodec>,
+}
+
+impl LeaseStore {
+    /// A store keeping Lease objects in Kubernetes namespace `namespace`, judging expiry on
+    /// `clock` (give the manager the same clock), with default [`StoreOptions`].
+    ///
+    /// No request is made until the first operation.
+    pub fn new(client: kube::Client, namespace: impl Into<String>, clock: Arc<dyn Clock>) -> Self {
+        Self::with_options(client, namespace, clock, StoreOptions::default())
+    }
+
+    /// [`LeaseStore::new`] with explicit options.
+    pub fn with_options(
+        client: kube::Client,
+        namespace: impl Into<String>,
+        clock: Arc<dyn Clock>,
+        options: StoreOptions,
+    ) -> Self {
+        LeaseStore {
+            engine: Engine::new(client, namespace.into(), clock, options, LeaseCodec),
+        }
+    }
+
+    /// The Kubernetes namespace holding the Lease objects.
+    pub fn namespace(&self) -> &str {
+        self.engine.namespace()
+    }
+
+    /// The store's options.
+    pub fn options(&self) -> &StoreOptions {
+        self.engine.options()
+    }
+
+    /// Whether the watch has listed every object and follows changes.
+    #[cfg(test)]
+    pub(crate) fn watch_synced(&self) -> bool {
+        self.engine.watch_synced()
+    }
+}
+
+#[async_trait]
+impl Store for LeaseStore {
+    /// Claims through a conditional create (absent) or replace (free or expired).
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::claim_lease`]; see [`K8sStoreError`] for how API failures map.
+    async fn claim_lease(&mut self, key: &Key, request: &Request) -> Result<Info> {
+        self.engine.claim(key, request).await
+    }
+
+    /// Extends with one conditional replace of the last object seen (no read when it is
+    /// current).
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::extend_lease`].
+    async fn extend_lease(&mut self, key: &Key, request: &Request) -> Result<Info> {
+        self.engine.extend(key, request).await
+    }
+
+    /// Revokes by clearing `holderIdentity` (as client-go's release does), keeping
+    /// `leaseTransitions`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::revoke_lease`].
+    async fn revoke_lease(&mut self, key: &Key, holder: &str) -> Result<()> {
+        self.engine.revoke(key, holder).await
+    }
+
+    /// # Errors
+    ///
+    /// As [`Store::leases`].
+    async fn leases(&mut self, keys: &[Key]) -> Result<BTreeMap<Key, Info>> {
+        self.engine.leases(keys).await
+    }
+
+    /// One label-selected list (or the watch's cache).
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::lease_group`].
+    async fn lease_group(&mut self, namespace: &str, model: &str) -> Result<BTreeMap<Key, Info>> {
+        self.engine.lease_group(namespace, model).await
+    }
+
+    /// # Errors
+    ///
+    /// As [`Store::pin_lease`].
+    async fn pin_lease(&mut self, key: &Key, entity: &str) -> Result<()> {
+        self.engine.set_pin(key, entity, true).await
+    }
+
+    /// # Errors
+    ///
+    /// As [`Store::unpin_lease`].
+    async fn unpin_lease(&mut self, key: &Key, entity: &str) -> Result<()> {
+        self.engine.set_pin(key, entity, false).await
+    }
+
+    /// # Errors
+    ///
+    /// As [`Store::pinned`].
+    async fn pinned(&mut self) -> Result<BTreeMap<Key, Vec<String>>> {
+        self.engine.pinned().await
+    }
+
+    /// Compares the watch's change counter with the last call's: no API request. Starts the
+    /// watch on first use (and then says yes).
+    ///
+    /// # Errors
+    ///
+    /// Never.
+    async fn poll_changes(&mut self) -> Result<bool> {
+        Ok(self.engine.poll_changes().await)
+    }
+
+    /// A counter bumped on every change another process makes to this store's objects, fed by
+    /// a Kubernetes watch started on first call. `None` outside a tokio runtime.
+    fn change_notifier(&mut self) -> Option<watch::Receiver<u64>> {
+        self.engine.change_notifier()
+    }
+}
