@@ -38,6 +38,7 @@
 pub mod clock;
 pub mod error;
 pub mod facade;
+pub mod leaser;
 pub mod secretary;
 pub mod store;
 pub mod types;
@@ -46,6 +47,7 @@ pub mod validate;
 pub use clock::{Clock, Sleep, SystemClock};
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use facade::{Checker, Claimer, Manager, Pinner, Reader, Revoker, Token};
+pub use leaser::{LeaseGuard, LeaseInfo, Leaser, LeaserError, LeaserExt, PathKey, PathKeyError};
 pub use secretary::{
     APPLICATION_LEADERSHIP_NAMESPACE, DefaultSecretary, LeadershipSecretary,
     SINGULAR_CONTROLLER_NAMESPACE, Secretary, SingularSecretary, standard_secretaries,

@@ -10,9 +10,12 @@
 //! - [`ScriptedStore`]: a `Store` that expects an exact sequence of [`Call`]s.
 //! - [`FakeManager`] and the fake facades ([`FakeChecker`]/[`FakeToken`], [`FakeClaimer`],
 //!   [`FakeRevoker`], [`FakePinner`], [`FakeReader`]) for unit tests of code that uses leases.
+//! - [`FakeLeaser`]: a [`Leaser`](lease_core::leaser::Leaser) that renews perfectly until the
+//!   test makes it lose a lease.
 
 pub mod clock;
 pub mod fake;
+pub mod leaser;
 pub mod mock;
 pub mod script;
 pub mod store;
@@ -22,6 +25,7 @@ pub use clock::{FAKE_CLOCK_START, FakeClock, WAIT_FOR_SLEEPERS_TIMEOUT};
 pub use fake::{
     FakeChecker, FakeClaimer, FakeManager, FakePinner, FakeReader, FakeRevoker, FakeToken,
 };
+pub use leaser::{FAKE_LEASER_MODEL, FAKE_LEASER_NAMESPACE, FakeLeaser};
 pub use mock::MockStore;
 pub use script::{Call, Canned, CannedReply, Expect, ScriptHandle, ScriptedStore, StoreCall};
 pub use store::InMemoryStore;

@@ -1,0 +1,694 @@
+//! The auto-renewing [`Leaser`] (shared/seeds/000): path-shaped keys ([`PathKey`]), the held
+//! lease's guard ([`LeaseGuard`]) and what [`Leaser::lease_info_value`] reports ([`LeaseInfo`]).
+//!
+//! The trait lives here, not in `lease-manager`, so that a fake leaser (in `lease-testkit`, or
+//! in a program's own tests) can implement it without depending on the manager. The real
+//! implementation, over a running manager, is `lease_manager::ManagerLeaser`.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Error;
+use crate::types::{Generation, Timestamp};
+
+/// The shortest lease a [`Leaser`] grants: shorter leases cannot be renewed reliably.
+pub const MIN_TTL: Duration = Duration::from_secs(5);
+
+/// The bytes escaped in a [`PathKey`] segment: controls, space and every character that is
+/// special in a URL path (`/`, `%`, `?`, `#`, …), plus `.` and `$`, which lease names may not
+/// contain. Non-ASCII bytes are always escaped, so no whitespace of any kind survives.
+const SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'$')
+    .add(b'%')
+    .add(b'.')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
+/// A [`PathKey`] that could not be built or parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid lease key {key:?}: {reason}")]
+pub struct PathKeyError {
+    /// The key as given (for a constructor, the segments joined with `/`).
+    pub key: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl PathKeyError {
+    fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        PathKeyError {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<PathKeyError> for Error {
+    /// A validation error for field `key`.
+    fn from(err: PathKeyError) -> Self {
+        Error::validation("key", err.key, err.reason)
+    }
+}
+
+/// The name of a [`Leaser`] lease: a `/`-separated path whose segments are URL-path-escaped.
+///
+/// Programs' leases have the form `/module/<module>/...` (e.g. `/module/idv/user/bob`), the
+/// system's own `/system/...` (e.g. `/system/runner/deployment-reservation/d1`). Build keys
+/// with [`PathKey::system`] or [`PathKey::module`]; [`PathKey::parse`] reads the text form
+/// back.
+///
+/// Any non-empty segment text is allowed: each is percent-escaped (every byte outside
+/// unreserved ASCII and `!&'()*+,;=:@~`, including `/`, `%`, `.`, `#`, `$`, whitespace and all
+/// non-ASCII bytes), so the text form is unambiguous, round-trips exactly, and is itself a
+/// valid lease name for [`validate_string`](crate::validate_string).
+///
+/// ```
+/// use lease_core::leaser::PathKey;
+///
+/// let key = PathKey::module("idv", ["user", "bob.smith@example.com"])?;
+/// assert_eq!(key.to_string(), "/module/idv/user/bob%2Esmith@example%2Ecom");
+/// assert_eq!(PathKey::parse(&key.to_string())?, key);
+/// assert_eq!(key.module_name(), Some("idv"));
+/// assert_eq!(key.path(), ["user", "bob.smith@example.com"]);
+///
+/// let err = PathKey::parse("/elsewhere/x").unwrap_err();
+/// assert_eq!(
+///     err.to_string(),
+///     r#"invalid lease key "/elsewhere/x": must start with "/system/" or "/module/<module>/""#
+/// );
+/// # Ok::<(), lease_core::leaser::PathKeyError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PathKey {
+    /// Every segment, unescaped: `["system", ...]` or `["module", <module>, ...]`.
+    segments: Vec<String>,
+}
+
+impl PathKey {
+    /// A system lease, `/system/<segments...>`.
+    ///
+    /// # Errors
+    ///
+    /// [`PathKeyError`] when there are no segments or one is empty.
+    pub fn system<I, S>(segments: I) -> Result<PathKey, PathKeyError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut all = vec!["system".to_owned()];
+        all.extend(segments.into_iter().map(Into::into));
+        PathKey::from_segments(all)
+    }
+
+    /// A program's lease, `/module/<module>/<segments...>`.
+    ///
+    /// # Errors
+    ///
+    /// [`PathKeyError`] when `module` is empty, there are no segments, or one is empty.
+    pub fn module<I, S>(module: impl Into<String>, segments: I) -> Result<PathKey, PathKeyError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut all = vec!["module".to_owned(), module.into()];
+        all.extend(segments.into_iter().map(Into::into));
+        PathKey::from_segments(all)
+    }
+
+    fn from_segments(segments: Vec<String>) -> Result<PathKey, PathKeyError> {
+        let shown = || format!("/{}", segments.join("/"));
+        let prefix = if segments[0] == "module" {
+            if segments.get(1).is_none_or(String::is_empty) {
+                return Err(PathKeyError::new(shown(), "the module name is empty"));
+            }
+            2
+        } else {
+            1
+        };
+        if segments.len() <= prefix {
+            return Err(PathKeyError::new(
+                shown(),
+                "needs at least one segment after the prefix",
+            ));
+        }
+        if let Some(i) = segments.iter().position(String::is_empty) {
+            return Err(PathKeyError::new(
+                shown(),
+                format!("segment {i} is empty (segments count from 0, the prefix included)"),
+            ));
+        }
+        Ok(PathKey { segments })
+    }
+
+    /// Parses the text form: `/system/<seg>/...` or `/module/<module>/<seg>/...`, each segment
+    /// percent-escaped. Unnecessary escapes and lowercase hex digits are accepted; the
+    /// [`Display`](fmt::Display) form is the canonical one.
+    ///
+    /// # Errors
+    ///
+    /// [`PathKeyError`] saying what is wrong: a key not starting with `/system/` or
+    /// `/module/<module>/`, an empty segment (`//` or a trailing `/`), no segment after the
+    /// prefix, a `%` not followed by two hex digits, or a segment that is not UTF-8 once
+    /// unescaped.
+    pub fn parse(text: &str) -> Result<PathKey, PathKeyError> {
+        let err = |reason: String| PathKeyError::new(text, reason);
+        let Some(rest) = text.strip_prefix('/') else {
+            return Err(err(
+                "must start with \"/system/\" or \"/module/<module>/\"".into()
+            ));
+        };
+        let raw: Vec<&str> = rest.split('/').collect();
+        match raw[0] {
+            "system" | "module" => {}
+            _ => {
+                return Err(err(
+                    "must start with \"/system/\" or \"/module/<module>/\"".into()
+                ));
+            }
+        }
+        let mut segments = Vec::with_capacity(raw.len());
+        for (i, seg) in raw.iter().enumerate() {
+            if seg.is_empty() {
+                return Err(err(format!(
+                    "segment {i} is empty (segments count from 0, the prefix included)"
+                )));
+            }
+            segments.push(unescape(seg).map_err(|reason| err(format!("segment {i}: {reason}")))?);
+        }
+        PathKey::from_segments(segments).map_err(|e| err(e.reason))
+    }
+
+    /// Whether this is a `/system/...` key.
+    pub fn is_system(&self) -> bool {
+        self.segments[0] == "system"
+    }
+
+    /// The module of a `/module/<module>/...` key; `None` for a system key.
+    pub fn module_name(&self) -> Option<&str> {
+        (self.segments[0] == "module").then(|| self.segments[1].as_str())
+    }
+
+    /// The segments after the prefix (`/system` or `/module/<module>`), unescaped.
+    pub fn path(&self) -> &[String] {
+        let prefix = if self.is_system() { 1 } else { 2 };
+        &self.segments[prefix..]
+    }
+
+    /// Every segment, the prefix included, unescaped.
+    pub fn segments(&self) -> &[String] {
+        &self.segments
+    }
+}
+
+/// Decodes one raw segment, insisting on well-formed escapes and UTF-8.
+fn unescape(seg: &str) -> Result<String, String> {
+    let bytes = seg.as_bytes();
+    for (i, b) in bytes.iter().enumerate() {
+        if *b == b'%' {
+            let hex = bytes.get(i + 1..i + 3);
+            if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                let shown: String = seg[i..].chars().take(3).collect();
+                return Err(format!(
+                    "bad escape {shown:?}: '%' must be followed by two hex digits"
+                ));
+            }
+        }
+    }
+    percent_decode_str(seg)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| "not UTF-8 once unescaped".to_owned())
+}
+
+impl fmt::Display for PathKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for seg in &self.segments {
+            write!(f, "/{}", utf8_percent_encode(seg, SEGMENT))?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for PathKey {
+    type Err = PathKeyError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        PathKey::parse(s)
+    }
+}
+
+impl Serialize for PathKey {
+    /// As its text form.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for PathKey {
+    /// From its text form, with [`PathKey::parse`]'s checks.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        PathKey::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// What can go wrong with a [`Leaser`] operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LeaserError {
+    /// The lease is held by another holder (the seed's `ErrConflict`).
+    #[error("lease {key} already held")]
+    Conflict {
+        /// The lease.
+        key: PathKey,
+    },
+    /// The lease's metadata could not be encoded, or decoded into the caller's type.
+    #[error("metadata of lease {key}: {source}")]
+    Metadata {
+        /// The lease.
+        key: PathKey,
+        /// What serde said.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A lease error: validation (a `ttl` under [`MIN_TTL`]), store failures, `Aborted`, …
+    #[error(transparent)]
+    Lease(#[from] Error),
+}
+
+/// What [`Leaser::lease_info_value`] (or [`LeaserExt::lease_info`]) reports about a held lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseInfo<T = serde_json::Value> {
+    /// Who holds it.
+    pub holder: String,
+    /// When it expires unless renewed, on the store's clock.
+    pub expiry: Timestamp,
+    /// The fencing generation of the holder's claim.
+    pub generation: Generation,
+    /// The metadata given when it was acquired, if any.
+    pub metadata: Option<T>,
+}
+
+/// The implementation side of a [`LeaseGuard`]: how a particular leaser gives a lease up.
+///
+/// Only implementors of [`Leaser`] need this; users hold a [`LeaseGuard`].
+#[async_trait]
+pub trait LeaseHandle: Send + Sync + fmt::Debug {
+    /// Stops renewing and gives the lease up, waiting for the answer.
+    ///
+    /// # Errors
+    ///
+    /// When the lease could not be revoked (it then expires by itself within its ttl).
+    async fn release(self: Box<Self>) -> Result<(), LeaserError>;
+
+    /// Stops renewing and gives the lease up in the background (called from `Drop`, which
+    /// cannot wait).
+    fn release_in_background(self: Box<Self>);
+}
+
+/// A lease held through a [`Leaser`], renewed in the background until released or dropped.
+///
+/// - [`LeaseGuard::generation`] is the fencing token to pass to protected resources.
+/// - [`LeaseGuard::lost`] fires when the lease can no longer be vouched for (a renewal failed
+///   for too long, or someone else got it), and also once the lease is released.
+/// - [`LeaseGuard::release`] gives it up and waits for the answer. **Dropping** the guard
+///   gives it up too, but in a background task (so it needs a tokio runtime; without one the
+///   lease just expires at the end of its ttl).
+#[must_use = "dropping the guard releases the lease"]
+pub struct LeaseGuard {
+    key: PathKey,
+    generation: Generation,
+    lost: CancellationToken,
+    handle: Option<Box<dyn LeaseHandle>>,
+}
+
+impl fmt::Debug for LeaseGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LeaseGuard")
+            .field("key", &self.key)
+            .field("generation", &self.generation)
+            .field("lost", &self.lost.is_cancelled())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LeaseGuard {
+    /// A guard for `key` at `generation`, whose `lost` token the leaser fires, and which gives
+    /// the lease up through `handle`. For implementors of [`Leaser`].
+    pub fn new(
+        key: PathKey,
+        generation: Generation,
+        lost: CancellationToken,
+        handle: Box<dyn LeaseHandle>,
+    ) -> LeaseGuard {
+        LeaseGuard {
+            key,
+            generation,
+            lost,
+            handle: Some(handle),
+        }
+    }
+
+    /// The lease.
+    pub fn key(&self) -> &PathKey {
+        &self.key
+    }
+
+    /// The fencing generation of the claim that acquired the lease.
+    pub fn generation(&self) -> Generation {
+        self.generation
+    }
+
+    /// The token that fires when the lease is lost (or released).
+    pub fn lost(&self) -> &CancellationToken {
+        &self.lost
+    }
+
+    /// Whether [`LeaseGuard::lost`] has fired.
+    pub fn is_lost(&self) -> bool {
+        self.lost.is_cancelled()
+    }
+
+    /// Stops renewing and gives the lease up; the lost token fires.
+    ///
+    /// # Errors
+    ///
+    /// [`LeaserError::Lease`] when the revoke failed; the lease then expires by itself.
+    pub async fn release(mut self) -> Result<(), LeaserError> {
+        match self.handle.take() {
+            Some(handle) => handle.release().await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.release_in_background();
+        }
+    }
+}
+
+/// Acquires, renews and releases leases named by [`PathKey`]s (shared/seeds/000).
+///
+/// Used as `dyn Leaser` or as a generic bound; the typed conveniences are in [`LeaserExt`].
+#[async_trait]
+pub trait Leaser: Send + Sync {
+    /// Acquires `key` for `ttl`, storing `metadata` with it, and renews it in the background
+    /// until the guard is released or dropped.
+    ///
+    /// Returns the guard and a clone of its lost token, which fires when a renewal fails for
+    /// too long or the lease is lost (so work under the lease must stop), and on release.
+    ///
+    /// # Errors
+    ///
+    /// [`LeaserError::Conflict`] when another holder holds the lease (or this leaser already
+    /// does); [`LeaserError::Lease`] with a validation error for field `ttl` when `ttl` is
+    /// shorter than [`MIN_TTL`]; other [`LeaserError::Lease`] errors when the store fails.
+    async fn acquire_lease(
+        &self,
+        key: &PathKey,
+        ttl: Duration,
+        metadata: Option<serde_json::Value>,
+    ) -> Result<(LeaseGuard, CancellationToken), LeaserError>;
+
+    /// The holder, expiry, generation and metadata (as JSON) of `key`; `None` when nobody
+    /// holds it.
+    ///
+    /// # Errors
+    ///
+    /// [`LeaserError::Lease`] when the store fails or the information is not available.
+    async fn lease_info_value(&self, key: &PathKey) -> Result<Option<LeaseInfo>, LeaserError>;
+}
+
+/// Typed conveniences over any [`Leaser`]: metadata from and into the caller's own types.
+#[async_trait]
+pub trait LeaserExt: Leaser {
+    /// [`Leaser::acquire_lease`] with `metadata` serialised to JSON.
+    ///
+    /// # Errors
+    ///
+    /// [`LeaserError::Metadata`] when `metadata` does not serialise; otherwise as
+    /// [`Leaser::acquire_lease`].
+    async fn acquire_lease_with<M>(
+        &self,
+        key: &PathKey,
+        ttl: Duration,
+        metadata: &M,
+    ) -> Result<(LeaseGuard, CancellationToken), LeaserError>
+    where
+        M: Serialize + Sync + ?Sized,
+    {
+        let value = serde_json::to_value(metadata).map_err(|source| LeaserError::Metadata {
+            key: key.clone(),
+            source,
+        })?;
+        self.acquire_lease(key, ttl, Some(value)).await
+    }
+
+    /// [`Leaser::lease_info_value`] with the metadata deserialised into `T`.
+    ///
+    /// # Errors
+    ///
+    /// [`LeaserError::Metadata`] when the metadata is not a `T`; otherwise as
+    /// [`Leaser::lease_info_value`].
+    async fn lease_info<T>(&self, key: &PathKey) -> Result<Option<LeaseInfo<T>>, LeaserError>
+    where
+        T: DeserializeOwned + Send,
+    {
+        let Some(info) = self.lease_info_value(key).await? else {
+            return Ok(None);
+        };
+        let metadata = info
+            .metadata
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|source| LeaserError::Metadata {
+                key: key.clone(),
+                source,
+            })?;
+        Ok(Some(LeaseInfo {
+            holder: info.holder,
+            expiry: info.expiry,
+            generation: info.generation,
+            metadata,
+        }))
+    }
+}
+
+impl<L: Leaser + ?Sized> LeaserExt for L {}
+
+/// Checks a leaser ttl: at least [`MIN_TTL`].
+///
+/// # Errors
+///
+/// [`Error::Validation`] for field `ttl`.
+pub fn validate_ttl(ttl: Duration) -> Result<(), Error> {
+    if ttl < MIN_TTL {
+        return Err(Error::validation(
+            "ttl",
+            format!("{ttl:?}"),
+            format!("must be at least {MIN_TTL:?}"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::validate_string;
+    use proptest::prelude::*;
+
+    #[test]
+    fn formats_and_parses_the_seed_examples() {
+        let key = PathKey::module("idv", ["user", "bob"]).unwrap();
+        assert_eq!(key.to_string(), "/module/idv/user/bob");
+        let key = PathKey::system(["runner", "deployment-reservation", "d1"]).unwrap();
+        assert_eq!(key.to_string(), "/system/runner/deployment-reservation/d1");
+        assert!(key.is_system());
+        assert_eq!(key.module_name(), None);
+        assert_eq!(
+            PathKey::parse("/system/runner/deployment-reservation/d1").unwrap(),
+            key
+        );
+    }
+
+    #[test]
+    fn escapes_every_special_character() {
+        let key = PathKey::system([
+            "a/b", "c.d", "e#f", "g$h", "i%j", "k l", "m\tn", "ü", "x\u{a0}y",
+        ])
+        .unwrap();
+        let text = key.to_string();
+        assert_eq!(
+            text,
+            "/system/a%2Fb/c%2Ed/e%23f/g%24h/i%25j/k%20l/m%09n/%C3%BC/x%C2%A0y"
+        );
+        validate_string("lease", &text).unwrap();
+        assert_eq!(PathKey::parse(&text).unwrap(), key);
+    }
+
+    #[test]
+    fn lenient_escapes_parse_to_the_same_key() {
+        let key = PathKey::parse("/module/m/%41%2e%c3%bc").unwrap();
+        assert_eq!(key.path(), ["A.ü"]);
+        assert_eq!(key.to_string(), "/module/m/A%2E%C3%BC");
+    }
+
+    #[test]
+    fn parse_errors_name_the_problem() {
+        for (text, reason) in [
+            ("", "must start with \"/system/\" or \"/module/<module>/\""),
+            (
+                "system/a",
+                "must start with \"/system/\" or \"/module/<module>/\"",
+            ),
+            (
+                "/sys/a",
+                "must start with \"/system/\" or \"/module/<module>/\"",
+            ),
+            ("/system", "needs at least one segment after the prefix"),
+            ("/module/m", "needs at least one segment after the prefix"),
+            (
+                "/system/",
+                "segment 1 is empty (segments count from 0, the prefix included)",
+            ),
+            (
+                "/system/a//b",
+                "segment 2 is empty (segments count from 0, the prefix included)",
+            ),
+            (
+                "/module//a",
+                "segment 1 is empty (segments count from 0, the prefix included)",
+            ),
+            (
+                "/system/a%zz",
+                "segment 1: bad escape \"%zz\": '%' must be followed by two hex digits",
+            ),
+            (
+                "/system/a%4",
+                "segment 1: bad escape \"%4\": '%' must be followed by two hex digits",
+            ),
+            ("/system/%FF", "segment 1: not UTF-8 once unescaped"),
+        ] {
+            let err = PathKey::parse(text).unwrap_err();
+            assert_eq!(err.key, text);
+            assert_eq!(err.reason, reason, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn constructors_reject_empty_parts() {
+        assert!(PathKey::system(Vec::<String>::new()).is_err());
+        assert!(PathKey::system(["a", ""]).is_err());
+        assert!(PathKey::module("", ["a"]).is_err());
+        let err = PathKey::module("m", Vec::<String>::new()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"invalid lease key "/module/m": needs at least one segment after the prefix"#
+        );
+        let core: Error = err.into();
+        assert!(matches!(core, Error::Validation { field: "key", .. }));
+    }
+
+    #[test]
+    fn serde_uses_the_text_form() {
+        let key = PathKey::module("m", ["a b"]).unwrap();
+        let json = serde_json::to_string(&key).unwrap();
+        assert_eq!(json, r#""/module/m/a%20b""#);
+        assert_eq!(serde_json::from_str::<PathKey>(&json).unwrap(), key);
+        assert!(serde_json::from_str::<PathKey>(r#""/nope""#).is_err());
+    }
+
+    #[test]
+    fn ttl_must_be_at_least_five_seconds() {
+        validate_ttl(MIN_TTL).unwrap();
+        let err = validate_ttl(Duration::from_millis(4999)).unwrap_err();
+        assert!(
+            matches!(err, Error::Validation { field: "ttl", .. }),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            r#"invalid ttl "4.999s": must be at least 5s"#
+        );
+    }
+
+    fn segment() -> impl Strategy<Value = String> {
+        prop_oneof![
+            // Arbitrary unicode, whitespace and controls included.
+            "\\PC{1,12}",
+            any::<String>().prop_filter("non-empty", |s| !s.is_empty()),
+            // Dense in the characters that need escaping.
+            proptest::collection::vec(
+                prop::sample::select(vec![
+                    ".", "#", "$", "%", "/", " ", "\t", "\n", "\u{a0}", "\u{2003}", "%2F", "%25",
+                    "a", "Z", "9", "-", "~", "é", "😀", "?", "\\", "@",
+                ]),
+                1..8
+            )
+            .prop_map(|parts| parts.concat()),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn system_keys_round_trip(segs in proptest::collection::vec(segment(), 1..5)) {
+            let key = PathKey::system(segs.clone()).unwrap();
+            let text = key.to_string();
+            prop_assert!(validate_string("lease", &text).is_ok(), "{}", text);
+            let back = PathKey::parse(&text).unwrap();
+            prop_assert_eq!(back.path(), &segs[..]);
+            prop_assert_eq!(back.to_string(), text);
+            prop_assert_eq!(&back, &key);
+        }
+
+        #[test]
+        fn module_keys_round_trip(module in segment(), segs in proptest::collection::vec(segment(), 1..5)) {
+            let key = PathKey::module(module.clone(), segs.clone()).unwrap();
+            let text = key.to_string();
+            prop_assert!(validate_string("lease", &text).is_ok(), "{}", text);
+            prop_assert_eq!(text.matches('/').count(), segs.len() + 2);
+            let back = PathKey::parse(&text).unwrap();
+            prop_assert_eq!(back.module_name(), Some(module.as_str()));
+            prop_assert_eq!(back.path(), &segs[..]);
+            prop_assert_eq!(back, key);
+        }
+
+        #[test]
+        fn distinct_keys_have_distinct_text(a in proptest::collection::vec(segment(), 1..4), b in proptest::collection::vec(segment(), 1..4)) {
+            let ka = PathKey::system(a).unwrap();
+            let kb = PathKey::system(b).unwrap();
+            prop_assert_eq!(ka == kb, ka.to_string() == kb.to_string());
+        }
+
+        #[test]
+        fn parse_never_panics(text in "\\PC{0,40}") {
+            if let Ok(key) = PathKey::parse(&text) {
+                // Whatever parses has a canonical form that parses to the same key.
+                prop_assert_eq!(PathKey::parse(&key.to_string()).unwrap(), key);
+            }
+        }
+    }
+}
