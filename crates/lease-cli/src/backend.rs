@@ -1,0 +1,165 @@
+//! Store selection (`--store sqlite:PATH`, `--store k8s[:NAMESPACE]`) and opening the store,
+//! and starting a manager on it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lease_core::{Clock, DefaultSecretary, Store, SystemClock};
+use lease_manager::{Manager, ManagerConfig};
+use lease_store_k8s::{LeaseStore, StoreOptions};
+
+use crate::error::{CliError, chain};
+
+/// Where leases are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StoreSpec {
+    /// An SQLite file on this host.
+    Sqlite(PathBuf),
+    /// Lease objects in a Kubernetes namespace (`None`: the kubeconfig's default namespace).
+    K8s(Option<String>),
+}
+
+/// How long to wait for the Kubernetes API to answer at all before calling it unreachable.
+const K8S_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Parses `--store`: `sqlite:PATH` or `k8s[:NAMESPACE]`.
+pub(crate) fn parse_store(text: &str) -> Result<StoreSpec, String> {
+    if let Some(path) = text.strip_prefix("sqlite:") {
+        let path = path.strip_prefix("//").unwrap_or(path);
+        if path.is_empty() {
+            return Err("store sqlite: needs a path (sqlite:PATH)".to_owned());
+        }
+        return Ok(StoreSpec::Sqlite(PathBuf::from(path)));
+    }
+    if text == "k8s" || text == "kubernetes" {
+        return Ok(StoreSpec::K8s(None));
+    }
+    if let Some(ns) = text
+        .strip_prefix("k8s:")
+        .or_else(|| text.strip_prefix("kubernetes:"))
+    {
+        if !lease_store_k8s::naming::is_dns1123_label(ns) {
+            return Err(format!(
+                "invalid Kubernetes namespace {ns:?} in store {text:?}: must be a DNS-1123 label"
+            ));
+        }
+        return Ok(StoreSpec::K8s(Some(ns.to_owned())));
+    }
+    Err(format!(
+        "unknown store {text:?}: expected sqlite:PATH or k8s[:NAMESPACE]"
+    ))
+}
+
+/// The store to use: the one given, else SQLite at `$LEASE_DB`, else `./leases.db`.
+pub(crate) fn resolve(spec: Option<StoreSpec>) -> StoreSpec {
+    spec.unwrap_or_else(|| match std::env::var_os("LEASE_DB") {
+        Some(path) if !path.is_empty() => StoreSpec::Sqlite(PathBuf::from(path)),
+        _ => StoreSpec::Sqlite(PathBuf::from("leases.db")),
+    })
+}
+
+/// The clock every store and manager here uses: `CLOCK_BOOTTIME`, shared by the host's
+/// processes.
+pub(crate) fn clock() -> Arc<dyn Clock> {
+    Arc::new(SystemClock::new())
+}
+
+/// Opens the store `spec` names.
+pub(crate) async fn open(spec: &StoreSpec) -> Result<Box<dyn Store>, CliError> {
+    match spec {
+        StoreSpec::Sqlite(path) => {
+            let store = lease_store_sqlite::SqliteStore::builder(path)
+                .clock(clock())
+                .open()?;
+            Ok(Box::new(store))
+        }
+        StoreSpec::K8s(namespace) => open_k8s(namespace.as_deref()).await,
+    }
+}
+
+async fn open_k8s(namespace: Option<&str>) -> Result<Box<dyn Store>, CliError> {
+    let config = kube::Config::infer().await.map_err(|e| {
+        CliError::store(format!(
+            "cannot load a Kubernetes configuration (kubeconfig or in-cluster): {}",
+            chain(&e)
+        ))
+    })?;
+    let url = config.cluster_url.clone();
+    let namespace = namespace
+        .map(str::to_owned)
+        .unwrap_or_else(|| config.default_namespace.clone());
+    let client = kube::Client::try_from(config).map_err(|e| {
+        CliError::store(format!(
+            "cannot build a Kubernetes client for {url}: {}",
+            chain(&e)
+        ))
+    })?;
+    // Any answer from the API server, even a refusal, shows it is reachable; permissions are
+    // judged by the store's own requests, which name the missing one.
+    match tokio::time::timeout(K8S_PROBE_TIMEOUT, client.apiserver_version()).await {
+        Err(_) => {
+            return Err(CliError::store(format!(
+                "cannot reach the Kubernetes API at {url}: no answer within {}",
+                crate::human::format_duration(K8S_PROBE_TIMEOUT)
+            )));
+        }
+        Ok(Err(e)) if !matches!(e, kube::Error::Api(_)) => {
+            return Err(CliError::store(format!(
+                "cannot reach the Kubernetes API at {url}: {}",
+                chain(&e)
+            )));
+        }
+        Ok(_) => {}
+    }
+    let options = StoreOptions::default().request_timeout(K8S_PROBE_TIMEOUT);
+    Ok(Box::new(LeaseStore::with_options(
+        client,
+        namespace,
+        clock(),
+        options,
+    )))
+}
+
+/// Starts a manager on `store` that accepts every namespace (with the general rules).
+pub(crate) fn start_manager(
+    store: Box<dyn Store>,
+    refresh: Option<Duration>,
+) -> Result<Manager, CliError> {
+    let mut config =
+        ManagerConfig::new(store, clock()).with_default_secretary(Arc::new(DefaultSecretary));
+    if let Some(refresh) = refresh {
+        config = config.with_refresh_interval(refresh);
+    }
+    Manager::start(config)
+        .map_err(|e| CliError::store(format!("cannot start the lease manager: {}", chain(&e))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls() {
+        assert_eq!(
+            parse_store("sqlite:/tmp/x.db"),
+            Ok(StoreSpec::Sqlite("/tmp/x.db".into()))
+        );
+        assert_eq!(
+            parse_store("sqlite:rel.db"),
+            Ok(StoreSpec::Sqlite("rel.db".into()))
+        );
+        assert_eq!(parse_store("k8s"), Ok(StoreSpec::K8s(None)));
+        assert_eq!(
+            parse_store("k8s:team-a"),
+            Ok(StoreSpec::K8s(Some("team-a".into())))
+        );
+        assert!(parse_store("k8s:Bad_NS").unwrap_err().contains("DNS-1123"));
+        assert!(parse_store("sqlite:").is_err());
+        assert!(
+            parse_store("redis://x")
+                .unwrap_err()
+                .starts_with("unknown store")
+        );
+    }
+}

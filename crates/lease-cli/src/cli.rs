@@ -1,0 +1,290 @@
+//! The command line, as clap reads it.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::backend::{StoreSpec, parse_store};
+use crate::error::EXIT_CODES_HELP;
+use crate::human::{
+    parse_duration, parse_entity, parse_holder, parse_lease, parse_model, parse_namespace,
+};
+
+const STORE_HELP: &str = "Where leases are kept: sqlite:PATH (one host, many processes) or \
+k8s[:NAMESPACE] (Lease objects through the current kubeconfig or the in-cluster config; \
+default namespace: the kubeconfig's). Default: SQLite at $LEASE_DB, else ./leases.db";
+
+/// Leases from the command line: run a command while holding a lease (flock(1) for fleets:
+/// time-bounded, and safe across hosts on the Kubernetes store), inspect and manage leases,
+/// and watch a leader election fail over (`lease demo`).
+#[derive(Debug, Parser)]
+#[command(name = "lease", version, after_help = EXIT_CODES_HELP, max_term_width = 100)]
+pub(crate) struct Cli {
+    #[arg(long, global = true, value_name = "STORE", value_parser = parse_store, env = "LEASE_STORE", help = STORE_HELP)]
+    pub(crate) store: Option<StoreSpec>,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run a command while holding a lease: acquire it (or fail fast, or --wait), renew it in
+    /// the background, stop the command if the lease is lost, release it at the end.
+    #[command(after_help = RUN_AFTER_HELP)]
+    Run(RunArgs),
+    /// Acquire a lease (or extend it, when this holder already holds it).
+    Claim(ClaimArgs),
+    /// Extend a lease held by --holder.
+    Extend(ExtendArgs),
+    /// Give up a lease held by --holder.
+    Revoke(RevokeArgs),
+    /// Stop a lease (or its next claimant's) from expiring, on behalf of --entity.
+    Pin(PinArgs),
+    /// Remove --entity's pin; the lease expires normally once no pins remain.
+    Unpin(PinArgs),
+    /// Wait until a lease is no longer held (at its expiry, or at once when it is released).
+    Wait(WaitArgs),
+    /// Show one lease.
+    Show(ShowArgs),
+    /// List the leases: an aligned table, or JSON.
+    List(ListArgs),
+    /// Watch a leader election on a fresh temporary SQLite database: several worker processes
+    /// elect a leader, the leader is killed with SIGKILL, another takes over, and their logs
+    /// are checked for overlapping leadership. Ignores --store. Exits 0 when the check passes,
+    /// 1 when it fails.
+    Demo(DemoArgs),
+    /// Internal: the shim `lease run` starts CMD through (parent-death signal, then exec).
+    #[command(name = "__exec-child", hide = true)]
+    ExecChild(ExecChildArgs),
+    /// Internal: one worker process of `lease demo`.
+    #[command(name = "__demo-worker", hide = true)]
+    DemoWorker(DemoWorkerArgs),
+}
+
+const RUN_AFTER_HELP: &str = "\
+CMD gets LEASE_HOLDER (the holder) and LEASE_FENCE (the lease's fencing generation: pass it to \
+the resources CMD writes, which reject anything older than the newest they have seen) in its \
+environment. The lease is renewed every third of --ttl. If it is lost (revoked, expired \
+because renewals failed, or taken over), CMD gets SIGTERM, then SIGKILL after --kill-after, \
+and `lease run` exits with 3. Otherwise it releases the lease when CMD ends and exits with \
+CMD's status (128+N when CMD was killed by signal N). SIGTERM, SIGINT and SIGHUP sent to \
+`lease run` are passed on to CMD.
+
+CMD never outlives `lease run` unprotected: on Linux it runs with a parent-death signal \
+(SIGKILL), so if `lease run` dies, even by SIGKILL, CMD is killed too.";
+
+/// Which namespace and model a lease is in.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ScopeArgs {
+    /// The lease's namespace (what kind of lease it is).
+    #[arg(long, short = 'n', default_value = "default", env = "LEASE_NAMESPACE", value_parser = parse_namespace)]
+    pub(crate) namespace: String,
+    /// The lease's model (the scope inside the namespace: a tenant, an environment).
+    #[arg(long, short = 'm', default_value = "default", env = "LEASE_MODEL", value_parser = parse_model)]
+    pub(crate) model: String,
+}
+
+/// One lease.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct LeaseArgs {
+    /// The lease's name.
+    #[arg(long, short = 'l', value_name = "NAME", value_parser = parse_lease)]
+    pub(crate) lease: String,
+    #[command(flatten)]
+    pub(crate) scope: ScopeArgs,
+}
+
+impl LeaseArgs {
+    pub(crate) fn key(&self) -> lease_core::Key {
+        lease_core::Key::new(&self.scope.namespace, &self.scope.model, &self.lease)
+    }
+}
+
+/// `lease run`.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    #[command(flatten)]
+    pub(crate) lease: LeaseArgs,
+    /// Who holds the lease. Default: this host's name and the process id (`host:pid`).
+    #[arg(long, value_parser = parse_holder)]
+    pub(crate) holder: Option<String>,
+    /// How long each claim and renewal lasts (e.g. 15s, 2m).
+    #[arg(long, default_value = "15s", value_parser = parse_duration, allow_hyphen_values = true)]
+    pub(crate) ttl: Duration,
+    /// Wait for the lease when someone else holds it, instead of failing at once.
+    #[arg(long)]
+    pub(crate) wait: bool,
+    /// With --wait: give up (exit 1) after this long.
+    #[arg(long, requires = "wait", value_parser = parse_duration, allow_hyphen_values = true)]
+    pub(crate) timeout: Option<Duration>,
+    /// After the lease is lost and CMD got SIGTERM: how long before SIGKILL.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, allow_hyphen_values = true)]
+    pub(crate) kill_after: Duration,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub(crate) command: Vec<OsString>,
+}
+
+/// `lease claim`.
+#[derive(Debug, Args)]
+pub(crate) struct ClaimArgs {
+    #[command(flatten)]
+    pub(crate) lease: LeaseArgs,
+    /// Who claims the lease. Default: this host's name and the process id (`host:pid`).
+    #[arg(long, value_parser = parse_holder)]
+    pub(crate) holder: Option<String>,
+    /// How long the claim lasts (e.g. 15s, 2m).
+    #[arg(long, default_value = "15s", value_parser = parse_duration, allow_hyphen_values = true)]
+    pub(crate) ttl: Duration,
+    /// JSON stored with the claim and shown by `show` and `list --json`.
+    #[arg(long, value_parser = parse_json)]
+    pub(crate) metadata: Option<serde_json::Value>,
+    /// Print the lease as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `lease extend`.
+#[derive(Debug, Args)]
+pub(crate) struct ExtendArgs {
+    #[command(flatten)]
+    pub(crate) lease: LeaseArgs,
+    /// The holder (inside `lease run`, $LEASE_HOLDER).
+    #[arg(long, env = "LEASE_HOLDER", value_parser = parse_holder)]
+    pub(crate) holder: String,
+    /// How long from now the lease lasts at least (e.g. 15s, 2m).
+    #[arg(long, default_value = "15s", value_parser = parse_duration, allow_hyphen_values = true)]
+    pub(crate) ttl: Duration,
+    /// Print the lease as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `lease revoke`.
+#[derive(Debug, Args)]
+pub(crate) struct RevokeArgs {
+    #[command(flatten)]
+    pub(crate) lease: LeaseArgs,
+    /// The holder giving the lease up (inside `lease run`, $LEASE_HOLDER).
+    #[arg(long, env = "LEASE_HOLDER", value_parser = parse_holder)]
+    pub(crate) holder: String,
+}
+
+/// `lease pin` and `lease unpin`.
+#[derive(Debug, Args)]
+pub(crate) struct PinArgs {
+    #[command(flatten)]
+    pub(crate) lease: LeaseArgs,
+    /// Who pins (or unpins) the lease.
+    #[arg(long, value_parser = parse_entity)]
+    pub(crate) entity: String,
+}
+
+/// `lease wait`.
+#[derive(Debug, Args)]
+pub(crate) struct WaitArgs {
+    #[command(flatten)]
+    pub(crate) lease: LeaseArgs,
+    /// Give up (exit 1) after this long.
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
+    pub(crate) timeout: Option<Duration>,
+}
+
+/// `lease show`.
+#[derive(Debug, Args)]
+pub(crate) struct ShowArgs {
+    #[command(flatten)]
+    pub(crate) lease: LeaseArgs,
+    /// Print the lease as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `lease list`.
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    /// Only leases of this namespace.
+    #[arg(long, short = 'n', value_parser = parse_namespace)]
+    pub(crate) namespace: Option<String>,
+    /// Only leases of this model.
+    #[arg(long, short = 'm', value_parser = parse_model)]
+    pub(crate) model: Option<String>,
+    /// Print JSON (an array of leases) instead of a table.
+    #[arg(long, conflicts_with = "watch")]
+    pub(crate) json: bool,
+    /// Redraw the table in place until interrupted.
+    #[arg(long, short = 'w')]
+    pub(crate) watch: bool,
+    /// With --watch: how often to redraw.
+    #[arg(long, default_value = "1s", requires = "watch", value_parser = parse_duration, allow_hyphen_values = true)]
+    pub(crate) interval: Duration,
+}
+
+/// `lease demo`.
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// How many worker processes compete for the lease.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..=9))]
+    pub(crate) workers: u32,
+    /// The lease's ttl: a killed leader is replaced about this long after its last renewal.
+    /// Default 2s (1s with --short).
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
+    pub(crate) ttl: Option<Duration>,
+    /// A quick run (one kill, shorter phases), as the tests and CI use.
+    #[arg(long)]
+    pub(crate) short: bool,
+    /// Keep the database and the workers' logs in DIR (created if missing) instead of a
+    /// temporary directory that is removed at the end.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) dir: Option<PathBuf>,
+}
+
+/// `lease __exec-child`.
+#[derive(Debug, Args)]
+pub(crate) struct ExecChildArgs {
+    /// The pid of the `lease run` that started this shim.
+    #[arg(long)]
+    pub(crate) parent: i32,
+    /// The command to exec.
+    #[arg(last = true, required = true)]
+    pub(crate) command: Vec<OsString>,
+}
+
+/// `lease __demo-worker`.
+#[derive(Debug, Args)]
+pub(crate) struct DemoWorkerArgs {
+    /// The demo's database.
+    #[arg(long)]
+    pub(crate) db: PathBuf,
+    /// The worker's number.
+    #[arg(long)]
+    pub(crate) id: u32,
+    /// The lease's ttl.
+    #[arg(long, value_parser = parse_duration)]
+    pub(crate) ttl: Duration,
+    /// Where to log acquisitions and renewals.
+    #[arg(long)]
+    pub(crate) log: PathBuf,
+    /// The pid of the demo that started this worker.
+    #[arg(long)]
+    pub(crate) parent: i32,
+}
+
+fn parse_json(text: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,111 @@
+//! `lease`: leases from the command line.
+//!
+//! - `lease run --lease NAME -- CMD…` runs CMD while holding a lease (flock(1) for fleets:
+//!   time-bounded, and safe across hosts on the Kubernetes store);
+//! - `lease claim | extend | revoke | pin | unpin | wait | show | list` manage and inspect
+//!   leases;
+//! - `lease demo` shows a leader election on a temporary SQLite database: several worker
+//!   processes, a SIGKILLed leader, the takeover, and a check that no two ever led at once.
+//!
+//! Every command takes `--store sqlite:PATH` (default `$LEASE_DB`, else `./leases.db`) or
+//! `--store k8s[:NAMESPACE]`. Failures print one line, `lease: error: …`, and exit with a
+//! documented code (see `lease --help`).
+
+mod backend;
+mod cli;
+mod commands;
+mod demo;
+mod error;
+mod human;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use clap::error::ErrorKind;
+
+use crate::cli::{Cli, Command};
+use crate::error::{CliError, EXIT_STORE, EXIT_USAGE};
+
+fn main() -> ExitCode {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_owned());
+        eprintln!("lease: error: internal error: {message}");
+    }));
+
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return clap_error(&e),
+    };
+    let code = match execute(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("lease: error: {e}");
+            e.code
+        }
+    };
+    ExitCode::from(code)
+}
+
+/// Help and version as clap prints them; every usage error as one line, exit code 2.
+fn clap_error(e: &clap::Error) -> ExitCode {
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(EXIT_USAGE))
+        }
+        ErrorKind::MissingRequiredArgument if e.to_string().contains("<CMD>") => {
+            eprintln!(
+                "lease: error: missing command after -- (usage: lease run --lease NAME [OPTIONS] -- CMD [ARGS]...)"
+            );
+            ExitCode::from(EXIT_USAGE)
+        }
+        _ => {
+            let rendered = e.render().to_string();
+            let first: Vec<&str> = rendered
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let text = first.join(" ");
+            let text = text.strip_prefix("error: ").unwrap_or(&text);
+            eprintln!("lease: error: {text} (see lease --help)");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+fn execute(cli: Cli) -> Result<u8, CliError> {
+    // The shim execs before any runtime exists.
+    if let Command::ExecChild(args) = &cli.command {
+        return Ok(run::exec_child(args.parent, &args.command));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new(EXIT_STORE, format!("cannot start the runtime: {e}")))?;
+    let spec = backend::resolve(cli.store);
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Run(args) => run::run(&spec, args).await,
+            Command::Claim(args) => commands::claim(&spec, args).await,
+            Command::Extend(args) => commands::extend(&spec, args).await,
+            Command::Revoke(args) => commands::revoke(&spec, args).await,
+            Command::Pin(args) => commands::pin(&spec, args, true).await,
+            Command::Unpin(args) => commands::pin(&spec, args, false).await,
+            Command::Wait(args) => commands::wait(&spec, args).await,
+            Command::Show(args) => commands::show(&spec, args).await,
+            Command::List(args) => commands::list(&spec, args).await,
+            Command::Demo(args) => demo::demo(args).await,
+            Command::DemoWorker(args) => demo::worker(args).await,
+            Command::ExecChild(_) => Ok(error::EXIT_OK),
+        }
+    })
+}

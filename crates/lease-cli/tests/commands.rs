@@ -1,0 +1,309 @@
+//! The one-shot commands, driven as processes: claim, extend, revoke, pin, unpin, wait, show,
+//! list (table, JSON, watch) and store selection.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn claim_extend_revoke_show_and_fencing() {
+    let dir = tempdir();
+    let d = dir.path();
+
+    let (code, out, err) = lease_args(
+        d,
+        &[
+            "claim", "--lease", "backup", "--holder", "h1", "--ttl", "30s",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("claimed default/default#backup: holder h1, generation 1"),
+        "{out}"
+    );
+
+    // Someone else is refused, with who holds it.
+    let (code, out, err) = lease_args(d, &["claim", "-l", "backup", "--holder", "h2"]);
+    assert_eq!(code, 1);
+    assert!(out.is_empty());
+    assert_one_error_line(&err, "held by h1");
+
+    let (code, out, _) = lease_args(d, &["show", "-l", "backup", "--json"]);
+    assert_eq!(code, 0);
+    let row = json(&out);
+    assert_eq!(row["holder"], "h1");
+    assert_eq!(row["held"], true);
+    assert_eq!(row["generation"], 1);
+    let left = row["expires_in_ms"].as_u64().unwrap();
+    assert!(left > 20_000 && left <= 30_000, "{row}");
+
+    // Only the holder extends; extending only lengthens.
+    let (code, _, err) = lease_args(d, &["extend", "-l", "backup", "--holder", "h2"]);
+    assert_eq!(code, 1);
+    assert_one_error_line(&err, "not held by h2");
+    let (code, out, err) = lease_args(
+        d,
+        &[
+            "extend", "-l", "backup", "--holder", "h1", "--ttl", "2m", "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let row = json(&out);
+    assert!(row["expires_in_ms"].as_u64().unwrap() > 100_000, "{row}");
+    assert_eq!(row["generation"], 1, "an extend keeps the generation");
+    assert!(row["expires_in"].as_str().unwrap().ends_with('m'), "{row}");
+
+    // Only the holder revokes.
+    let (code, _, err) = lease_args(d, &["revoke", "-l", "backup", "--holder", "h2"]);
+    assert_eq!(code, 1);
+    assert_one_error_line(&err, "not held by h2");
+    let (code, out, _) = lease_args(d, &["revoke", "-l", "backup", "--holder", "h1"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("revoked"));
+    let (code, out, _) = lease_args(d, &["show", "-l", "backup", "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(json(&out)["held"], false);
+    let (_, out, _) = lease_args(d, &["show", "-l", "backup"]);
+    assert!(out.contains("not held"), "{out}");
+
+    // The next claim gets a greater fencing generation.
+    let (code, out, _) = lease_args(d, &["claim", "-l", "backup", "--holder", "h2", "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(json(&out)["generation"], 2);
+    // Revoking a lease nobody holds is refused.
+    let (code, _, err) = lease_args(d, &["revoke", "-l", "other", "--holder", "h2"]);
+    assert_eq!(code, 1);
+    assert_one_error_line(&err, "not held");
+}
+
+#[test]
+fn claim_by_the_holder_extends_and_keeps_metadata() {
+    let dir = tempdir();
+    let d = dir.path();
+    let (code, _, err) = lease_args(
+        d,
+        &[
+            "claim",
+            "-l",
+            "job",
+            "--holder",
+            "me",
+            "--ttl",
+            "5s",
+            "--metadata",
+            r#"{"pid":42}"#,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = lease_args(d, &["claim", "-l", "job", "--holder", "me", "--ttl", "1m"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("extended"), "{out}");
+    let (_, out, _) = lease_args(d, &["show", "-l", "job", "--json"]);
+    let row = json(&out);
+    assert_eq!(row["generation"], 1);
+    assert_eq!(row["metadata"]["pid"], 42);
+    assert!(row["expires_in_ms"].as_u64().unwrap() > 30_000);
+}
+
+#[test]
+fn pins_list_and_json_round_trip() {
+    let dir = tempdir();
+    let d = dir.path();
+    for (ns, model, lease, holder) in [
+        ("app", "prod", "db", "host-a:1"),
+        ("app", "staging", "db", "host-b:2"),
+        ("jobs", "prod", "nightly-backup", "cron"),
+    ] {
+        let (code, _, err) = lease_args(
+            d,
+            &[
+                "claim", "-n", ns, "-m", model, "-l", lease, "--holder", holder, "--ttl", "90s",
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
+    }
+    let (code, out, _) = lease_args(
+        d,
+        &[
+            "pin", "-n", "app", "-m", "prod", "-l", "db", "--entity", "upgrade",
+        ],
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("pinned app/prod#db for upgrade"));
+    // A pin on a lease nobody holds applies to its next claimant, and is listed.
+    let (code, _, _) = lease_args(d, &["pin", "-l", "future", "--entity", "ops"]);
+    assert_eq!(code, 0);
+
+    let (code, out, _) = lease_args(d, &["list", "--json"]);
+    assert_eq!(code, 0);
+    let rows = json(&out);
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 4, "{out}");
+    let db = rows
+        .iter()
+        .find(|r| r["namespace"] == "app" && r["model"] == "prod")
+        .unwrap();
+    assert_eq!(db["holder"], "host-a:1");
+    assert_eq!(db["pins"], serde_json::json!(["upgrade"]));
+    assert_eq!(db["pinned"], true);
+    let future = rows.iter().find(|r| r["lease"] == "future").unwrap();
+    assert_eq!(future["held"], false);
+    assert_eq!(future["pins"], serde_json::json!(["ops"]));
+
+    // The table: a header and one aligned row per lease.
+    let (code, out, _) = lease_args(d, &["list"]);
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 5, "{out}");
+    assert!(lines[0].starts_with("NAMESPACE"));
+    for header in [
+        "MODEL",
+        "LEASE",
+        "HOLDER",
+        "EXPIRES IN",
+        "GENERATION",
+        "PINS",
+    ] {
+        assert!(lines[0].contains(header), "{header}");
+    }
+    let holder_col = lines[0].find("HOLDER").unwrap();
+    let row = lines.iter().find(|l| l.contains("nightly-backup")).unwrap();
+    assert_eq!(&row[holder_col..holder_col + 4], "cron", "{out}");
+    let expires_col = lines[0].find("EXPIRES IN").unwrap();
+    let expires = row[expires_col..].split_whitespace().next().unwrap();
+    assert!(
+        expires.ends_with('s') || expires.ends_with('m'),
+        "{expires}"
+    );
+
+    // Filters.
+    let (_, out, _) = lease_args(d, &["list", "--json", "-n", "app", "-m", "staging"]);
+    let rows = json(&out);
+    assert_eq!(rows.as_array().unwrap().len(), 1);
+    assert_eq!(rows[0]["holder"], "host-b:2");
+
+    // Unpin.
+    let (code, _, _) = lease_args(
+        d,
+        &[
+            "unpin", "-n", "app", "-m", "prod", "-l", "db", "--entity", "upgrade",
+        ],
+    );
+    assert_eq!(code, 0);
+    let (_, out, _) = lease_args(
+        d,
+        &["show", "-n", "app", "-m", "prod", "-l", "db", "--json"],
+    );
+    let row = json(&out);
+    assert_eq!(row["pins"], serde_json::json!([]));
+    assert_eq!(row["pinned"], false);
+}
+
+#[test]
+fn wait_returns_when_the_lease_is_released_or_times_out() {
+    let dir = tempdir();
+    let d = dir.path();
+    // A free lease: at once.
+    let (code, out, _) = lease_args(d, &["wait", "-l", "w"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("is free"));
+
+    let (code, _, _) = lease_args(d, &["claim", "-l", "w", "--holder", "h1", "--ttl", "60s"]);
+    assert_eq!(code, 0);
+    let (code, _, err) = lease_args(d, &["wait", "-l", "w", "--timeout", "300ms"]);
+    assert_eq!(code, 1);
+    assert_one_error_line(&err, "still held");
+
+    let mut cmd = lease(d);
+    cmd.args(["wait", "-l", "w"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut waiter = cmd.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        waiter.try_wait().unwrap().is_none(),
+        "wait returned while the lease was held"
+    );
+    let (code, _, _) = lease_args(d, &["revoke", "-l", "w", "--holder", "h1"]);
+    assert_eq!(code, 0);
+    let (code, out, err) = decode(&wait_output(waiter, PATIENCE));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("default/default#w is free"));
+}
+
+#[test]
+fn wait_returns_at_expiry() {
+    let dir = tempdir();
+    let d = dir.path();
+    let (code, _, _) = lease_args(d, &["claim", "-l", "e", "--holder", "h1", "--ttl", "1s"]);
+    assert_eq!(code, 0);
+    let (code, _, err) = lease_args(d, &["wait", "-l", "e", "--timeout", "20s"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = lease_args(d, &["show", "-l", "e", "--json"]);
+    assert_eq!(json(&out)["held"], false);
+}
+
+#[test]
+fn store_flag_and_lease_db_select_the_database() {
+    let dir = tempdir();
+    let d = dir.path();
+    let other = d.join("other.db");
+    let store = format!("sqlite:{}", path_str(&other));
+    let (code, _, err) = lease_args(d, &["--store", &store, "claim", "-l", "x", "--holder", "h"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(other.exists());
+    // $LEASE_DB points elsewhere: empty there.
+    let (_, out, _) = lease_args(d, &["list", "--json"]);
+    assert_eq!(json(&out), serde_json::json!([]));
+    let (_, out, _) = lease_args(d, &["list", "--json", "--store", &store]);
+    assert_eq!(json(&out).as_array().unwrap().len(), 1);
+    // Without --store or $LEASE_DB: ./leases.db in the working directory.
+    let mut cmd = lease(d);
+    cmd.env_remove("LEASE_DB")
+        .args(["claim", "-l", "y", "--holder", "h"]);
+    let (code, _, _) = run(cmd);
+    assert_eq!(code, 0);
+    assert!(d.join("leases.db").exists());
+}
+
+#[test]
+fn list_watch_redraws() {
+    let dir = tempdir();
+    let d = dir.path();
+    let (code, _, _) = lease_args(
+        d,
+        &["claim", "-l", "watched", "--holder", "h", "--ttl", "1m"],
+    );
+    assert_eq!(code, 0);
+    let mut cmd = lease(d);
+    cmd.args(["list", "--watch", "--interval", "100ms"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut frames = 0;
+    let end = std::time::Instant::now() + PATIENCE;
+    while frames < 3 && std::time::Instant::now() < end {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100))
+            && line.contains("watched")
+        {
+            frames += 1;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(frames, 3, "list --watch did not redraw");
+}
