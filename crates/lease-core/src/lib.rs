@@ -58,8 +58,3 @@ pub use validate::{validate_duration, validate_string};
 
 /// Re-exported so implementors of the facades name the same cancellation type.
 pub use tokio_util::sync::CancellationToken;
-
-// The README's Rust examples are compiled and run as doctests, so they cannot rot.
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-struct ReadmeDoctests;
