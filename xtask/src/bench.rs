@@ -4,17 +4,27 @@
 //! Each benchmark measures its figures beside a baseline taken in the same run (a raw rusqlite
 //! loop, a check through the worker, raw conditional PUTs), so the ratios in the file are
 //! comparable across machines even when the absolute numbers are not.
+//!
+//! Benchmarks that need a Kubernetes API server get one from [`crate::k8s::up`] (the local
+//! server, started if it is not up, or the cluster `KUBECONFIG` reaches) with its environment;
+//! a server this run started is stopped at the end. When no server can be had, those
+//! benchmarks are skipped and their section says so.
 
 use std::env;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
 
+use crate::k8s;
+
 /// One benchmark: a package's example, and the arguments it runs with.
 struct Bench {
     package: &'static str,
     example: &'static str,
     args: &'static [&'static str],
+    /// Runs against a Kubernetes API server (with `KUBECONFIG` and the other variables of
+    /// `cargo xtask k8s env` set).
+    needs_k8s: bool,
 }
 
 /// Every benchmark `cargo xtask bench` runs, in the order their sections appear.
@@ -23,11 +33,19 @@ const BENCHES: &[Bench] = &[
         package: "lease-store-sqlite",
         example: "bench_sqlite",
         args: &[],
+        needs_k8s: false,
     },
     Bench {
         package: "lease-manager",
         example: "bench_manager",
         args: &[],
+        needs_k8s: false,
+    },
+    Bench {
+        package: "lease-store-k8s",
+        example: "bench_k8s",
+        args: &[],
+        needs_k8s: true,
     },
 ];
 
@@ -35,11 +53,37 @@ const BENCHES: &[Bench] = &[
 /// `BENCHMARKS.md` in `root`.
 pub(crate) fn run(root: &Path, filter: Option<&str>) -> Result<(), String> {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let selected: Vec<&Bench> = BENCHES
+        .iter()
+        .filter(|b| filter.is_none_or(|f| b.example.contains(f)))
+        .collect();
+    if selected.is_empty() {
+        return Err(format!("no benchmark matches {filter:?}"));
+    }
+    // The API server, brought up (or found) before the first benchmark that needs it: `Ok` with
+    // the cluster, or `Err` with why there is none.
+    let mut cluster: Option<Result<k8s::Cluster, String>> = None;
+    let result = run_benches(root, &cargo, &selected, &mut cluster);
+    if let Some(Ok(cluster)) = &cluster
+        && cluster.started_here
+        && let Err(e) = k8s::down()
+    {
+        eprintln!("xtask: stopping the local Kubernetes API server: {e}");
+    }
+    let sections = result?;
+    write_file(root, &cargo, sections)
+}
+
+/// Runs `benches` in order and returns their markdown sections. `cluster` is filled in by the
+/// first benchmark that needs a Kubernetes API server, and used by the later ones.
+fn run_benches(
+    root: &Path,
+    cargo: &str,
+    benches: &[&Bench],
+    cluster: &mut Option<Result<k8s::Cluster, String>>,
+) -> Result<Vec<String>, String> {
     let mut sections = Vec::new();
-    for bench in BENCHES {
-        if filter.is_some_and(|f| !bench.example.contains(f)) {
-            continue;
-        }
+    for bench in benches {
         let mut args = vec![
             "run",
             "--release",
@@ -54,8 +98,32 @@ pub(crate) fn run(root: &Path, filter: Option<&str>) -> Result<(), String> {
             args.push("--");
             args.extend_from_slice(bench.args);
         }
+        let mut command = Command::new(cargo);
+        if bench.needs_k8s {
+            let up = cluster.get_or_insert_with(|| {
+                println!("xtask: {} needs a Kubernetes API server", bench.example);
+                k8s::up()
+            });
+            match up {
+                Ok(cluster) => {
+                    command.envs(cluster.env.iter().map(|(k, v)| (k, v)));
+                }
+                Err(e) => {
+                    eprintln!(
+                        "xtask: skipping {}: no Kubernetes API server ({e})",
+                        bench.example
+                    );
+                    sections.push(format!(
+                        "## {}\n\nNot measured in this run: `{}` needs a Kubernetes API server \
+                         and none could be started or reached.\n",
+                        bench.package, bench.example
+                    ));
+                    continue;
+                }
+            }
+        }
         println!("xtask: $ cargo {}", args.join(" "));
-        let output = Command::new(&cargo)
+        let output = command
             .args(&args)
             .current_dir(root)
             .stderr(std::process::Stdio::inherit())
@@ -71,9 +139,11 @@ pub(crate) fn run(root: &Path, filter: Option<&str>) -> Result<(), String> {
         print!("{text}");
         sections.push(text);
     }
-    if sections.is_empty() {
-        return Err(format!("no benchmark matches {filter:?}"));
-    }
+    Ok(sections)
+}
+
+/// Writes `BENCHMARKS.md` in `root` from the benchmarks' sections.
+fn write_file(root: &Path, cargo: &str, sections: Vec<String>) -> Result<(), String> {
     let path = root.join("BENCHMARKS.md");
     let mut doc = String::new();
     doc.push_str("# Benchmarks\n\n");
@@ -82,7 +152,7 @@ pub(crate) fn run(root: &Path, filter: Option<&str>) -> Result<(), String> {
          baseline in the same run, and targets are stated as ratios to it, so compare the ratios \
          across machines rather than the absolute numbers.\n\n",
     );
-    doc.push_str(&machine_description(&cargo));
+    doc.push_str(&machine_description(cargo));
     doc.push('\n');
     for section in sections {
         doc.push_str(section.trim_end());
