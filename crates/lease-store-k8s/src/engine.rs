@@ -26,7 +26,9 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 use crate::error::{K8sStoreError, has_code};
-use crate::naming::{group_selector, key_json, managed_selector, object_name};
+use crate::naming::{
+    group_selector, is_dns1123_subdomain, key_json, managed_selector, object_name,
+};
 use crate::options::StoreOptions;
 use crate::record::{Judge, KeyField, Record, Status, Term};
 
@@ -96,9 +98,18 @@ pub(crate) struct Entry<O> {
 #[derive(Debug)]
 struct CacheState<O> {
     entries: HashMap<String, Entry<O>>,
-    /// The watch has listed everything and is following changes.
+    /// The watch has listed everything and is following changes (every stream of it).
     synced: bool,
-    /// Names seen since the watch's current (re)list started.
+    /// Each watch stream's state: the label-selected stream first, then one per bound name.
+    streams: Vec<StreamState>,
+}
+
+/// The state of one watch stream.
+#[derive(Debug, Default, Clone)]
+struct StreamState {
+    /// It has listed everything and follows changes.
+    synced: bool,
+    /// Names seen since its current (re)list started.
     listing: Option<HashSet<String>>,
 }
 
@@ -140,7 +151,7 @@ fn observe<C: Codec>(
 ) -> bool {
     let name = object.name_any();
     let rv = object.resource_version().unwrap_or_default();
-    if let Some(listing) = &mut state.listing {
+    for listing in state.streams.iter_mut().filter_map(|s| s.listing.as_mut()) {
         listing.insert(name.clone());
     }
     let record = codec.decode(&object);
@@ -205,6 +216,51 @@ struct View<O> {
     cached: bool,
 }
 
+/// Keys bound to explicit object names ([`StoreOptions::object_for`]).
+#[derive(Debug, Default)]
+struct Bindings {
+    by_name: HashMap<String, Key>,
+    /// Keys whose binding is unusable, with the reason.
+    bad: HashMap<Key, (String, String)>,
+}
+
+impl Bindings {
+    fn new(objects: &BTreeMap<Key, String>) -> Bindings {
+        let mut out = Bindings::default();
+        let mut keys_of: HashMap<&str, Vec<&Key>> = HashMap::new();
+        for (key, name) in objects {
+            keys_of.entry(name.as_str()).or_default().push(key);
+        }
+        for (name, keys) in keys_of {
+            if !is_dns1123_subdomain(name) {
+                for key in keys {
+                    out.bad.insert(
+                        key.clone(),
+                        (
+                            name.to_owned(),
+                            "is not a valid object name (a DNS-1123 subdomain)".to_owned(),
+                        ),
+                    );
+                }
+            } else if keys.len() > 1 {
+                let all: Vec<String> = keys.iter().map(ToString::to_string).collect();
+                for key in keys {
+                    out.bad.insert(
+                        key.clone(),
+                        (
+                            name.to_owned(),
+                            format!("is bound to several keys ({})", all.join(", ")),
+                        ),
+                    );
+                }
+            } else if let [key] = keys.as_slice() {
+                out.by_name.insert(name.to_owned(), (*key).clone());
+            }
+        }
+        out
+    }
+}
+
 /// The shared store logic over one object kind.
 #[derive(Debug)]
 pub(crate) struct Engine<C: Codec> {
@@ -216,6 +272,7 @@ pub(crate) struct Engine<C: Codec> {
     shared: Arc<Shared<C::Object>>,
     watch_task: Option<AbortOnDrop>,
     last_polled: Option<u64>,
+    bindings: Arc<Bindings>,
 }
 
 impl<C: Codec> Engine<C> {
@@ -227,6 +284,7 @@ impl<C: Codec> Engine<C> {
         codec: C,
     ) -> Self {
         let (changes, _) = watch::channel(0);
+        let options_objects = options.objects.clone();
         Engine {
             api: Api::namespaced(client, &namespace),
             namespace,
@@ -237,13 +295,37 @@ impl<C: Codec> Engine<C> {
                 cache: Mutex::new(CacheState {
                     entries: HashMap::new(),
                     synced: false,
-                    listing: None,
+                    streams: Vec::new(),
                 }),
                 changes,
             }),
             watch_task: None,
             last_polled: None,
+            bindings: Arc::new(Bindings::new(&options_objects)),
         }
+    }
+
+    /// The object name of `key`: its bound name, or the derived one.
+    fn name_of(&self, key: &Key) -> Result<String> {
+        if let Some((name, reason)) = self.bindings.bad.get(key) {
+            return Err(Error::validation(
+                "object name",
+                name.clone(),
+                reason.clone(),
+            ));
+        }
+        Ok(self
+            .options
+            .objects
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| object_name(key)))
+    }
+
+    /// The key an object named `name` records when it has no key annotation: the key bound to
+    /// that name, if any.
+    fn bound_key(&self, name: &str) -> Option<&Key> {
+        self.bindings.by_name.get(name)
     }
 
     pub(crate) fn namespace(&self) -> &str {
@@ -332,6 +414,9 @@ impl<C: Codec> Engine<C> {
                 .into());
             }
             KeyField::Key(_) => {}
+            // An object written by another program (client-go) under a name bound to this key:
+            // expected, no warning.
+            KeyField::Missing if self.bound_key(name) == Some(key) => {}
             KeyField::Missing | KeyField::Garbage => {
                 tracing::warn!(
                     object = %name,
@@ -445,7 +530,7 @@ impl<C: Codec> Engine<C> {
         key.validate()?;
         request.validate()?;
         let start = self.clock.now();
-        let name = object_name(key);
+        let name = self.name_of(key)?;
         let term = self.codec.term(request.duration);
         for attempt in 0..ATTEMPTS {
             let view = self.load(key, &name, attempt > 0).await?;
@@ -495,7 +580,7 @@ impl<C: Codec> Engine<C> {
         key.validate()?;
         request.validate()?;
         let start = self.clock.now();
-        let name = object_name(key);
+        let name = self.name_of(key)?;
         for attempt in 0..ATTEMPTS {
             let Some(view) = self.load(key, &name, attempt > 0).await? else {
                 return Err(Error::Invalid);
@@ -532,7 +617,7 @@ impl<C: Codec> Engine<C> {
         key.validate()?;
         lease_core::validate_string("holder", holder)?;
         let start = self.clock.now();
-        let name = object_name(key);
+        let name = self.name_of(key)?;
         for attempt in 0..ATTEMPTS {
             let Some(view) = self.load(key, &name, attempt > 0).await? else {
                 return Err(Error::Invalid);
@@ -562,7 +647,7 @@ impl<C: Codec> Engine<C> {
         key.validate()?;
         lease_core::validate_string("entity", entity)?;
         let start = self.clock.now();
-        let name = object_name(key);
+        let name = self.name_of(key)?;
         for attempt in 0..ATTEMPTS {
             let view = self.load(key, &name, attempt > 0).await?;
             let (base, mut record) = match &view {
@@ -594,9 +679,14 @@ impl<C: Codec> Engine<C> {
         )))
     }
 
-    /// Every object matching `selector` (all of ours when `None`), from the watch's cache when
-    /// it is synced and allowed, else listed (and the cache updated).
-    async fn snapshot(&self, selector: Option<String>) -> Result<Vec<Entry<C::Object>>> {
+    /// Every object matching `selector` (all of ours when `None`) plus the objects named in
+    /// `bound` (which may lack our labels), from the watch's cache when it is synced and
+    /// allowed, else listed (and read) and the cache updated.
+    async fn snapshot(
+        &self,
+        selector: Option<String>,
+        bound: &[String],
+    ) -> Result<Vec<Entry<C::Object>>> {
         if self.options.snapshots_from_watch {
             let state = self.shared.lock();
             if state.synced {
@@ -610,22 +700,49 @@ impl<C: Codec> Engine<C> {
             .await?
             .map_err(|e| self.classify(e, "list", ""))?;
         let now = self.clock.now();
-        let mut state = self.shared.lock();
         let mut names = Vec::with_capacity(list.items.len());
-        for object in list.items {
-            names.push(object.name_any());
-            observe(&*self.codec, &mut state, object, now, None);
+        {
+            let mut state = self.shared.lock();
+            for object in list.items {
+                names.push(object.name_any());
+                observe(&*self.codec, &mut state, object, now, None);
+            }
         }
-        Ok(names
-            .iter()
-            .filter_map(|n| state.entries.get(n).cloned())
-            .collect())
+        let mut out: Vec<Entry<C::Object>> = {
+            let state = self.shared.lock();
+            names
+                .iter()
+                .filter_map(|n| state.entries.get(n).cloned())
+                .collect()
+        };
+        for name in bound {
+            if !names.contains(name)
+                && let Some(entry) = self.read(name).await?
+            {
+                out.push(entry);
+            }
+        }
+        Ok(out)
     }
 
-    /// The key an entry records, warning when it has none.
-    fn entry_key(entry: &Entry<C::Object>) -> Option<Key> {
+    /// The names bound to keys of `namespace`/`model` (all bound names when `None`).
+    fn bound_names(&self, group: Option<(&str, &str)>) -> Vec<String> {
+        self.bindings
+            .by_name
+            .iter()
+            .filter(|(_, k)| group.is_none_or(|(n, m)| k.namespace == n && k.model == m))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// The key an entry records (or the key bound to its name), warning when it has none.
+    fn entry_key(&self, entry: &Entry<C::Object>) -> Option<Key> {
+        let name = entry.object.name_any();
         match &entry.record.key {
-            KeyField::Key(k) if object_name(k) == entry.object.name_any() => Some(k.clone()),
+            KeyField::Key(k) if self.name_of(k).is_ok_and(|n| n == name) => Some(k.clone()),
+            KeyField::Missing | KeyField::Garbage if self.bound_key(&name).is_some() => {
+                self.bound_key(&name).cloned()
+            }
             _ => {
                 tracing::warn!(
                     object = %entry.object.name_any(),
@@ -640,17 +757,18 @@ impl<C: Codec> Engine<C> {
     pub(crate) async fn leases(&mut self, keys: &[Key]) -> Result<BTreeMap<Key, Info>> {
         for key in keys {
             key.validate()?;
+            self.name_of(key)?;
         }
         let entries = if let [key] = keys
             && !(self.options.snapshots_from_watch && self.shared.lock().synced)
         {
-            self.load(key, &object_name(key), true)
+            self.load(key, &self.name_of(key)?, true)
                 .await?
                 .map(|v| v.entry)
                 .into_iter()
                 .collect()
         } else {
-            self.snapshot(None).await?
+            self.snapshot(None, &self.bound_names(None)).await?
         };
         let wanted: HashSet<&Key> = keys.iter().collect();
         let now = self.clock.now();
@@ -658,11 +776,13 @@ impl<C: Codec> Engine<C> {
         for entry in &entries {
             let key = match (keys, &entry.record.key) {
                 ([key], KeyField::Missing | KeyField::Garbage)
-                    if object_name(key) == entry.object.name_any() =>
+                    if self
+                        .name_of(key)
+                        .is_ok_and(|n| n == entry.object.name_any()) =>
                 {
                     Some(key.clone())
                 }
-                _ => Self::entry_key(entry),
+                _ => self.entry_key(entry),
             };
             let Some(key) = key else { continue };
             if !wanted.is_empty() && !wanted.contains(&key) {
@@ -683,12 +803,15 @@ impl<C: Codec> Engine<C> {
         lease_core::validate_string("namespace", namespace)?;
         lease_core::validate_string("model", model)?;
         let entries = self
-            .snapshot(Some(group_selector(namespace, model)))
+            .snapshot(
+                Some(group_selector(namespace, model)),
+                &self.bound_names(Some((namespace, model))),
+            )
             .await?;
         let now = self.clock.now();
         let mut out = BTreeMap::new();
         for entry in &entries {
-            let Some(key) = Self::entry_key(entry) else {
+            let Some(key) = self.entry_key(entry) else {
                 continue;
             };
             if key.namespace != namespace || key.model != model {
@@ -702,13 +825,13 @@ impl<C: Codec> Engine<C> {
     }
 
     pub(crate) async fn pinned(&mut self) -> Result<BTreeMap<Key, Vec<String>>> {
-        let entries = self.snapshot(None).await?;
+        let entries = self.snapshot(None, &self.bound_names(None)).await?;
         let mut out = BTreeMap::new();
         for entry in &entries {
             if entry.record.pins.is_empty() {
                 continue;
             }
-            if let Some(key) = Self::entry_key(entry) {
+            if let Some(key) = self.entry_key(entry) {
                 out.insert(key, entry.record.pins.iter().cloned().collect());
             }
         }
@@ -727,6 +850,7 @@ impl<C: Codec> Engine<C> {
         };
         let task = runtime.spawn(watch_loop(
             self.api.clone(),
+            self.bound_names(None),
             self.namespace.clone(),
             Arc::clone(&self.codec),
             Arc::clone(&self.shared),
@@ -766,24 +890,42 @@ fn is_namespace_missing(err: &kube::Error) -> bool {
     matches!(err, kube::Error::Api(s) if s.details.as_ref().is_some_and(|d| d.kind == "namespaces"))
 }
 
-/// Follows every object of this crate in the namespace: keeps the cache current and bumps the
-/// change counter on every change made by someone else. `kube::runtime::watcher` resumes from
-/// the last `resourceVersion` and re-lists after `410 Gone`; errors back off.
+/// Follows every object of this crate in the namespace, and each bound object by name (it may
+/// lack our labels): keeps the cache current and bumps the change counter on every change made
+/// by someone else. `kube::runtime::watcher` resumes from the last `resourceVersion` and
+/// re-lists after `410 Gone`; errors back off.
 async fn watch_loop<C: Codec>(
     api: Api<C::Object>,
+    bound: Vec<String>,
     namespace: String,
     codec: Arc<C>,
     shared: Arc<Shared<C::Object>>,
     clock: Arc<dyn Clock>,
 ) {
-    let config = watcher::Config::default().labels(&managed_selector());
-    let stream = watcher(api, config).default_backoff();
-    futures::pin_mut!(stream);
-    while let Some(event) = stream.next().await {
+    let mut configs = vec![watcher::Config::default().labels(&managed_selector())];
+    for name in &bound {
+        configs.push(watcher::Config::default().fields(&format!("metadata.name={name}")));
+    }
+    shared.lock().streams = vec![StreamState::default(); configs.len()];
+    let streams = configs.into_iter().enumerate().map(|(index, config)| {
+        watcher(api.clone(), config)
+            .default_backoff()
+            .map(move |event| (index, event))
+            .boxed()
+    });
+    let mut stream = futures::stream::select_all(streams);
+    // Whether stream `index` is the one that follows the object `name`.
+    let in_scope = |index: usize, name: &str| match index {
+        0 => !bound.iter().any(|b| b == name),
+        i => bound.get(i - 1).is_some_and(|b| b == name),
+    };
+    while let Some((index, event)) = stream.next().await {
         let now = clock.now();
         match event {
             Ok(watcher::Event::Init) => {
-                shared.lock().listing = Some(HashSet::new());
+                if let Some(s) = shared.lock().streams.get_mut(index) {
+                    s.listing = Some(HashSet::new());
+                }
             }
             Ok(watcher::Event::InitApply(object)) => {
                 observe(&*codec, &mut shared.lock(), object, now, None);
@@ -791,10 +933,16 @@ async fn watch_loop<C: Codec>(
             Ok(watcher::Event::InitDone) => {
                 {
                     let mut state = shared.lock();
-                    if let Some(seen) = state.listing.take() {
-                        state.entries.retain(|name, _| seen.contains(name));
+                    let seen = state.streams.get_mut(index).and_then(|s| {
+                        s.synced = true;
+                        s.listing.take()
+                    });
+                    if let Some(seen) = seen {
+                        state
+                            .entries
+                            .retain(|name, _| !in_scope(index, name) || seen.contains(name));
                     }
-                    state.synced = true;
+                    state.synced = state.streams.iter().all(|s| s.synced);
                 }
                 shared.bump();
             }
@@ -809,7 +957,13 @@ async fn watch_loop<C: Codec>(
                 shared.bump();
             }
             Err(err) => {
-                let was_synced = std::mem::replace(&mut shared.lock().synced, false);
+                let was_synced = {
+                    let mut state = shared.lock();
+                    if let Some(s) = state.streams.get_mut(index) {
+                        s.synced = false;
+                    }
+                    std::mem::replace(&mut state.synced, false)
+                };
                 tracing::warn!(
                     error = %err,
                     resource = C::RESOURCE,

@@ -3,6 +3,28 @@
 //! [`lease_core::Store`] and pass the `lease-testkit` conformance suite against a real API
 //! server.
 //!
+//! Also here, the Kubernetes-only parts of the higher-level APIs (lease-manager's
+//! `LeaderElector`, `ManagerLeaser` and `ResourceLocks` work over these stores unchanged):
+//!
+//! - [`LockRecord`]: client-go's leader-election record, with lossless conversions to and from
+//!   a Lease's `LeaseSpec`;
+//! - [`StoreOptions::object_for`]: bind a key to an exact object name, to share one Lease with
+//!   client-go's leader election (see [Sharing a Lease with client-go](#sharing-a-lease-with-client-go));
+//! - [`EventRecorder`]: leadership changes as Kubernetes Events on the Lease, for the
+//!   elector's callbacks;
+//! - [`ConfigMapLock`]: seed 004's ConfigMap lock over [`ConfigMapStore`].
+//!
+//! # When to pick it
+//!
+//! When the copies of your program run on many hosts of a Kubernetes cluster. Run it under
+//! `lease-manager` for leader election ([`EventRecorder`] records its Events), auto-renewing
+//! leases and resource locks; [`ConfigMapLock`] is a lock on its own. Runnable examples:
+//!
+//! - [leader election with graceful handover](https://github.com/lease-rs/lease/blob/main/examples/src/bin/k8s_leader_election.rs)
+//! - [a ConfigMap lock](https://github.com/lease-rs/lease/blob/main/examples/src/bin/configmap_lock.rs)
+//!
+//! # Example
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use std::time::Duration;
@@ -34,7 +56,8 @@
 //!
 //! - **name**: a readable prefix from the key's parts plus 20 hex digits of the SHA-256 of the
 //!   exact key, e.g. `application-leadership-model-1-mysql-0-3f2a…`: a DNS-1123 label of at most
-//!   63 characters, deterministic, distinct for distinct keys;
+//!   63 characters, deterministic, distinct for distinct keys; or the name the key is bound to
+//!   with [`StoreOptions::object_for`];
 //! - **labels** `lease-rs/namespace`, `lease-rs/model`, `lease-rs/lease` (each part, or `h-` and
 //!   its hash when it is not a valid label value) and `app.kubernetes.io/managed-by=lease-rs`;
 //! - **annotations** `lease-rs/key` (the exact key, JSON), `lease-rs/pins` (the pinning entities,
@@ -67,6 +90,19 @@
 //! 0 (the next claim writes 1); unreadable pin annotations read as unpinned, an unreadable claim
 //! annotation as no metadata and whole-second duration. Each such object is reported once with
 //! `tracing::warn!`.
+//!
+//! # Sharing a Lease with client-go
+//!
+//! Bind the elector's key to the Lease client-go uses ([`StoreOptions::object_for`]); then a
+//! lease-manager `LeaderElector` and client-go's `leaderelection` contend for the same object:
+//! an object written by client-go (no lease-rs annotations) is held by its `holderIdentity`
+//! for `leaseDurationSeconds` from when this process observed it change; our writes fill in
+//! every field client-go reads (and change `renewTime` on every renewal); every write is
+//! conditional on the `resourceVersion`; the bound object is watched by name even without our
+//! labels. A client-go v1.20 candidate and a Rust candidate on one Lease never both lead, and
+//! each reports the other as the leader (tested against a real API server with a real
+//! client-go binary, `tests/clientgo.rs`). Keep both sides' `leaseDuration` equal, and their
+//! `renewDeadline` shorter than it.
 //!
 //! # Requests
 //!
@@ -114,8 +150,8 @@
 //!   - apiGroups: [""]
 //!     resources: ["configmaps"]
 //!     verbs: ["get", "list", "watch", "create", "update"]
-//!   # Only for programs that also record leader-election events (client-go does; these
-//!   # stores do not).
+//!   # Only for programs that record leader-election events (client-go does, and so does
+//!   # EventRecorder; the stores do not).
 //!   - apiGroups: [""]
 //!     resources: ["events"]
 //!     verbs: ["create"]
@@ -125,9 +161,12 @@
 //! stores still work, but the watch fails (logged) and every poll says "changed".
 
 mod configmap;
+mod configmap_lock;
 mod engine;
 mod error;
+mod events;
 mod lease;
+pub mod lock_record;
 pub mod naming;
 mod options;
 mod record;
@@ -136,9 +175,17 @@ pub use configmap::{
     ConfigMapStore, ConfigMapStoreBuilder, DATA_ACQUIRE_TIME, DATA_DURATION, DATA_EXPIRY,
     DATA_GENERATION, DATA_HOLDER, DATA_RENEW_TIME, NEVER, OwnerPod,
 };
+pub use configmap_lock::{CONFIGMAP_LOCK_NAMESPACE, ConfigMapLock, ConfigMapLockError};
 pub use error::K8sStoreError;
+pub use events::{BECAME_LEADER, EVENT_REASON, EventRecorder, STOPPED_LEADING};
 pub use lease::LeaseStore;
+pub use lock_record::LockRecord;
 pub use options::StoreOptions;
 
 #[cfg(test)]
 mod tests;
+
+// The README's Rust example is compiled and run as a doctest, so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -170,6 +170,28 @@ pub fn is_dns1123_label(name: &str) -> bool {
         && bytes.iter().all(|b| alnum(b) || *b == b'-')
 }
 
+/// Whether `name` is a valid DNS-1123 subdomain (the names of Leases and ConfigMaps):
+/// dot-separated DNS-1123 labels, at most 253 characters.
+///
+/// ```
+/// use lease_store_k8s::naming::is_dns1123_subdomain;
+///
+/// assert!(is_dns1123_subdomain("my-controller-lock"));
+/// assert!(is_dns1123_subdomain("kube-scheduler.example.com"));
+/// assert!(!is_dns1123_subdomain("Upper"));
+/// assert!(!is_dns1123_subdomain("a..b"));
+/// ```
+pub fn is_dns1123_subdomain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|part| {
+            let bytes = part.as_bytes();
+            let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+            matches!((bytes.first(), bytes.last()), (Some(f), Some(l)) if alnum(f) && alnum(l))
+                && bytes.iter().all(|b| alnum(b) || *b == b'-')
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -966,3 +966,225 @@ async fn configmap_lock_without_expiry() {
     assert!(result.unwrap_err().is_held());
     assert_quiet(&mut handle).await;
 }
+
+const EVENTS: &str = "/api/v1/namespaces/lease-ns/events";
+
+/// A Lease as client-go writes it: no labels, no annotations.
+fn client_go_lease(name: &str, rv: u64, holder: &str, secs: i64, transitions: i64) -> Value {
+    json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": name, "namespace": NS, "resourceVersion": rv.to_string()},
+        "spec": {
+            "holderIdentity": holder, "leaseDurationSeconds": secs,
+            "acquireTime": "2020-01-01T00:00:00.000000Z", "renewTime": "2020-01-01T00:00:00.000000Z",
+            "leaseTransitions": transitions,
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_bound_key_uses_the_named_object_and_respects_client_go_holders() {
+    let (client, mut handle) = mock();
+    let clock = TestClock::new();
+    let key = key();
+    let options = StoreOptions::default().object_for(key.clone(), "my-controller-lock");
+    let mut store = LeaseStore::with_options(client, NS, clock.clone(), options);
+    let path = format!("{LEASES}/my-controller-lock");
+    let request = Request::new("rust-1", Duration::from_secs(15));
+
+    // Held by client-go's go-1: refused after one read of the named object.
+    let server = async {
+        let (seen, respond) = next(&mut handle, "GET").await;
+        assert_eq!(seen.method, Method::GET);
+        assert_eq!(seen.path, path);
+        reply(
+            respond,
+            200,
+            &client_go_lease("my-controller-lock", 7, "go-1", 15, 3),
+        );
+    };
+    let (result, ()) = tokio::join!(store.claim_lease(&key, &request), server);
+    assert!(result.unwrap_err().is_held());
+
+    // Unchanged for 15 s as observed here: expired; the claim is one conditional PUT on the
+    // named object, with client-go's fields and one more transition.
+    clock.advance(Duration::from_secs(15));
+    let server = async {
+        let (seen, respond) = next(&mut handle, "PUT").await;
+        assert_eq!(seen.method, Method::PUT);
+        assert_eq!(seen.path, path);
+        let body = &seen.body;
+        assert_eq!(body["metadata"]["name"], "my-controller-lock");
+        assert_eq!(body["metadata"]["resourceVersion"], "7");
+        assert_eq!(body["metadata"]["labels"][LABEL_MANAGED_BY], "lease-rs");
+        assert_eq!(body["spec"]["holderIdentity"], "rust-1");
+        assert_eq!(body["spec"]["leaseDurationSeconds"], 15);
+        assert_eq!(body["spec"]["leaseTransitions"], 4);
+        assert_ne!(body["spec"]["acquireTime"], "2020-01-01T00:00:00.000000Z");
+        assert!(body["spec"]["renewTime"].is_string());
+        reply(respond, 200, &stored(body, 8));
+    };
+    let (result, ()) = tokio::join!(store.claim_lease(&key, &request), server);
+    let info = result.unwrap();
+    assert_eq!(info.generation, Generation(4));
+    assert_eq!(info.holder, "rust-1");
+    assert_quiet(&mut handle).await;
+}
+
+#[tokio::test]
+async fn events_are_core_v1_events_on_the_lease() {
+    let (client, mut handle) = mock();
+    let recorder = crate::EventRecorder::new(client, NS, "my-controller-lock", "pod-a");
+    assert!(recorder.is_enabled());
+    let server = async {
+        let (seen, respond) = next(&mut handle, "POST event").await;
+        assert_eq!(seen.method, Method::POST);
+        assert_eq!(seen.path, EVENTS);
+        let body = &seen.body;
+        assert_eq!(body["kind"], "Event");
+        assert!(
+            body["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .starts_with("my-controller-lock.")
+        );
+        assert_eq!(body["reason"], "LeaderElection");
+        assert_eq!(body["message"], "pod-a became leader");
+        assert_eq!(body["type"], "Normal");
+        assert_eq!(body["involvedObject"]["kind"], "Lease");
+        assert_eq!(
+            body["involvedObject"]["apiVersion"],
+            "coordination.k8s.io/v1"
+        );
+        assert_eq!(body["involvedObject"]["name"], "my-controller-lock");
+        assert_eq!(body["involvedObject"]["namespace"], NS);
+        assert_eq!(body["source"]["component"], "lease-rs");
+        assert_eq!(body["reportingInstance"], "pod-a");
+        assert_eq!(body["count"], 1);
+        reply(respond, 201, &stored(body, 3));
+    };
+    let (result, ()) = tokio::join!(recorder.record(crate::BECAME_LEADER), server);
+    assert_eq!(
+        result.unwrap().unwrap().message.as_deref(),
+        Some("pod-a became leader")
+    );
+
+    // In the background, in order.
+    let started = recorder.on_started_leading();
+    let stopped = recorder.on_stopped_leading();
+    started(Generation(1));
+    stopped();
+    for want in ["pod-a became leader", "pod-a stopped leading"] {
+        let (seen, respond) = next(&mut handle, want).await;
+        assert_eq!(seen.body["message"], want);
+        reply(respond, 201, &stored(&seen.body, 4));
+    }
+    // Refused: an error naming the permission, not a panic.
+    let server = async {
+        let (_, respond) = next(&mut handle, "POST event").await;
+        reply(
+            respond,
+            403,
+            &status(403, "Forbidden", "events is forbidden"),
+        );
+    };
+    let (result, ()) = tokio::join!(recorder.record("x"), server);
+    assert!(matches!(
+        result.unwrap_err(),
+        crate::K8sStoreError::Permission {
+            verb: "create",
+            resource: "events",
+            ..
+        }
+    ));
+
+    // Switched off: no request.
+    let off = recorder.clone().enabled(false);
+    assert!(off.record(crate::STOPPED_LEADING).await.unwrap().is_none());
+    off.on_started_leading()(Generation(2));
+    assert_quiet(&mut handle).await;
+}
+
+#[tokio::test]
+async fn configmap_lock_acquires_the_named_configmap_and_releases_it() {
+    let (client, mut handle) = mock();
+    let clock = TestClock::new();
+    let lock = crate::ConfigMapLock::new(client, "nightly-backup", Some(Duration::from_secs(30)))
+        .with_namespace(NS)
+        .with_identity("pod-a")
+        .with_owner(Some(OwnerPod::new("pod-a", "uid-a")))
+        .with_labels(BTreeMap::from([("app".to_owned(), "backup".to_owned())]))
+        .with_clock(clock.clone());
+    assert_eq!(lock.name(), "nightly-backup");
+    assert_eq!(lock.timeout(), Some(Duration::from_secs(30)));
+    assert_eq!(lock.data()["leaseDurationSeconds"], "30");
+    let path = format!("{CONFIGMAPS}/nightly-backup");
+    let server = async {
+        let (seen, respond) = next(&mut handle, "GET").await;
+        assert_eq!(seen.method, Method::GET);
+        assert_eq!(seen.path, path);
+        reply(respond, 404, &status(404, "NotFound", "not found"));
+        let (seen, respond) = next(&mut handle, "POST").await;
+        assert_eq!(seen.method, Method::POST);
+        let body = &seen.body;
+        assert_eq!(body["metadata"]["name"], "nightly-backup");
+        assert_eq!(body["metadata"]["labels"]["app"], "backup");
+        assert_eq!(body["metadata"]["ownerReferences"][0]["name"], "pod-a");
+        assert_eq!(body["metadata"]["ownerReferences"][0]["uid"], "uid-a");
+        for (field, value) in lock.data() {
+            assert_eq!(body["data"][&field], value.as_str(), "{field}");
+        }
+        reply(respond, 201, &stored(body, 5));
+    };
+    let (result, ()) = tokio::join!(lock.acquire(), server);
+    let generation = result.unwrap();
+    assert!(generation.get() > 1);
+
+    // Release: one PUT clearing the holder.
+    let server = async {
+        let (seen, respond) = next(&mut handle, "PUT").await;
+        assert_eq!(seen.method, Method::PUT);
+        assert_eq!(seen.path, path);
+        assert_eq!(seen.body["data"]["holderIdentity"], "");
+        assert_eq!(seen.body["metadata"]["resourceVersion"], "5");
+        reply(respond, 200, &stored(&seen.body, 6));
+    };
+    let (result, ()) = tokio::join!(lock.release(), server);
+    result.unwrap();
+    assert_quiet(&mut handle).await;
+}
+
+#[tokio::test]
+async fn configmap_lock_release_of_a_lock_held_by_another_fails() {
+    let (client, mut handle) = mock();
+    let lock = crate::ConfigMapLock::new(client, "nightly-backup", None)
+        .with_namespace(NS)
+        .with_identity("pod-a")
+        .with_owner(None)
+        .with_clock(TestClock::new());
+    assert_eq!(lock.data()["expiry"], "never");
+    let theirs = json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "nightly-backup", "namespace": NS, "resourceVersion": "9"},
+        "data": {"holderIdentity": "pod-b", "expiry": "never", "leaseTransitions": "12"}
+    });
+    let server = async {
+        // The revoke's read, then the read naming the holder.
+        for what in ["GET for the revoke", "GET naming the holder"] {
+            let (seen, respond) = next(&mut handle, what).await;
+            assert_eq!(seen.method, Method::GET);
+            reply(respond, 200, &theirs);
+        }
+    };
+    let (result, ()) = tokio::join!(lock.release(), server);
+    match result.unwrap_err() {
+        crate::ConfigMapLockError::NotOurs {
+            holder, identity, ..
+        } => {
+            assert_eq!(holder.as_deref(), Some("pod-b"));
+            assert_eq!(identity, "pod-a");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_quiet(&mut handle).await;
+}

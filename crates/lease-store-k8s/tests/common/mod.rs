@@ -79,3 +79,35 @@ impl NamespaceGuard {
         Ok(NamespaceGuard { name })
     }
 }
+
+/// A switch that cuts one client off from the API server (a network partition): while it is
+/// on, every request of the client fails at once with a connection-like error.
+#[derive(Debug, Clone, Default)]
+pub struct Partition(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Partition {
+    /// Cuts the client off (`true`) or reconnects it (`false`).
+    pub fn set(&self, cut: bool) {
+        self.0.store(cut, Ordering::SeqCst);
+    }
+}
+
+/// A new client for `config` whose requests fail while `partition` is on.
+pub fn partitionable_client(config: &Config, partition: &Partition) -> Client {
+    let flag = partition.clone();
+    let filter =
+        tower::filter::FilterLayer::new(move |request: http::Request<kube::client::Body>| {
+            if flag.0.load(Ordering::SeqCst) {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionRefused,
+                    "test partition: the API server is unreachable",
+                ))
+            } else {
+                Ok(request)
+            }
+        });
+    kube::client::ClientBuilder::try_from(config.clone())
+        .expect("a kubernetes client builder")
+        .with_layer(&filter)
+        .build()
+}
