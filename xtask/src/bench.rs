@@ -47,6 +47,14 @@ const BENCHES: &[Bench] = &[
         args: &[],
         needs_k8s: true,
     },
+    // Issue 7: LeaderElector handover, takeover after SIGKILL, requests per minute and
+    // candidates started together, on the API server and on SQLite (about 4 minutes).
+    Bench {
+        package: "lease-store-k8s",
+        example: "bench_election",
+        args: &[],
+        needs_k8s: true,
+    },
 ];
 
 /// Runs the benchmarks (all, or those whose example name contains `filter`) and writes

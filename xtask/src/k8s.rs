@@ -67,6 +67,9 @@ usage: cargo xtask k8s <install|up|down|env|status>
   down     stop both, remove etcd's data (idempotent)
   env      print `export KUBECONFIG=...` and the restricted user's variables
   status   say whether the server is up
+  stop-one  <etcd|kube-apiserver> [--kill]  stop one process of the running server (torture
+            tests); --kill: SIGKILL at once, as a crash
+  start-one <etcd|kube-apiserver>  start it again; etcd keeps its data
 
 environment:
   LEASE_K8S_PORT              kube-apiserver port (default 17443)
@@ -113,6 +116,13 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
             let config = Config::from_env()?;
             status(&config)
         }
+        // For `cargo xtask torture`: stop or start one of the two processes of a running
+        // server, keeping etcd's data.
+        Some("stop-one") => stop_one(
+            args.get(1).map(String::as_str),
+            args.get(2).is_some_and(|a| a == "--kill"),
+        ),
+        Some("start-one") => start_one(args.get(1).map(String::as_str)),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             Ok(())
@@ -163,7 +173,7 @@ pub(crate) fn up() -> Result<Cluster, String> {
     fs::create_dir_all(&config.state_dir)
         .map_err(|e| format!("cannot create {}: {e}", config.state_dir.display()))?;
     make_credentials(&config)?;
-    start_etcd(&config)?;
+    start_etcd(&config, false)?;
     start_apiserver(&config)?;
     write_kubeconfigs(&config)?;
     verify(&config)?;
@@ -195,6 +205,54 @@ pub(crate) fn down() -> Result<(), String> {
         println!("xtask k8s: nothing was running");
     }
     Ok(())
+}
+
+/// `k8s stop-one NAME [--kill]`: stops `etcd` or `kube-apiserver` of the running local server
+/// (SIGTERM, SIGKILL after 10 s; with `kill`, SIGKILL at once), leaving the other running and
+/// etcd's data in place.
+pub(crate) fn stop_one(name: Option<&str>, kill: bool) -> Result<(), String> {
+    let name = one_process(name)?;
+    let config = Config::from_env()?;
+    let _lock = lock(&config)?;
+    match running_pid(&config, name) {
+        Some(pid) => {
+            if kill {
+                let _ = run(Command::new("kill").args(["-KILL", &pid.to_string()]));
+            }
+            stop(name, pid)?;
+            let _ = fs::remove_file(config.pid_file(name));
+            println!("xtask k8s: stopped {name} (pid {pid})");
+        }
+        None => println!("xtask k8s: {name} was not running"),
+    }
+    Ok(())
+}
+
+/// `k8s start-one NAME`: starts `etcd` (on its existing data) or `kube-apiserver` of the local
+/// server again and waits until it answers; a no-op when it runs.
+pub(crate) fn start_one(name: Option<&str>) -> Result<(), String> {
+    let name = one_process(name)?;
+    let config = Config::from_env()?;
+    let _lock = lock(&config)?;
+    if running_pid(&config, name).is_some() {
+        println!("xtask k8s: {name} is already running");
+        return Ok(());
+    }
+    if name == "etcd" {
+        start_etcd(&config, true)
+    } else {
+        start_apiserver(&config)
+    }
+}
+
+fn one_process(name: Option<&str>) -> Result<&'static str, String> {
+    match name {
+        Some("etcd") => Ok("etcd"),
+        Some("kube-apiserver") => Ok("kube-apiserver"),
+        other => Err(format!(
+            "expected etcd or kube-apiserver, not {other:?}\n\n{USAGE}"
+        )),
+    }
 }
 
 /// Serialises `install`, `up` and `down` (of every port) on this machine: two `up`s at once
@@ -956,7 +1014,7 @@ fn random_hex(bytes: usize) -> Result<String, String> {
 // ---------------------------------------------------------------------------------------------
 // Processes.
 
-fn start_etcd(config: &Config) -> Result<(), String> {
+fn start_etcd(config: &Config, keep_data: bool) -> Result<(), String> {
     check_port_free(config.etcd_port, "LEASE_K8S_ETCD_PORT")?;
     check_port_free(
         config.etcd_port + 1,
@@ -965,7 +1023,7 @@ fn start_etcd(config: &Config) -> Result<(), String> {
     let client = format!("http://127.0.0.1:{}", config.etcd_port);
     let peer = format!("http://127.0.0.1:{}", config.etcd_port + 1);
     let data = config.etcd_data_dir();
-    if data.exists() {
+    if data.exists() && !keep_data {
         fs::remove_dir_all(&data).map_err(|e| format!("cannot remove {}: {e}", data.display()))?;
     }
     let mut command = Command::new(config.etcd_bin());

@@ -4,7 +4,9 @@
 
 mod bench;
 mod k8s;
+mod release;
 mod tidy;
+mod torture;
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -14,10 +16,15 @@ const USAGE: &str = "\
 usage: cargo xtask <task>
 
 tasks:
-  ci      formatting, clippy (warnings denied), every test, rustdoc (warnings denied), tidy
+  ci      formatting, clippy (warnings denied), dependency trees, each crate alone, every
+          test, the examples, rustdoc (warnings denied), cargo package, tidy
   tidy    the tidy checks alone (they also run as a test under `cargo test`)
   bench   every benchmark in release mode; writes BENCHMARKS.md (`cargo xtask bench [FILTER]`)
+  ready   ci's readiness checks alone: dependency trees, each crate alone, the examples that
+          need no server, cargo package
   k8s     a real local Kubernetes API server for the tests: `cargo xtask k8s help`
+  torture kill -9, server restarts and bursts vs. mutual exclusion; writes RELIABILITY.md
+          (`cargo xtask torture --help`)
 ";
 
 fn main() -> ExitCode {
@@ -26,7 +33,9 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("tidy") => tidy::check(&workspace_root()).map_err(|problems| problems.join("\n")),
         Some("k8s") => k8s::main(&args[1..]),
+        Some("ready") => ready(),
         Some("bench") => bench::run(&workspace_root(), args.get(1).map(String::as_str)),
+        Some("torture") => torture::run(&workspace_root(), &args[1..]),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             Ok(())
@@ -80,6 +89,17 @@ fn have_nextest() -> bool {
         .unwrap_or(false)
 }
 
+/// The readiness checks of `ci`, without the rest.
+fn ready() -> Result<(), String> {
+    release::rust_version(&workspace_root())?;
+    release::dependency_trees(&workspace_root())?;
+    release::crates_alone(|args| cargo(args, &[]))?;
+    release::examples(&release::LOCAL_EXAMPLES, |args| cargo(args, &[]))?;
+    release::package(|args| cargo(args, &[]))?;
+    println!("xtask: ready");
+    Ok(())
+}
+
 fn ci() -> Result<(), String> {
     tidy::check(&workspace_root()).map_err(|problems| problems.join("\n"))?;
     cargo(&["fmt", "--all", "--check"], &[])?;
@@ -95,11 +115,17 @@ fn ci() -> Result<(), String> {
         ],
         &[],
     )?;
+    // Ready for users: the dependency trees hold only what each crate needs, and each library
+    // crate builds alone (with its own features only); rust-version is the toolchain in use.
+    release::rust_version(&workspace_root())?;
+    release::dependency_trees(&workspace_root())?;
+    release::crates_alone(|args| cargo(args, &[]))?;
     // nextest does not run doctests; they are tests too. They run first so that the last
     // test-runner summary printed is the whole suite's.
     cargo(&["test", "--workspace", "--locked", "--doc"], &[])?;
     // Tests that need a real Kubernetes API server are `#[ignore]`d so a plain `cargo test`
     // works anywhere; CI starts a local server and runs them too.
+    release::examples(&release::LOCAL_EXAMPLES, |args| cargo(args, &[]))?;
     let cluster = k8s::up()?;
     let envs: Vec<(&str, &str)> = cluster
         .env
@@ -132,16 +158,23 @@ fn ci() -> Result<(), String> {
             &envs,
         )
     };
+    // The Kubernetes examples run against the same server, while it is up.
+    let k8s_examples = release::examples(&release::K8S_EXAMPLES, |args| cargo(args, &envs));
     if cluster.started_here
         && let Err(e) = k8s::down()
     {
         eprintln!("xtask: stopping the local Kubernetes API server: {e}");
     }
     tests?;
+    k8s_examples?;
+    // A short torture run, after the suite: SQLite workers under kill -9, and leader candidates
+    // on a dedicated local API server (its own ports) whose etcd is restarted mid-run.
+    torture::run(&workspace_root(), &["--short".to_owned()])?;
     cargo(
         &["doc", "--workspace", "--no-deps", "--locked"],
         &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
+    release::package(|args| cargo(args, &[]))?;
     println!("xtask: ci passed");
     Ok(())
 }

@@ -17,6 +17,19 @@
 //! It does no I/O: stores live in `lease-store-sqlite` and `lease-store-k8s`, the worker that
 //! serialises store calls in `lease-manager`, test doubles in `lease-testkit`.
 //!
+//! # When to pick it
+//!
+//! Depend on it alone when you write code *against* leases (take a `&dyn Claimer` or a
+//! `&dyn Manager`), a new [`Store`], or test doubles: it pulls in no database, HTTP or
+//! Kubernetes crate. To run leases, add a store and `lease-manager`. Runnable programs for each
+//! task are in the workspace's `examples/`, e.g.:
+//!
+//! - [a singular worker](https://github.com/lease-rs/lease/blob/main/examples/src/bin/singular_worker.rs)
+//! - [application leadership with pins](https://github.com/lease-rs/lease/blob/main/examples/src/bin/app_leadership_pins.rs)
+//! - [a Leaser with metadata](https://github.com/lease-rs/lease/blob/main/examples/src/bin/leaser_metadata.rs)
+//!
+//! # Example
+//!
 //! ```
 //! use std::time::Duration;
 //! use lease_core::{Key, Request};

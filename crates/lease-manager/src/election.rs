@@ -83,7 +83,7 @@ impl ElectionError {
 /// | `retry_period` | 2 s |
 /// | `unlock_with_retry_period` | 1 s |
 /// | `release_on_cancel` | false |
-/// | `use_observed_time` | false |
+/// | `use_observed_time` | true |
 /// | `name` | the lease name |
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ElectionConfig {
@@ -114,8 +114,11 @@ pub struct ElectionConfig {
     /// under the lease has stopped before the guard is dropped.
     pub release_on_cancel: bool,
     /// Store-specific: whether expiry is judged by when this process observed the record
-    /// change (true) rather than the record's own timestamps (false). Carried for stores that
-    /// use it (the Kubernetes store); the manager's own decisions always use its clock.
+    /// change (true, the default, as DESIGN.md and client-go have it) rather than the record's
+    /// own timestamps (false), which is only safe when the hosts' clocks agree. The elector
+    /// cannot reconfigure the store the manager owns, so this is a statement of what the store
+    /// was built with: on the Kubernetes store, `StoreOptions::trust_renew_time` must be its
+    /// negation. The manager's own decisions always use its clock.
     pub use_observed_time: bool,
 }
 
@@ -140,7 +143,7 @@ impl ElectionConfig {
             retry_period: Duration::from_secs(2),
             unlock_with_retry_period: Duration::from_secs(1),
             release_on_cancel: false,
-            use_observed_time: false,
+            use_observed_time: true,
         }
     }
 
@@ -416,6 +419,8 @@ impl Inner {
         tracing::info!(lease = %self.config.name, identity = %self.config.identity, %generation, why, "stopped leading");
         term.stop.cancel();
         term.lost.cancel();
+        crate::export::leader(&self.config.name, false);
+        crate::export::leadership_change(&self.config.name, false);
         self.state.send_replace(Leadership::Standby);
         if let Some(f) = &self.callbacks.stopped {
             f();
@@ -502,6 +507,7 @@ impl LeaderElector {
     ) -> Result<LeaderElector, ElectionError> {
         config.validate()?;
         let (state, _) = watch::channel(Leadership::Standby);
+        crate::export::leader(&config.name, false);
         Ok(LeaderElector {
             inner: Arc::new(Inner {
                 claimer: manager.claimer(&config.namespace, &config.model)?,
@@ -562,6 +568,15 @@ impl LeaderElector {
             let started = inner.clock.now();
             let request = Request::new(&*config.identity, config.lease_duration);
             let error = match inner.claimer.claim(&config.lease, request).await {
+                // A claim that returned only after its renew deadline (the manager retried it
+                // through an outage) guarantees nothing any more: the term would be over before
+                // it began. Claim again at once instead; as the holder, that is an extend with
+                // a fresh start. (Found by `cargo xtask torture`.)
+                Ok(_) if inner.clock.now() >= started.saturating_add(config.renew_deadline) => {
+                    tracing::warn!(lease = %config.name, "leader election claim returned after its renew deadline; claiming again");
+                    woken = true;
+                    continue;
+                }
                 Ok(info) => return Ok(self.begin_term(info.generation, started)),
                 Err(e) if e.is_aborted() || e.is_validation() => return Err(e.into()),
                 Err(e) => e,
@@ -626,6 +641,8 @@ impl LeaderElector {
             stop: stop.clone(),
         });
         tracing::info!(lease = %inner.config.name, identity = %inner.config.identity, %generation, "started leading");
+        crate::export::leader(&inner.config.name, true);
+        crate::export::leadership_change(&inner.config.name, true);
         inner.state.send_replace(Leadership::Leading { generation });
         inner.observe_leader(&inner.config.identity);
         if let Some(f) = &inner.callbacks.started {

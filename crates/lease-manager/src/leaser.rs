@@ -73,6 +73,7 @@ impl Inner {
         {
             h.lost.cancel();
             held.remove(key);
+            crate::export::leaser_held(&self.config.namespace, false);
         }
     }
 }
@@ -223,6 +224,7 @@ impl Leaser for ManagerLeaser {
                         lost: lost.clone(),
                     },
                 );
+                crate::export::leaser_held(&self.inner.config.namespace, true);
             }
             raced
         };
@@ -345,6 +347,7 @@ impl Renewal {
 
     fn lose(&self, why: &str) {
         tracing::warn!(key = %self.key, holder = %self.holder, why, "lease lost");
+        crate::export::leaser_lost(&self.inner.config.namespace);
         self.inner.forget(&self.key, &self.holder);
     }
 }

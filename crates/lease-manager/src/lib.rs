@@ -27,13 +27,64 @@
 //!
 //! All timing uses the injected [`Clock`](lease_core::Clock), so tests drive it with a fake
 //! clock. See [`Manager`] for an example.
+//!
+//! # When to pick it
+//!
+//! Whenever you run leases: it works over any store (`lease-store-sqlite`, `lease-store-k8s`,
+//! or `lease-testkit`'s in-memory store) and offers, on top of the facades:
+//! [`LeaderElector`] (client-go-style leader election), [`ManagerLeaser`] (auto-renewing
+//! leases with metadata), [`ResourceLocks`] (transaction locks) and [`Fence`] (reject stale
+//! writers by fencing generation). Runnable examples:
+//!
+//! - [a singular worker: claim, renew, step down](https://github.com/lease-rs/lease/blob/main/examples/src/bin/singular_worker.rs)
+//! - [Juju-style application leadership with pins during an upgrade](https://github.com/lease-rs/lease/blob/main/examples/src/bin/app_leadership_pins.rs)
+//! - [a Leaser with metadata](https://github.com/lease-rs/lease/blob/main/examples/src/bin/leaser_metadata.rs)
+//! - [leader election on Kubernetes with graceful handover](https://github.com/lease-rs/lease/blob/main/examples/src/bin/k8s_leader_election.rs)
+//! - [transaction resource locks](https://github.com/lease-rs/lease/blob/main/examples/src/bin/resource_locks.rs)
+//! - [a protected resource that rejects stale writers](https://github.com/lease-rs/lease/blob/main/examples/src/bin/fencing.rs)
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use lease_core::{Claimer as _, DefaultSecretary, Manager as _, Request};
+//! use lease_manager::{Manager, ManagerConfig};
+//! use lease_testkit::{FakeClock, InMemoryStore};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> lease_core::Result<()> {
+//! let clock = FakeClock::new(); // production: SystemClock and a real store
+//! let store = InMemoryStore::new(clock.as_clock());
+//! let manager = Manager::start(
+//!     ManagerConfig::new(store, clock.as_clock())
+//!         .with_secretary("jobs", Arc::new(DefaultSecretary)),
+//! )?;
+//! let claimer = manager.claimer("jobs", "prod")?;
+//! let info = claimer.claim("backup", Request::new("host-1", Duration::from_secs(30))).await?;
+//! let denied = claimer.claim("backup", Request::new("host-2", Duration::from_secs(30))).await;
+//! assert!(denied.unwrap_err().is_claim_denied());
+//! println!("host-1 holds backup with fencing token {}", info.generation);
+//! manager.stop().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Features
+//!
+//! - `metrics` (off by default): export counters, gauges and a store latency histogram through
+//!   the [`metrics`](https://docs.rs/metrics) facade; [`metric`] lists the names and labels.
+//!   Off, the crate does not depend on `metrics` at all; [`Manager::report`] has the same
+//!   counts either way.
 
 mod config;
 mod election;
 mod error;
+mod export;
 mod fence;
 mod handle;
 mod leaser;
+pub mod metric;
 mod report;
 mod resource_locks;
 mod view;

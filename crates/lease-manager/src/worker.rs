@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{Instrument, Span};
 
 use crate::config::{Jitter, RetryPolicy};
+use crate::export::{self, outcome};
 use crate::report::Metrics;
 use crate::view::{Entry, SlotTable, View, Window, info_valid};
 
@@ -236,8 +237,9 @@ enum Event {
 }
 
 /// Runs a store call; once shutdown has been asked for, gives it until the grace deadline and
-/// then abandons it (`None`). Records the call's latency.
+/// then abandons it (`None`). Records the call's latency (`call` names it for metrics).
 async fn guarded<T>(
+    call: &'static str,
     shutdown: &CancellationToken,
     deadline: &mut Option<Timestamp>,
     clock: &Arc<dyn Clock>,
@@ -251,7 +253,9 @@ async fn guarded<T>(
         tokio::select! {
             biased;
             out = &mut fut => {
-                metrics.latency.record(clock.now().saturating_duration_since(start));
+                let took = clock.now().saturating_duration_since(start);
+                metrics.latency.record(took);
+                export::store_latency(call, took);
                 return Some(out);
             }
             () = shutdown.cancelled() => {}
@@ -262,7 +266,9 @@ async fn guarded<T>(
     tokio::select! {
         biased;
         out = fut => {
-            metrics.latency.record(clock.now().saturating_duration_since(start));
+            let took = clock.now().saturating_duration_since(start);
+            metrics.latency.record(took);
+            export::store_latency(call, took);
             Some(out)
         }
         () = sleep => None,
@@ -273,6 +279,7 @@ async fn guarded<T>(
 macro_rules! store_call {
     ($self:ident, $method:ident($($arg:expr),*)) => {
         guarded(
+            stringify!($method),
             &$self.shutdown,
             &mut $self.shutdown_deadline,
             &$self.clock,
@@ -300,6 +307,8 @@ pub(crate) struct Worker {
     done: CancellationToken,
     settings: Settings,
     metrics: Arc<Metrics>,
+    /// The gauges last exported (the `metrics` feature).
+    gauges: export::Gauges,
     slots: Arc<SlotTable>,
     rng: fastrand::Rng,
     view: View,
@@ -314,6 +323,9 @@ pub(crate) struct Worker {
     deferred: VecDeque<Work>,
     /// Revokes to decide again once the batch's re-read is done.
     redecide: Vec<Pending>,
+    /// Claims that were `Invalid` to their last attempt, to answer once the batch's re-read
+    /// shows whether their own holder holds the lease after all.
+    unconfirmed_denials: Vec<Pending>,
     change_rx: Option<watch::Receiver<u64>>,
     changed: bool,
     next_refresh: Timestamp,
@@ -346,6 +358,7 @@ impl Worker {
             shutdown,
             done,
             metrics,
+            gauges: export::Gauges::new(),
             slots,
             rng: seed.map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed),
             view: View::default(),
@@ -356,6 +369,7 @@ impl Worker {
             retry_seq: 0,
             deferred: VecDeque::new(),
             redecide: Vec::new(),
+            unconfirmed_denials: Vec::new(),
             change_rx,
             changed: false,
             next_refresh: now.saturating_add(settings.refresh_interval),
@@ -388,8 +402,10 @@ impl Worker {
         deadline
     }
 
-    fn update_gauges(&self) {
+    fn update_gauges(&mut self) {
         use std::sync::atomic::Ordering::Relaxed;
+        self.gauges
+            .update(self.view.own_count(), self.view.len(), self.waiter_count);
         self.metrics
             .waiters
             .store(self.waiter_count as u64, Relaxed);
@@ -496,6 +512,8 @@ impl Worker {
         self.slots.clear_all();
         self.waiter_count = 0;
         self.update_gauges();
+        // This manager holds nothing any more as far as the process's gauges go.
+        self.gauges.update(0, 0, 0);
         self.done.cancel();
     }
 
@@ -654,6 +672,7 @@ impl Worker {
 
     fn store_failure(&self, what: &str, e: &Error) {
         Metrics::bump(&self.metrics.store_errors);
+        export::store_error();
         tracing::warn!(error = %e, "lease store failed {what}");
         self.metrics.set_last_error(format!("{what}: {e}"));
     }
@@ -904,6 +923,7 @@ impl Worker {
             PendingKind::Claim { reply, .. } => {
                 tracing::debug!(key = %pending.key, "claim denied from the view");
                 Metrics::bump(&self.metrics.denials);
+                export::claim(&pending.key.namespace, outcome::DENIED);
                 let _ = reply.send(Err(Error::ClaimDenied));
             }
             PendingKind::Revoke { reply, .. } => {
@@ -945,10 +965,30 @@ impl Worker {
                 reread.push(key);
             }
         }
-        if !reread.is_empty() {
-            self.reread(&reread).await;
-        }
+        let fresh = reread.is_empty() || self.reread(&reread).await;
         let now = self.clock.now();
+        for pending in std::mem::take(&mut self.unconfirmed_denials) {
+            let PendingKind::Claim { request, reply, .. } = pending.kind else {
+                pending.abort();
+                continue;
+            };
+            let holds = self
+                .view
+                .get(&pending.key)
+                .is_some_and(|e| e.valid(now) && *e.holder == *request.holder);
+            if fresh && !holds {
+                Metrics::bump(&self.metrics.denials);
+                export::claim(&pending.key.namespace, outcome::DENIED);
+                let _ = reply.send(Err(Error::ClaimDenied));
+            } else {
+                // The holder holds it (an earlier claim took effect unseen), or we cannot
+                // tell: not a denial, and no window to vouch for either.
+                Metrics::bump(&self.metrics.timeouts);
+                export::timeout(&pending.key.namespace);
+                export::claim(&pending.key.namespace, outcome::TIMEOUT);
+                let _ = reply.send(Err(Error::Timeout));
+            }
+        }
         for pending in std::mem::take(&mut self.redecide) {
             let PendingKind::Revoke { holder, .. } = &pending.kind else {
                 self.schedule_retry(pending);
@@ -971,6 +1011,7 @@ impl Worker {
         let delay = self.backoff(pending.attempts);
         let deadline = self.clock.now().saturating_add(delay);
         Metrics::bump(&self.metrics.retries);
+        export::retry(&pending.key.namespace);
         tracing::debug!(parent: &pending.span, key = %pending.key, attempts = pending.attempts, ?delay, "retrying");
         self.retry_seq += 1;
         self.retries.insert((deadline, self.retry_seq), pending);
@@ -995,8 +1036,10 @@ impl Worker {
                         });
                         if renewed {
                             Metrics::bump(&self.metrics.extends);
+                            export::claim(&pending.key.namespace, outcome::EXTENDED);
                         } else {
                             Metrics::bump(&self.metrics.claims);
+                            export::claim(&pending.key.namespace, outcome::CLAIMED);
                         }
                         tracing::debug!(key = %pending.key, generation = %info.generation, extend = renewed, "claimed");
                         self.record_own(&pending.key, &info, started, request.duration);
@@ -1015,6 +1058,7 @@ impl Worker {
                 match pending.kind {
                     PendingKind::Revoke { reply, .. } => {
                         Metrics::bump(&self.metrics.revokes);
+                        export::revoke(&pending.key.namespace);
                         tracing::debug!(key = %pending.key, "revoked");
                         self.forget(&pending.key);
                         let _ = reply.send(Ok(()));
@@ -1031,6 +1075,7 @@ impl Worker {
                 match pending.kind {
                     PendingKind::Claim { reply, .. } => {
                         Metrics::bump(&self.metrics.denials);
+                        export::claim(&pending.key.namespace, outcome::DENIED);
                         tracing::debug!(key = %pending.key, "claim denied: held");
                         let _ = reply.send(Err(Error::ClaimDenied));
                     }
@@ -1057,19 +1102,31 @@ impl Worker {
                 if attempts >= self.settings.retry.attempts {
                     let timeout = e.is_timeout();
                     tracing::debug!(key = %pending.key, attempts, error = %e, "giving up");
+                    if !timeout && matches!(pending.kind, PendingKind::Claim { .. }) {
+                        // A claim is also Invalid when its own holder already holds the lease
+                        // (an earlier claim took effect but was answered Timeout): deny it
+                        // only once a fresh read shows the holder does not hold it.
+                        let key = pending.key.clone();
+                        self.unconfirmed_denials.push(pending);
+                        return Some(key);
+                    }
                     match pending.kind {
                         PendingKind::Claim { reply, .. } => {
                             if timeout {
                                 Metrics::bump(&self.metrics.timeouts);
+                                export::timeout(&pending.key.namespace);
+                                export::claim(&pending.key.namespace, outcome::TIMEOUT);
                                 let _ = reply.send(Err(Error::Timeout));
                             } else {
                                 Metrics::bump(&self.metrics.denials);
+                                export::claim(&pending.key.namespace, outcome::DENIED);
                                 let _ = reply.send(Err(Error::ClaimDenied));
                             }
                         }
                         PendingKind::Revoke { reply, .. } => {
                             if timeout {
                                 Metrics::bump(&self.metrics.timeouts);
+                                export::timeout(&pending.key.namespace);
                                 let _ = reply.send(Err(Error::Timeout));
                             } else {
                                 let _ = reply.send(Err(Error::NotHeld));
@@ -1104,6 +1161,7 @@ impl Worker {
     fn fail(&self, pending: Pending, e: Error) {
         match pending.kind {
             PendingKind::Claim { reply, .. } => {
+                export::claim(&pending.key.namespace, outcome::ERROR);
                 let _ = reply.send(Err(e));
             }
             PendingKind::Revoke { reply, .. } => {

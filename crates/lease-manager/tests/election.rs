@@ -554,3 +554,128 @@ async fn five_candidates_started_together_have_one_leader_at_every_instant() {
     }
     assert_eq!(max_leaders.load(Ordering::SeqCst), 1);
 }
+
+/// A store whose next batch stalls until the test lets it go: a claim the manager keeps
+/// retrying through an outage, returning long after it started.
+#[derive(Clone)]
+struct StallingStore {
+    inner: Arc<tokio::sync::Mutex<InMemoryStore>>,
+    stall_next: Arc<std::sync::atomic::AtomicBool>,
+    stalled: Arc<std::sync::atomic::AtomicBool>,
+    gate: Arc<tokio::sync::Notify>,
+    applies: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl lease_core::Store for StallingStore {
+    async fn claim_lease(
+        &mut self,
+        key: &Key,
+        request: &lease_core::Request,
+    ) -> lease_core::Result<lease_core::Info> {
+        self.inner.lock().await.claim_lease(key, request).await
+    }
+    async fn extend_lease(
+        &mut self,
+        key: &Key,
+        request: &lease_core::Request,
+    ) -> lease_core::Result<lease_core::Info> {
+        self.inner.lock().await.extend_lease(key, request).await
+    }
+    async fn revoke_lease(&mut self, key: &Key, holder: &str) -> lease_core::Result<()> {
+        self.inner.lock().await.revoke_lease(key, holder).await
+    }
+    async fn leases(
+        &mut self,
+        keys: &[Key],
+    ) -> lease_core::Result<std::collections::BTreeMap<Key, lease_core::Info>> {
+        self.inner.lock().await.leases(keys).await
+    }
+    async fn lease_group(
+        &mut self,
+        namespace: &str,
+        model: &str,
+    ) -> lease_core::Result<std::collections::BTreeMap<Key, lease_core::Info>> {
+        self.inner.lock().await.lease_group(namespace, model).await
+    }
+    async fn pin_lease(&mut self, key: &Key, entity: &str) -> lease_core::Result<()> {
+        self.inner.lock().await.pin_lease(key, entity).await
+    }
+    async fn unpin_lease(&mut self, key: &Key, entity: &str) -> lease_core::Result<()> {
+        self.inner.lock().await.unpin_lease(key, entity).await
+    }
+    async fn pinned(&mut self) -> lease_core::Result<std::collections::BTreeMap<Key, Vec<String>>> {
+        self.inner.lock().await.pinned().await
+    }
+    async fn apply(
+        &mut self,
+        ops: Vec<lease_core::Op>,
+    ) -> Vec<lease_core::Result<lease_core::Outcome>> {
+        self.applies.fetch_add(1, Ordering::SeqCst);
+        if self.stall_next.swap(false, Ordering::SeqCst) {
+            let released = self.gate.notified();
+            self.stalled.store(true, Ordering::SeqCst);
+            released.await;
+        }
+        self.inner.lock().await.apply(ops).await
+    }
+}
+
+/// Regression (found by `cargo xtask torture` during an API server outage): a claim that
+/// returns only after its renew deadline has passed guarantees nothing any more, so `lock()`
+/// must not start a term on it. It claims again (an extend, as the holder) and leads from that
+/// fresh start, instead of returning a guard whose lost token is already due.
+#[tokio::test]
+async fn a_claim_returning_after_its_renew_deadline_starts_no_term() {
+    let clock = FakeClock::new();
+    let backing = InMemoryStore::new(clock.as_clock());
+    let store = StallingStore {
+        inner: Arc::new(tokio::sync::Mutex::new(backing.sibling())),
+        stall_next: Arc::new(true.into()),
+        stalled: Arc::default(),
+        gate: Arc::default(),
+        applies: Arc::default(),
+    };
+    let m = manager(store.clone(), &clock);
+    let a = elector(&m, &clock, "a");
+    let started = clock.now();
+    let locking = tokio::spawn(async move {
+        let guard = a.lock().await;
+        (a, guard)
+    });
+    until("the first claim is in the store", || {
+        store.stalled.load(Ordering::SeqCst)
+    })
+    .await;
+    // The claim is stuck past its renew deadline (10 s) before the store answers.
+    clock.advance(secs(11));
+    store.gate.notify_one();
+
+    let (a, guard) = tokio::time::timeout(Duration::from_secs(10), locking)
+        .await
+        .expect("lock() returned")
+        .unwrap();
+    let guard = guard.expect("a leads after claiming again");
+    settle().await;
+    assert!(
+        !guard.lost().is_cancelled(),
+        "the term must start from the fresh claim, not end at once"
+    );
+    assert_eq!(
+        store.applies.load(Ordering::SeqCst),
+        2,
+        "the stale claim is followed by exactly one fresh claim (an extend)"
+    );
+    let info = stored(&backing).await.expect("held");
+    assert_eq!(info.holder, "a");
+    assert!(
+        info.expiry >= started.saturating_add(secs(11) + secs(15)),
+        "the lease runs a full duration from the fresh claim: {info:?}"
+    );
+    // The term lasts renew_deadline from the fresh claim, not from the stale one.
+    clock.advance(secs(9));
+    settle().await;
+    assert!(!guard.lost().is_cancelled());
+    drop(guard);
+    drop(a);
+}

@@ -14,6 +14,23 @@
 //! file written by a newer version of this crate, or one that is not a sound lease database,
 //! is refused and left untouched. See [`schema`] for the tables.
 //!
+//! # When to pick it
+//!
+//! When the copies of your program run on one host (processes or tasks), and for development;
+//! for many hosts, `lease-store-k8s`. Run it under `lease-manager`, which serialises every call
+//! and adds leader election, auto-renewing leases and resource locks. Runnable examples on
+//! this store:
+//!
+//! - [a singular worker: claim, renew, step down](https://github.com/lease-rs/lease/blob/main/examples/src/bin/singular_worker.rs)
+//! - [Juju-style application leadership with pins](https://github.com/lease-rs/lease/blob/main/examples/src/bin/app_leadership_pins.rs)
+//! - [a Leaser with metadata](https://github.com/lease-rs/lease/blob/main/examples/src/bin/leaser_metadata.rs)
+//! - [transaction resource locks](https://github.com/lease-rs/lease/blob/main/examples/src/bin/resource_locks.rs)
+//! - [fencing stale writers](https://github.com/lease-rs/lease/blob/main/examples/src/bin/fencing.rs)
+//!
+//! # Example
+//!
+//! The store on its own (under a manager, see the examples above):
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use lease_core::{Key, Request, Store};
@@ -34,6 +51,7 @@
 //! ```
 
 pub mod boot;
+mod changes;
 pub mod error;
 pub mod open;
 mod ops;

@@ -250,7 +250,7 @@ impl SqliteStoreBuilder {
 }
 
 /// The directory holding `path`; `.` for a bare file name.
-fn parent_dir(path: &Path) -> &Path {
+pub(crate) fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),

@@ -13,6 +13,7 @@ use lease_core::{
 };
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
+use crate::changes::ChangeNotifier;
 use crate::error::SqliteStoreError;
 use crate::open::SqliteStoreBuilder;
 use crate::ops::{
@@ -100,6 +101,8 @@ pub struct SqliteStore {
     /// `PRAGMA data_version` as of the last poll.
     data_version: i64,
     writes_since_purge: u64,
+    /// Started by the first [`Store::change_notifier`] call; stopped when the store is dropped.
+    notifier: Option<ChangeNotifier>,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -122,6 +125,7 @@ impl SqliteStore {
             settings,
             data_version,
             writes_since_purge: 0,
+            notifier: None,
         })
     }
 
@@ -434,5 +438,38 @@ impl Store for SqliteStore {
         let changed = version != self.data_version;
         self.data_version = version;
         Ok(changed)
+    }
+
+    /// A counter bumped within milliseconds of each commit to the file, by any connection of
+    /// any process, so the manager re-polls at once instead of at its next refresh.
+    ///
+    /// The first call starts the notifier: a non-recursive watch (inotify on Linux) on the
+    /// database's directory for writes to the file and its `-wal`, and a thread with a
+    /// connection of its own, used only to read, that bumps the counter once the commit behind
+    /// such a write is visible (`PRAGMA data_version` changed), so a
+    /// [`poll_changes`](Store::poll_changes) right after a bump sees another connection's
+    /// commit. Later calls return clones of the same receiver. The store's own commits bump it
+    /// too; `poll_changes` then says no. Idle, it costs nothing; the watch and the thread end
+    /// when the store is dropped, which closes the channel.
+    ///
+    /// `None`, after a `tracing` warning, when the notifier cannot start (no inotify instances
+    /// or watches left, a file system without change notification): the manager then notices
+    /// other processes' changes at its refresh polls only. The store itself is unaffected.
+    fn change_notifier(&mut self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        if self.notifier.is_none() {
+            match ChangeNotifier::start(&self.settings.path) {
+                Ok(notifier) => self.notifier = Some(notifier),
+                Err(error) => {
+                    tracing::warn!(
+                        path = %self.settings.path.display(),
+                        %error,
+                        "cannot watch the lease database for changes; other processes' \
+                         changes will be noticed at refresh polls only"
+                    );
+                    return None;
+                }
+            }
+        }
+        self.notifier.as_ref().map(ChangeNotifier::receiver)
     }
 }

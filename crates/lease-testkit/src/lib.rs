@@ -12,6 +12,34 @@
 //!   [`FakeRevoker`], [`FakePinner`], [`FakeReader`]) for unit tests of code that uses leases.
 //! - [`FakeLeaser`]: a [`Leaser`](lease_core::leaser::Leaser) that renews perfectly until the
 //!   test makes it lose a lease.
+//!
+//! # When to pick it
+//!
+//! As a dev-dependency: to unit-test a program's leader-only behaviour with no real time
+//! passing and no server, or to run the conformance suite on a store you wrote. The workspace's
+//! [`downstream-app`](https://github.com/lease-rs/lease/tree/main/downstream-app) is a whole
+//! application tested this way, with a README on how.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use lease_core::{Checker as _, Claimer as _, Manager as _, Request, Token as _};
+//! use lease_testkit::{FakeClock, FakeManager};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> lease_core::Result<()> {
+//! let clock = FakeClock::new();
+//! let manager = FakeManager::new(clock.clone());
+//! let claimer = manager.claimer("app", "prod")?;
+//! claimer.claim("backup", Request::new("a", Duration::from_secs(30))).await?;
+//! let token = manager.checker("app", "prod")?.token("backup", "a");
+//! assert!(token.check().await.is_ok());
+//! clock.advance(Duration::from_secs(30)); // the test decides when leases expire
+//! assert!(token.check().await.unwrap_err().is_not_held());
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod clock;
 pub mod fake;
@@ -29,3 +57,8 @@ pub use leaser::{FAKE_LEASER_MODEL, FAKE_LEASER_NAMESPACE, FakeLeaser};
 pub use mock::MockStore;
 pub use script::{Call, Canned, CannedReply, Expect, ScriptHandle, ScriptedStore, StoreCall};
 pub use store::InMemoryStore;
+
+// The README's Rust example is compiled and run as a doctest, so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

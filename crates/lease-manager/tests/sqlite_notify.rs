@@ -1,0 +1,243 @@
+//! The manager on SQLite's change notifier: another process's commit wakes a waiter at once,
+//! with no refresh poll to do it (the fake clock never moves and the refresh interval is an
+//! hour), and an idle manager whose notifier is live does not spin: its own commits wake it
+//! to one `poll_changes` each, which says no, and then nothing happens. Real time is only a
+//! bound against hanging, or the length of a quiet spell.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use common::{MODEL, NS, config, req, secs};
+use lease_core::{CancellationToken, Info, Key, Manager as _, Op, Outcome, Request, Result, Store};
+use lease_manager::Manager;
+use lease_store_sqlite::SqliteStore;
+use lease_testkit::FakeClock;
+use tokio::sync::watch;
+use tokio::time::timeout;
+
+/// Far longer than a notification takes (milliseconds); only a broken notifier reaches it.
+const HANG: Duration = Duration::from_secs(10);
+
+fn open(path: &Path, clock: &FakeClock) -> SqliteStore {
+    SqliteStore::builder(path)
+        .clock(clock.as_clock())
+        .boot_id("test-boot")
+        .open()
+        .expect("open the database")
+}
+
+/// What the counting store saw.
+#[derive(Default)]
+struct Seen {
+    polls: AtomicUsize,
+    changed_polls: AtomicUsize,
+    reads: AtomicUsize,
+    /// A clone of the receiver the store handed the manager.
+    notifier: Mutex<Option<watch::Receiver<u64>>>,
+}
+
+impl Seen {
+    fn polls(&self) -> usize {
+        self.polls.load(Ordering::SeqCst)
+    }
+    fn reads(&self) -> usize {
+        self.reads.load(Ordering::SeqCst)
+    }
+    fn bumps(&self) -> u64 {
+        let guard = self.notifier.lock().unwrap();
+        *guard
+            .as_ref()
+            .expect("the manager asked for the notifier")
+            .borrow()
+    }
+}
+
+/// An SQLite store that counts polls and reads and keeps a copy of its notifier.
+struct Counted {
+    inner: SqliteStore,
+    seen: Arc<Seen>,
+}
+
+#[async_trait]
+impl Store for Counted {
+    async fn claim_lease(&mut self, key: &Key, request: &Request) -> Result<Info> {
+        self.inner.claim_lease(key, request).await
+    }
+    async fn extend_lease(&mut self, key: &Key, request: &Request) -> Result<Info> {
+        self.inner.extend_lease(key, request).await
+    }
+    async fn revoke_lease(&mut self, key: &Key, holder: &str) -> Result<()> {
+        self.inner.revoke_lease(key, holder).await
+    }
+    async fn leases(&mut self, keys: &[Key]) -> Result<BTreeMap<Key, Info>> {
+        self.seen.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.leases(keys).await
+    }
+    async fn lease_group(&mut self, namespace: &str, model: &str) -> Result<BTreeMap<Key, Info>> {
+        self.inner.lease_group(namespace, model).await
+    }
+    async fn pin_lease(&mut self, key: &Key, entity: &str) -> Result<()> {
+        self.inner.pin_lease(key, entity).await
+    }
+    async fn unpin_lease(&mut self, key: &Key, entity: &str) -> Result<()> {
+        self.inner.unpin_lease(key, entity).await
+    }
+    async fn pinned(&mut self) -> Result<BTreeMap<Key, Vec<String>>> {
+        self.inner.pinned().await
+    }
+    async fn apply(&mut self, ops: Vec<Op>) -> Vec<Result<Outcome>> {
+        self.inner.apply(ops).await
+    }
+    async fn poll_changes(&mut self) -> Result<bool> {
+        let changed = self.inner.poll_changes().await?;
+        self.seen.polls.fetch_add(1, Ordering::SeqCst);
+        if changed {
+            self.seen.changed_polls.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(changed)
+    }
+    fn change_notifier(&mut self) -> Option<watch::Receiver<u64>> {
+        let rx = self.inner.change_notifier();
+        *self.seen.notifier.lock().unwrap() = rx.clone();
+        rx
+    }
+}
+
+/// Polls `cond` every millisecond of real time until it holds, failing after [`HANG`].
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let waited = timeout(HANG, async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "timed out waiting until {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_managers_revoke_wakes_a_waiter_without_any_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("leases.db");
+    // Frozen time and hourly refreshes: neither expiry nor polling can wake the waiter.
+    let clock = FakeClock::new();
+    let a = Manager::start(config(open(&path, &clock), &clock)).unwrap();
+    let b = Manager::start(config(open(&path, &clock), &clock)).unwrap();
+    let b_claimer = b.claimer(NS, MODEL).unwrap();
+    let info = b_claimer.claim("a", req("proc-b", secs(60))).await.unwrap();
+
+    let a_claimer = a.claimer(NS, MODEL).unwrap();
+    let w = Arc::clone(&a_claimer);
+    let waiter =
+        tokio::spawn(async move { w.wait_until_expired("a", &CancellationToken::new()).await });
+    eventually("the waiter is registered", || a.report().waiters == 1).await;
+    // It read the store and found the lease held: it waits.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiter.is_finished(), "the lease is still held");
+
+    b.revoker(NS, MODEL)
+        .unwrap()
+        .revoke("a", "proc-b")
+        .await
+        .unwrap();
+    timeout(HANG, waiter)
+        .await
+        .expect("the revoke in the other manager woke the waiter")
+        .unwrap()
+        .unwrap();
+    let taken = a_claimer.claim("a", req("proc-a", secs(60))).await.unwrap();
+    assert!(taken.generation > info.generation);
+    a.stop().await;
+    b.stop().await;
+    assert!(a.worker_finished() && b.worker_finished());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_manager_with_a_live_notifier_does_not_spin() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("leases.db");
+    let clock = FakeClock::new();
+    // Another process holds "theirs" (for longer than the test moves the clock).
+    let mut other = open(&path, &clock);
+    let theirs = Key::new(NS, MODEL, "theirs");
+    other
+        .claim_lease(&theirs, &req("other", secs(100_000)))
+        .await
+        .unwrap();
+
+    let seen = Arc::new(Seen::default());
+    let store = Counted {
+        inner: open(&path, &clock),
+        seen: Arc::clone(&seen),
+    };
+    let manager = Manager::start(config(store, &clock)).unwrap();
+    let claimer = manager.claimer(NS, MODEL).unwrap();
+    // Interest, so the manager acts on notifications: a waiter on "theirs" and a lease of its
+    // own.
+    let w = Arc::clone(&claimer);
+    let waiter = tokio::spawn(async move {
+        w.wait_until_expired("theirs", &CancellationToken::new())
+            .await
+    });
+    eventually("the waiter is registered", || manager.report().waiters == 1).await;
+    assert_eq!(
+        seen.bumps(),
+        0,
+        "nothing was committed since the store opened"
+    );
+
+    let (polls, reads) = (seen.polls(), seen.reads());
+    claimer
+        .claim("mine", req("me", secs(100_000)))
+        .await
+        .unwrap();
+    // Our own commit is reported, the manager polls once for it, learns it was no one
+    // else's, and reads nothing.
+    eventually("our own commit is reported", || seen.bumps() >= 1).await;
+    eventually("the manager polls for it", || seen.polls() > polls).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let bumps = usize::try_from(seen.bumps()).unwrap();
+    assert!(
+        seen.polls() - polls <= bumps,
+        "one poll per notification at most: {} polls for {bumps}",
+        seen.polls() - polls
+    );
+    assert_eq!(seen.changed_polls.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        seen.reads(),
+        reads,
+        "no one else changed anything: no re-read"
+    );
+
+    // Quiet: no writes, time stands still. Nothing at all may happen.
+    let (polls, reads, bumps) = (seen.polls(), seen.reads(), seen.bumps());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        seen.polls(),
+        polls,
+        "polls without a cause: the worker spins"
+    );
+    assert_eq!(seen.reads(), reads);
+    assert_eq!(
+        seen.bumps(),
+        bumps,
+        "a poll or a read was reported as a change"
+    );
+
+    // One refresh interval passes: exactly one poll, which writes nothing and so wakes no one.
+    clock.wait_for_sleepers(1).await;
+    clock.advance(secs(3600));
+    eventually("the refresh polls", || seen.polls() == polls + 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(seen.polls(), polls + 1, "one poll per refresh interval");
+    assert_eq!(seen.bumps(), bumps);
+    assert!(!waiter.is_finished());
+
+    manager.stop().await;
+    assert!(manager.worker_finished());
+}

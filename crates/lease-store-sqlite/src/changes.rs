@@ -1,0 +1,225 @@
+//! The change notifier behind [`SqliteStore::change_notifier`](crate::SqliteStore): a
+//! file-system watch (inotify on Linux, through the `notify` crate) on the database's
+//! directory, confirmed against `PRAGMA data_version` on a connection of its own.
+//!
+//! # Why confirm
+//!
+//! A commit in WAL mode first appends its frames to the `-wal` file (the writes the watch
+//! sees), then syncs them, and only then publishes them in the shared-memory index (`-shm`,
+//! written through `mmap`, which no watch sees). A reader woken by the first write would
+//! usually look before the commit is visible, find nothing, and hear nothing more: the change
+//! would wait for the next poll. So the notifier's thread, woken by a write to the database or
+//! its `-wal`, reads `PRAGMA data_version` on its own connection, again and again with a
+//! growing pause, until it changes (then it bumps the counter) or [`CONFIRM_WINDOW`] passes
+//! without a change (a checkpoint copying pages into the main file, say; nothing to report).
+//! A bump therefore means a commit is visible to every new read, so the store's
+//! [`poll_changes`](lease_core::Store::poll_changes) right after it sees the change when
+//! another connection made it. The store's own commits are seen too (the notifier's connection
+//! is another connection); the manager's `poll_changes` tells them apart, and its re-reads
+//! write nothing, so they wake no one.
+//!
+//! # Cost
+//!
+//! Idle, nothing: the thread blocks on a channel and the watch thread on inotify. After each
+//! commit (anyone's): a few `data_version` reads, microseconds each.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use notify::event::ModifyKind;
+use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::watch;
+
+use crate::open::parent_dir;
+
+/// How long after a file event the notifier keeps looking for a new commit to become visible
+/// (measured from the latest event). A commit whose sync takes longer is left to the poll.
+pub(crate) const CONFIRM_WINDOW: Duration = Duration::from_secs(1);
+
+/// The first pause between two looks; each next one is twice as long, up to [`MAX_PAUSE`].
+const FIRST_PAUSE: Duration = Duration::from_micros(250);
+
+/// The longest pause between two looks.
+const MAX_PAUSE: Duration = Duration::from_millis(50);
+
+/// How long the notifier's connection waits for a lock (it only ever reads).
+const BUSY_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Why the notifier could not start.
+pub(crate) type StartError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A running notifier. Dropping it stops the watch; its thread then ends and closes the
+/// channel, which tells receivers to fall back to polling.
+pub(crate) struct ChangeNotifier {
+    rx: watch::Receiver<u64>,
+    /// Kept for its `Drop`, which ends the watch (and so the thread).
+    _watcher: RecommendedWatcher,
+}
+
+impl ChangeNotifier {
+    /// Watches the directory of the database at `path` and starts the confirming thread.
+    ///
+    /// # Errors
+    ///
+    /// When the watch cannot be set up (no inotify instances or watches left, a file system
+    /// that does not support it), the notifier's connection cannot be opened or read, or the
+    /// thread cannot be started.
+    pub(crate) fn start(path: &Path) -> Result<ChangeNotifier, StartError> {
+        let name = path
+            .file_name()
+            .ok_or_else(|| format!("{} names no file", path.display()))?
+            .to_owned();
+        let mut wal = name.clone();
+        wal.push("-wal");
+        let names = [name, wal];
+
+        // Events from the watch thread, coalesced: one pending wake-up is enough.
+        let (wake, events) = mpsc::sync_channel::<()>(1);
+        let mut watcher = notify::recommended_watcher(move |event: notify::Result<Event>| {
+            if relevant(&event, &names) {
+                let _ = wake.try_send(());
+            }
+        })?;
+        watcher.watch(parent_dir(path), RecursiveMode::NonRecursive)?;
+
+        // The baseline is read after the watch is in place: a commit made after it is either
+        // in the baseline or followed by an event.
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "query_only", true)?;
+        let seen = data_version(&conn)?;
+
+        let (tx, rx) = watch::channel(0_u64);
+        thread::Builder::new()
+            .name("lease-sqlite-notify".to_owned())
+            .spawn(move || confirm(&conn, seen, &events, &tx))?;
+        Ok(ChangeNotifier {
+            rx,
+            _watcher: watcher,
+        })
+    }
+
+    /// A receiver of the counter, bumped once per confirmed change.
+    pub(crate) fn receiver(&self) -> watch::Receiver<u64> {
+        self.rx.clone()
+    }
+}
+
+/// Whether a watch event may mean a commit: data written to the database or its `-wal` (or
+/// the `-wal` created), a lost event queue, or an error of the watch (the check is cheap).
+fn relevant(event: &notify::Result<Event>, names: &[OsString; 2]) -> bool {
+    let Ok(event) = event else {
+        return true;
+    };
+    if event.need_rescan() {
+        return true;
+    }
+    let kind = matches!(
+        event.kind,
+        EventKind::Create(_)
+            | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any | ModifyKind::Other)
+            | EventKind::Any
+    );
+    kind && event
+        .paths
+        .iter()
+        .any(|p| p.file_name().is_some_and(|n| names.iter().any(|m| m == n)))
+}
+
+fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA data_version", [], |row| row.get(0))
+}
+
+/// The thread: on each wake-up, look for a new commit until one is visible or the window
+/// passes; end when the watch is gone.
+fn confirm(conn: &Connection, mut seen: i64, events: &Receiver<()>, tx: &watch::Sender<u64>) {
+    while events.recv().is_ok() {
+        let mut deadline = Instant::now() + CONFIRM_WINDOW;
+        let mut pause = FIRST_PAUSE;
+        loop {
+            // An error (a lock held through the busy timeout) is a look that saw nothing.
+            if let Ok(version) = data_version(conn)
+                && version != seen
+            {
+                seen = version;
+                tx.send_modify(|n| *n = n.wrapping_add(1));
+                break;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            match events.recv_timeout(pause.min(deadline - now)) {
+                Ok(()) => {
+                    // Another write: perhaps another commit on its way; look at once, and
+                    // for a full window again.
+                    deadline = Instant::now() + CONFIRM_WINDOW;
+                    pause = FIRST_PAUSE;
+                }
+                Err(RecvTimeoutError::Timeout) => pause = (pause * 2).min(MAX_PAUSE),
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use notify::event::{AccessKind, AccessMode, CreateKind, DataChange, MetadataKind};
+
+    use super::*;
+
+    fn names() -> [OsString; 2] {
+        [OsString::from("l.db"), OsString::from("l.db-wal")]
+    }
+
+    fn event(kind: EventKind, path: &str) -> notify::Result<Event> {
+        Ok(Event::new(kind).add_path(PathBuf::from(path)))
+    }
+
+    #[test]
+    fn only_writes_to_the_database_and_its_wal_are_relevant() {
+        let data = EventKind::Modify(ModifyKind::Data(DataChange::Any));
+        assert!(relevant(&event(data, "/d/l.db"), &names()));
+        assert!(relevant(&event(data, "/d/l.db-wal"), &names()));
+        assert!(relevant(
+            &event(EventKind::Create(CreateKind::File), "/d/l.db-wal"),
+            &names()
+        ));
+        // The shared-memory index, other files, reads and metadata changes are not.
+        assert!(!relevant(&event(data, "/d/l.db-shm"), &names()));
+        assert!(!relevant(&event(data, "/d/other.db"), &names()));
+        assert!(!relevant(
+            &event(
+                EventKind::Access(AccessKind::Close(AccessMode::Write)),
+                "/d/l.db-wal"
+            ),
+            &names()
+        ));
+        assert!(!relevant(
+            &event(
+                EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any)),
+                "/d/l.db"
+            ),
+            &names()
+        ));
+        // A lost queue or a watch error may hide a commit.
+        assert!(relevant(
+            &Ok(Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan)),
+            &names()
+        ));
+        assert!(relevant(
+            &Err(notify::Error::generic("queue overflow")),
+            &names()
+        ));
+    }
+}

@@ -1,0 +1,364 @@
+//! `lease-torture`: the torture scenarios of the lease library, their participants and their
+//! checker. `cargo xtask torture` runs it; see the crate's library docs.
+//!
+//! Exit status: 0 when the scenario passed (with `--expect-violations`: when the checker found
+//! violations), 1 when it failed, 2 when it could not run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use lease_torture::{check, event, k8s, report, sqlite};
+
+/// Torture tests of the lease library.
+#[derive(Debug, Parser)]
+#[command(name = "lease-torture")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the SQLite scenario: worker processes × leases on one file, with kill -9.
+    Sqlite {
+        /// Folder for the database and the logs (emptied first).
+        #[arg(long, default_value = "target/torture/sqlite")]
+        dir: PathBuf,
+        /// Worker processes at a time.
+        #[arg(long, default_value_t = 8)]
+        workers: u32,
+        /// Leases, shared by every worker.
+        #[arg(long, default_value_t = 3)]
+        leases: u32,
+        /// Length of the run.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Shortest claim duration.
+        #[arg(long, default_value_t = 100)]
+        min_ms: u64,
+        /// Longest claim duration.
+        #[arg(long, default_value_t = 400)]
+        max_ms: u64,
+        /// Shortest time between two kills.
+        #[arg(long, default_value_t = 300)]
+        kill_min_ms: u64,
+        /// Longest time between two kills.
+        #[arg(long, default_value_t = 1500)]
+        kill_max_ms: u64,
+        /// Kill nothing.
+        #[arg(long)]
+        no_kills: bool,
+        /// MUTATION: workers believe their windows last this many times their duration.
+        #[arg(long, default_value_t = 1.0)]
+        stretch: f64,
+        /// Seed of the random choices (default: from the clock).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Write the report's Markdown section here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// The section's title.
+        #[arg(
+            long,
+            default_value = "SQLite: worker processes × leases on one file, kill -9"
+        )]
+        title: String,
+        /// Succeed only if the checker finds violations (for a mutation run).
+        #[arg(long)]
+        expect_violations: bool,
+    },
+    /// Run the Kubernetes scenario on the cluster of `KUBECONFIG`.
+    K8s {
+        /// Folder for the logs (emptied first).
+        #[arg(long, default_value = "target/torture/k8s")]
+        dir: PathBuf,
+        /// `cargo xtask`'s binary, to stop and start the server's processes; without it, no
+        /// outages.
+        #[arg(long)]
+        server_ctl: Option<PathBuf>,
+        /// The Kubernetes namespace of the Lease objects.
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        /// Candidates of the main phase.
+        #[arg(long, default_value_t = 3)]
+        candidates: u32,
+        /// Server processes to stop and restart, in order (`kube-apiserver`, `etcd`; `NAME:kill`
+        /// to SIGKILL it).
+        #[arg(long = "outage")]
+        outages: Vec<String>,
+        /// How long each stays down.
+        #[arg(long, default_value_t = 6)]
+        outage_seconds: u64,
+        /// Do not SIGKILL the leader in the main phase.
+        #[arg(long)]
+        no_kill_leader: bool,
+        /// Quiet time before, between and after the main phase's events.
+        #[arg(long, default_value_t = 3)]
+        quiet_seconds: u64,
+        /// Burst rounds (each: a fresh lease and a stale one).
+        #[arg(long, default_value_t = 2)]
+        burst_rounds: u32,
+        /// Candidates started together in a burst.
+        #[arg(long, default_value_t = 5)]
+        burst_size: u32,
+        /// Write the report's Markdown section here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// The section's title.
+        #[arg(
+            long,
+            default_value = "Kubernetes: leader candidates on a real API server, restarts and bursts"
+        )]
+        title: String,
+    },
+    /// Check the logs in a folder again.
+    Check {
+        /// The folder of `*.jsonl` logs.
+        dir: PathBuf,
+        /// Check leader terms (Kubernetes) instead of SQLite windows.
+        #[arg(long)]
+        k8s: bool,
+        /// The lease duration of the leader terms, ms.
+        #[arg(long, default_value_t = 4000)]
+        lease_ms: u64,
+    },
+    /// One SQLite worker (started by `sqlite`).
+    SqliteWorker {
+        /// The database file.
+        #[arg(long)]
+        db: PathBuf,
+        /// The event log.
+        #[arg(long)]
+        log: PathBuf,
+        /// The holder name.
+        #[arg(long)]
+        holder: String,
+        /// Leases.
+        #[arg(long)]
+        leases: u32,
+        /// Stop at this instant (ns on CLOCK_BOOTTIME).
+        #[arg(long)]
+        until: u64,
+        /// Shortest claim duration.
+        #[arg(long)]
+        min_ms: u64,
+        /// Longest claim duration.
+        #[arg(long)]
+        max_ms: u64,
+        /// See `sqlite --stretch`.
+        #[arg(long, default_value_t = 1.0)]
+        stretch: f64,
+        /// Seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// One leader-election candidate (started by `k8s`).
+    K8sCandidate {
+        /// The identity.
+        #[arg(long)]
+        identity: String,
+        /// The lease.
+        #[arg(long)]
+        lease: String,
+        /// The Kubernetes namespace.
+        #[arg(long)]
+        namespace: String,
+        /// The event log.
+        #[arg(long)]
+        log: PathBuf,
+        /// Start contending at this instant (ns on CLOCK_BOOTTIME).
+        #[arg(long)]
+        start_at: Option<u64>,
+        /// Stop at this instant.
+        #[arg(long)]
+        until: u64,
+        /// Stop when this file exists.
+        #[arg(long)]
+        stop_file: PathBuf,
+        /// lease_duration, ms.
+        #[arg(long, default_value_t = 4000)]
+        lease_ms: u64,
+        /// renew_deadline, ms.
+        #[arg(long, default_value_t = 3000)]
+        renew_ms: u64,
+        /// retry_period, ms.
+        #[arg(long, default_value_t = 500)]
+        retry_ms: u64,
+        /// The store's request timeout, ms.
+        #[arg(long, default_value_t = 1000)]
+        request_ms: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse().command) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("lease-torture: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn write_report(path: Option<&PathBuf>, text: &str) -> Result<(), String> {
+    if let Some(path) = path {
+        std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn run(command: Cmd) -> Result<bool, String> {
+    let exe = || std::env::current_exe().map_err(|e| format!("cannot find my own binary: {e}"));
+    match command {
+        Cmd::Sqlite {
+            dir,
+            workers,
+            leases,
+            seconds,
+            min_ms,
+            max_ms,
+            kill_min_ms,
+            kill_max_ms,
+            no_kills,
+            stretch,
+            seed,
+            report: report_path,
+            title,
+            expect_violations,
+        } => {
+            let args = sqlite::RunArgs {
+                dir,
+                workers,
+                leases,
+                duration: Duration::from_secs(seconds),
+                durations: (Duration::from_millis(min_ms), Duration::from_millis(max_ms)),
+                kill_every: (!no_kills).then(|| {
+                    (
+                        Duration::from_millis(kill_min_ms),
+                        Duration::from_millis(kill_max_ms),
+                    )
+                }),
+                stretch,
+                seed: seed.unwrap_or_else(lease_torture::now),
+                exe: exe()?,
+            };
+            println!(
+                "lease-torture sqlite: {workers} workers × {leases} leases for {seconds} s (seed {})",
+                args.seed
+            );
+            let summary = sqlite::run(args)?;
+            let text = report::sqlite_section(&title, &summary);
+            print!("{text}");
+            write_report(report_path.as_ref(), &text)?;
+            if expect_violations {
+                Ok(summary.verdict.violations() > 0)
+            } else {
+                Ok(summary.passed())
+            }
+        }
+        Cmd::K8s {
+            dir,
+            server_ctl,
+            namespace,
+            candidates,
+            outages,
+            outage_seconds,
+            no_kill_leader,
+            quiet_seconds,
+            burst_rounds,
+            burst_size,
+            report: report_path,
+            title,
+        } => {
+            let args = k8s::RunArgs {
+                dir,
+                exe: exe()?,
+                server_ctl,
+                namespace,
+                candidates,
+                outages,
+                outage_length: Duration::from_secs(outage_seconds),
+                kill_leader: !no_kill_leader,
+                quiet: Duration::from_secs(quiet_seconds),
+                burst_rounds,
+                burst_size,
+                timing: k8s::Timing::default(),
+            };
+            let summary = k8s::run(args)?;
+            let text = report::k8s_section(&title, &summary);
+            print!("{text}");
+            write_report(report_path.as_ref(), &text)?;
+            Ok(summary.passed())
+        }
+        Cmd::Check { dir, k8s, lease_ms } => {
+            let (events, torn) =
+                event::read_dir(&dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+            if k8s {
+                let v = check::check_terms(&check::terms(&events), lease_ms * 1_000_000);
+                println!("{v:#?}\ntorn lines: {torn}");
+                Ok(v.violations() == 0)
+            } else {
+                let v = check::check_sqlite(&events);
+                println!("{v:#?}\ntorn lines: {torn}");
+                Ok(v.violations() == 0)
+            }
+        }
+        Cmd::SqliteWorker {
+            db,
+            log,
+            holder,
+            leases,
+            until,
+            min_ms,
+            max_ms,
+            stretch,
+            seed,
+        } => {
+            sqlite::worker(sqlite::WorkerArgs {
+                db,
+                log,
+                holder,
+                leases,
+                until,
+                min_duration: Duration::from_millis(min_ms),
+                max_duration: Duration::from_millis(max_ms),
+                stretch,
+                seed,
+            })?;
+            Ok(true)
+        }
+        Cmd::K8sCandidate {
+            identity,
+            lease,
+            namespace,
+            log,
+            start_at,
+            until,
+            stop_file,
+            lease_ms,
+            renew_ms,
+            retry_ms,
+            request_ms,
+        } => {
+            k8s::candidate(k8s::CandidateArgs {
+                identity,
+                lease,
+                namespace,
+                log,
+                start_at,
+                until,
+                stop_file,
+                timing: k8s::Timing {
+                    lease_duration: Duration::from_millis(lease_ms),
+                    renew_deadline: Duration::from_millis(renew_ms),
+                    retry_period: Duration::from_millis(retry_ms),
+                    request_timeout: Duration::from_millis(request_ms),
+                },
+            })?;
+            Ok(true)
+        }
+    }
+}
