@@ -5,11 +5,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lease_core::{Clock, DefaultSecretary, Store, SystemClock};
+use lease_core::{Clock, DefaultSecretary, Key, Store, SystemClock};
 use lease_manager::{Manager, ManagerConfig};
 use lease_store_k8s::{LeaseStore, StoreOptions};
 
-use crate::error::{CliError, chain};
+use crate::cli::LeaseArgs;
+use crate::error::{CliError, EXIT_USAGE, chain};
 
 /// Where leases are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +19,38 @@ pub(crate) enum StoreSpec {
     Sqlite(PathBuf),
     /// Lease objects in a Kubernetes namespace (`None`: the kubeconfig's default namespace).
     K8s(Option<String>),
+    /// Lease objects in a Kubernetes namespace, with one lease bound to an exact object name
+    /// (`--object`).
+    K8sObject {
+        /// As for [`StoreSpec::K8s`].
+        namespace: Option<String>,
+        /// The lease the object stands for.
+        key: Key,
+        /// The Lease object's name.
+        object: String,
+    },
+}
+
+/// Binds `lease`'s `--object`, if given, into `spec`.
+///
+/// # Errors
+///
+/// A usage error when `--object` is given for a store other than Kubernetes.
+pub(crate) fn bind_object(spec: StoreSpec, lease: &LeaseArgs) -> Result<StoreSpec, CliError> {
+    let Some(object) = &lease.object else {
+        return Ok(spec);
+    };
+    match spec {
+        StoreSpec::K8s(namespace) => Ok(StoreSpec::K8sObject {
+            namespace,
+            key: lease.key(),
+            object: object.clone(),
+        }),
+        StoreSpec::K8sObject { .. } | StoreSpec::Sqlite(_) => Err(CliError::new(
+            EXIT_USAGE,
+            format!("--object {object} needs the Kubernetes store (--store k8s[:NAMESPACE])"),
+        )),
+    }
 }
 
 /// How long to wait for the Kubernetes API to answer at all before calling it unreachable.
@@ -74,11 +107,19 @@ pub(crate) async fn open(spec: &StoreSpec) -> Result<Box<dyn Store>, CliError> {
                 .open()?;
             Ok(Box::new(store))
         }
-        StoreSpec::K8s(namespace) => open_k8s(namespace.as_deref()).await,
+        StoreSpec::K8s(namespace) => open_k8s(namespace.as_deref(), None).await,
+        StoreSpec::K8sObject {
+            namespace,
+            key,
+            object,
+        } => open_k8s(namespace.as_deref(), Some((key, object))).await,
     }
 }
 
-async fn open_k8s(namespace: Option<&str>) -> Result<Box<dyn Store>, CliError> {
+async fn open_k8s(
+    namespace: Option<&str>,
+    object: Option<(&Key, &String)>,
+) -> Result<Box<dyn Store>, CliError> {
     let config = kube::Config::infer().await.map_err(|e| {
         CliError::store(format!(
             "cannot load a Kubernetes configuration (kubeconfig or in-cluster): {}",
@@ -112,7 +153,10 @@ async fn open_k8s(namespace: Option<&str>) -> Result<Box<dyn Store>, CliError> {
         }
         Ok(_) => {}
     }
-    let options = StoreOptions::default().request_timeout(K8S_PROBE_TIMEOUT);
+    let mut options = StoreOptions::default().request_timeout(K8S_PROBE_TIMEOUT);
+    if let Some((key, name)) = object {
+        options = options.object_for(key.clone(), name.clone());
+    }
     Ok(Box::new(LeaseStore::with_options(
         client,
         namespace,

@@ -96,6 +96,41 @@ pub(crate) struct LeaseArgs {
     pub(crate) lease: String,
     #[command(flatten)]
     pub(crate) scope: ScopeArgs,
+    /// Kubernetes store only: use this exact Lease object (say, the one a client-go controller
+    /// elects its leader on) instead of one named after the lease.
+    #[arg(long, value_name = "OBJECT", value_parser = parse_object)]
+    pub(crate) object: Option<String>,
+}
+
+/// Parses `--object`: a Kubernetes object name (a DNS-1123 subdomain).
+fn parse_object(text: &str) -> Result<String, String> {
+    if lease_store_k8s::naming::is_dns1123_subdomain(text) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "invalid object name {text:?}: not a DNS-1123 subdomain (lowercase letters, digits, \
+             '-' and '.', at most 253 characters)"
+        ))
+    }
+}
+
+impl Command {
+    /// The lease a command is about, if it is about one.
+    pub(crate) fn lease_args(&self) -> Option<&LeaseArgs> {
+        match self {
+            Command::Run(a) => Some(&a.lease),
+            Command::Claim(a) => Some(&a.lease),
+            Command::Extend(a) => Some(&a.lease),
+            Command::Revoke(a) => Some(&a.lease),
+            Command::Pin(a) | Command::Unpin(a) => Some(&a.lease),
+            Command::Wait(a) => Some(&a.lease),
+            Command::Show(a) => Some(&a.lease),
+            Command::List(_)
+            | Command::Demo(_)
+            | Command::ExecChild(_)
+            | Command::DemoWorker(_) => None,
+        }
+    }
 }
 
 impl LeaseArgs {

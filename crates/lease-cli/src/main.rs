@@ -92,6 +92,10 @@ fn execute(cli: Cli) -> Result<u8, CliError> {
         .build()
         .map_err(|e| CliError::new(EXIT_STORE, format!("cannot start the runtime: {e}")))?;
     let spec = backend::resolve(cli.store);
+    let spec = match cli.command.lease_args() {
+        Some(lease) => backend::bind_object(spec, lease)?,
+        None => spec,
+    };
     runtime.block_on(async move {
         match cli.command {
             Command::Run(args) => run::run(&spec, args).await,

@@ -21,6 +21,22 @@ fn usage_errors_exit_2_with_one_line() {
         (&["--store", "sqlite:", "list"], "needs a path"),
         (&["--store", "k8s:Not_A_Namespace", "list"], "DNS-1123"),
         (
+            &["show", "-l", "x", "--object", "my-lock"],
+            "--object my-lock needs the Kubernetes store",
+        ),
+        (
+            &[
+                "--store",
+                "k8s",
+                "show",
+                "-l",
+                "x",
+                "--object",
+                "Not_An_Object",
+            ],
+            "invalid object name \"Not_An_Object\"",
+        ),
+        (
             &["claim", "--lease", "a b"],
             "invalid lease \"a b\": contains whitespace",
         ),

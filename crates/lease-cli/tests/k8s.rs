@@ -155,3 +155,73 @@ fn a_restricted_user_gets_exit_4() {
     assert_eq!(code, 4, "{err}");
     assert_one_error_line(&err, "permission denied");
 }
+
+/// The holder recorded on the Lease object `name` in `default`, read straight from the API.
+fn object_holder(name: &str) -> Option<String> {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = kube::Client::try_default().await.unwrap();
+        let leases: kube::Api<Lease> = kube::Api::namespaced(client, "default");
+        leases
+            .get_opt(name)
+            .await
+            .unwrap()
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+    })
+}
+
+#[test]
+#[ignore = "needs a Kubernetes API server: cargo xtask k8s up"]
+fn object_names_the_exact_lease_object() {
+    let Some(_) = kubeconfig() else { return };
+    let dir = tempdir();
+    let d = dir.path();
+    let name = unique("cli-object");
+    let object = unique("shared-controller-lock");
+    let (code, out, err) = lease_args(
+        d,
+        &[
+            "--store", STORE, "claim", "-l", &name, "--object", &object, "--holder", "h1", "--ttl",
+            "30s",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("generation 1"), "{out}");
+    // The claim went to the object of that exact name (as a client-go program would read it).
+    assert_eq!(object_holder(&object).as_deref(), Some("h1"));
+    // Through the binding the lease is held; without it, the lease names another object.
+    let (code, out, _) = lease_args(
+        d,
+        &[
+            "--store", STORE, "show", "-l", &name, "--object", &object, "--json",
+        ],
+    );
+    assert_eq!(code, 0);
+    assert_eq!(json(&out)["holder"], "h1");
+    let (code, _, err) = lease_args(
+        d,
+        &[
+            "--store", STORE, "claim", "-l", &name, "--object", &object, "--holder", "h2",
+        ],
+    );
+    assert_eq!(code, 1);
+    assert_one_error_line(&err, "held by h1");
+    let (code, _, err) = lease_args(
+        d,
+        &[
+            "--store", STORE, "revoke", "-l", &name, "--object", &object, "--holder", "h1",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    // Cleared the way client-go's own release clears it: to the empty string.
+    let holder = object_holder(&object);
+    assert!(
+        holder.as_deref().is_none_or(str::is_empty),
+        "revoke clears holderIdentity, found {holder:?}"
+    );
+}
