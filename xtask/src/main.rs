@@ -3,6 +3,7 @@
 //! Deliberately dependency-free so it builds in seconds on a fresh machine.
 
 mod bench;
+mod fuzz;
 mod k8s;
 mod release;
 mod tidy;
@@ -23,6 +24,7 @@ tasks:
   ready   ci's readiness checks alone: dependency trees, each crate alone, the examples that
           need no server, cargo package
   k8s     a real local Kubernetes API server for the tests: `cargo xtask k8s help`
+  fuzz    the cargo-fuzz targets, 300 s each (`cargo xtask fuzz [--seconds N] [TARGET]`)
   torture kill -9, server restarts and bursts vs. mutual exclusion; writes RELIABILITY.md
           (`cargo xtask torture --help`)
 ";
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("tidy") => tidy::check(&workspace_root()).map_err(|problems| problems.join("\n")),
         Some("k8s") => k8s::main(&args[1..]),
+        Some("fuzz") => fuzz::main(&workspace_root(), &args[1..]),
         Some("ready") => ready(),
         Some("bench") => bench::run(&workspace_root(), args.get(1).map(String::as_str)),
         Some("torture") => torture::run(&workspace_root(), &args[1..]),
@@ -170,6 +173,9 @@ fn ci() -> Result<(), String> {
     // A short torture run, after the suite: SQLite workers under kill -9, and leader candidates
     // on a dedicated local API server (its own ports) whose etcd is restarted mid-run.
     torture::run(&workspace_root(), &["--short".to_owned()])?;
+    // A short fuzz pass (the same properties also ran above as proptests): about a minute on
+    // a warm machine; see fuzz/README.md.
+    fuzz::run(&workspace_root(), &fuzz::TARGETS, fuzz::SHORT_SECONDS)?;
     cargo(
         &["doc", "--workspace", "--no-deps", "--locked"],
         &[("RUSTDOCFLAGS", "-D warnings")],

@@ -367,6 +367,10 @@ struct Inner {
     state: watch::Sender<Leadership>,
     term: Mutex<Option<Term>>,
     observed_leader: Mutex<Option<String>>,
+    /// Revokes of dropped guards still running in the background (`release_on_cancel`). A
+    /// revoke names the holder, not the term, so [`LeaderElector::lock`] waits for them:
+    /// otherwise it could win a term that a late revoke then takes away.
+    releasing: watch::Sender<usize>,
 }
 
 impl Inner {
@@ -518,6 +522,7 @@ impl LeaderElector {
                 callbacks,
                 state,
                 term: Mutex::new(None),
+                releasing: watch::channel(0).0,
                 observed_leader: Mutex::new(None),
             }),
         })
@@ -563,6 +568,8 @@ impl LeaderElector {
                 generation: t.generation,
             });
         }
+        // A dropped guard's revoke still in flight would end the term this call may win.
+        let _ = inner.releasing.subscribe().wait_for(|n| *n == 0).await;
         let mut woken = true;
         loop {
             let started = inner.clock.now();
@@ -861,6 +868,23 @@ impl LeadershipGuard {
     }
 }
 
+/// Counts one background revoke in [`Inner::releasing`] while it lives (also if its task is
+/// cancelled), so [`LeaderElector::lock`] never waits for a revoke that will not come.
+struct Releasing(Arc<Inner>);
+
+impl Releasing {
+    fn start(inner: Arc<Inner>) -> Releasing {
+        inner.releasing.send_modify(|n| *n += 1);
+        Releasing(inner)
+    }
+}
+
+impl Drop for Releasing {
+    fn drop(&mut self) {
+        self.0.releasing.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
 impl Drop for LeadershipGuard {
     fn drop(&mut self) {
         if !self
@@ -874,10 +898,12 @@ impl Drop for LeadershipGuard {
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
             let elector = self.elector.clone();
+            let releasing = Releasing::start(Arc::clone(&elector.inner));
             runtime.spawn(async move {
                 if let Err(e) = elector.revoke().await {
                     tracing::warn!(error = %e, "releasing the leader lease on drop failed");
                 }
+                drop(releasing);
             });
         }
     }

@@ -12,6 +12,8 @@
 //!   [`FakeRevoker`], [`FakePinner`], [`FakeReader`]) for unit tests of code that uses leases.
 //! - [`FakeLeaser`]: a [`Leaser`](lease_core::leaser::Leaser) that renews perfectly until the
 //!   test makes it lose a lease.
+//! - [`FaultyStore`]: wraps any `Store` and injects timeouts (before or after the write took
+//!   effect), `Invalid`, hard errors and latency at seeded, configurable rates.
 //!
 //! # When to pick it
 //!
@@ -43,6 +45,7 @@
 
 pub mod clock;
 pub mod fake;
+pub mod faulty;
 pub mod leaser;
 pub mod mock;
 pub mod script;
@@ -53,6 +56,7 @@ pub use clock::{FAKE_CLOCK_START, FakeClock, WAIT_FOR_SLEEPERS_TIMEOUT};
 pub use fake::{
     FakeChecker, FakeClaimer, FakeManager, FakePinner, FakeReader, FakeRevoker, FakeToken,
 };
+pub use faulty::{FaultCounts, FaultHandle, FaultRates, FaultyStore, OpKind};
 pub use leaser::{FAKE_LEASER_MODEL, FAKE_LEASER_NAMESPACE, FakeLeaser};
 pub use mock::MockStore;
 pub use script::{Call, Canned, CannedReply, Expect, ScriptHandle, ScriptedStore, StoreCall};

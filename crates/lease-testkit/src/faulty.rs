@@ -1,0 +1,693 @@
+//! [`FaultyStore`]: a [`Store`] wrapper that injects timeouts (before the operation, or after it
+//! took effect), `Invalid`, hard store errors and latency at configurable, seeded rates, so
+//! property tests can run the manager and the APIs above it against an unreliable backing.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lease_core::{Clock, Error, Info, Key, Op, Outcome, Request, Result, Store};
+use tokio::sync::watch;
+
+/// What kind of store call a fault is rolled for; each kind can have its own [`FaultRates`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OpKind {
+    /// A claim: [`Store::claim_lease`] or an [`Op::Claim`] in a batch.
+    Claim,
+    /// An extend: [`Store::extend_lease`] or an [`Op::Extend`] in a batch.
+    Extend,
+    /// A revoke: [`Store::revoke_lease`] or an [`Op::Revoke`] in a batch.
+    Revoke,
+    /// A whole [`Store::apply`] batch, rolled once before its ops are rolled one by one: a
+    /// failure here is the batch's transaction failing (every op gets the error).
+    Batch,
+    /// A snapshot: [`Store::leases`] or [`Store::lease_group`].
+    Read,
+    /// [`Store::pin_lease`] or [`Store::unpin_lease`].
+    Pin,
+    /// [`Store::pinned`].
+    Pinned,
+    /// [`Store::poll_changes`].
+    Poll,
+}
+
+impl OpKind {
+    /// Whether calls of this kind change the store (and so can fail *after* taking effect).
+    pub fn is_write(self) -> bool {
+        matches!(
+            self,
+            OpKind::Claim | OpKind::Extend | OpKind::Revoke | OpKind::Batch | OpKind::Pin
+        )
+    }
+
+    fn of(op: &Op) -> OpKind {
+        match op {
+            Op::Claim { .. } => OpKind::Claim,
+            Op::Extend { .. } => OpKind::Extend,
+            Op::Revoke { .. } => OpKind::Revoke,
+        }
+    }
+}
+
+/// How often each fault happens to one call, as probabilities in `[0, 1]`. The four failure
+/// rates are exclusive outcomes of one roll, so their sum should not exceed 1 (any excess
+/// makes the last ones rarer than asked); latency is rolled separately.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct FaultRates {
+    /// [`Error::Timeout`] before the inner store is called: nothing happened.
+    pub timeout_before: f64,
+    /// [`Error::Timeout`] *after* the inner store applied the call: the write happened but the
+    /// caller cannot know (a commit acknowledged by the server, lost on the way back). The
+    /// realistic, ambiguous case. For reads (which change nothing) it is the same as
+    /// `timeout_before`.
+    pub timeout_after: f64,
+    /// [`Error::Invalid`] before the inner store is called, as a store that lost a race would
+    /// say.
+    pub invalid: f64,
+    /// A hard [`Error::Store`] (not retryable) before the inner store is called.
+    pub store_error: f64,
+    /// The chance of a delay before the call, drawn uniformly up to
+    /// [`FaultyStore::with_max_latency`] and slept on the injected clock.
+    pub latency: f64,
+}
+
+impl FaultRates {
+    /// No faults.
+    pub const NONE: FaultRates = FaultRates {
+        timeout_before: 0.0,
+        timeout_after: 0.0,
+        invalid: 0.0,
+        store_error: 0.0,
+        latency: 0.0,
+    };
+
+    /// Timeouts only: `rate` of calls time out, half before and half after taking effect.
+    pub fn timeouts(rate: f64) -> FaultRates {
+        FaultRates {
+            timeout_before: rate / 2.0,
+            timeout_after: rate / 2.0,
+            ..FaultRates::NONE
+        }
+    }
+
+    /// Every failure kind at `rate / 4` each (so `rate` of calls fail), and no latency.
+    pub fn uniform(rate: f64) -> FaultRates {
+        let each = rate / 4.0;
+        FaultRates {
+            timeout_before: each,
+            timeout_after: each,
+            invalid: each,
+            store_error: each,
+            latency: 0.0,
+        }
+    }
+
+    /// The same rates with a `latency` chance of a delay.
+    #[must_use]
+    pub fn with_latency(mut self, latency: f64) -> FaultRates {
+        self.latency = latency;
+        self
+    }
+}
+
+/// How many faults a [`FaultyStore`] has injected, by kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct FaultCounts {
+    /// Calls rolled for (each op of a batch counts, and so does the batch itself).
+    pub calls: u64,
+    /// Timeouts injected before the inner call.
+    pub timeouts_before: u64,
+    /// Timeouts injected after the inner call took effect.
+    pub timeouts_after: u64,
+    /// `Invalid` errors injected.
+    pub invalid: u64,
+    /// Hard store errors injected.
+    pub store_errors: u64,
+    /// Delays injected.
+    pub delays: u64,
+}
+
+impl FaultCounts {
+    /// Every failure injected (delays not included).
+    pub fn failures(&self) -> u64 {
+        self.timeouts_before + self.timeouts_after + self.invalid + self.store_errors
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    calls: AtomicU64,
+    timeouts_before: AtomicU64,
+    timeouts_after: AtomicU64,
+    invalid: AtomicU64,
+    store_errors: AtomicU64,
+    delays: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Control {
+    enabled: AtomicBool,
+    counters: Counters,
+}
+
+/// A cloneable handle on a [`FaultyStore`] that stays with the test after the store itself has
+/// been moved into a manager: read the counts, switch faults off and on.
+#[derive(Debug, Clone)]
+pub struct FaultHandle {
+    control: Arc<Control>,
+}
+
+impl FaultHandle {
+    /// The faults injected so far.
+    pub fn counts(&self) -> FaultCounts {
+        let c = &self.control.counters;
+        FaultCounts {
+            calls: c.calls.load(Ordering::Relaxed),
+            timeouts_before: c.timeouts_before.load(Ordering::Relaxed),
+            timeouts_after: c.timeouts_after.load(Ordering::Relaxed),
+            invalid: c.invalid.load(Ordering::Relaxed),
+            store_errors: c.store_errors.load(Ordering::Relaxed),
+            delays: c.delays.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Switches fault injection on (the default) or off; while off, every call passes through
+    /// unchanged and nothing is rolled.
+    pub fn set_enabled(&self, enabled: bool) {
+        self.control.enabled.store(enabled, Ordering::SeqCst);
+    }
+
+    /// Whether faults are being injected.
+    pub fn is_enabled(&self) -> bool {
+        self.control.enabled.load(Ordering::SeqCst)
+    }
+}
+
+/// The fault one roll decided on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    None,
+    TimeoutBefore,
+    TimeoutAfter,
+    Invalid,
+    StoreError,
+}
+
+/// A [`Store`] that wraps another and injects faults at configurable, per-kind rates.
+///
+/// Each call rolls, with a seeded random number generator (so a failing case reproduces from
+/// its seed), for one of: a timeout before the inner call, a timeout after the inner call took
+/// effect (the write happened, the caller got [`Error::Timeout`]), [`Error::Invalid`], a hard
+/// [`Error::Store`], or no fault; and separately for a delay, slept on the injected clock (with
+/// a [`FakeClock`](crate::FakeClock) the test must advance it). A batch ([`Store::apply`]) is
+/// rolled once as a whole ([`OpKind::Batch`]: the transaction fails) and then op by op, each op
+/// reaching the inner store as a batch of one, in order.
+///
+/// Faults other than the "after" timeout leave the inner store untouched. Timeouts after the
+/// fact are injected only into writes ([`OpKind::is_write`]); change polling is never made to
+/// lose a change it consumed.
+///
+/// ```
+/// use std::time::Duration;
+/// use lease_core::{Key, Request, Store};
+/// use lease_testkit::{FakeClock, FaultRates, FaultyStore, InMemoryStore, OpKind};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let clock = FakeClock::new();
+/// let model = InMemoryStore::new(clock.as_clock());
+/// // Every claim takes effect, then reports a timeout.
+/// let mut store = FaultyStore::new(model.sibling(), clock.as_clock(), 7).with_rates_for(
+///     OpKind::Claim,
+///     FaultRates { timeout_after: 1.0, ..FaultRates::NONE },
+/// );
+/// let faults = store.handle();
+///
+/// let key = Key::new("ns", "model", "lease");
+/// let err = store.claim_lease(&key, &Request::new("h", Duration::from_secs(5))).await;
+/// assert!(err.unwrap_err().is_timeout());
+/// assert_eq!(faults.counts().timeouts_after, 1);
+///
+/// // ... yet the claim happened, as the model shows.
+/// let mut model = model;
+/// assert_eq!(model.leases(&[key.clone()]).await.unwrap()[&key].holder, "h");
+/// # }
+/// ```
+pub struct FaultyStore<S> {
+    inner: S,
+    clock: Arc<dyn Clock>,
+    rng: fastrand::Rng,
+    default_rates: FaultRates,
+    rates: BTreeMap<OpKind, FaultRates>,
+    max_latency: Duration,
+    control: Arc<Control>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for FaultyStore<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FaultyStore")
+            .field("inner", &self.inner)
+            .field("default_rates", &self.default_rates)
+            .field("rates", &self.rates)
+            .field("max_latency", &self.max_latency)
+            .field("counts", &self.handle().counts())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> FaultyStore<S> {
+    /// Wraps `inner` with no faults configured yet; `clock` is what delays sleep on and `seed`
+    /// seeds the rolls.
+    pub fn new(inner: S, clock: Arc<dyn Clock>, seed: u64) -> FaultyStore<S> {
+        FaultyStore {
+            inner,
+            clock,
+            rng: fastrand::Rng::with_seed(seed),
+            default_rates: FaultRates::NONE,
+            rates: BTreeMap::new(),
+            max_latency: Duration::from_millis(100),
+            control: Arc::new(Control {
+                enabled: AtomicBool::new(true),
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    /// Sets the rates of every kind without rates of its own.
+    #[must_use]
+    pub fn with_rates(mut self, rates: FaultRates) -> Self {
+        self.default_rates = rates;
+        self
+    }
+
+    /// Sets the rates of one kind of call.
+    #[must_use]
+    pub fn with_rates_for(mut self, kind: OpKind, rates: FaultRates) -> Self {
+        self.rates.insert(kind, rates);
+        self
+    }
+
+    /// Sets the longest injected delay (100 ms unless set).
+    #[must_use]
+    pub fn with_max_latency(mut self, max_latency: Duration) -> Self {
+        self.max_latency = max_latency;
+        self
+    }
+
+    /// A handle to read the counts and switch faults off, kept after the store is moved away.
+    pub fn handle(&self) -> FaultHandle {
+        FaultHandle {
+            control: Arc::clone(&self.control),
+        }
+    }
+
+    /// The wrapped store.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped store, mutably (calls through it inject nothing).
+    pub fn inner_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The rates of `kind`.
+    pub fn rates_for(&self, kind: OpKind) -> FaultRates {
+        self.rates.get(&kind).copied().unwrap_or(self.default_rates)
+    }
+
+    /// Rolls for a delay and a fault for one call of `kind`, and sleeps the delay.
+    async fn roll(&mut self, kind: OpKind) -> Fault {
+        if !self.control.enabled.load(Ordering::SeqCst) {
+            return Fault::None;
+        }
+        let rates = self.rates_for(kind);
+        let (delay, draw) = {
+            let rng = &mut self.rng;
+            let delay = (rates.latency > 0.0 && rng.f64() < rates.latency).then(|| {
+                let max = u64::try_from(self.max_latency.as_nanos()).unwrap_or(u64::MAX);
+                Duration::from_nanos(rng.u64(0..=max))
+            });
+            (delay, rng.f64())
+        };
+        let c = &self.control.counters;
+        c.calls.fetch_add(1, Ordering::Relaxed);
+        if let Some(delay) = delay {
+            c.delays.fetch_add(1, Ordering::Relaxed);
+            let until = self.clock.now().saturating_add(delay);
+            self.clock.sleep_until(until).await;
+        }
+        let mut edge = 0.0;
+        let mut pick = |rate: f64| {
+            edge += rate.max(0.0);
+            draw < edge
+        };
+        let fault = if pick(rates.timeout_before) {
+            Fault::TimeoutBefore
+        } else if pick(rates.timeout_after) {
+            if kind.is_write() {
+                Fault::TimeoutAfter
+            } else {
+                Fault::TimeoutBefore
+            }
+        } else if pick(rates.invalid) {
+            Fault::Invalid
+        } else if pick(rates.store_error) {
+            Fault::StoreError
+        } else {
+            Fault::None
+        };
+        let counter = match fault {
+            Fault::None => None,
+            Fault::TimeoutBefore => Some(&c.timeouts_before),
+            Fault::TimeoutAfter => Some(&c.timeouts_after),
+            Fault::Invalid => Some(&c.invalid),
+            Fault::StoreError => Some(&c.store_errors),
+        };
+        if let Some(counter) = counter {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        fault
+    }
+}
+
+/// The error a fault injects before the call (`None` for no fault or a fault after it).
+fn before(fault: Fault, kind: OpKind) -> Option<Error> {
+    match fault {
+        Fault::None | Fault::TimeoutAfter => None,
+        Fault::TimeoutBefore => Some(Error::Timeout),
+        Fault::Invalid => Some(Error::Invalid),
+        Fault::StoreError => Some(Error::store_msg(format!(
+            "injected store failure ({kind:?})"
+        ))),
+    }
+}
+
+/// Runs one call of `kind` through the fault roll: `$call` is the inner call's future.
+macro_rules! faulty {
+    ($self:ident, $kind:expr, $call:expr) => {{
+        let kind = $kind;
+        let fault = $self.roll(kind).await;
+        if let Some(err) = before(fault, kind) {
+            return Err(err);
+        }
+        let out = $call.await;
+        if fault == Fault::TimeoutAfter {
+            return Err(Error::Timeout);
+        }
+        out
+    }};
+}
+
+#[async_trait]
+impl<S: Store> Store for FaultyStore<S> {
+    async fn claim_lease(&mut self, key: &Key, request: &Request) -> Result<Info> {
+        faulty!(self, OpKind::Claim, self.inner.claim_lease(key, request))
+    }
+
+    async fn extend_lease(&mut self, key: &Key, request: &Request) -> Result<Info> {
+        faulty!(self, OpKind::Extend, self.inner.extend_lease(key, request))
+    }
+
+    async fn revoke_lease(&mut self, key: &Key, holder: &str) -> Result<()> {
+        faulty!(self, OpKind::Revoke, self.inner.revoke_lease(key, holder))
+    }
+
+    async fn leases(&mut self, keys: &[Key]) -> Result<BTreeMap<Key, Info>> {
+        faulty!(self, OpKind::Read, self.inner.leases(keys))
+    }
+
+    async fn lease_group(&mut self, namespace: &str, model: &str) -> Result<BTreeMap<Key, Info>> {
+        faulty!(self, OpKind::Read, self.inner.lease_group(namespace, model))
+    }
+
+    async fn pin_lease(&mut self, key: &Key, entity: &str) -> Result<()> {
+        faulty!(self, OpKind::Pin, self.inner.pin_lease(key, entity))
+    }
+
+    async fn unpin_lease(&mut self, key: &Key, entity: &str) -> Result<()> {
+        faulty!(self, OpKind::Pin, self.inner.unpin_lease(key, entity))
+    }
+
+    async fn pinned(&mut self) -> Result<BTreeMap<Key, Vec<String>>> {
+        faulty!(self, OpKind::Pinned, self.inner.pinned())
+    }
+
+    /// Rolls once for the batch, then for each op; each op reaches the inner store on its own,
+    /// in order.
+    async fn apply(&mut self, ops: Vec<Op>) -> Vec<Result<Outcome>> {
+        let batch = self.roll(OpKind::Batch).await;
+        if let Some(err) = before(batch, OpKind::Batch) {
+            let kind = err.kind();
+            return ops
+                .iter()
+                .map(|_| {
+                    Err(match kind {
+                        lease_core::ErrorKind::Timeout => Error::Timeout,
+                        lease_core::ErrorKind::Invalid => Error::Invalid,
+                        _ => Error::store_msg("injected store failure (Batch)"),
+                    })
+                })
+                .collect();
+        }
+        let mut results = Vec::with_capacity(ops.len());
+        for op in ops {
+            let kind = OpKind::of(&op);
+            let fault = self.roll(kind).await;
+            if let Some(err) = before(fault, kind) {
+                results.push(Err(err));
+                continue;
+            }
+            let result = self
+                .inner
+                .apply(vec![op])
+                .await
+                .pop()
+                .unwrap_or_else(|| Err(Error::store_msg("inner store returned no result")));
+            results.push(
+                if fault == Fault::TimeoutAfter || batch == Fault::TimeoutAfter {
+                    Err(Error::Timeout)
+                } else {
+                    result
+                },
+            );
+        }
+        results
+    }
+
+    async fn poll_changes(&mut self) -> Result<bool> {
+        faulty!(self, OpKind::Poll, self.inner.poll_changes())
+    }
+
+    fn change_notifier(&mut self) -> Option<watch::Receiver<u64>> {
+        self.inner.change_notifier()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{FakeClock, InMemoryStore};
+
+    fn key(lease: &str) -> Key {
+        Key::new("ns", "model", lease)
+    }
+
+    fn req(holder: &str) -> Request {
+        Request::new(holder, Duration::from_secs(10))
+    }
+
+    fn only(rates: FaultRates) -> (FakeClock, InMemoryStore, FaultyStore<InMemoryStore>) {
+        let clock = FakeClock::new();
+        let model = InMemoryStore::new(clock.as_clock());
+        let store = FaultyStore::new(model.sibling(), clock.as_clock(), 1).with_rates(rates);
+        (clock, model, store)
+    }
+
+    #[tokio::test]
+    async fn no_rates_pass_everything_through() {
+        let (_clock, mut model, mut store) = only(FaultRates::NONE);
+        store.claim_lease(&key("a"), &req("h")).await.unwrap();
+        store.extend_lease(&key("a"), &req("h")).await.unwrap();
+        store.pin_lease(&key("a"), "e").await.unwrap();
+        assert_eq!(store.pinned().await.unwrap().len(), 1);
+        store.unpin_lease(&key("a"), "e").await.unwrap();
+        assert_eq!(store.leases(&[]).await.unwrap().len(), 1);
+        assert_eq!(store.lease_group("ns", "model").await.unwrap().len(), 1);
+        store.revoke_lease(&key("a"), "h").await.unwrap();
+        assert!(model.leases(&[]).await.unwrap().is_empty());
+        let counts = store.handle().counts();
+        assert_eq!(counts.calls, 8);
+        assert_eq!(counts.failures(), 0);
+        assert_eq!(counts.delays, 0);
+    }
+
+    #[tokio::test]
+    async fn faults_before_leave_the_inner_store_alone() {
+        for (rates, check) in [
+            (
+                FaultRates {
+                    timeout_before: 1.0,
+                    ..FaultRates::NONE
+                },
+                Error::is_timeout as fn(&Error) -> bool,
+            ),
+            (
+                FaultRates {
+                    invalid: 1.0,
+                    ..FaultRates::NONE
+                },
+                Error::is_invalid,
+            ),
+            (
+                FaultRates {
+                    store_error: 1.0,
+                    ..FaultRates::NONE
+                },
+                |e: &Error| e.kind() == lease_core::ErrorKind::Store,
+            ),
+        ] {
+            let (_clock, mut model, mut store) = only(rates);
+            let err = store.claim_lease(&key("a"), &req("h")).await.unwrap_err();
+            assert!(check(&err), "{err}");
+            let results = store
+                .apply(vec![Op::Claim {
+                    key: key("b"),
+                    request: req("h"),
+                }])
+                .await;
+            assert!(check(results[0].as_ref().unwrap_err()));
+            assert!(model.leases(&[]).await.unwrap().is_empty(), "{rates:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_timeout_after_the_fact_applies_the_write() {
+        let (_clock, mut model, mut store) = only(FaultRates {
+            timeout_after: 1.0,
+            ..FaultRates::NONE
+        });
+        let handle = store.handle();
+        assert!(
+            store
+                .claim_lease(&key("a"), &req("h"))
+                .await
+                .unwrap_err()
+                .is_timeout()
+        );
+        let results = store
+            .apply(vec![
+                Op::Claim {
+                    key: key("b"),
+                    request: req("h"),
+                },
+                Op::Revoke {
+                    key: key("a"),
+                    holder: "h".into(),
+                },
+            ])
+            .await;
+        assert!(results.iter().all(|r| r.as_ref().unwrap_err().is_timeout()));
+        let leases = model.leases(&[]).await.unwrap();
+        assert_eq!(leases.keys().cloned().collect::<Vec<_>>(), vec![key("b")]);
+        // Reads are never "after": they time out without reaching the store.
+        assert!(store.leases(&[]).await.unwrap_err().is_timeout());
+        let counts = handle.counts();
+        // Two single calls, one batch roll and two op rolls... of which the batch roll is also
+        // "after", and the read is counted as a timeout before.
+        assert_eq!(counts.timeouts_after, 4);
+        assert_eq!(counts.timeouts_before, 1);
+    }
+
+    #[tokio::test]
+    async fn per_kind_rates_override_the_default_and_can_be_switched_off() {
+        let clock = FakeClock::new();
+        let model = InMemoryStore::new(clock.as_clock());
+        let mut store = FaultyStore::new(model.sibling(), clock.as_clock(), 3)
+            .with_rates(FaultRates::uniform(1.0))
+            .with_rates_for(OpKind::Claim, FaultRates::NONE);
+        assert_eq!(store.rates_for(OpKind::Claim), FaultRates::NONE);
+        store.claim_lease(&key("a"), &req("h")).await.unwrap();
+        assert!(store.extend_lease(&key("a"), &req("h")).await.is_err());
+        let handle = store.handle();
+        handle.set_enabled(false);
+        assert!(!handle.is_enabled());
+        store.extend_lease(&key("a"), &req("h")).await.unwrap();
+        handle.set_enabled(true);
+        assert!(store.leases(&[]).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn rates_are_honoured_and_rolls_reproduce_from_the_seed() {
+        async fn run(seed: u64) -> (Vec<bool>, FaultCounts) {
+            let clock = FakeClock::new();
+            let model = InMemoryStore::new(clock.as_clock());
+            let mut store = FaultyStore::new(model, clock.as_clock(), seed)
+                .with_rates(FaultRates::uniform(0.4));
+            let mut outcomes = Vec::new();
+            for _ in 0..2000 {
+                outcomes.push(store.leases(&[]).await.is_ok());
+            }
+            (outcomes, store.handle().counts())
+        }
+        let (a, counts) = run(42).await;
+        let (b, _) = run(42).await;
+        let (c, _) = run(43).await;
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        let failed = a.iter().filter(|ok| !**ok).count();
+        // 40 % of 2000, give or take: far outside this would mean the rates are wrong.
+        assert!((650..950).contains(&failed), "{failed} failures");
+        assert_eq!(counts.failures() as usize, failed);
+        assert!(
+            counts.invalid > 100 && counts.store_errors > 100,
+            "{counts:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn latency_sleeps_on_the_injected_clock() {
+        let clock = FakeClock::new();
+        let model = InMemoryStore::new(clock.as_clock());
+        let mut store = FaultyStore::new(model, clock.as_clock(), 9)
+            .with_rates(FaultRates::NONE.with_latency(1.0))
+            .with_max_latency(Duration::from_secs(1));
+        let handle = store.handle();
+        let task = tokio::spawn(async move {
+            let mut n = 0;
+            for _ in 0..5 {
+                store.leases(&[]).await.unwrap();
+                n += 1;
+            }
+            n
+        });
+        let mut advanced = Duration::ZERO;
+        while !task.is_finished() {
+            tokio::task::yield_now().await;
+            if clock.sleepers() > 0 {
+                clock.advance(Duration::from_millis(100));
+                advanced += Duration::from_millis(100);
+            }
+            assert!(advanced < Duration::from_secs(10), "delays are bounded");
+        }
+        assert_eq!(task.await.unwrap(), 5);
+        assert_eq!(handle.counts().delays, 5);
+        assert!(
+            advanced > Duration::ZERO,
+            "at least one delay needed the clock"
+        );
+    }
+
+    #[test]
+    fn write_kinds() {
+        assert!(OpKind::Claim.is_write() && OpKind::Batch.is_write() && OpKind::Pin.is_write());
+        assert!(!OpKind::Read.is_write() && !OpKind::Poll.is_write() && !OpKind::Pinned.is_write());
+        let rates = FaultRates::timeouts(0.5);
+        assert_eq!(rates.timeout_before, 0.25);
+        assert_eq!(rates.timeout_after, 0.25);
+        assert_eq!(FaultRates::uniform(0.4).with_latency(0.5).latency, 0.5);
+    }
+}
