@@ -15,7 +15,7 @@ const FORBIDDEN_MACROS: [&str; 3] = [
 pub(crate) fn check(root: &Path) -> Result<(), Vec<String>> {
     let mut problems = Vec::new();
     let mut files = Vec::new();
-    for dir in ["crates", "xtask", "examples", "downstream-app"] {
+    for dir in ["crates", "xtask", "examples", "downstream-app", "fuzz"] {
         collect_rust_files(&root.join(dir), &mut files);
     }
     if files.is_empty() {
