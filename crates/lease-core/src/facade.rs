@@ -99,12 +99,27 @@ pub trait Pinner: Send + Sync {
 /// Reads who holds what.
 #[async_trait]
 pub trait Reader: Send + Sync {
-    /// Every valid lease of this namespace and model, with its holder.
+    /// Every valid lease of this namespace and model, with everything the store knows of it:
+    /// holder, expiry, fencing generation, metadata, whether it is pinned.
     ///
     /// # Errors
     ///
     /// Store errors.
-    async fn leases(&self) -> Result<BTreeMap<String, String>>;
+    async fn lease_infos(&self) -> Result<BTreeMap<String, Info>>;
+
+    /// Every valid lease of this namespace and model, with its holder (Juju's `Leases`).
+    ///
+    /// # Errors
+    ///
+    /// Store errors.
+    async fn leases(&self) -> Result<BTreeMap<String, String>> {
+        Ok(self
+            .lease_infos()
+            .await?
+            .into_iter()
+            .map(|(lease, info)| (lease, info.holder))
+            .collect())
+    }
 }
 
 /// Hands out the five facades for a namespace and model.

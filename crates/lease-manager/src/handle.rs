@@ -470,7 +470,7 @@ impl Pinner for Scope {
 
 #[async_trait]
 impl Reader for Scope {
-    async fn leases(&self) -> Result<BTreeMap<String, String>> {
+    async fn lease_infos(&self) -> Result<BTreeMap<String, Info>> {
         let span =
             tracing::debug_span!("lease_group", namespace = %self.namespace, model = %self.model);
         let group = self
@@ -482,10 +482,7 @@ impl Reader for Scope {
             })
             .instrument(span)
             .await?;
-        Ok(group
-            .into_iter()
-            .map(|(k, i)| (k.lease, i.holder))
-            .collect())
+        Ok(group.into_iter().map(|(k, i)| (k.lease, i)).collect())
     }
 }
 

@@ -267,14 +267,13 @@ impl Leaser for ManagerLeaser {
                 metadata: h.metadata,
             }));
         }
-        let leases = self.inner.reader.leases().await?;
-        match leases.get(&key.to_string()) {
-            None => Ok(None),
-            Some(holder) => Err(LeaserError::Lease(Error::store_msg(format!(
-                "lease {key} is held by {holder} through another manager or leaser; its expiry \
-                 and metadata are not available (lease_manager::Manager exposes holders only)"
-            )))),
-        }
+        let mut leases = self.inner.reader.lease_infos().await?;
+        Ok(leases.remove(&key.to_string()).map(|info| LeaseInfo {
+            holder: info.holder,
+            expiry: info.expiry,
+            generation: info.generation,
+            metadata: info.metadata,
+        }))
     }
 }
 

@@ -532,7 +532,7 @@ pub struct FakeReader {
 
 #[async_trait]
 impl Reader for FakeReader {
-    async fn leases(&self) -> Result<BTreeMap<String, String>> {
+    async fn lease_infos(&self) -> Result<BTreeMap<String, Info>> {
         self.scope.shared.check_running()?;
         let group = self
             .scope
@@ -544,7 +544,7 @@ impl Reader for FakeReader {
             .await?;
         Ok(group
             .into_iter()
-            .map(|(key, info)| (key.lease, info.holder))
+            .map(|(key, info)| (key.lease, info))
             .collect())
     }
 }
