@@ -98,7 +98,7 @@ fn ready() -> Result<(), String> {
     release::dependency_trees(&workspace_root())?;
     release::crates_alone(|args| cargo(args, &[]))?;
     release::examples(&release::LOCAL_EXAMPLES, |args| cargo(args, &[]))?;
-    release::package(|args| cargo(args, &[]))?;
+    release::package(&workspace_root(), |args| cargo(args, &[]))?;
     println!("xtask: ready");
     Ok(())
 }
@@ -180,7 +180,7 @@ fn ci() -> Result<(), String> {
         &["doc", "--workspace", "--no-deps", "--locked"],
         &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
-    release::package(|args| cargo(args, &[]))?;
+    release::package(&workspace_root(), |args| cargo(args, &[]))?;
     println!("xtask: ci passed");
     Ok(())
 }

@@ -187,12 +187,96 @@ pub(crate) fn crates_alone(cargo: impl Fn(&[&str]) -> Result<(), String>) -> Res
 /// Every publishable crate packages: `cargo package --workspace` builds each crate from its
 /// packaged sources against the packaged versions of the others (a local registry overlay), so
 /// nothing depends on a file outside the package or on an unpublished path.
-pub(crate) fn package(cargo: impl Fn(&[&str]) -> Result<(), String>) -> Result<(), String> {
+pub(crate) fn package(
+    root: &Path,
+    cargo: impl Fn(&[&str]) -> Result<(), String>,
+) -> Result<(), String> {
+    clear_unpacked_overlay_copies()?;
+    clear_fingerprints(&root.join("target").join("debug").join(".fingerprint"))?;
     let mut args = vec!["package", "--locked", "--allow-dirty"];
     for krate in LIBRARY_CRATES {
         args.extend(["-p", krate]);
     }
     cargo(&args)
+}
+
+/// Removes the copies of our own crates that an earlier `cargo package` unpacked.
+///
+/// Verification builds each crate against the others as packaged, through a local registry
+/// overlay, and cargo unpacks those into `$CARGO_HOME/registry/src/-<hash of the overlay's
+/// path>/NAME-VERSION`. It never unpacks a NAME-VERSION again once that directory exists, so
+/// after a change without a version bump, a later run from the same path verifies against the
+/// stale copy and fails on code that is not there. Only the overlays' directories (named with a
+/// leading `-`, having no host) are touched, and in them only our crates.
+fn clear_unpacked_overlay_copies() -> Result<(), String> {
+    let cargo_home = env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")));
+    let Some(src) = cargo_home.map(|h| h.join("registry").join("src")) else {
+        return Ok(());
+    };
+    let Ok(registries) = std::fs::read_dir(&src) else {
+        return Ok(());
+    };
+    for registry in registries.filter_map(Result::ok) {
+        let overlay = registry.file_name().to_string_lossy().starts_with('-');
+        if !overlay || !registry.path().is_dir() {
+            continue;
+        }
+        let Ok(unpacked) = std::fs::read_dir(registry.path()) else {
+            continue;
+        };
+        for dir in unpacked.filter_map(Result::ok) {
+            let name = dir.file_name().to_string_lossy().into_owned();
+            let ours = LIBRARY_CRATES
+                .iter()
+                .any(|krate| is_unpacked_copy_of(&name, krate));
+            if ours {
+                std::fs::remove_dir_all(dir.path()).map_err(|e| {
+                    format!(
+                        "cannot remove stale unpacked copy {}: {e}",
+                        dir.path().display()
+                    )
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes our crates' build fingerprints below `fingerprints`, so that verification rebuilds
+/// them from the packaged sources. Cargo treats a registry crate's build as fresh as long as
+/// its name and version match (registry sources are immutable), so a build of the previous
+/// packaging's sources would otherwise be reused. Dependencies keep theirs.
+fn clear_fingerprints(fingerprints: &Path) -> Result<(), String> {
+    let Ok(entries) = std::fs::read_dir(fingerprints) else {
+        return Ok(());
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let ours = LIBRARY_CRATES.iter().any(|krate| {
+            name.strip_prefix(krate)
+                .and_then(|rest| rest.strip_prefix('-'))
+                .is_some_and(|hash| hash.chars().all(|c| c.is_ascii_hexdigit()))
+        });
+        if ours {
+            std::fs::remove_dir_all(entry.path()).map_err(|e| {
+                format!(
+                    "cannot remove stale fingerprint {}: {e}",
+                    entry.path().display()
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether `dir` (`NAME-VERSION`) is an unpacked copy of `krate`, and not of a crate whose name
+/// merely starts with it (`lease-core-extra-0.1.0` is not `lease-core`).
+fn is_unpacked_copy_of(dir: &str, krate: &str) -> bool {
+    dir.strip_prefix(krate)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|version| version.starts_with(|c: char| c.is_ascii_digit()))
 }
 
 /// Runs each example in `names`.
@@ -217,6 +301,15 @@ pub(crate) fn examples(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unpacked_copies_are_recognised_by_exact_name() {
+        assert!(is_unpacked_copy_of("lease-core-0.1.0", "lease-core"));
+        assert!(is_unpacked_copy_of("lease-cli-12.3.4-rc.1", "lease-cli"));
+        assert!(!is_unpacked_copy_of("lease-core-extra-0.1.0", "lease-core"));
+        assert!(!is_unpacked_copy_of("lease-core", "lease-core"));
+        assert!(!is_unpacked_copy_of("lease-manager-0.1.0", "lease-core"));
+    }
 
     const TREE: &str = "\
 lease-core v0.1.0 (/work/crates/lease-core)
