@@ -72,15 +72,27 @@ impl Faulty {
 impl Store for Faulty {
     async fn claim_lease(&mut self, key: &Key, request: &Request) -> Result<Info> {
         match self.fault {
-            Fault::SecondHolderWins => match self.inner.claim_lease(key, request).await {
-                Err(e) if e.is_held() => {
-                    let current = self.inner.leases(std::slice::from_ref(key)).await?;
-                    let holder = current[key].holder.clone();
-                    self.inner.revoke_lease(key, &holder).await?;
-                    self.inner.claim_lease(key, request).await
+            // Steals a held lease: revokes whoever holds it and claims. Racers stealing from
+            // each other can find the lease gone or changed between the steps, so it tries
+            // until its own claim lands: every racer then "wins", which is the fault the
+            // suite must catch (and not a side effect of the steal's own race).
+            Fault::SecondHolderWins => {
+                let mut attempts = 0;
+                loop {
+                    attempts += 1;
+                    match self.inner.claim_lease(key, request).await {
+                        Err(e) if e.is_held() && attempts < 1000 => {
+                            let current = self.inner.leases(std::slice::from_ref(key)).await?;
+                            if let Some(info) = current.get(key) {
+                                let holder = info.holder.clone();
+                                // Another thief may have got there first; try again.
+                                let _ = self.inner.revoke_lease(key, &holder).await;
+                            }
+                        }
+                        other => break other,
+                    }
                 }
-                other => other,
-            },
+            }
             Fault::ReusesGeneration => {
                 let mut info = self.inner.claim_lease(key, request).await?;
                 info.generation = Generation(1);
