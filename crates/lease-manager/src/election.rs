@@ -706,6 +706,9 @@ impl LeaderElector {
             return false;
         };
         self.inner.end_term(generation, "unlocked");
+        // Counted for the whole loop, sleeps included: a retry that comes after a new term began
+        // would end it.
+        let _releasing = Releasing::start(Arc::clone(&self.inner));
         let expires = renew_time.saturating_add(self.inner.config.lease_duration);
         loop {
             match self.revoke().await {
@@ -735,6 +738,9 @@ impl LeaderElector {
     }
 
     async fn revoke(&self) -> Result<(), Error> {
+        // Counted like a dropped guard's background revoke, so a `lock()` racing with it waits:
+        // a revoke names the holder, not the term, and would end a term begun meanwhile.
+        let _releasing = Releasing::start(Arc::clone(&self.inner));
         let config = &self.inner.config;
         self.inner
             .revoker

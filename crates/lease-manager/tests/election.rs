@@ -679,3 +679,56 @@ async fn a_claim_returning_after_its_renew_deadline_starts_no_term() {
     drop(guard);
     drop(a);
 }
+
+/// Regression: a `lock()` started while `unlock_with_retry` waits to retry a failed revoke must
+/// wait for it. Otherwise the new term's claim lands first (an extend, as the same holder), and
+/// the retried revoke, which names the holder and not the term, ends the lease under the new
+/// leader while it believes it leads.
+#[tokio::test]
+async fn lock_waits_for_a_pending_unlock_with_retry() {
+    let clock = FakeClock::new();
+    let (backing, procs) = processes(&clock, 1);
+    let (store, m) = &procs[0];
+    let a = elector(m, &clock, "pod-a");
+    let first = a.lock().await.unwrap();
+    let first_generation = first.generation();
+    store.set_broken(true);
+    let unlocking = tokio::spawn({
+        let a = a.clone();
+        async move { a.unlock_with_retry().await }
+    });
+    settle().await;
+    assert!(first.lost().is_cancelled());
+    assert!(!unlocking.is_finished(), "asleep until its retry");
+
+    // The store recovers and a new lock() starts while the retry is still pending.
+    store.set_broken(false);
+    let locking = tokio::spawn({
+        let a = a.clone();
+        async move { a.lock().await }
+    });
+    settle().await;
+    assert!(
+        !locking.is_finished(),
+        "lock() must wait for the pending revoke instead of leading under it"
+    );
+
+    // The retry revokes; only then does lock() claim, afresh.
+    while !unlocking.is_finished() {
+        tick(&clock, ms(500)).await;
+    }
+    assert!(unlocking.await.unwrap());
+    let mut waited = 0;
+    while !locking.is_finished() && waited < 100 {
+        tick(&clock, ms(100)).await;
+        waited += 1;
+    }
+    let second = locking.await.unwrap().expect("leads after the revoke");
+    assert!(second.generation() > first_generation, "a fresh claim");
+    settle().await;
+    assert!(!second.lost().is_cancelled());
+    let info = stored(&backing).await.expect("held by the new term");
+    assert_eq!(info.holder, "pod-a");
+    assert_eq!(info.generation, second.generation());
+    drop(second);
+}
