@@ -70,6 +70,11 @@ use lease_store_sqlite::SqliteStore;
 use serde_json::{Value, json};
 use tower::util::MapRequestLayer;
 
+#[path = "support/apiserver_metrics.rs"]
+mod apiserver_metrics;
+
+use apiserver_metrics::{delta, scrape};
+
 /// The manager namespace and model of every lease here.
 const NAMESPACE: &str = "election";
 const MODEL: &str = "bench";
@@ -732,73 +737,6 @@ fn generation_problems(intervals: &[Interval]) -> Vec<String> {
 
 // ---------------------------------------------------------------------------------------------
 // Counting on the server.
-
-#[derive(Debug, Clone, Default)]
-struct Metrics {
-    /// `apiserver_request_total{resource="leases",subresource=""}` summed over codes, by verb.
-    requests: Verbs,
-    /// `apiserver_longrunning_gauge{resource="leases",verb="WATCH"}`: watches open now.
-    open_watches: i64,
-}
-
-fn sample<'a>(line: &'a str, name: &str) -> Option<(BTreeMap<&'a str, &'a str>, f64)> {
-    let rest = line.strip_prefix(name)?.strip_prefix('{')?;
-    let (labels, value) = rest.rsplit_once('}')?;
-    let value = value.split_whitespace().next()?.parse::<f64>().ok()?;
-    let mut map = BTreeMap::new();
-    for pair in labels.split("\",") {
-        let (key, value) = pair.split_once("=\"")?;
-        map.insert(key.trim(), value.trim_end_matches('"'));
-    }
-    Some((map, value))
-}
-
-fn parse_metrics(text: &str) -> Metrics {
-    let mut metrics = Metrics::default();
-    for line in text.lines() {
-        if let Some((labels, value)) = sample(line, "apiserver_request_total") {
-            if labels.get("resource") == Some(&"leases")
-                && labels.get("subresource").is_none_or(|s| s.is_empty())
-                && let Some(verb) = labels.get("verb")
-            {
-                *metrics.requests.entry((*verb).to_owned()).or_default() += value.round() as u64;
-            }
-        } else if let Some((labels, value)) = sample(line, "apiserver_longrunning_gauge")
-            && labels.get("resource") == Some(&"leases")
-            && labels.get("verb") == Some(&"WATCH")
-        {
-            metrics.open_watches += value.round() as i64;
-        }
-    }
-    metrics
-}
-
-async fn scrape(admin: &Client) -> Res<Metrics> {
-    let request = http::Request::get("/metrics")
-        .body(Vec::new())
-        .map_err(|e| e.to_string())?;
-    let text = admin
-        .request_text(request)
-        .await
-        .map_err(|e| format!("cannot read the server's /metrics: {e}"))?;
-    if !text.contains("apiserver_request_total") {
-        return Err("the server's /metrics has no apiserver_request_total".to_owned());
-    }
-    Ok(parse_metrics(&text))
-}
-
-fn delta(before: &Verbs, after: &Verbs) -> Verbs {
-    after
-        .iter()
-        .map(|(verb, &n)| {
-            (
-                verb.clone(),
-                n.saturating_sub(*before.get(verb).unwrap_or(&0)),
-            )
-        })
-        .filter(|&(_, n)| n > 0)
-        .collect()
-}
 
 fn total(verbs: &Verbs) -> u64 {
     verbs.values().sum()
