@@ -904,6 +904,8 @@ impl Drop for LeadershipGuard {
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
             let elector = self.elector.clone();
+            // Counted here, before the task exists, and not only inside `revoke()`: a `lock()`
+            // right after this drop must already see the revoke pending.
             let releasing = Releasing::start(Arc::clone(&elector.inner));
             runtime.spawn(async move {
                 if let Err(e) = elector.revoke().await {

@@ -495,12 +495,7 @@ fn say(text: &str) {
 /// When the folder or a process cannot be set up, or the server cannot be restarted.
 pub fn run(args: RunArgs) -> Result<Summary, String> {
     let started = std::time::Instant::now();
-    if args.dir.exists() {
-        fs::remove_dir_all(&args.dir)
-            .map_err(|e| format!("cannot empty {}: {e}", args.dir.display()))?;
-    }
-    fs::create_dir_all(&args.dir)
-        .map_err(|e| format!("cannot create {}: {e}", args.dir.display()))?;
+    crate::fresh_dir(&args.dir)?;
     let orchestrator = EventLog::open(&args.dir.join("orchestrator.jsonl"))
         .map_err(|e| format!("cannot open the orchestrator's log: {e}"))?;
     let mut run = Run {

@@ -43,3 +43,16 @@ pub fn now() -> u64 {
 pub fn secs(nanos: u64) -> f64 {
     nanos as f64 / 1e9
 }
+
+/// Makes `dir` an empty folder for a run's logs: removes what an earlier run left, then
+/// creates it.
+///
+/// # Errors
+///
+/// When the folder cannot be removed or created; the message names it.
+pub fn fresh_dir(dir: &std::path::Path) -> Result<(), String> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| format!("cannot empty {}: {e}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))
+}

@@ -7,7 +7,6 @@
 //! own holder name (`w<i>-<incarnation>`), so a restarted worker never inherits its
 //! predecessor's lease by name.
 
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -348,12 +347,7 @@ fn spawn(args: &RunArgs, db: &Path, index: u32, incarnation: u32, until: u64) ->
 /// When the folder, the database or a worker process cannot be set up.
 pub fn run(args: RunArgs) -> Result<Summary, String> {
     let started = std::time::Instant::now();
-    if args.dir.exists() {
-        fs::remove_dir_all(&args.dir)
-            .map_err(|e| format!("cannot empty {}: {e}", args.dir.display()))?;
-    }
-    fs::create_dir_all(&args.dir)
-        .map_err(|e| format!("cannot create {}: {e}", args.dir.display()))?;
+    crate::fresh_dir(&args.dir)?;
     let db = args.dir.join("leases.db");
     // Create the schema once, so the workers do not all race to create it.
     drop(SqliteStore::open(&db).map_err(|e| format!("cannot create {}: {e}", db.display()))?);
