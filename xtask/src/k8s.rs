@@ -1116,7 +1116,11 @@ fn wait_until(
             return Ok(());
         }
         let log = config.log(name);
-        if running_pid(config, name).is_none() {
+        // Only liveness here, not `running_pid`'s command-line check: right after the spawn
+        // the child may not have exec'd yet, and its command line is still xtask's (seen on a
+        // loaded machine as a false "exited while starting"). We started this pid and have not
+        // reaped it, so it cannot have been reused.
+        if !started_pid(config, name).is_some_and(alive) {
             return Err(format!(
                 "{name} exited while starting; the end of {}:\n{}",
                 log.display(),
@@ -1174,12 +1178,17 @@ fn stop(name: &str, pid: u32) -> Result<(), String> {
 }
 
 /// The recorded pid of `name`, if that process still runs our binary.
-fn running_pid(config: &Config, name: &str) -> Option<u32> {
-    let pid: u32 = fs::read_to_string(config.pid_file(name))
+/// The pid recorded for `name` when it was started, alive or not.
+fn started_pid(config: &Config, name: &str) -> Option<u32> {
+    fs::read_to_string(config.pid_file(name))
         .ok()?
         .trim()
         .parse()
-        .ok()?;
+        .ok()
+}
+
+fn running_pid(config: &Config, name: &str) -> Option<u32> {
+    let pid = started_pid(config, name)?;
     let binary = config.bin_dir.join(name);
     // The pid may have been reused by another program since: check the command line.
     let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
