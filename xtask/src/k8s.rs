@@ -160,6 +160,8 @@ pub(crate) fn up() -> Result<Cluster, String> {
             config.port,
             config.state_dir.display()
         );
+        // An earlier `up` may have stopped between starting the server and writing these.
+        write_kubeconfigs(&config)?;
         verify(&config)?;
         return Ok(Cluster {
             env: config.test_env(),
