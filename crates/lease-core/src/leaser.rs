@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 use crate::types::{Generation, Timestamp};
+use crate::validate::{MAX_NAME_BYTES, shortened};
 
 /// The shortest lease a [`Leaser`] grants: shorter leases cannot be renewed reliably.
 pub const MIN_TTL: Duration = Duration::from_secs(5);
@@ -48,7 +49,8 @@ const SEGMENT: &AsciiSet = &CONTROLS
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid lease key {key:?}: {reason}")]
 pub struct PathKeyError {
-    /// The key as given (for a constructor, the segments joined with `/`).
+    /// The key as given (for a constructor, the segments joined with `/`); for a key longer
+    /// than 64 characters, only its first 64 and `…`.
     pub key: String,
     /// What is wrong with it.
     pub reason: String,
@@ -57,7 +59,7 @@ pub struct PathKeyError {
 impl PathKeyError {
     fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
         PathKeyError {
-            key: key.into(),
+            key: shortened(&key.into()),
             reason: reason.into(),
         }
     }
@@ -82,6 +84,12 @@ impl From<PathKeyError> for Error {
 /// non-ASCII bytes), so the text form is unambiguous, round-trips exactly, and is itself a
 /// valid lease name for [`validate_string`](crate::validate_string).
 ///
+/// Since the text form is the lease's name, it is at most
+/// [`MAX_NAME_BYTES`](crate::MAX_NAME_BYTES) (1 KiB) long *once escaped*: every escaped byte
+/// counts three (`%2F`), so a segment of non-ASCII text counts about three times its UTF-8
+/// length. The constructors and [`PathKey::parse`] refuse a longer key with an error that says
+/// its escaped length and the limit, rather than let the claim fail later.
+///
 /// ```
 /// use lease_core::leaser::PathKey;
 ///
@@ -96,6 +104,12 @@ impl From<PathKeyError> for Error {
 ///     err.to_string(),
 ///     r#"invalid lease key "/elsewhere/x": must start with "/system/" or "/module/<module>/""#
 /// );
+///
+/// let err = PathKey::system(["é".repeat(200)]).unwrap_err();
+/// assert_eq!(
+///     err.reason,
+///     "is 1208 bytes long once escaped, over the limit of 1024 bytes for a lease name"
+/// );
 /// # Ok::<(), lease_core::leaser::PathKeyError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -109,7 +123,8 @@ impl PathKey {
     ///
     /// # Errors
     ///
-    /// [`PathKeyError`] when there are no segments or one is empty.
+    /// [`PathKeyError`] when there are no segments or one is empty, or when the escaped text
+    /// form is longer than [`MAX_NAME_BYTES`](crate::MAX_NAME_BYTES).
     pub fn system<I, S>(segments: I) -> Result<PathKey, PathKeyError>
     where
         I: IntoIterator<Item = S>,
@@ -124,7 +139,8 @@ impl PathKey {
     ///
     /// # Errors
     ///
-    /// [`PathKeyError`] when `module` is empty, there are no segments, or one is empty.
+    /// [`PathKeyError`] when `module` is empty, there are no segments, or one is empty, or
+    /// when the escaped text form is longer than [`MAX_NAME_BYTES`](crate::MAX_NAME_BYTES).
     pub fn module<I, S>(module: impl Into<String>, segments: I) -> Result<PathKey, PathKeyError>
     where
         I: IntoIterator<Item = S>,
@@ -157,6 +173,23 @@ impl PathKey {
                 format!("segment {i} is empty (segments count from 0, the prefix included)"),
             ));
         }
+        let escaped: usize = segments
+            .iter()
+            .map(|seg| {
+                utf8_percent_encode(seg, SEGMENT)
+                    .map(str::len)
+                    .fold(1usize, usize::saturating_add)
+            })
+            .fold(0, usize::saturating_add);
+        if escaped > MAX_NAME_BYTES {
+            return Err(PathKeyError::new(
+                shown(),
+                format!(
+                    "is {escaped} bytes long once escaped, over the limit of {MAX_NAME_BYTES} \
+                     bytes for a lease name"
+                ),
+            ));
+        }
         Ok(PathKey { segments })
     }
 
@@ -169,9 +202,18 @@ impl PathKey {
     /// [`PathKeyError`] saying what is wrong: a key not starting with `/system/` or
     /// `/module/<module>/`, an empty segment (`//` or a trailing `/`), no segment after the
     /// prefix, a `%` not followed by two hex digits, or a segment that is not UTF-8 once
-    /// unescaped.
+    /// unescaped, or a key whose canonical text form is longer than
+    /// [`MAX_NAME_BYTES`](crate::MAX_NAME_BYTES).
     pub fn parse(text: &str) -> Result<PathKey, PathKeyError> {
         let err = |reason: String| PathKeyError::new(text, reason);
+        // Unescaping shrinks a segment at most threefold (`%41` is `A`), so text this long
+        // cannot have a canonical form within the limit: refuse it before any work.
+        if text.len() > 3 * MAX_NAME_BYTES {
+            return Err(err(format!(
+                "is {} bytes long, over the limit of {MAX_NAME_BYTES} bytes for a lease name",
+                text.len()
+            )));
+        }
         let Some(rest) = text.strip_prefix('/') else {
             return Err(err(
                 "must start with \"/system/\" or \"/module/<module>/\"".into()
@@ -652,11 +694,94 @@ mod tests {
         ]
     }
 
+    /// The length of the text form of a key with these segments (prefix included), computed
+    /// here by hand: each segment is `/` and its bytes, three for each escaped one.
+    fn expected_len(segments: &[String]) -> usize {
+        segments
+            .iter()
+            .map(|seg| {
+                1 + seg
+                    .bytes()
+                    .map(|b| {
+                        if b.is_ascii_alphanumeric() || b"-_~!&'()*+,;=:@".contains(&b) {
+                            1
+                        } else {
+                            3
+                        }
+                    })
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+
+    #[test]
+    fn keys_up_to_the_name_limit_are_accepted_and_longer_ones_refused() {
+        // "/system/" is 8 bytes, "/module/m/" 10.
+        let key = PathKey::system(["a".repeat(MAX_NAME_BYTES - 8)]).unwrap();
+        assert_eq!(key.to_string().len(), MAX_NAME_BYTES);
+        validate_string("lease", &key.to_string()).unwrap();
+        let key = PathKey::module("m", ["a".repeat(MAX_NAME_BYTES - 10)]).unwrap();
+        assert_eq!(key.to_string().len(), MAX_NAME_BYTES);
+        // Escaped bytes count three: 338 dots are 1014 bytes.
+        let key = PathKey::system([format!("{}ab", ".".repeat(338))]).unwrap();
+        assert_eq!(key.to_string().len(), MAX_NAME_BYTES);
+        for over in [
+            PathKey::system(["a".repeat(MAX_NAME_BYTES - 7)]),
+            PathKey::module("m", ["a".repeat(MAX_NAME_BYTES - 9)]),
+            PathKey::system([format!("{}abc", ".".repeat(338))]),
+            PathKey::module("é".repeat(200), ["x"]),
+            PathKey::system(vec!["s"; 600]),
+            PathKey::system(["x".repeat(1 << 20)]),
+        ] {
+            let err = over.unwrap_err();
+            assert!(
+                err.reason
+                    .contains("bytes long once escaped, over the limit of 1024 bytes"),
+                "{err}"
+            );
+            // The error quotes only the start of the key.
+            assert!(err.key.chars().count() <= 65, "{}", err.key);
+            let core: Error = err.into();
+            assert!(matches!(core, Error::Validation { field: "key", .. }));
+        }
+    }
+
+    #[test]
+    fn parse_refuses_text_whose_canonical_form_is_over_the_limit() {
+        let at_limit = format!("/system/{}", "a".repeat(MAX_NAME_BYTES - 8));
+        assert_eq!(PathKey::parse(&at_limit).unwrap().to_string(), at_limit);
+        let err = PathKey::parse(&format!("{at_limit}b")).unwrap_err();
+        assert!(err.reason.contains("once escaped, over the limit"), "{err}");
+        // Needless escapes make the text longer than its canonical form: judged on the latter.
+        let lenient = format!("/system/{}", "%41".repeat(1000));
+        assert_eq!(PathKey::parse(&lenient).unwrap().path(), ["A".repeat(1000)]);
+        // Text that cannot shrink to the limit is refused before it is split or unescaped.
+        let huge = format!("/system/{}", "%41".repeat(100_000));
+        let err = PathKey::parse(&huge).unwrap_err();
+        assert_eq!(
+            err.reason,
+            "is 300008 bytes long, over the limit of 1024 bytes for a lease name"
+        );
+        assert!(err.to_string().len() < 300, "{err}");
+    }
+
     proptest! {
         #[test]
         fn system_keys_round_trip(segs in proptest::collection::vec(segment(), 1..5)) {
-            let key = PathKey::system(segs.clone()).unwrap();
+            let mut all = vec!["system".to_owned()];
+            all.extend(segs.iter().cloned());
+            let expected = expected_len(&all);
+            let key = match PathKey::system(segs.clone()) {
+                Ok(key) => key,
+                Err(e) => {
+                    prop_assert!(expected > MAX_NAME_BYTES, "{} refused: {}", expected, e);
+                    prop_assert!(e.reason.contains("over the limit"), "{}", e);
+                    return Ok(());
+                }
+            };
             let text = key.to_string();
+            prop_assert_eq!(text.len(), expected);
+            prop_assert!(text.len() <= MAX_NAME_BYTES);
             prop_assert!(validate_string("lease", &text).is_ok(), "{}", text);
             let back = PathKey::parse(&text).unwrap();
             prop_assert_eq!(back.path(), &segs[..]);
@@ -666,8 +791,19 @@ mod tests {
 
         #[test]
         fn module_keys_round_trip(module in segment(), segs in proptest::collection::vec(segment(), 1..5)) {
-            let key = PathKey::module(module.clone(), segs.clone()).unwrap();
+            let mut all = vec!["module".to_owned(), module.clone()];
+            all.extend(segs.iter().cloned());
+            let expected = expected_len(&all);
+            let key = match PathKey::module(module.clone(), segs.clone()) {
+                Ok(key) => key,
+                Err(e) => {
+                    prop_assert!(expected > MAX_NAME_BYTES, "{} refused: {}", expected, e);
+                    prop_assert!(e.reason.contains("over the limit"), "{}", e);
+                    return Ok(());
+                }
+            };
             let text = key.to_string();
+            prop_assert_eq!(text.len(), expected);
             prop_assert!(validate_string("lease", &text).is_ok(), "{}", text);
             prop_assert_eq!(text.matches('/').count(), segs.len() + 2);
             let back = PathKey::parse(&text).unwrap();
@@ -677,9 +813,25 @@ mod tests {
         }
 
         #[test]
+        fn long_segments_are_refused_exactly_past_the_limit(
+            ch in prop::sample::select(vec!["a", ".", "é", "😀", "%", "~", " "]),
+            count in 0usize..1200,
+        ) {
+            let seg = ch.repeat(count.max(1));
+            let all = vec!["system".to_owned(), seg.clone()];
+            let expected = expected_len(&all);
+            let built = PathKey::system([seg]);
+            prop_assert_eq!(built.is_ok(), expected <= MAX_NAME_BYTES, "{}", expected);
+            if let Ok(key) = built {
+                prop_assert_eq!(key.to_string().len(), expected);
+            }
+        }
+
+        #[test]
         fn distinct_keys_have_distinct_text(a in proptest::collection::vec(segment(), 1..4), b in proptest::collection::vec(segment(), 1..4)) {
-            let ka = PathKey::system(a).unwrap();
-            let kb = PathKey::system(b).unwrap();
+            let (Ok(ka), Ok(kb)) = (PathKey::system(a), PathKey::system(b)) else {
+                return Ok(());
+            };
             prop_assert_eq!(ka == kb, ka.to_string() == kb.to_string());
         }
 
