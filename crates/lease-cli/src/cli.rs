@@ -310,7 +310,10 @@ pub(crate) struct DemoWorkerArgs {
 }
 
 fn parse_json(text: &str) -> Result<serde_json::Value, String> {
-    serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))
+    let value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+    // The store would refuse it too, but only after opening (or creating) the database.
+    lease_core::validate_metadata(&value).map_err(|e| e.to_string())?;
+    Ok(value)
 }
 
 #[cfg(test)]
