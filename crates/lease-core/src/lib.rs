@@ -62,6 +62,7 @@ pub mod clock;
 pub mod error;
 pub mod facade;
 pub mod leaser;
+mod pathkey;
 pub mod secretary;
 pub mod store;
 pub mod types;

@@ -335,6 +335,37 @@ mod tests {
         assert_eq!(Timestamp::from_duration(Duration::MAX), Timestamp::MAX);
     }
 
+    proptest::proptest! {
+        /// Timestamp arithmetic against u128 arithmetic, for any instant and any duration
+        /// (Duration::MAX included): saturating at both ends, never panicking.
+        #[test]
+        fn timestamp_arithmetic_matches_wide_arithmetic(
+            t in proptest::prelude::any::<u64>(),
+            secs in proptest::prelude::any::<u64>(),
+            nanos in 0u32..1_000_000_000,
+            small in 0u64..1_000_000,
+        ) {
+            for d in [Duration::new(secs, nanos), Duration::from_nanos(small), Duration::MAX] {
+                let ts = Timestamp::from_nanos(t);
+                let wide = u128::from(t);
+                let sum = (wide + d.as_nanos()).min(u128::from(u64::MAX));
+                proptest::prop_assert_eq!(u128::from(ts.saturating_add(d).as_nanos()), sum);
+                let diff = wide.saturating_sub(d.as_nanos());
+                proptest::prop_assert_eq!(u128::from(ts.saturating_sub(d).as_nanos()), diff);
+                let later = ts.saturating_add(d);
+                proptest::prop_assert_eq!(
+                    later.saturating_duration_since(ts).as_nanos(),
+                    sum - wide
+                );
+                proptest::prop_assert_eq!(ts.saturating_duration_since(later), Duration::ZERO);
+                proptest::prop_assert_eq!(
+                    u128::from(Timestamp::from_duration(d).as_nanos()),
+                    d.as_nanos().min(u128::from(u64::MAX))
+                );
+            }
+        }
+    }
+
     #[test]
     fn serde_round_trip() {
         let info = Info {
