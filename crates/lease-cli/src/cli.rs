@@ -266,7 +266,7 @@ pub(crate) struct DemoArgs {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..=9))]
     pub(crate) workers: u32,
     /// The lease's ttl: a killed leader is replaced about this long after its last renewal.
-    /// Default 2s (1s with --short).
+    /// From 100ms to 1m; default 2s (1s with --short).
     #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
     pub(crate) ttl: Option<Duration>,
     /// A quick run (one kill, shorter phases), as the tests and CI use.
@@ -310,7 +310,10 @@ pub(crate) struct DemoWorkerArgs {
 }
 
 fn parse_json(text: &str) -> Result<serde_json::Value, String> {
-    serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))
+    let value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+    // The store would refuse it too, but only after opening (or creating) the database.
+    lease_core::validate_metadata(&value).map_err(|e| e.to_string())?;
+    Ok(value)
 }
 
 #[cfg(test)]

@@ -354,7 +354,7 @@ pub(crate) fn table(rows: &[LeaseRow]) -> String {
     let mut widths = header.map(str::len);
     for row in &cells {
         for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+            *w = (*w).max(crate::human::cell_width(cell));
         }
     }
     let mut text = String::new();
@@ -362,9 +362,10 @@ pub(crate) fn table(rows: &[LeaseRow]) -> String {
         let mut l = String::new();
         for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
             if i + 1 == cells.len() {
-                l.push_str(cell);
+                crate::human::push_cell(&mut l, cell, 0);
             } else {
-                l.push_str(&format!("{cell:<w$}  "));
+                crate::human::push_cell(&mut l, cell, w);
+                l.push_str("  ");
             }
         }
         text.push_str(l.trim_end());

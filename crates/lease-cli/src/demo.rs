@@ -23,7 +23,7 @@ use rustix::process::{Pid, Signal};
 use crate::backend;
 use crate::cli::{DemoArgs, DemoWorkerArgs};
 use crate::commands::out;
-use crate::error::{CliError, EXIT_HELD, EXIT_OK, EXIT_STORE, chain};
+use crate::error::{CliError, EXIT_HELD, EXIT_OK, EXIT_STORE, EXIT_USAGE, chain};
 use crate::human::format_duration;
 
 const NAMESPACE: &str = "demo";
@@ -31,6 +31,44 @@ const MODEL: &str = "demo";
 const LEASE: &str = "demo";
 /// How often the demo looks at the lease for its live view.
 const POLL: Duration = Duration::from_millis(25);
+/// The shortest `--ttl`: shorter, a worker renewing every third of it cannot keep up.
+const MIN_TTL: Duration = Duration::from_millis(100);
+/// The longest `--ttl`: the demo waits up to three ttls for each takeover, and a demo that
+/// takes hours shows nothing more.
+const MAX_TTL: Duration = Duration::from_secs(60);
+
+/// The demo's ttl: `--ttl`, or its default.
+///
+/// # Errors
+///
+/// A usage error when `--ttl` is outside [`MIN_TTL`]..=[`MAX_TTL`].
+fn demo_ttl(args: &DemoArgs) -> Result<Duration, CliError> {
+    let ttl = args.ttl.unwrap_or(if args.short {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(2)
+    });
+    if !(MIN_TTL..=MAX_TTL).contains(&ttl) {
+        return Err(CliError::new(
+            EXIT_USAGE,
+            format!(
+                "invalid --ttl {} for the demo: must be between {} and {} (see lease demo --help)",
+                format_duration(ttl),
+                format_duration(MIN_TTL),
+                format_duration(MAX_TTL)
+            ),
+        ));
+    }
+    Ok(ttl)
+}
+
+/// The instant `d` from now, saturating far in the future instead of overflowing.
+fn after(d: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(86_400 * 365)))
+        .unwrap_or(now)
+}
 
 fn key() -> Key {
     Key::new(NAMESPACE, MODEL, LEASE)
@@ -198,7 +236,7 @@ impl Demo {
 
     /// Polls the lease and redraws the view for `length`.
     async fn watch(&mut self, length: Duration) {
-        let end = tokio::time::Instant::now() + length;
+        let end = after(length);
         while tokio::time::Instant::now() < end {
             self.tick().await;
             tokio::time::sleep(POLL).await;
@@ -249,7 +287,7 @@ impl Demo {
         old: Option<&(String, Generation)>,
         limit: Duration,
     ) -> Option<(String, Generation)> {
-        let end = tokio::time::Instant::now() + limit;
+        let end = after(limit);
         while tokio::time::Instant::now() < end {
             if let Some(leader) = self.tick().await
                 && old.is_none_or(|o| o.0 != leader.0 && leader.1 > o.1)
@@ -326,11 +364,8 @@ impl Drop for Demo {
 /// `lease demo`.
 pub(crate) async fn demo(args: DemoArgs) -> Result<u8, CliError> {
     let started = tokio::time::Instant::now();
-    let ttl = args.ttl.unwrap_or(if args.short {
-        Duration::from_secs(1)
-    } else {
-        Duration::from_secs(2)
-    });
+    // Checked before anything is created or started.
+    let ttl = demo_ttl(&args)?;
     let kills = if args.short { 1 } else { 2 };
     let (watch_first, watch_after) = if args.short {
         (Duration::from_millis(1200), Duration::from_millis(600))
@@ -411,7 +446,7 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<u8, CliError> {
         .collect();
     out(&format!("started {}\n", pids.join(", ")));
 
-    let patience = ttl * 3 + Duration::from_secs(5);
+    let patience = ttl.saturating_mul(3).saturating_add(Duration::from_secs(5));
     let Some(mut leader) = demo.await_leader(None, patience).await else {
         demo.stop_all();
         return Err(CliError::new(
@@ -655,6 +690,49 @@ mod tests {
         assert!(verdict.ok(), "{verdict:?}");
         assert_eq!(verdict.acquisitions.len(), 2);
         assert_eq!(verdict.renewals, 1);
+    }
+
+    fn args(ttl: Option<Duration>, short: bool) -> DemoArgs {
+        DemoArgs {
+            workers: 3,
+            ttl,
+            short,
+            dir: None,
+        }
+    }
+
+    #[test]
+    fn the_ttl_must_fit_a_demo() {
+        assert_eq!(
+            demo_ttl(&args(None, false)).unwrap(),
+            Duration::from_secs(2)
+        );
+        assert_eq!(demo_ttl(&args(None, true)).unwrap(), Duration::from_secs(1));
+        for ok in [MIN_TTL, Duration::from_secs(5), MAX_TTL] {
+            assert_eq!(demo_ttl(&args(Some(ok), false)).unwrap(), ok);
+        }
+        for bad in [
+            Duration::from_nanos(1),
+            Duration::from_millis(99),
+            MAX_TTL + Duration::from_nanos(1),
+            Duration::from_secs(3600 * 24 * 365 * 5),
+            Duration::MAX,
+        ] {
+            let err = demo_ttl(&args(Some(bad), true)).unwrap_err();
+            assert_eq!(err.code, EXIT_USAGE);
+            assert!(
+                err.message.contains("must be between 100ms and 1m"),
+                "{}",
+                err.message
+            );
+        }
+    }
+
+    #[test]
+    fn deadlines_saturate() {
+        let now = tokio::time::Instant::now();
+        assert!(after(Duration::MAX) > now);
+        assert!(after(Duration::from_secs(1)) > now);
     }
 
     #[test]

@@ -1,10 +1,14 @@
 //! Human input and output: durations read and printed as `15s`, `2m`, `1.5s`; names checked
-//! with the lease rules before any I/O.
+//! with the lease rules before any I/O; table cells padded and made safe to print.
 
 use std::time::Duration;
 
+/// The longest duration any option takes: 10 years (humantime's `10y`, 3652.5 days). Longer
+/// ones are surely typos, and refusing them keeps every deadline computed from them in range.
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(315_576_000);
+
 /// Parses a positive duration such as `15s`, `2m`, `1h30m`, `500ms` (humantime's syntax; a bare
-/// number is seconds).
+/// number is seconds), at most [`MAX_DURATION`].
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let trimmed = text.trim();
     if trimmed.is_empty() {
@@ -16,20 +20,35 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
         ));
     }
     let parsed = if trimmed.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        trimmed
+        let secs = trimmed
             .parse::<f64>()
             .ok()
             .filter(|s| s.is_finite())
-            .and_then(|s| Duration::try_from_secs_f64(s).ok())
-            .ok_or_else(|| format!("unparseable duration {trimmed:?} (expected e.g. 15s, 2m)"))?
+            .ok_or_else(|| format!("unparseable duration {trimmed:?} (expected e.g. 15s, 2m)"))?;
+        // Past Duration's range is past MAX_DURATION too: say so rather than "unparseable".
+        Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
     } else {
-        humantime::parse_duration(trimmed).map_err(|e| {
-            format!("unparseable duration {trimmed:?} (expected e.g. 15s, 2m, 500ms): {e}")
-        })?
+        match humantime::parse_duration(trimmed) {
+            Ok(parsed) => parsed,
+            // Without a fraction, an overflow can only mean too many years.
+            Err(humantime::DurationError::NumberOverflow) if !trimmed.contains('.') => {
+                Duration::MAX
+            }
+            Err(e) => {
+                return Err(format!(
+                    "unparseable duration {trimmed:?} (expected e.g. 15s, 2m, 500ms): {e}"
+                ));
+            }
+        }
     };
     if parsed.is_zero() {
         return Err(format!(
             "zero duration {trimmed:?}: durations must be greater than zero"
+        ));
+    }
+    if parsed > MAX_DURATION {
+        return Err(format!(
+            "duration {trimmed:?} is too long: at most 10y (ten years of 365.25 days)"
         ));
     }
     Ok(parsed)
@@ -65,6 +84,42 @@ pub(crate) fn format_duration(d: Duration) -> String {
     } else {
         format!("{h}h{m}m")
     }
+}
+
+/// Appends `cell` to `line`, made safe to print (see [`cell_width`]), then spaces up to `width`
+/// characters.
+///
+/// Not `format!("{cell:<width$}")`: a width over 65535 makes the formatter panic, and a
+/// store may hold names of any length (written by an older version, another tool, or by hand).
+pub(crate) fn push_cell(line: &mut String, cell: &str, width: usize) {
+    let mut used = 0usize;
+    for c in cell.chars() {
+        if c.is_control() {
+            // An escape sequence from a stored name must not reach the terminal.
+            for e in c.escape_default() {
+                line.push(e);
+                used = used.saturating_add(1);
+            }
+        } else {
+            line.push(c);
+            used = used.saturating_add(1);
+        }
+    }
+    line.extend(std::iter::repeat_n(' ', width.saturating_sub(used)));
+}
+
+/// The width [`push_cell`] gives `cell`: its characters, control characters counted as their
+/// escaped form (`\u{1b}`).
+pub(crate) fn cell_width(cell: &str) -> usize {
+    cell.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().count()
+            } else {
+                1
+            }
+        })
+        .fold(0, usize::saturating_add)
 }
 
 fn check(field: &'static str, value: &str) -> Result<String, String> {
@@ -138,6 +193,66 @@ mod tests {
         assert!(parse_duration("-1s").unwrap_err().contains("negative"));
         assert!(parse_duration("soon").unwrap_err().contains("unparseable"));
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn huge_durations_are_refused_with_the_limit() {
+        assert_eq!(parse_duration("10y"), Ok(MAX_DURATION));
+        assert_eq!(
+            parse_duration("3652d"),
+            Ok(Duration::from_secs(3652 * 86_400))
+        );
+        for text in [
+            "11y",
+            "3653d",
+            "300000000000y",
+            "584942417355y",
+            "18446744073709551615s",
+            "315576001",
+            "99999999999999999999999",
+            "1e400",
+            "9999999999999999999999999999999999999999y",
+        ] {
+            let err = parse_duration(text).unwrap_err();
+            let expected = if text == "1e400" {
+                "unparseable"
+            } else {
+                "too long: at most 10y"
+            };
+            assert!(err.contains(expected), "{text}: {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+        assert!(
+            parse_duration("300000000000y")
+                .unwrap_err()
+                .contains("too long")
+        );
+        assert!(
+            parse_duration("315576001")
+                .unwrap_err()
+                .contains("too long")
+        );
+    }
+
+    #[test]
+    fn cells_pad_at_any_length_and_escape_controls() {
+        let mut line = String::new();
+        push_cell(&mut line, "ab", 5);
+        assert_eq!(line, "ab   ");
+        let long = "x".repeat(70_000);
+        let mut line = String::new();
+        push_cell(&mut line, &long, 70_003);
+        assert_eq!(line.len(), 70_003);
+        let mut line = String::new();
+        push_cell(&mut line, "é😀", 3);
+        assert_eq!(line, "é😀 ");
+        let evil = "a\u{1b}[2Jb\u{7}";
+        assert_eq!(cell_width(evil), 2 + 6 + 3 + 5);
+        let mut line = String::new();
+        push_cell(&mut line, evil, 0);
+        assert_eq!(line, "a\\u{1b}[2Jb\\u{7}");
+        assert!(!line.chars().any(char::is_control));
+        assert_eq!(line.chars().count(), cell_width(evil));
     }
 
     #[test]

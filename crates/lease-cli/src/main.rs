@@ -74,11 +74,25 @@ fn clap_error(e: &clap::Error) -> ExitCode {
                 .take_while(|l| !l.trim().is_empty())
                 .map(str::trim)
                 .collect();
-            let text = first.join(" ");
+            let text = shorten_invalid_value(e, first.join(" "));
             let text = text.strip_prefix("error: ").unwrap_or(&text);
             eprintln!("lease: error: {text} (see lease --help)");
             ExitCode::from(EXIT_USAGE)
         }
+    }
+}
+
+/// `text` with the value clap quotes (`invalid value '…' for …`) cut to its first 64
+/// characters: the parsers' own messages already quote what matters, and a 70 000-character
+/// name must not become a 70 000-character error line.
+fn shorten_invalid_value(e: &clap::Error, text: String) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    match e.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(value)) if value.chars().count() > 64 => {
+            let start: String = value.chars().take(64).collect();
+            text.replacen(&format!("'{value}'"), &format!("'{start}…'"), 1)
+        }
+        _ => text,
     }
 }
 

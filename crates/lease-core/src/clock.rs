@@ -66,7 +66,7 @@ fn read_system_clock() -> Timestamp {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     let epoch = *EPOCH.get_or_init(Instant::now);
     // Offset by one second so that no real instant is the epoch itself.
-    Timestamp::from_duration(epoch.elapsed() + Duration::from_secs(1))
+    Timestamp::from_duration(epoch.elapsed().saturating_add(Duration::from_secs(1)))
 }
 
 impl Clock for SystemClock {

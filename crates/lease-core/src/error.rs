@@ -45,7 +45,8 @@ pub enum Error {
     Validation {
         /// Which input was wrong: `namespace`, `model`, `lease`, `holder`, `entity`, `duration`, …
         field: &'static str,
-        /// The offending value, as given.
+        /// The offending value, as given; for a value over a length limit, only its first 64
+        /// characters and `…`.
         value: String,
         /// Why it was rejected.
         reason: String,

@@ -14,6 +14,16 @@
 //! - [`Secretary`], the per-namespace validation rules;
 //! - [`Clock`], so that tests drive expiry with a fake clock, and [`SystemClock`].
 //!
+//! # Limits
+//!
+//! Every name (namespace, model, lease, holder, pinning entity) is non-empty, without
+//! whitespace or any of `.#$`, and at most [`MAX_NAME_BYTES`] (1 KiB) of UTF-8; a
+//! [`PathKey`]'s escaped text form counts against the same limit. A request's metadata is at
+//! most [`MAX_METADATA_BYTES`] (64 KiB) of compact JSON. The limits are the same for every
+//! store and are checked before any I/O, with an error naming the field, the length and the
+//! limit. Durations have no upper limit: expiries saturate at [`Timestamp::MAX`], and no
+//! duration makes the lease code overflow. See [`validate`] for why these numbers.
+//!
 //! It does no I/O: stores live in `lease-store-sqlite` and `lease-store-k8s`, the worker that
 //! serialises store calls in `lease-manager`, test doubles in `lease-testkit`.
 //!
@@ -52,6 +62,7 @@ pub mod clock;
 pub mod error;
 pub mod facade;
 pub mod leaser;
+mod pathkey;
 pub mod secretary;
 pub mod store;
 pub mod types;
@@ -67,7 +78,9 @@ pub use secretary::{
 };
 pub use store::{Op, Outcome, Store};
 pub use types::{Generation, Info, Key, Request, Timestamp};
-pub use validate::{validate_duration, validate_string};
+pub use validate::{
+    MAX_METADATA_BYTES, MAX_NAME_BYTES, validate_duration, validate_metadata, validate_string,
+};
 
 /// Re-exported so implementors of the facades name the same cancellation type.
 pub use tokio_util::sync::CancellationToken;

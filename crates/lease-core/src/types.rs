@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::validate::{validate_duration, validate_string};
+use crate::validate::{validate_duration, validate_metadata, validate_string};
 
 /// Identifies a lease: a name inside a (namespace, model) pair.
 ///
@@ -38,7 +38,8 @@ impl Key {
         }
     }
 
-    /// Checks all three parts with [`validate_string`].
+    /// Checks all three parts with [`validate_string`] (each at most
+    /// [`MAX_NAME_BYTES`](crate::validate::MAX_NAME_BYTES)).
     ///
     /// # Errors
     ///
@@ -62,10 +63,12 @@ impl fmt::Display for Key {
 pub struct Request {
     /// Who wants the lease.
     pub holder: String,
-    /// How long the holder wants it for, from the start of the call.
+    /// How long the holder wants it for, from the start of the call. Any positive duration is
+    /// valid: an expiry past [`Timestamp::MAX`] saturates to it.
     pub duration: Duration,
     /// Optional JSON stored with a claim and returned in [`Info::metadata`]. An extend that
-    /// carries metadata replaces it; one without leaves it as it was.
+    /// carries metadata replaces it; one without leaves it as it was. At most
+    /// [`MAX_METADATA_BYTES`](crate::validate::MAX_METADATA_BYTES) as compact JSON.
     pub metadata: Option<serde_json::Value>,
 }
 
@@ -86,14 +89,20 @@ impl Request {
         self
     }
 
-    /// Checks the holder with [`validate_string`] and the duration with [`validate_duration`].
+    /// Checks the holder with [`validate_string`], the duration with [`validate_duration`] and
+    /// the metadata, if any, with [`validate_metadata`].
     ///
     /// # Errors
     ///
-    /// [`Error::Validation`](crate::Error::Validation) naming `holder` or `duration`.
+    /// [`Error::Validation`](crate::Error::Validation) naming `holder`, `duration` or
+    /// `metadata`.
     pub fn validate(&self) -> Result<()> {
         validate_string("holder", &self.holder)?;
-        validate_duration(self.duration)
+        validate_duration(self.duration)?;
+        match &self.metadata {
+            Some(metadata) => validate_metadata(metadata),
+            None => Ok(()),
+        }
     }
 }
 
@@ -239,6 +248,59 @@ mod tests {
         );
         let err = Request::new("h", Duration::ZERO).validate().unwrap_err();
         assert!(err.to_string().starts_with("invalid duration"));
+        assert!(Request::new("h", Duration::MAX).validate().is_ok());
+        let long_holder = "h".repeat(crate::validate::MAX_NAME_BYTES + 1);
+        let err = Request::new(long_holder, Duration::from_secs(1))
+            .validate()
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                crate::Error::Validation {
+                    field: "holder",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let big = serde_json::Value::String("m".repeat(crate::validate::MAX_METADATA_BYTES));
+        let err = Request::new("h", Duration::from_secs(1))
+            .with_metadata(big)
+            .validate()
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                crate::Error::Validation {
+                    field: "metadata",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let small = serde_json::json!({"pid": 1});
+        assert!(
+            Request::new("h", Duration::from_secs(1))
+                .with_metadata(small)
+                .validate()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn over_long_key_parts_are_refused_naming_the_part() {
+        let long = "p".repeat(crate::validate::MAX_NAME_BYTES + 1);
+        for (key, field) in [
+            (Key::new(long.as_str(), "m", "l"), "namespace"),
+            (Key::new("n", long.as_str(), "l"), "model"),
+            (Key::new("n", "m", long.as_str()), "lease"),
+        ] {
+            let err = key.validate().unwrap_err();
+            assert!(
+                matches!(&err, crate::Error::Validation { field: f, reason, .. } if *f == field && reason.contains("over the limit of 1024 bytes")),
+                "{err}"
+            );
+        }
     }
 
     #[test]
@@ -271,6 +333,37 @@ mod tests {
             "12.000000005s"
         );
         assert_eq!(Timestamp::from_duration(Duration::MAX), Timestamp::MAX);
+    }
+
+    proptest::proptest! {
+        /// Timestamp arithmetic against u128 arithmetic, for any instant and any duration
+        /// (Duration::MAX included): saturating at both ends, never panicking.
+        #[test]
+        fn timestamp_arithmetic_matches_wide_arithmetic(
+            t in proptest::prelude::any::<u64>(),
+            secs in proptest::prelude::any::<u64>(),
+            nanos in 0u32..1_000_000_000,
+            small in 0u64..1_000_000,
+        ) {
+            for d in [Duration::new(secs, nanos), Duration::from_nanos(small), Duration::MAX] {
+                let ts = Timestamp::from_nanos(t);
+                let wide = u128::from(t);
+                let sum = (wide + d.as_nanos()).min(u128::from(u64::MAX));
+                proptest::prop_assert_eq!(u128::from(ts.saturating_add(d).as_nanos()), sum);
+                let diff = wide.saturating_sub(d.as_nanos());
+                proptest::prop_assert_eq!(u128::from(ts.saturating_sub(d).as_nanos()), diff);
+                let later = ts.saturating_add(d);
+                proptest::prop_assert_eq!(
+                    later.saturating_duration_since(ts).as_nanos(),
+                    sum - wide
+                );
+                proptest::prop_assert_eq!(ts.saturating_duration_since(later), Duration::ZERO);
+                proptest::prop_assert_eq!(
+                    u128::from(Timestamp::from_duration(d).as_nanos()),
+                    d.as_nanos().min(u128::from(u64::MAX))
+                );
+            }
+        }
     }
 
     #[test]

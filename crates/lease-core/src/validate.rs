@@ -1,4 +1,22 @@
 //! Input validation, as Juju's `ValidateString`: applied to every name before any I/O.
+//!
+//! # Limits
+//!
+//! Every name (namespace, model, lease, holder, pinning entity, and the identities and
+//! transaction names of the higher-level APIs) is at most [`MAX_NAME_BYTES`] (1 KiB) of UTF-8,
+//! whatever the store: a name that one store accepts, every store accepts. The limit keeps keys
+//! comfortably inside what every backing system stores in one row or object (a Kubernetes
+//! object keeps the exact key and holder in annotations, which share 256 KiB), and keeps error
+//! messages, tables and logs readable.
+//!
+//! A request's metadata is at most [`MAX_METADATA_BYTES`] (64 KiB) once serialised as compact
+//! JSON: the Kubernetes stores keep it in an annotation, and all of an object's annotations
+//! together may not exceed 256 KiB (the whole object about 1.5 MiB), so unbounded metadata would
+//! make the API server refuse the write, and every reader of the lease would pay for it.
+//!
+//! Durations have no upper limit: arithmetic on them saturates (an expiry past
+//! [`Timestamp::MAX`](crate::Timestamp::MAX) is `Timestamp::MAX`, that is never), so no input
+//! makes the lease code overflow.
 
 use std::time::Duration;
 
@@ -8,23 +26,63 @@ use crate::error::{Error, Result};
 /// the stores' own key syntaxes.
 pub const FORBIDDEN_CHARS: &[char] = &['.', '#', '$'];
 
-/// Checks a name: non-empty, no whitespace, none of `.#$`.
+/// The longest name [`validate_string`] accepts, in bytes of UTF-8: 1 KiB, the same for every
+/// store. A [`PathKey`](crate::PathKey)'s text form (its escaped segments) counts against it
+/// too.
+pub const MAX_NAME_BYTES: usize = 1024;
+
+/// The largest metadata [`validate_metadata`] accepts, in bytes of compact JSON: 64 KiB, the
+/// same for every store.
+pub const MAX_METADATA_BYTES: usize = 64 * 1024;
+
+/// How many characters of an over-long value an error message shows.
+const SHOWN_CHARS: usize = 64;
+
+/// The first [`SHOWN_CHARS`] characters of `value` and `…` when it is longer: what an error
+/// about an over-long value quotes, so the message stays readable.
+pub(crate) fn shortened(value: &str) -> String {
+    match value.char_indices().nth(SHOWN_CHARS) {
+        Some((cut, _)) => format!("{}…", &value[..cut]),
+        None => value.to_owned(),
+    }
+}
+
+/// Checks a name: non-empty, at most [`MAX_NAME_BYTES`] bytes, no whitespace, none of `.#$`.
 ///
 /// `field` names the input in the error (`"namespace"`, `"model"`, `"lease"`, `"holder"`, …).
+/// The length is checked first, so an over-long value costs no more than reading its length.
 ///
 /// # Errors
 ///
-/// [`Error::Validation`] naming `field`, the value and the rule it broke.
+/// [`Error::Validation`] naming `field`, the value and the rule it broke. For an over-long
+/// value the error quotes only its first 64 characters (then `…`) and says its length and the
+/// limit.
 ///
 /// ```
-/// use lease_core::validate::validate_string;
+/// use lease_core::validate::{MAX_NAME_BYTES, validate_string};
 /// assert!(validate_string("lease", "mysql").is_ok());
 /// let err = validate_string("holder", "unit 0").unwrap_err();
 /// assert_eq!(err.to_string(), r#"invalid holder "unit 0": contains whitespace"#);
+///
+/// assert!(validate_string("lease", &"x".repeat(MAX_NAME_BYTES)).is_ok());
+/// let err = validate_string("lease", &"x".repeat(70_000)).unwrap_err();
+/// assert!(err.to_string().ends_with(
+///     "…\": is 70000 bytes long, over the limit of 1024 bytes for a name"
+/// ));
 /// ```
 pub fn validate_string(field: &'static str, value: &str) -> Result<()> {
     if value.is_empty() {
         return Err(Error::validation(field, value, "is empty"));
+    }
+    if value.len() > MAX_NAME_BYTES {
+        return Err(Error::validation(
+            field,
+            shortened(value),
+            format!(
+                "is {} bytes long, over the limit of {MAX_NAME_BYTES} bytes for a name",
+                value.len()
+            ),
+        ));
     }
     if value.chars().any(char::is_whitespace) {
         return Err(Error::validation(field, value, "contains whitespace"));
@@ -39,7 +97,70 @@ pub fn validate_string(field: &'static str, value: &str) -> Result<()> {
     Ok(())
 }
 
+/// Counts the bytes written through it and keeps the first few, failing as soon as they pass
+/// a limit, so measuring a huge value stops early.
+struct Budget {
+    written: usize,
+    limit: usize,
+    head: Vec<u8>,
+}
+
+impl std::io::Write for Budget {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let room = (SHOWN_CHARS * 4).saturating_sub(self.head.len());
+        self.head.extend_from_slice(&buf[..buf.len().min(room)]);
+        self.written = self.written.saturating_add(buf.len());
+        if self.written > self.limit {
+            return Err(std::io::Error::other("over the limit"));
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Checks a request's metadata: at most [`MAX_METADATA_BYTES`] bytes as compact JSON.
+///
+/// Measuring stops as soon as the limit is passed, so a huge value is refused cheaply.
+///
+/// # Errors
+///
+/// [`Error::Validation`] for field `metadata`, quoting the start of the JSON and saying the
+/// limit.
+///
+/// ```
+/// use lease_core::validate::validate_metadata;
+/// assert!(validate_metadata(&serde_json::json!({"pid": 42})).is_ok());
+/// let big = serde_json::Value::String("x".repeat(100_000));
+/// let err = validate_metadata(&big).unwrap_err();
+/// assert!(err.to_string().ends_with("is over the limit of 65536 bytes of JSON"));
+/// ```
+pub fn validate_metadata(metadata: &serde_json::Value) -> Result<()> {
+    let mut budget = Budget {
+        written: 0,
+        limit: MAX_METADATA_BYTES,
+        head: Vec::new(),
+    };
+    if serde_json::to_writer(&mut budget, metadata).is_err() {
+        // Serialising a `Value` only fails through the writer, that is: over the limit.
+        let head = match std::str::from_utf8(&budget.head) {
+            Ok(text) => text.to_owned(),
+            Err(e) => String::from_utf8_lossy(&budget.head[..e.valid_up_to()]).into_owned(),
+        };
+        return Err(Error::validation(
+            "metadata",
+            format!("{}…", head.chars().take(SHOWN_CHARS).collect::<String>()),
+            format!("is over the limit of {MAX_METADATA_BYTES} bytes of JSON"),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a lease duration: strictly positive.
+///
+/// There is no upper limit: every store saturates an expiry past
+/// [`Timestamp::MAX`](crate::Timestamp::MAX) to it, which is "never" in practice.
 ///
 /// # Errors
 ///
@@ -117,6 +238,78 @@ mod tests {
     }
 
     #[test]
+    fn names_up_to_the_limit_pass_and_longer_ones_are_refused_naming_field_length_and_limit() {
+        let ascii = "x".repeat(MAX_NAME_BYTES);
+        validate_string("lease", &ascii).unwrap();
+        // The limit is in bytes: 512 two-byte characters fit, 513 do not.
+        validate_string("holder", &"é".repeat(MAX_NAME_BYTES / 2)).unwrap();
+        for (field, value) in [
+            ("lease", "x".repeat(MAX_NAME_BYTES + 1)),
+            ("holder", "é".repeat(MAX_NAME_BYTES / 2 + 1)),
+            ("namespace", "n".repeat(65_536)),
+            ("model", "😀".repeat(100_000)),
+            ("entity", format!("{} with spaces", "e".repeat(2000))),
+        ] {
+            let err = validate_string(field, &value).unwrap_err();
+            let Error::Validation {
+                field: f,
+                value: shown,
+                reason,
+            } = &err
+            else {
+                panic!("{err:?}");
+            };
+            assert_eq!(*f, field);
+            assert_eq!(
+                reason,
+                &format!(
+                    "is {} bytes long, over the limit of 1024 bytes for a name",
+                    value.len()
+                )
+            );
+            // Only the start is quoted, so the message stays short.
+            assert_eq!(shown.chars().count(), SHOWN_CHARS + 1, "{shown}");
+            assert!(shown.ends_with('…'));
+            assert!(value.starts_with(shown.trim_end_matches('…')));
+            let message = err.to_string();
+            assert!(
+                message.starts_with(&format!("invalid {field} \"")),
+                "{message}"
+            );
+            assert!(message.len() < 400, "{message}");
+            assert_eq!(message.lines().count(), 1);
+        }
+    }
+
+    #[test]
+    fn metadata_up_to_the_limit_passes_and_more_is_refused() {
+        validate_metadata(&serde_json::json!({"pid": 42, "host": "a"})).unwrap();
+        // A JSON string is its characters and two quotes.
+        let fits = serde_json::Value::String("x".repeat(MAX_METADATA_BYTES - 2));
+        validate_metadata(&fits).unwrap();
+        let over = serde_json::Value::String("x".repeat(MAX_METADATA_BYTES - 1));
+        let err = validate_metadata(&over).unwrap_err();
+        assert!(
+            matches!(&err, Error::Validation { field: "metadata", value, .. } if value.starts_with("\"xxx") && value.ends_with('…') && value.chars().count() == SHOWN_CHARS + 1),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .ends_with(": is over the limit of 65536 bytes of JSON"),
+            "{err}"
+        );
+        // Deep or wide values are measured the same way.
+        let wide = serde_json::Value::Array(vec![serde_json::json!(1234567); 20_000]);
+        assert!(validate_metadata(&wide).is_err());
+        let multibyte = serde_json::json!({"k": "😀".repeat(20_000)});
+        let err = validate_metadata(&multibyte).unwrap_err();
+        assert!(
+            matches!(&err, Error::Validation { value, .. } if value.starts_with("{\"k\":\"😀😀") && value.chars().count() == SHOWN_CHARS + 1),
+            "{err:?}"
+        );
+    }
+
+    #[test]
     fn durations_must_be_positive() {
         assert!(validate_duration(Duration::from_nanos(1)).is_ok());
         assert!(validate_duration(Duration::from_secs(60)).is_ok());
@@ -125,5 +318,8 @@ mod tests {
             err.to_string(),
             "invalid duration \"0ns\": must be greater than zero"
         );
+        // No upper limit: the largest durations are accepted (expiries saturate).
+        assert!(validate_duration(Duration::MAX).is_ok());
+        assert!(validate_duration(Duration::from_nanos(u64::MAX)).is_ok());
     }
 }

@@ -59,3 +59,38 @@ proptest! {
         core_checks::validate_nanos(nanos);
     }
 }
+
+/// Text around and far past the name limit: plain, dense in characters that escape to three
+/// bytes, multi-byte, and needlessly escaped (which shrinks when parsed).
+fn long_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        (1000usize..1100).prop_map(|n| "a".repeat(n)),
+        (
+            prop::sample::select(vec!["a", "é", "😀", "%41", ".", "/", " ", "ab.", "\u{1b}"]),
+            0usize..4000,
+        )
+            .prop_map(|(part, n)| part.repeat(n)),
+        ("\\PC{1,8}", 100usize..800).prop_map(|(part, n)| part.repeat(n)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn long_names_and_keys(text in long_text(), split in 1usize..5) {
+        core_checks::validate_text(&text);
+        core_checks::pathkey_text(&text);
+        core_checks::pathkey_text(&format!("/system/{text}"));
+        core_checks::pathkey_text(&format!("/module/m/{text}"));
+        core_checks::pathkey_segments(None, std::slice::from_ref(&text));
+        core_checks::pathkey_segments(Some(&text), &["s".to_owned()]);
+        // The same bytes over several segments.
+        let chars: Vec<char> = text.chars().collect();
+        let parts: Vec<String> = chars
+            .chunks(chars.len().div_ceil(split).max(1))
+            .map(|c| c.iter().collect())
+            .collect();
+        core_checks::pathkey_segments(Some("m"), &parts);
+    }
+}

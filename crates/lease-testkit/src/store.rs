@@ -239,11 +239,17 @@ impl Txn<'_> {
             });
         }
         let last = self.data.generations.entry(key.clone()).or_insert(0);
-        *last += 1;
+        // A generation is never reused: past u64::MAX claims, refuse rather than wrap.
+        let generation = last.checked_add(1).ok_or_else(|| {
+            Error::store_msg(format!(
+                "in-memory store: lease {key} has used every fencing generation"
+            ))
+        })?;
+        *last = generation;
         let record = Record {
             holder: request.holder.clone(),
             expiry: self.now.saturating_add(request.duration),
-            generation: Generation(*last),
+            generation: Generation(generation),
             metadata: request.metadata.clone(),
         };
         let info = self.info(key, &record);
