@@ -91,6 +91,15 @@ impl Drop for Outstanding<'_> {
 /// It implements [`lease_core::Manager`], handing out the facades for a namespace and model;
 /// [`Manager::token`] gives the concrete [`ManagerToken`] with its synchronous fast path.
 ///
+/// A claim by the holder of a lease it holds (as far as the manager knows) is sent to the
+/// store as an extend, and stays an extend on every retry: if the holding has gone meanwhile
+/// (revoked, expired, taken by another), the claim is answered
+/// [`Error::ClaimDenied`](lease_core::Error::ClaimDenied) once a store read confirms the holder
+/// does not hold it; it is never turned into a new claim the caller did not ask for. A claim
+/// or revoke whose caller has gone (its future was dropped: cancelled, or timed out) is dropped
+/// while it waits in the queue or for a retry, never acted on later ([`Report::abandoned`]
+/// counts them). One already sent to the store when its caller goes completes there.
+///
 /// The worker stops when [`Manager::stop`] is called or when the last handle (this type, a
 /// facade or a token) is dropped. Either way the store call in flight may finish within the
 /// shutdown grace period, then every pending caller is answered

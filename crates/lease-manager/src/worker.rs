@@ -95,6 +95,10 @@ struct Pending {
     kind: PendingKind,
     /// Store attempts made so far.
     attempts: u32,
+    /// A claim that was sent as an extend: its holder held the lease, and the caller asked to
+    /// keep that holding. It stays an extend on every retry, so a retry can never re-claim a
+    /// lease that was revoked, lapsed or taken by another in the meantime.
+    extend: bool,
     span: Span,
 }
 
@@ -112,6 +116,17 @@ enum PendingKind {
 }
 
 impl Pending {
+    /// Whether the caller has gone (its reply receiver is dropped: the call was cancelled or
+    /// timed out). Its request must not be acted on any more: a renewal retried after its
+    /// caller released the lease would re-claim it for nobody, and a revoke retried after its
+    /// caller claimed again would end a holding someone relies on.
+    fn caller_gone(&self) -> bool {
+        match &self.kind {
+            PendingKind::Claim { reply, .. } => reply.is_closed(),
+            PendingKind::Revoke { reply, .. } => reply.is_closed(),
+        }
+    }
+
     fn abort(self) {
         match self.kind {
             PendingKind::Claim { reply, .. } => {
@@ -147,12 +162,14 @@ impl Work {
                     reply,
                 },
                 attempts: 0,
+                extend: false,
                 span: env.span,
             }),
             Command::Revoke { key, holder, reply } => Work::Op(Pending {
                 key,
                 kind: PendingKind::Revoke { holder, reply },
                 attempts: 0,
+                extend: false,
                 span: env.span,
             }),
             other => Work::Other(other, env.span),
@@ -810,13 +827,18 @@ impl Worker {
         let mut singles: Vec<(Command, Span)> = Vec::new();
         for work in batch {
             match work {
-                Work::Op(pending) => {
+                Work::Op(mut pending) => {
+                    if pending.caller_gone() {
+                        self.drop_abandoned(&pending);
+                        continue;
+                    }
                     if in_batch.contains(&pending.key) {
                         // Decide it after this batch, from what the batch leaves behind.
                         self.deferred.push_back(Work::Op(pending));
                         continue;
                     }
                     if let Some(op) = self.decide(pending.key.clone(), &pending, now) {
+                        pending.extend |= matches!(op, Op::Extend { .. });
                         in_batch.insert(pending.key.clone());
                         ops.push(op);
                         pendings.push(pending);
@@ -831,6 +853,9 @@ impl Worker {
                         force_read,
                         reply,
                     } => {
+                        if reply.is_closed() {
+                            continue;
+                        }
                         Metrics::bump(&self.metrics.checks_via_worker);
                         match self.view.get(&key) {
                             Some(e) if !force_read && *e.holder == *holder && now < e.own_until => {
@@ -884,6 +909,12 @@ impl Worker {
             PendingKind::Claim { request, .. } => match self.view.get(&key) {
                 Some(e) if e.valid(now) && *e.holder != *request.holder => None,
                 Some(e) if e.valid(now) => Some(Op::Extend {
+                    key,
+                    request: request.clone(),
+                }),
+                // The holding this extend was for has gone (revoked, lapsed): only the store
+                // may say so, and it answers `Invalid`; never a claim nobody asked for.
+                _ if pending.extend => Some(Op::Extend {
                     key,
                     request: request.clone(),
                 }),
@@ -968,14 +999,30 @@ impl Worker {
         let fresh = reread.is_empty() || self.reread(&reread).await;
         let now = self.clock.now();
         for pending in std::mem::take(&mut self.unconfirmed_denials) {
-            let PendingKind::Claim { request, reply, .. } = pending.kind else {
+            if pending.caller_gone() {
+                self.drop_abandoned(&pending);
+                continue;
+            }
+            let holds = match &pending.kind {
+                PendingKind::Claim { request, .. } => self
+                    .view
+                    .get(&pending.key)
+                    .is_some_and(|e| e.valid(now) && *e.holder == *request.holder),
+                PendingKind::Revoke { .. } => false,
+            };
+            if (holds || !fresh)
+                && pending.extend
+                && pending.attempts < self.settings.retry.attempts
+            {
+                // The holder still holds it (a spurious Invalid), or we cannot tell: retry
+                // the extend.
+                self.schedule_retry(pending);
+                continue;
+            }
+            let PendingKind::Claim { reply, .. } = pending.kind else {
                 pending.abort();
                 continue;
             };
-            let holds = self
-                .view
-                .get(&pending.key)
-                .is_some_and(|e| e.valid(now) && *e.holder == *request.holder);
             if fresh && !holds {
                 Metrics::bump(&self.metrics.denials);
                 export::claim(&pending.key.namespace, outcome::DENIED);
@@ -990,6 +1037,10 @@ impl Worker {
             }
         }
         for pending in std::mem::take(&mut self.redecide) {
+            if pending.caller_gone() {
+                self.drop_abandoned(&pending);
+                continue;
+            }
             let PendingKind::Revoke { holder, .. } = &pending.kind else {
                 self.schedule_retry(pending);
                 continue;
@@ -1006,8 +1057,19 @@ impl Worker {
         }
     }
 
+    /// Forgets a request whose caller has gone, without acting on it.
+    fn drop_abandoned(&self, pending: &Pending) {
+        Metrics::bump(&self.metrics.abandoned);
+        tracing::debug!(parent: &pending.span, key = %pending.key, attempts = pending.attempts, "caller gone: request dropped");
+    }
+
     /// Puts `pending` on a retry timer, after the jittered backoff for its attempts so far.
+    /// A request whose caller has gone is dropped instead.
     fn schedule_retry(&mut self, pending: Pending) {
+        if pending.caller_gone() {
+            self.drop_abandoned(&pending);
+            return;
+        }
         let delay = self.backoff(pending.attempts);
         let deadline = self.clock.now().saturating_add(delay);
         Metrics::bump(&self.metrics.retries);
@@ -1098,6 +1160,18 @@ impl Worker {
                 self.fail(pending, e);
                 None
             }
+            Err(e) if e.is_invalid() && pending.extend => {
+                // The holding this extend was for is gone (absent, expired, another's), or the
+                // store saw a conflicting write: the re-read tells which. Either way the retry,
+                // if any, stays an extend.
+                tracing::debug!(key = %pending.key, attempts, "extend invalid");
+                let key = pending.key.clone();
+                self.unconfirmed_denials.push(Pending {
+                    attempts,
+                    ..pending
+                });
+                Some(key)
+            }
             Err(e) if e.is_timeout() || e.is_invalid() => {
                 if attempts >= self.settings.retry.attempts {
                     let timeout = e.is_timeout();
@@ -1107,7 +1181,10 @@ impl Worker {
                         // (an earlier claim took effect but was answered Timeout): deny it
                         // only once a fresh read shows the holder does not hold it.
                         let key = pending.key.clone();
-                        self.unconfirmed_denials.push(pending);
+                        self.unconfirmed_denials.push(Pending {
+                            attempts,
+                            ..pending
+                        });
                         return Some(key);
                     }
                     match pending.kind {
