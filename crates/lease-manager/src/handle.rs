@@ -513,6 +513,23 @@ impl Reader for Scope {
 /// holder name through another manager or process is noticed at the next refresh after the
 /// window ends, not before.
 ///
+/// A check answered by a store read says "held" only inside a window this process can vouch
+/// for, even when the store reports a later expiry (on Kubernetes a write this process saw
+/// late expires late here, but not for the processes that saw it early):
+///
+/// - for a holding claimed or extended through this manager, until that call's start + its
+///   duration;
+/// - for a claim through this manager whose outcome was unknown (it timed out, perhaps after
+///   the write took effect) and which the store shows took effect, until that call's start +
+///   its duration;
+/// - for a pinned lease, while the store shows it pinned (it expires for no one);
+/// - for a holding this manager has no record of (another process's, or this process's own
+///   from before a restart), by the store's judgement: on SQLite the expiry every process
+///   uses; on Kubernetes this process's observed expiry, which can be later than the holder's
+///   own window by the delay with which this process saw the write. A holder that must not
+///   act past its window after a restart claims (extends) the lease first: the call starts a
+///   window this manager knows.
+///
 /// The worker shares windows only with keys that have a token, so leases nobody checks cost
 /// nothing extra: a token made while a claim is already running learns its window on its first
 /// [`Token::check`] (answered by the worker from memory, without a store read); a token made

@@ -244,6 +244,20 @@ struct WaitState {
     timer: Option<Timestamp>,
 }
 
+/// A claim of this manager's whose outcome is unknown (the store timed out or failed, maybe
+/// after the write took effect). If it did take effect, the write happened after the call
+/// started, so its holder is guaranteed the lease until `until` (the call's start + duration)
+/// and no longer: a store read can report a later expiry (a Kubernetes watch that saw the
+/// write late), which is not a window this process can vouch for.
+#[derive(Debug)]
+struct AmbiguousClaim {
+    holder: Arc<str>,
+    until: Timestamp,
+    /// Kept until then (the window, plus one more duration for a late observation of the
+    /// write) unless the view still shows the holder holding the lease.
+    keep_until: Timestamp,
+}
+
 /// What woke the worker.
 enum Event {
     Shutdown,
@@ -343,6 +357,8 @@ pub(crate) struct Worker {
     /// Claims that were `Invalid` to their last attempt, to answer once the batch's re-read
     /// shows whether their own holder holds the lease after all.
     unconfirmed_denials: Vec<Pending>,
+    /// Claims whose outcome is unknown, by key: they bound what a store read may vouch for.
+    ambiguous_claims: HashMap<Key, Vec<AmbiguousClaim>>,
     change_rx: Option<watch::Receiver<u64>>,
     changed: bool,
     next_refresh: Timestamp,
@@ -387,6 +403,7 @@ impl Worker {
             deferred: VecDeque::new(),
             redecide: Vec::new(),
             unconfirmed_denials: Vec::new(),
+            ambiguous_claims: HashMap::new(),
             change_rx,
             changed: false,
             next_refresh: now.saturating_add(settings.refresh_interval),
@@ -627,6 +644,16 @@ impl Worker {
                 self.slots.publish(&key, None);
             }
         }
+        let view = &self.view;
+        self.ambiguous_claims.retain(|key, claims| {
+            claims.retain(|c| {
+                now < c.keep_until
+                    || view
+                        .get(key)
+                        .is_some_and(|e| e.valid(now) && *e.holder == *c.holder)
+            });
+            !claims.is_empty()
+        });
         self.view.compact();
         self.slots.sweep();
     }
@@ -749,6 +776,12 @@ impl Worker {
             own_until = own_until.min(info.expiry);
         }
         let own_until = own_until.max(Timestamp::from_nanos(1));
+        if let Some(claims) = self.ambiguous_claims.get_mut(key) {
+            claims.retain(|c| *c.holder != *info.holder);
+            if claims.is_empty() {
+                self.ambiguous_claims.remove(key);
+            }
+        }
         let holder = self.view.intern(&info.holder);
         self.view.insert(
             key,
@@ -1084,6 +1117,9 @@ impl Worker {
         let span = pending.span.clone();
         let _enter = span.enter();
         let attempts = pending.attempts + 1;
+        if let Err(e) = &result {
+            self.note_ambiguous_claim(&pending, e);
+        }
         match result {
             Ok(Outcome::Claimed(info) | Outcome::Extended(info)) => {
                 let claimed = matches!(&pending.kind, PendingKind::Claim { .. });
@@ -1235,6 +1271,91 @@ impl Worker {
         }
     }
 
+    /// Remembers a claim (not an extend) that may have taken effect unseen: a timeout, or a
+    /// failure of the store itself.
+    fn note_ambiguous_claim(&mut self, pending: &Pending, e: &Error) {
+        let PendingKind::Claim {
+            request, started, ..
+        } = &pending.kind
+        else {
+            return;
+        };
+        let definite = e.is_held() || e.is_invalid() || e.is_not_held() || e.is_validation();
+        if pending.extend || definite {
+            return;
+        }
+        let until = started.saturating_add(request.duration);
+        let keep_until = until.saturating_add(request.duration);
+        let holder = self.view.intern(&request.holder);
+        let claims = self
+            .ambiguous_claims
+            .entry(pending.key.clone())
+            .or_default();
+        match claims.iter_mut().find(|c| c.holder == holder) {
+            Some(c) => {
+                c.until = c.until.max(until);
+                c.keep_until = c.keep_until.max(keep_until);
+            }
+            None => claims.push(AmbiguousClaim {
+                holder,
+                until,
+                keep_until,
+            }),
+        }
+    }
+
+    /// The answer to a token check of `holder` from a store snapshot's `info` of `key`: held
+    /// only inside a window this process can vouch for.
+    ///
+    /// - A holding this manager claimed or extended (the view's own entry, same holder and
+    ///   generation): until the start of that call + its duration, whatever later expiry the
+    ///   store reports (on Kubernetes, a write observed late expires late here but not for
+    ///   the processes that saw it early).
+    /// - A claim of this manager's whose outcome was unknown (it timed out): until its call's
+    ///   start + duration (the write, if it happened, happened after the call started).
+    /// - A pinned lease: held while pinned (it does not expire for anyone).
+    /// - A holding this manager has no record of (another process's; this process's own
+    ///   before a restart): the store's judgement. That is the expiry every process uses on
+    ///   SQLite, and this process's observed expiry on Kubernetes, which can be later than
+    ///   the holder's own window by the delay with which this process saw the write; a
+    ///   holder that must not act past its window claims (extends) before relying on checks.
+    fn check_answer(
+        &self,
+        key: &Key,
+        holder: &str,
+        info: &Info,
+        now: Timestamp,
+    ) -> Result<Generation> {
+        if !info_valid(info, now) || info.holder != holder {
+            return Err(Error::NotHeld);
+        }
+        if info.pinned {
+            return Ok(info.generation);
+        }
+        let within = |until: Timestamp| {
+            if now < until {
+                Ok(info.generation)
+            } else {
+                Err(Error::NotHeld)
+            }
+        };
+        if let Some(e) = self.view.get(key)
+            && e.own()
+            && *e.holder == *holder
+            && e.generation == info.generation
+        {
+            return within(e.own_until);
+        }
+        if let Some(c) = self
+            .ambiguous_claims
+            .get(key)
+            .and_then(|claims| claims.iter().find(|c| *c.holder == *holder))
+        {
+            return within(c.until);
+        }
+        Ok(info.generation)
+    }
+
     fn fail(&self, pending: Pending, e: Error) {
         match pending.kind {
             PendingKind::Claim { reply, .. } => {
@@ -1312,10 +1433,8 @@ impl Worker {
                     key, holder, reply, ..
                 } => {
                     let result = match snapshot.get(&key) {
-                        Some(info) if info_valid(info, now) && info.holder == holder => {
-                            Ok(info.generation)
-                        }
-                        _ => Err(Error::NotHeld),
+                        Some(info) => self.check_answer(&key, &holder, info, now),
+                        None => Err(Error::NotHeld),
                     };
                     let _ = reply.send(result);
                 }
