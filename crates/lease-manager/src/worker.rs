@@ -361,6 +361,9 @@ pub(crate) struct Worker {
     ambiguous_claims: HashMap<Key, Vec<AmbiguousClaim>>,
     change_rx: Option<watch::Receiver<u64>>,
     changed: bool,
+    /// A refresh's re-read failed (or its poll did): re-read at the next refresh even if the
+    /// store reports no new change.
+    reread_owed: bool,
     next_refresh: Timestamp,
     had_interest: bool,
     next_housekeeping: Timestamp,
@@ -406,6 +409,7 @@ impl Worker {
             ambiguous_claims: HashMap::new(),
             change_rx,
             changed: false,
+            reread_owed: false,
             next_refresh: now.saturating_add(settings.refresh_interval),
             had_interest: false,
             next_housekeeping: now.saturating_add(settings.max_sleep),
@@ -577,18 +581,7 @@ impl Worker {
         }
         if !expiring.is_empty() && !self.reread(&expiring).await {
             // Could not confirm: try again after a refresh interval.
-            let retry_at = self
-                .clock
-                .now()
-                .saturating_add(self.settings.refresh_interval);
-            for key in expiring {
-                if let Some(state) = self.waiters.get_mut(&key)
-                    && state.timer.is_none()
-                {
-                    state.timer = Some(retry_at);
-                    self.wait_timers.insert((retry_at, key));
-                }
-            }
+            self.reread_waited_later(expiring);
         }
         let now = self.clock.now();
         if now >= self.next_refresh {
@@ -668,9 +661,13 @@ impl Worker {
         let polled = store_call!(self, poll_changes());
         match polled {
             None => self.abandoned = true,
-            Some(Err(e)) => self.store_failure("polling for changes", &e),
-            Some(Ok(false)) => {}
-            Some(Ok(true)) => {
+            Some(Err(e)) => {
+                // The change it would have reported may not be reported again.
+                self.reread_owed = true;
+                self.store_failure("polling for changes", &e);
+            }
+            Some(Ok(false)) if !self.reread_owed => {}
+            Some(Ok(_)) => {
                 let mut keys: Vec<Key> = self.waiters.keys().cloned().collect();
                 let waited: HashSet<&Key> = self.waiters.keys().collect();
                 let now = self.clock.now();
@@ -681,9 +678,14 @@ impl Worker {
                     .filter(|k| !waited.contains(k))
                     .collect();
                 keys.extend(own);
+                let mut read_all = true;
                 for chunk in keys.chunks(1024) {
-                    self.reread(chunk).await;
+                    read_all &= self.reread(chunk).await;
                 }
+                // A change the store reported once is not reported again: a read that failed
+                // is owed until one succeeds (or waiters of a lease unpinned elsewhere would
+                // wait forever).
+                self.reread_owed = !read_all;
             }
         }
     }
@@ -710,6 +712,23 @@ impl Worker {
                     }
                 }
                 true
+            }
+        }
+    }
+
+    /// Sets a timer a refresh interval from now for the waiters of `keys` that have none, so
+    /// their lease is read again then (a read about them failed).
+    fn reread_waited_later(&mut self, keys: Vec<Key>) {
+        let retry_at = self
+            .clock
+            .now()
+            .saturating_add(self.settings.refresh_interval);
+        for key in keys {
+            if let Some(state) = self.waiters.get_mut(&key)
+                && state.timer.is_none()
+            {
+                state.timer = Some(retry_at);
+                self.wait_timers.insert((retry_at, key));
             }
         }
     }
@@ -1471,7 +1490,11 @@ impl Worker {
                     && (self.view.get(&key).is_some() || self.waiters.contains_key(&key))
                 {
                     // Other entities may still pin it: ask the store, then reschedule expiry.
-                    self.reread(std::slice::from_ref(&key)).await;
+                    // If that read fails, the waiters (whose pinned lease had no expiry
+                    // timer) would wait forever: read again a refresh interval later.
+                    if !self.reread(std::slice::from_ref(&key)).await {
+                        self.reread_waited_later(vec![key]);
+                    }
                 }
                 let _ = reply.send(result);
             }
