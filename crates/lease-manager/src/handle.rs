@@ -91,6 +91,15 @@ impl Drop for Outstanding<'_> {
 /// It implements [`lease_core::Manager`], handing out the facades for a namespace and model;
 /// [`Manager::token`] gives the concrete [`ManagerToken`] with its synchronous fast path.
 ///
+/// A claim by the holder of a lease it holds (as far as the manager knows) is sent to the
+/// store as an extend, and stays an extend on every retry: if the holding has gone meanwhile
+/// (revoked, expired, taken by another), the claim is answered
+/// [`Error::ClaimDenied`](lease_core::Error::ClaimDenied) once a store read confirms the holder
+/// does not hold it; it is never turned into a new claim the caller did not ask for. A claim
+/// or revoke whose caller has gone (its future was dropped: cancelled, or timed out) is dropped
+/// while it waits in the queue or for a retry, never acted on later ([`Report::abandoned`]
+/// counts them). One already sent to the store when its caller goes completes there.
+///
 /// The worker stops when [`Manager::stop`] is called or when the last handle (this type, a
 /// facade or a token) is dropped. Either way the store call in flight may finish within the
 /// shutdown grace period, then every pending caller is answered
@@ -503,6 +512,23 @@ impl Reader for Scope {
 /// holder itself can end it early, so revoke through this manager; a revoke under the same
 /// holder name through another manager or process is noticed at the next refresh after the
 /// window ends, not before.
+///
+/// A check answered by a store read says "held" only inside a window this process can vouch
+/// for, even when the store reports a later expiry (on Kubernetes a write this process saw
+/// late expires late here, but not for the processes that saw it early):
+///
+/// - for a holding claimed or extended through this manager, until that call's start + its
+///   duration;
+/// - for a claim through this manager whose outcome was unknown (it timed out, perhaps after
+///   the write took effect) and which the store shows took effect, until that call's start +
+///   its duration;
+/// - for a pinned lease, while the store shows it pinned (it expires for no one);
+/// - for a holding this manager has no record of (another process's, or this process's own
+///   from before a restart), by the store's judgement: on SQLite the expiry every process
+///   uses; on Kubernetes this process's observed expiry, which can be later than the holder's
+///   own window by the delay with which this process saw the write. A holder that must not
+///   act past its window after a restart claims (extends) the lease first: the call starts a
+///   window this manager knows.
 ///
 /// The worker shares windows only with keys that have a token, so leases nobody checks cost
 /// nothing extra: a token made while a claim is already running learns its window on its first

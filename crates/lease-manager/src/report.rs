@@ -87,6 +87,7 @@ pub(crate) struct Metrics {
     pub(crate) extends: AtomicU64,
     pub(crate) denials: AtomicU64,
     pub(crate) retries: AtomicU64,
+    pub(crate) abandoned: AtomicU64,
     pub(crate) timeouts: AtomicU64,
     pub(crate) store_errors: AtomicU64,
     pub(crate) revokes: AtomicU64,
@@ -107,6 +108,7 @@ impl Metrics {
             extends: AtomicU64::new(0),
             denials: AtomicU64::new(0),
             retries: AtomicU64::new(0),
+            abandoned: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
             store_errors: AtomicU64::new(0),
             revokes: AtomicU64::new(0),
@@ -140,6 +142,7 @@ impl Metrics {
             extends: load(&self.extends),
             denials: load(&self.denials),
             retries: load(&self.retries),
+            abandoned: load(&self.abandoned),
             timeouts: load(&self.timeouts),
             store_errors: load(&self.store_errors),
             revokes: load(&self.revokes),
@@ -177,6 +180,9 @@ pub struct Report {
     pub denials: u64,
     /// Store operations retried after `Timeout` or `Invalid`.
     pub retries: u64,
+    /// Claims and revokes dropped without acting on them because their caller had gone (the
+    /// call was cancelled or timed out while the request was queued or waiting for a retry).
+    pub abandoned: u64,
     /// Requests answered `Timeout` after their last attempt.
     pub timeouts: u64,
     /// Store errors other than the lease outcomes (`Held`, `Invalid`, `NotHeld`, `Timeout`).
@@ -213,13 +219,14 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "claims={} extends={} denials={} retries={} timeouts={} store_errors={} revokes={} \
+            "claims={} extends={} denials={} retries={} abandoned={} timeouts={} store_errors={} revokes={} \
              batches={} batched_ops={} outstanding={} waiters={} known_leases={} \
              store_p50={:?} store_p90={:?} store_p99={:?}",
             self.claims,
             self.extends,
             self.denials,
             self.retries,
+            self.abandoned,
             self.timeouts,
             self.store_errors,
             self.revokes,

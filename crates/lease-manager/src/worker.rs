@@ -95,6 +95,10 @@ struct Pending {
     kind: PendingKind,
     /// Store attempts made so far.
     attempts: u32,
+    /// A claim that was sent as an extend: its holder held the lease, and the caller asked to
+    /// keep that holding. It stays an extend on every retry, so a retry can never re-claim a
+    /// lease that was revoked, lapsed or taken by another in the meantime.
+    extend: bool,
     span: Span,
 }
 
@@ -112,6 +116,17 @@ enum PendingKind {
 }
 
 impl Pending {
+    /// Whether the caller has gone (its reply receiver is dropped: the call was cancelled or
+    /// timed out). Its request must not be acted on any more: a renewal retried after its
+    /// caller released the lease would re-claim it for nobody, and a revoke retried after its
+    /// caller claimed again would end a holding someone relies on.
+    fn caller_gone(&self) -> bool {
+        match &self.kind {
+            PendingKind::Claim { reply, .. } => reply.is_closed(),
+            PendingKind::Revoke { reply, .. } => reply.is_closed(),
+        }
+    }
+
     fn abort(self) {
         match self.kind {
             PendingKind::Claim { reply, .. } => {
@@ -147,12 +162,14 @@ impl Work {
                     reply,
                 },
                 attempts: 0,
+                extend: false,
                 span: env.span,
             }),
             Command::Revoke { key, holder, reply } => Work::Op(Pending {
                 key,
                 kind: PendingKind::Revoke { holder, reply },
                 attempts: 0,
+                extend: false,
                 span: env.span,
             }),
             other => Work::Other(other, env.span),
@@ -225,6 +242,20 @@ fn is_lease_outcome(e: &Error) -> bool {
 struct WaitState {
     replies: Vec<Reply<()>>,
     timer: Option<Timestamp>,
+}
+
+/// A claim of this manager's whose outcome is unknown (the store timed out or failed, maybe
+/// after the write took effect). If it did take effect, the write happened after the call
+/// started, so its holder is guaranteed the lease until `until` (the call's start + duration)
+/// and no longer: a store read can report a later expiry (a Kubernetes watch that saw the
+/// write late), which is not a window this process can vouch for.
+#[derive(Debug)]
+struct AmbiguousClaim {
+    holder: Arc<str>,
+    until: Timestamp,
+    /// Kept until then (the window, plus one more duration for a late observation of the
+    /// write) unless the view still shows the holder holding the lease.
+    keep_until: Timestamp,
 }
 
 /// What woke the worker.
@@ -326,8 +357,13 @@ pub(crate) struct Worker {
     /// Claims that were `Invalid` to their last attempt, to answer once the batch's re-read
     /// shows whether their own holder holds the lease after all.
     unconfirmed_denials: Vec<Pending>,
+    /// Claims whose outcome is unknown, by key: they bound what a store read may vouch for.
+    ambiguous_claims: HashMap<Key, Vec<AmbiguousClaim>>,
     change_rx: Option<watch::Receiver<u64>>,
     changed: bool,
+    /// A refresh's re-read failed (or its poll did): re-read at the next refresh even if the
+    /// store reports no new change.
+    reread_owed: bool,
     next_refresh: Timestamp,
     had_interest: bool,
     next_housekeeping: Timestamp,
@@ -370,8 +406,10 @@ impl Worker {
             deferred: VecDeque::new(),
             redecide: Vec::new(),
             unconfirmed_denials: Vec::new(),
+            ambiguous_claims: HashMap::new(),
             change_rx,
             changed: false,
+            reread_owed: false,
             next_refresh: now.saturating_add(settings.refresh_interval),
             had_interest: false,
             next_housekeeping: now.saturating_add(settings.max_sleep),
@@ -543,18 +581,7 @@ impl Worker {
         }
         if !expiring.is_empty() && !self.reread(&expiring).await {
             // Could not confirm: try again after a refresh interval.
-            let retry_at = self
-                .clock
-                .now()
-                .saturating_add(self.settings.refresh_interval);
-            for key in expiring {
-                if let Some(state) = self.waiters.get_mut(&key)
-                    && state.timer.is_none()
-                {
-                    state.timer = Some(retry_at);
-                    self.wait_timers.insert((retry_at, key));
-                }
-            }
+            self.reread_waited_later(expiring);
         }
         let now = self.clock.now();
         if now >= self.next_refresh {
@@ -610,6 +637,16 @@ impl Worker {
                 self.slots.publish(&key, None);
             }
         }
+        let view = &self.view;
+        self.ambiguous_claims.retain(|key, claims| {
+            claims.retain(|c| {
+                now < c.keep_until
+                    || view
+                        .get(key)
+                        .is_some_and(|e| e.valid(now) && *e.holder == *c.holder)
+            });
+            !claims.is_empty()
+        });
         self.view.compact();
         self.slots.sweep();
     }
@@ -624,9 +661,13 @@ impl Worker {
         let polled = store_call!(self, poll_changes());
         match polled {
             None => self.abandoned = true,
-            Some(Err(e)) => self.store_failure("polling for changes", &e),
-            Some(Ok(false)) => {}
-            Some(Ok(true)) => {
+            Some(Err(e)) => {
+                // The change it would have reported may not be reported again.
+                self.reread_owed = true;
+                self.store_failure("polling for changes", &e);
+            }
+            Some(Ok(false)) if !self.reread_owed => {}
+            Some(Ok(_)) => {
                 let mut keys: Vec<Key> = self.waiters.keys().cloned().collect();
                 let waited: HashSet<&Key> = self.waiters.keys().collect();
                 let now = self.clock.now();
@@ -637,9 +678,14 @@ impl Worker {
                     .filter(|k| !waited.contains(k))
                     .collect();
                 keys.extend(own);
+                let mut read_all = true;
                 for chunk in keys.chunks(1024) {
-                    self.reread(chunk).await;
+                    read_all &= self.reread(chunk).await;
                 }
+                // A change the store reported once is not reported again: a read that failed
+                // is owed until one succeeds (or waiters of a lease unpinned elsewhere would
+                // wait forever).
+                self.reread_owed = !read_all;
             }
         }
     }
@@ -666,6 +712,23 @@ impl Worker {
                     }
                 }
                 true
+            }
+        }
+    }
+
+    /// Sets a timer a refresh interval from now for the waiters of `keys` that have none, so
+    /// their lease is read again then (a read about them failed).
+    fn reread_waited_later(&mut self, keys: Vec<Key>) {
+        let retry_at = self
+            .clock
+            .now()
+            .saturating_add(self.settings.refresh_interval);
+        for key in keys {
+            if let Some(state) = self.waiters.get_mut(&key)
+                && state.timer.is_none()
+            {
+                state.timer = Some(retry_at);
+                self.wait_timers.insert((retry_at, key));
             }
         }
     }
@@ -732,6 +795,12 @@ impl Worker {
             own_until = own_until.min(info.expiry);
         }
         let own_until = own_until.max(Timestamp::from_nanos(1));
+        if let Some(claims) = self.ambiguous_claims.get_mut(key) {
+            claims.retain(|c| *c.holder != *info.holder);
+            if claims.is_empty() {
+                self.ambiguous_claims.remove(key);
+            }
+        }
         let holder = self.view.intern(&info.holder);
         self.view.insert(
             key,
@@ -810,13 +879,18 @@ impl Worker {
         let mut singles: Vec<(Command, Span)> = Vec::new();
         for work in batch {
             match work {
-                Work::Op(pending) => {
+                Work::Op(mut pending) => {
+                    if pending.caller_gone() {
+                        self.drop_abandoned(&pending);
+                        continue;
+                    }
                     if in_batch.contains(&pending.key) {
                         // Decide it after this batch, from what the batch leaves behind.
                         self.deferred.push_back(Work::Op(pending));
                         continue;
                     }
                     if let Some(op) = self.decide(pending.key.clone(), &pending, now) {
+                        pending.extend |= matches!(op, Op::Extend { .. });
                         in_batch.insert(pending.key.clone());
                         ops.push(op);
                         pendings.push(pending);
@@ -831,6 +905,9 @@ impl Worker {
                         force_read,
                         reply,
                     } => {
+                        if reply.is_closed() {
+                            continue;
+                        }
                         Metrics::bump(&self.metrics.checks_via_worker);
                         match self.view.get(&key) {
                             Some(e) if !force_read && *e.holder == *holder && now < e.own_until => {
@@ -884,6 +961,12 @@ impl Worker {
             PendingKind::Claim { request, .. } => match self.view.get(&key) {
                 Some(e) if e.valid(now) && *e.holder != *request.holder => None,
                 Some(e) if e.valid(now) => Some(Op::Extend {
+                    key,
+                    request: request.clone(),
+                }),
+                // The holding this extend was for has gone (revoked, lapsed): only the store
+                // may say so, and it answers `Invalid`; never a claim nobody asked for.
+                _ if pending.extend => Some(Op::Extend {
                     key,
                     request: request.clone(),
                 }),
@@ -968,14 +1051,30 @@ impl Worker {
         let fresh = reread.is_empty() || self.reread(&reread).await;
         let now = self.clock.now();
         for pending in std::mem::take(&mut self.unconfirmed_denials) {
-            let PendingKind::Claim { request, reply, .. } = pending.kind else {
+            if pending.caller_gone() {
+                self.drop_abandoned(&pending);
+                continue;
+            }
+            let holds = match &pending.kind {
+                PendingKind::Claim { request, .. } => self
+                    .view
+                    .get(&pending.key)
+                    .is_some_and(|e| e.valid(now) && *e.holder == *request.holder),
+                PendingKind::Revoke { .. } => false,
+            };
+            if (holds || !fresh)
+                && pending.extend
+                && pending.attempts < self.settings.retry.attempts
+            {
+                // The holder still holds it (a spurious Invalid), or we cannot tell: retry
+                // the extend.
+                self.schedule_retry(pending);
+                continue;
+            }
+            let PendingKind::Claim { reply, .. } = pending.kind else {
                 pending.abort();
                 continue;
             };
-            let holds = self
-                .view
-                .get(&pending.key)
-                .is_some_and(|e| e.valid(now) && *e.holder == *request.holder);
             if fresh && !holds {
                 Metrics::bump(&self.metrics.denials);
                 export::claim(&pending.key.namespace, outcome::DENIED);
@@ -990,6 +1089,10 @@ impl Worker {
             }
         }
         for pending in std::mem::take(&mut self.redecide) {
+            if pending.caller_gone() {
+                self.drop_abandoned(&pending);
+                continue;
+            }
             let PendingKind::Revoke { holder, .. } = &pending.kind else {
                 self.schedule_retry(pending);
                 continue;
@@ -1006,8 +1109,19 @@ impl Worker {
         }
     }
 
+    /// Forgets a request whose caller has gone, without acting on it.
+    fn drop_abandoned(&self, pending: &Pending) {
+        Metrics::bump(&self.metrics.abandoned);
+        tracing::debug!(parent: &pending.span, key = %pending.key, attempts = pending.attempts, "caller gone: request dropped");
+    }
+
     /// Puts `pending` on a retry timer, after the jittered backoff for its attempts so far.
+    /// A request whose caller has gone is dropped instead.
     fn schedule_retry(&mut self, pending: Pending) {
+        if pending.caller_gone() {
+            self.drop_abandoned(&pending);
+            return;
+        }
         let delay = self.backoff(pending.attempts);
         let deadline = self.clock.now().saturating_add(delay);
         Metrics::bump(&self.metrics.retries);
@@ -1022,6 +1136,9 @@ impl Worker {
         let span = pending.span.clone();
         let _enter = span.enter();
         let attempts = pending.attempts + 1;
+        if let Err(e) = &result {
+            self.note_ambiguous_claim(&pending, e);
+        }
         match result {
             Ok(Outcome::Claimed(info) | Outcome::Extended(info)) => {
                 let claimed = matches!(&pending.kind, PendingKind::Claim { .. });
@@ -1098,6 +1215,18 @@ impl Worker {
                 self.fail(pending, e);
                 None
             }
+            Err(e) if e.is_invalid() && pending.extend => {
+                // The holding this extend was for is gone (absent, expired, another's), or the
+                // store saw a conflicting write: the re-read tells which. Either way the retry,
+                // if any, stays an extend.
+                tracing::debug!(key = %pending.key, attempts, "extend invalid");
+                let key = pending.key.clone();
+                self.unconfirmed_denials.push(Pending {
+                    attempts,
+                    ..pending
+                });
+                Some(key)
+            }
             Err(e) if e.is_timeout() || e.is_invalid() => {
                 if attempts >= self.settings.retry.attempts {
                     let timeout = e.is_timeout();
@@ -1107,7 +1236,10 @@ impl Worker {
                         // (an earlier claim took effect but was answered Timeout): deny it
                         // only once a fresh read shows the holder does not hold it.
                         let key = pending.key.clone();
-                        self.unconfirmed_denials.push(pending);
+                        self.unconfirmed_denials.push(Pending {
+                            attempts,
+                            ..pending
+                        });
                         return Some(key);
                     }
                     match pending.kind {
@@ -1156,6 +1288,91 @@ impl Worker {
                 None
             }
         }
+    }
+
+    /// Remembers a claim (not an extend) that may have taken effect unseen: a timeout, or a
+    /// failure of the store itself.
+    fn note_ambiguous_claim(&mut self, pending: &Pending, e: &Error) {
+        let PendingKind::Claim {
+            request, started, ..
+        } = &pending.kind
+        else {
+            return;
+        };
+        let definite = e.is_held() || e.is_invalid() || e.is_not_held() || e.is_validation();
+        if pending.extend || definite {
+            return;
+        }
+        let until = started.saturating_add(request.duration);
+        let keep_until = until.saturating_add(request.duration);
+        let holder = self.view.intern(&request.holder);
+        let claims = self
+            .ambiguous_claims
+            .entry(pending.key.clone())
+            .or_default();
+        match claims.iter_mut().find(|c| c.holder == holder) {
+            Some(c) => {
+                c.until = c.until.max(until);
+                c.keep_until = c.keep_until.max(keep_until);
+            }
+            None => claims.push(AmbiguousClaim {
+                holder,
+                until,
+                keep_until,
+            }),
+        }
+    }
+
+    /// The answer to a token check of `holder` from a store snapshot's `info` of `key`: held
+    /// only inside a window this process can vouch for.
+    ///
+    /// - A holding this manager claimed or extended (the view's own entry, same holder and
+    ///   generation): until the start of that call + its duration, whatever later expiry the
+    ///   store reports (on Kubernetes, a write observed late expires late here but not for
+    ///   the processes that saw it early).
+    /// - A claim of this manager's whose outcome was unknown (it timed out): until its call's
+    ///   start + duration (the write, if it happened, happened after the call started).
+    /// - A pinned lease: held while pinned (it does not expire for anyone).
+    /// - A holding this manager has no record of (another process's; this process's own
+    ///   before a restart): the store's judgement. That is the expiry every process uses on
+    ///   SQLite, and this process's observed expiry on Kubernetes, which can be later than
+    ///   the holder's own window by the delay with which this process saw the write; a
+    ///   holder that must not act past its window claims (extends) before relying on checks.
+    fn check_answer(
+        &self,
+        key: &Key,
+        holder: &str,
+        info: &Info,
+        now: Timestamp,
+    ) -> Result<Generation> {
+        if !info_valid(info, now) || info.holder != holder {
+            return Err(Error::NotHeld);
+        }
+        if info.pinned {
+            return Ok(info.generation);
+        }
+        let within = |until: Timestamp| {
+            if now < until {
+                Ok(info.generation)
+            } else {
+                Err(Error::NotHeld)
+            }
+        };
+        if let Some(e) = self.view.get(key)
+            && e.own()
+            && *e.holder == *holder
+            && e.generation == info.generation
+        {
+            return within(e.own_until);
+        }
+        if let Some(c) = self
+            .ambiguous_claims
+            .get(key)
+            .and_then(|claims| claims.iter().find(|c| *c.holder == *holder))
+        {
+            return within(c.until);
+        }
+        Ok(info.generation)
     }
 
     fn fail(&self, pending: Pending, e: Error) {
@@ -1235,10 +1452,8 @@ impl Worker {
                     key, holder, reply, ..
                 } => {
                     let result = match snapshot.get(&key) {
-                        Some(info) if info_valid(info, now) && info.holder == holder => {
-                            Ok(info.generation)
-                        }
-                        _ => Err(Error::NotHeld),
+                        Some(info) => self.check_answer(&key, &holder, info, now),
+                        None => Err(Error::NotHeld),
                     };
                     let _ = reply.send(result);
                 }
@@ -1275,7 +1490,11 @@ impl Worker {
                     && (self.view.get(&key).is_some() || self.waiters.contains_key(&key))
                 {
                     // Other entities may still pin it: ask the store, then reschedule expiry.
-                    self.reread(std::slice::from_ref(&key)).await;
+                    // If that read fails, the waiters (whose pinned lease had no expiry
+                    // timer) would wait forever: read again a refresh interval later.
+                    if !self.reread(std::slice::from_ref(&key)).await {
+                        self.reread_waited_later(vec![key]);
+                    }
                 }
                 let _ = reply.send(result);
             }

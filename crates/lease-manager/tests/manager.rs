@@ -639,6 +639,83 @@ async fn unpinning_before_expiry_reschedules_the_waiters_for_expiry() {
     waiter.await.unwrap().unwrap();
 }
 
+/// The read after an unpin fails: the waiters of the (no longer pinned) lease must not be
+/// stranded without an expiry timer; the worker reads it again a refresh interval later.
+#[tokio::test]
+async fn a_failed_read_after_unpinning_does_not_strand_the_waiters() {
+    let clock = FakeClock::new();
+    let store = ScriptStore::new(&clock);
+    let manager =
+        Manager::start(config(store.clone(), &clock).with_refresh_interval(ms(100))).unwrap();
+    let claimer = manager.claimer(NS, MODEL).unwrap();
+    let pinner = manager.pinner(NS, MODEL).unwrap();
+    claimer.claim("a", req("h1", secs(10))).await.unwrap();
+    let expiry = clock.now().saturating_add(secs(10));
+    pinner.pin("a", "e1").await.unwrap();
+    let w = Arc::clone(&claimer);
+    let waiter =
+        tokio::spawn(async move { w.wait_until_expired("a", &CancellationToken::new()).await });
+    until("the waiter is registered", || manager.report().waiters == 1).await;
+    store.fail_reads([Some(Fail::Timeout)]);
+    pinner.unpin("a", "e1").await.unwrap();
+    assert!(
+        store
+            .log()
+            .ends_with(&["unpin a e1".to_owned(), "leases [a]".to_owned()])
+    );
+    // Step past the expiry; the waiter wakes there, not a step earlier.
+    for _ in 0..300 {
+        clock.advance(ms(100));
+        settle().await;
+        if waiter.is_finished() {
+            break;
+        }
+        assert!(clock.now() < expiry, "the waiter woke late or not at all");
+    }
+    assert!(clock.now() >= expiry, "the waiter woke before the expiry");
+    waiter.await.unwrap().unwrap();
+}
+
+/// Another process unpins a waited lease; the refresh's read of it fails. The store reports
+/// that change once: the read is owed until it succeeds, so the waiters are not stranded.
+#[tokio::test]
+async fn a_failed_refresh_read_is_made_again_at_the_next_refresh() {
+    let clock = FakeClock::new();
+    let store = ScriptStore::new(&clock);
+    let manager =
+        Manager::start(config(store.clone(), &clock).with_refresh_interval(ms(100))).unwrap();
+    let claimer = manager.claimer(NS, MODEL).unwrap();
+    claimer.claim("a", req("h1", secs(10))).await.unwrap();
+    let expiry = clock.now().saturating_add(secs(10));
+    manager
+        .pinner(NS, MODEL)
+        .unwrap()
+        .pin("a", "e1")
+        .await
+        .unwrap();
+    let w = Arc::clone(&claimer);
+    let waiter =
+        tokio::spawn(async move { w.wait_until_expired("a", &CancellationToken::new()).await });
+    until("the waiter is registered", || manager.report().waiters == 1).await;
+    store.fail_reads([Some(Fail::Timeout)]);
+    store
+        .sibling()
+        .await
+        .unpin_lease(&lease_core::Key::new(NS, MODEL, "a"), "e1")
+        .await
+        .unwrap();
+    for _ in 0..300 {
+        clock.advance(ms(100));
+        settle().await;
+        if waiter.is_finished() {
+            break;
+        }
+        assert!(clock.now() < expiry, "the waiter woke late or not at all");
+    }
+    assert!(clock.now() >= expiry, "the waiter woke before the expiry");
+    waiter.await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn token_checks_come_from_memory_inside_the_window_and_from_the_store_outside() {
     let clock = FakeClock::new();

@@ -153,3 +153,92 @@ async fn a_store_error_on_a_read_fails_only_that_check() {
         Some("reading leases: connection reset")
     );
 }
+
+/// A store read can report a later expiry than the holder's own guarantee (Kubernetes: a write
+/// this process saw late expires late here, but not for the processes that saw it early). A
+/// token check answered by such a read says "held" only until the holder's call start +
+/// duration.
+#[tokio::test]
+async fn a_store_read_with_a_late_expiry_does_not_extend_a_tokens_window() {
+    let clock = FakeClock::new();
+    let start = clock.now();
+    let request = req("h1", secs(10));
+    // The store reports the claim expiring 5 s after the caller's window.
+    let late = info("h1", &clock, secs(15), 3);
+    let store = ScriptedStore::new(vec![
+        Call::apply(vec![Op::Claim {
+            key: key("a"),
+            request: request.clone(),
+        }])
+        .returns(vec![Ok(Outcome::Claimed(late.clone()))]),
+        Call::leases(vec![key("a")]).returns(Ok(BTreeMap::from([(key("a"), late.clone())]))),
+        Call::leases(vec![key("a")]).returns(Ok(BTreeMap::from([(key("a"), late.clone())]))),
+    ]);
+    let script = store.handle();
+    let manager = Manager::start(config(store, &clock)).unwrap();
+    let token = manager.token(NS, MODEL, "a", "h1").unwrap();
+    manager
+        .claimer(NS, MODEL)
+        .unwrap()
+        .claim("a", request)
+        .await
+        .unwrap();
+    clock.advance(secs(10) - ms(1));
+    assert_eq!(token.check_now(), Some(Generation(3)));
+    // Through the store, inside the window: held.
+    assert_eq!(token.check_store().await.unwrap(), Generation(3));
+    clock.advance(ms(1));
+    assert_eq!(clock.now(), start.saturating_add(secs(10)));
+    assert_eq!(token.check_now(), None);
+    // Past call start + duration the store still says h1 holds it; the check does not.
+    let err = lease_core::Token::check(&token).await.unwrap_err();
+    assert!(err.is_not_held(), "{err}");
+    script.finish();
+}
+
+/// A claim that timed out may have taken effect: if a later read shows its holder holding the
+/// lease, a check says "held" until the claim call's start + duration, not until the (late)
+/// expiry the store reports.
+#[tokio::test]
+async fn a_claim_that_timed_out_bounds_checks_by_its_call_start() {
+    let clock = FakeClock::new();
+    let request = req("h1", secs(10));
+    let late = info("h1", &clock, secs(15), 3);
+    let store = ScriptedStore::new(vec![
+        Call::apply(vec![Op::Claim {
+            key: key("a"),
+            request: request.clone(),
+        }])
+        .returns(vec![Err(Error::Timeout)]),
+        Call::leases(vec![key("a")]).returns(Ok(BTreeMap::from([(key("a"), late.clone())]))),
+        Call::leases(vec![key("a")]).returns(Ok(BTreeMap::from([(key("a"), late.clone())]))),
+    ]);
+    let script = store.handle();
+    let manager = Manager::start(
+        config(store, &clock).with_retry(lease_manager::RetryPolicy {
+            attempts: 1,
+            ..lease_manager::RetryPolicy::default()
+        }),
+    )
+    .unwrap();
+    let err = manager
+        .claimer(NS, MODEL)
+        .unwrap()
+        .claim("a", request)
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    let token = manager.token(NS, MODEL, "a", "h1").unwrap();
+    clock.advance(secs(9));
+    // The write happened after the call started: held inside that window.
+    assert_eq!(token.check_store().await.unwrap(), Generation(3));
+    assert_eq!(
+        token.check_now(),
+        None,
+        "no window to vouch for from memory"
+    );
+    clock.advance(secs(1));
+    let err = lease_core::Token::check(&token).await.unwrap_err();
+    assert!(err.is_not_held(), "{err}");
+    script.finish();
+}
