@@ -67,7 +67,8 @@ pub(crate) struct Started {
 impl Backend {
     /// The embedded SQLite store at the per-user default path: `$LEASE_DB`, else
     /// `$XDG_STATE_HOME/lease/leases.db`, else `~/.local/state/lease/leases.db` (the `lease`
-    /// command's default too). Every process of this user on this host shares it.
+    /// command's default too). Every process of this user on this host shares it. Its
+    /// directory is created if missing, readable by this user only.
     #[cfg(feature = "sqlite")]
     pub fn sqlite() -> Backend {
         Backend {
@@ -75,8 +76,8 @@ impl Backend {
         }
     }
 
-    /// The embedded SQLite store in the file at `path` (created if missing, with its
-    /// directory).
+    /// The embedded SQLite store in the file at `path` (created if missing; its directory
+    /// must exist).
     #[cfg(feature = "sqlite")]
     pub fn sqlite_at(path: impl Into<PathBuf>) -> Backend {
         Backend {
@@ -172,7 +173,11 @@ impl Backend {
             Kind::Sqlite { path } => {
                 let path = match path {
                     Some(p) => p,
-                    None => crate::identity::default_database()?,
+                    None => {
+                        let p = crate::identity::default_database()?;
+                        crate::identity::create_private_parent(&p)?;
+                        p
+                    }
                 };
                 let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
                 let store = lease_store_sqlite::SqliteStore::builder(path)

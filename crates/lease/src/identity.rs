@@ -92,6 +92,20 @@ fn database_from(var: impl Fn(&str) -> Option<OsString>) -> Result<PathBuf, Erro
     }
 }
 
+#[cfg(feature = "sqlite")]
+/// Creates the directories above the default database, readable by this user only (0700).
+pub(crate) fn create_private_parent(path: &std::path::Path) -> Result<(), Error> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::NoDefaultPath(format!("cannot create {}: {e}", dir.display())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +132,21 @@ mod tests {
                 .find(|(k, _)| *k == name)
                 .map(|(_, v)| OsString::from(v))
         }
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn the_default_directory_is_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let db = tmp.path().join("state").join("lease").join("leases.db");
+        create_private_parent(&db).unwrap();
+        let mode = std::fs::metadata(db.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+        create_private_parent(&db).unwrap();
     }
 
     #[cfg(feature = "sqlite")]
