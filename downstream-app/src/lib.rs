@@ -298,3 +298,25 @@ impl Exporter {
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// A once-per-fleet job in a few lines, with the `lease` facade: wait to lead, publish one
+/// digest under the term's fencing generation, release. Production builds `elector` with
+/// `lease::Election::sqlite(..)` or `lease::Election::kubernetes(..)`; tests with
+/// `lease::Backend::custom` over the testkit's in-memory store and fake clock.
+///
+/// # Errors
+///
+/// [`lease::Error`] when leading failed or the lease was lost while publishing; a stale
+/// generation refused by the outbox comes back as the inner `Err`.
+pub async fn publish_digest(
+    elector: &lease::Elector,
+    outbox: Arc<Outbox>,
+    digest: String,
+) -> Result<Result<Generation, StaleGeneration>, lease::Error> {
+    elector
+        .run(move |held| async move {
+            let generation = held.generation();
+            outbox.publish(generation, digest).map(|()| generation)
+        })
+        .await
+}

@@ -8,17 +8,18 @@ use std::path::Path;
 use std::process::Command;
 
 /// The publishable crates, in dependency order.
-pub(crate) const LIBRARY_CRATES: [&str; 6] = [
+pub(crate) const LIBRARY_CRATES: [&str; 7] = [
     "lease-core",
     "lease-testkit",
     "lease-store-sqlite",
     "lease-store-k8s",
     "lease-manager",
+    "lease",
     "lease-cli",
 ];
 
 /// Crates that must not be in a crate's normal dependency tree.
-pub(crate) const FORBIDDEN: [(&str, &[&str]); 4] = [
+pub(crate) const FORBIDDEN: [(&str, &[&str]); 5] = [
     (
         "lease-core",
         &[
@@ -46,6 +47,8 @@ pub(crate) const FORBIDDEN: [(&str, &[&str]); 4] = [
             "libsqlite3-sys",
         ],
     ),
+    // The facade with its default features (SQLite only): no Kubernetes stack.
+    ("lease", &["kube", "kube-client", "k8s-openapi", "hyper"]),
 ];
 
 /// The examples that need only the local file system.
@@ -181,6 +184,23 @@ pub(crate) fn crates_alone(cargo: impl Fn(&[&str]) -> Result<(), String>) -> Res
         "--all-targets",
         "--features",
         "metrics",
+    ])?;
+    // The facade with every store, and with none but a custom one.
+    cargo(&[
+        "check",
+        "--locked",
+        "-p",
+        "lease",
+        "--all-targets",
+        "--all-features",
+    ])?;
+    cargo(&[
+        "check",
+        "--locked",
+        "-p",
+        "lease",
+        "--lib",
+        "--no-default-features",
     ])
 }
 

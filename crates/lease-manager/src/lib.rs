@@ -104,9 +104,3 @@ pub use resource_locks::{
     LEASE_NAME_PREFIX, LeaseOp, LeaseOpError, LockedResource, ResourceKey, ResourceLockError,
     ResourceLocks, lease_name,
 };
-
-// The workspace README's Rust example is compiled and run as a doctest here, where the SQLite
-// store it uses is a dev-dependency, so it cannot rot.
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-struct ReadmeDoctests;

@@ -3,16 +3,14 @@
 //! while it works; another runner sees a conflict. The lease renews itself in the background;
 //! `lost` fires if it cannot.
 //!
+//! The `lease` facade crate wires the store, the clock and the manager in one line per runner.
+//!
 //! Run: `cargo run -p lease-examples --bin leaser_metadata`
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use lease_core::{
-    Clock, DefaultSecretary, Leaser as _, LeaserError, LeaserExt as _, PathKey, SystemClock,
-};
-use lease_manager::{LeaserConfig, Manager, ManagerConfig, ManagerLeaser};
-use lease_store_sqlite::SqliteStore;
+use lease::{Leaser as _, LeaserExt as _, PathKey};
+use lease_core::LeaserError;
 use serde::{Deserialize, Serialize};
 
 /// What the lease says about its holder's work.
@@ -26,24 +24,16 @@ struct Reservation {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
-    let store = SqliteStore::builder(dir.path().join("leases.db"))
-        .clock(Arc::clone(&clock))
-        .open()?;
-    let manager = Manager::start(
-        ManagerConfig::new(store, Arc::clone(&clock))
-            .with_secretary("runners", Arc::new(DefaultSecretary)),
-    )?;
-    let runner_a = ManagerLeaser::new(
-        &manager,
-        Arc::clone(&clock),
-        LeaserConfig::new("runners", "prod", "runner-a"),
-    )?;
-    let runner_b = ManagerLeaser::new(
-        &manager,
-        Arc::clone(&clock),
-        LeaserConfig::new("runners", "prod", "runner-b"),
-    )?;
+    let db = dir.path().join("leases.db");
+    // Two runners, as two processes would be, sharing one database file.
+    let runner_a = lease::Leases::sqlite()
+        .path(&db)
+        .identity("runner-a")
+        .start()?;
+    let runner_b = lease::Leases::sqlite()
+        .path(&db)
+        .identity("runner-b")
+        .start()?;
 
     // Keys are paths: `system/runner/deployment-reservation/d-42`.
     let key = PathKey::system(["runner", "deployment-reservation", "d-42"])?;
@@ -83,13 +73,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Releasing revokes at once: runner-b gets it now, with a higher generation.
     guard.release().await?;
     assert!(lost.is_cancelled(), "release fires the lost token");
-    let (next, _lost) = runner_b
-        .acquire_lease(&key, Duration::from_secs(30), None)
-        .await?;
+    // runner-b's manager sees another process's release within its refresh interval
+    // (100 ms at most; usually at once, through the SQLite change notifier).
+    let mut attempts = 0;
+    let (next, _lost) = loop {
+        match runner_b
+            .acquire_lease(&key, Duration::from_secs(30), None)
+            .await
+        {
+            Err(LeaserError::Conflict { .. }) if attempts < 50 => attempts += 1,
+            other => break other?,
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     assert!(next.generation() > info.generation);
     println!("runner-b holds {key} (generation {})", next.generation());
     next.release().await?;
 
-    manager.stop().await;
+    runner_a.shutdown().await;
+    runner_b.shutdown().await;
     Ok(())
 }
