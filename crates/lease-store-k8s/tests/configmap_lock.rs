@@ -1,6 +1,7 @@
 //! [`ConfigMapLock`] (seed 004) against a real Kubernetes API server: the named ConfigMap with
 //! labels and owner reference, mutual exclusion between two locks of one name, a release
-//! waking a waiter through the watch, the acquire timeout, and a lock without expiry.
+//! waking a waiter through the watch, the acquire timeout, a stale lock taken over within one
+//! acquire whose timeout equals its expiry, and a lock without expiry.
 //!
 //! Ignored by default (they need a server): `cargo xtask k8s up`, then
 //! `eval "$(cargo xtask k8s env)"` and `cargo test -p lease-store-k8s -- --ignored`.
@@ -8,11 +9,14 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
+use lease_core::{Clock, Sleep, Timestamp};
 use lease_store_k8s::{ConfigMapLock, ConfigMapLockError, OwnerPod};
+use lease_testkit::FakeClock;
 use tokio::time::timeout;
 
 use common::{NamespaceGuard, admin_config, client};
@@ -197,4 +201,73 @@ async fn a_lock_without_timeout_never_expires() {
         .await
         .unwrap()
         .unwrap();
+}
+
+/// A fake clock that moves [`TICK`] every time the code under test reads it: time passes
+/// while the code works, as on a loaded machine, but deterministically.
+#[derive(Debug, Clone)]
+struct Ticking(FakeClock);
+
+/// How far a [`Ticking`] clock moves per reading.
+const TICK: Duration = Duration::from_millis(100);
+
+impl Clock for Ticking {
+    fn now(&self) -> Timestamp {
+        self.0.advance(TICK);
+        self.0.now()
+    }
+    fn sleep_until(&self, deadline: Timestamp) -> Sleep {
+        Clock::sleep_until(&self.0, deadline)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Kubernetes API server: cargo xtask k8s up"]
+async fn one_acquire_takes_over_a_stale_lock_whose_expiry_equals_its_timeout() {
+    let config = admin_config().await;
+    let ns = NamespaceGuard::create(&config, "cm-lock-stale")
+        .await
+        .unwrap();
+    for (round, ttl, wait) in [(0, 2, 2), (1, 2, 3), (2, 5, 5)] {
+        let name = format!("stale-{round}");
+        // c takes a lock and vanishes without releasing it: nobody renews it.
+        let c = lock(
+            &config,
+            &ns.name,
+            &name,
+            "pod-c",
+            Some(Duration::from_secs(ttl)),
+        );
+        let held = c.acquire().await.unwrap();
+        drop(c);
+        // d, which never saw it, waits up to its timeout (equal to or longer than the lock's
+        // ttl) in ONE call, on a clock that moves as d reads it and as the test drives it.
+        let clock = FakeClock::new();
+        let d = lock(
+            &config,
+            &ns.name,
+            &name,
+            "pod-d",
+            Some(Duration::from_secs(wait)),
+        )
+        .with_clock(Arc::new(Ticking(clock.clone())));
+        let waiter = tokio::spawn(async move { d.acquire().await });
+        let mut driven = Duration::ZERO;
+        while !waiter.is_finished() {
+            assert!(
+                driven < Duration::from_secs(60),
+                "round {round}: acquire still waiting after 60 s of fake time"
+            );
+            // Let d set its timer (or finish), then move time on.
+            let _ = clock.try_wait_for_sleepers(1, Duration::from_secs(2)).await;
+            clock.advance(TICK);
+            driven += TICK;
+        }
+        match waiter.await.unwrap() {
+            Ok(generation) => assert!(generation > held, "round {round}"),
+            Err(e) => panic!(
+                "round {round}: a {wait} s acquire did not take over a stale {ttl} s lock: {e}"
+            ),
+        }
+    }
 }
