@@ -10,14 +10,16 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
-use lease_core::{Clock, Sleep, Timestamp};
+use kube::client::ClientBuilder;
 use lease_store_k8s::{ConfigMapLock, ConfigMapLockError, OwnerPod};
 use lease_testkit::FakeClock;
 use tokio::time::timeout;
+use tower::util::MapResponseLayer;
 
 use common::{NamespaceGuard, admin_config, client};
 
@@ -203,22 +205,25 @@ async fn a_lock_without_timeout_never_expires() {
         .unwrap();
 }
 
-/// A fake clock that moves [`TICK`] every time the code under test reads it: time passes
-/// while the code works, as on a loaded machine, but deterministically.
-#[derive(Debug, Clone)]
-struct Ticking(FakeClock);
-
-/// How far a [`Ticking`] clock moves per reading.
-const TICK: Duration = Duration::from_millis(100);
-
-impl Clock for Ticking {
-    fn now(&self) -> Timestamp {
-        self.0.advance(TICK);
-        self.0.now()
-    }
-    fn sleep_until(&self, deadline: Timestamp) -> Sleep {
-        Clock::sleep_until(&self.0, deadline)
-    }
+/// A client for `config` whose first response arrives `latency` late on `clock`: the first
+/// read of a lock takes a while (a loaded API server), the others are instant.
+fn slow_first_response(
+    config: &kube::Config,
+    clock: &FakeClock,
+    latency: Duration,
+) -> kube::Client {
+    let clock = clock.clone();
+    let first = Arc::new(AtomicBool::new(true));
+    let layer = MapResponseLayer::new(move |response: http::Response<_>| {
+        if first.swap(false, Ordering::SeqCst) {
+            clock.advance(latency);
+        }
+        response
+    });
+    ClientBuilder::try_from(config.clone())
+        .expect("a client builder")
+        .with_layer(&layer)
+        .build()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,6 +233,7 @@ async fn one_acquire_takes_over_a_stale_lock_whose_expiry_equals_its_timeout() {
     let ns = NamespaceGuard::create(&config, "cm-lock-stale")
         .await
         .unwrap();
+    const STEP: Duration = Duration::from_millis(100);
     for (round, ttl, wait) in [(0, 2, 2), (1, 2, 3), (2, 5, 5)] {
         let name = format!("stale-{round}");
         // c takes a lock and vanishes without releasing it: nobody renews it.
@@ -241,16 +247,17 @@ async fn one_acquire_takes_over_a_stale_lock_whose_expiry_equals_its_timeout() {
         let held = c.acquire().await.unwrap();
         drop(c);
         // d, which never saw it, waits up to its timeout (equal to or longer than the lock's
-        // ttl) in ONE call, on a clock that moves as d reads it and as the test drives it.
+        // ttl) in ONE call; its first read of the lock takes 500 ms of its (fake) clock.
         let clock = FakeClock::new();
-        let d = lock(
-            &config,
-            &ns.name,
-            &name,
-            "pod-d",
+        let d = ConfigMapLock::new(
+            slow_first_response(&config, &clock, Duration::from_millis(500)),
+            &*name,
             Some(Duration::from_secs(wait)),
         )
-        .with_clock(Arc::new(Ticking(clock.clone())));
+        .with_namespace(&*ns.name)
+        .with_identity("pod-d")
+        .with_owner(None)
+        .with_clock(clock.as_clock());
         let waiter = tokio::spawn(async move { d.acquire().await });
         let mut driven = Duration::ZERO;
         while !waiter.is_finished() {
@@ -260,8 +267,8 @@ async fn one_acquire_takes_over_a_stale_lock_whose_expiry_equals_its_timeout() {
             );
             // Let d set its timer (or finish), then move time on.
             let _ = clock.try_wait_for_sleepers(1, Duration::from_secs(2)).await;
-            clock.advance(TICK);
-            driven += TICK;
+            clock.advance(STEP);
+            driven += STEP;
         }
         match waiter.await.unwrap() {
             Ok(generation) => assert!(generation > held, "round {round}"),
