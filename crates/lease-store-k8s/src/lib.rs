@@ -87,6 +87,12 @@
 //! saw the old object is above it regardless). Generations are therefore large and not
 //! consecutive; only their order means anything.
 //!
+//! A claimant that saw the holder of an object that was then deleted does not re-create it while
+//! that holder's claim may still run as this process judges it (the holder does not know yet
+//! and keeps acting until its next renewal fails): the claim is refused with `Held` until then.
+//! A process that never saw the object cannot know, and creates it at once: the generation is
+//! what fences the old holder off then.
+//!
 //! On a Lease, `leaseTransitions` is an `int32` client-go reads and increments, so it stays a
 //! small counter and the generation goes in the `lease-rs/generation` annotation beside the
 //! counter value it was written with. client-go keeps the annotation and adds one to the
