@@ -155,3 +155,60 @@ async fn a_configmap_deleted_under_its_holder_never_lowers_the_generation() {
     assert!(fence.admit(first).is_err());
     assert!(a.extend_lease(&key, &req("a")).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a Kubernetes API server: cargo xtask k8s up"]
+async fn racing_claims_on_a_deleted_lease_make_one_holder_above_the_old_generation() {
+    let config = admin_config().await;
+    let ns = NamespaceGuard::create(&config, "deleted-race")
+        .await
+        .unwrap();
+    let leases = Api::<Lease>::namespaced(client(&config), &ns.name);
+    let key = Key::new("deletion", "model-1", "race");
+    let name = object_name(&key);
+    let mut first = LeaseStore::new(
+        client(&config),
+        ns.name.clone(),
+        FakeClock::new().as_clock(),
+    );
+    let mut previous = first
+        .claim_lease(&key, &req("first"))
+        .await
+        .unwrap()
+        .generation;
+    for round in 0..10 {
+        delete_lease(&leases, &name).await;
+        // Four processes that never saw the object race to create it.
+        let racers: Vec<_> = (0..4)
+            .map(|i| {
+                let config = config.clone();
+                let ns = ns.name.clone();
+                let key = key.clone();
+                tokio::spawn(async move {
+                    let mut store =
+                        LeaseStore::new(client(&config), ns, FakeClock::new().as_clock());
+                    (
+                        i,
+                        store.claim_lease(&key, &req(&format!("racer-{i}"))).await,
+                    )
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for racer in racers {
+            match racer.await.unwrap() {
+                (i, Ok(info)) => winners.push((i, info)),
+                (_, Err(e)) => assert!(e.is_held(), "round {round}: {e}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+        let (i, info) = &winners[0];
+        assert_eq!(info.holder, format!("racer-{i}"));
+        assert!(
+            info.generation > previous,
+            "round {round}: {} after {previous}",
+            info.generation
+        );
+        previous = info.generation;
+    }
+}
