@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -28,7 +28,8 @@ pub const DATA_DURATION: &str = "leaseDurationSeconds";
 pub const DATA_ACQUIRE_TIME: &str = "acquireTime";
 /// `data` key: when the holder last renewed the lock (RFC 3339, the holder's wall clock).
 pub const DATA_RENEW_TIME: &str = "renewTime";
-/// `data` key: the fencing generation.
+/// `data` key: the fencing generation (64-bit, decimal; see the crate's
+/// [Generations](crate#generations)).
 pub const DATA_GENERATION: &str = "leaseTransitions";
 /// `data` key: when the lock expires by the holder's wall clock (RFC 3339), or `never`.
 /// Informational (and used with [`StoreOptions::trust_renew_time`]); expiry is otherwise judged
@@ -133,6 +134,7 @@ impl Codec for ConfigMapCodec {
             acquire_time,
             renew_time,
             transitions: parse_int(data, DATA_GENERATION),
+            generation_in_annotation: false,
             annotations: cm.metadata.annotations.as_ref(),
             problems,
         })
@@ -201,16 +203,6 @@ impl Codec for ConfigMapCodec {
         } else {
             Term::Finite(duration)
         }
-    }
-
-    /// A ConfigMap can be garbage-collected with its owner pod, losing its generation; a new
-    /// one starts from the wall clock in milliseconds so that its generations stay above the
-    /// old ones (as long as the wall clock does not run back by more than the lock's lifetime).
-    fn initial_generation(&self) -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2))
-            .unwrap_or(0)
     }
 }
 

@@ -69,7 +69,7 @@ pub enum ConfigMapLockError {
 ///   garbage collector frees a lock whose pod is deleted.
 /// - A `timeout` of `Some(t)` makes the lock expire `t` after it was acquired (judged, as the
 ///   stores do, by when other processes observed it change) and bounds
-///   [`ConfigMapLock::acquire`] to `t`; `None` (the seed's negative timeout) makes a lock that
+///   [`ConfigMapLock::acquire`] to `t` from its first look at the lock; `None` (the seed's negative timeout) makes a lock that
 ///   never expires, and an `acquire` that waits as long as it takes.
 /// - Unlike the seed, release clears the holder instead of deleting the ConfigMap, so the
 ///   fencing generation survives; a released lock is free for the next `acquire`.
@@ -267,7 +267,10 @@ impl ConfigMapLock {
     }
 
     /// Takes the lock, retrying until it is ours or the timeout has passed (seed 004's
-    /// `Acquire`), and returns its fencing generation. Acquiring a lock this identity already
+    /// `Acquire`), and returns its fencing generation. The timeout counts from the first
+    /// attempt's look at the lock, so a stale lock (one nobody renews) whose duration is at
+    /// most this lock's timeout is taken over within one call, once it has expired as this
+    /// process judges it. Acquiring a lock this identity already
     /// holds succeeds at once with the current generation (it does not extend it).
     ///
     /// # Errors
@@ -279,12 +282,14 @@ impl ConfigMapLock {
         let mut slot = self.store.lock().await;
         let store = slot.get_or_insert_with(|| self.build_store());
         let key = self.key();
-        let deadline = self.timeout.map(|t| self.clock.now().saturating_add(t));
+        // Set after the first attempt: see below.
+        let mut deadline = None;
         let mut backoff = FIRST_BACKOFF;
         let mut changes = None;
         let mut holder = None;
         loop {
             let mut wake = None;
+            let attempted_at = self.clock.now();
             match store.claim_lease(&key, &self.request()).await {
                 Ok(info) => return Ok(info.generation),
                 Err(e) if e.is_held() || e.is_invalid() => {
@@ -305,8 +310,21 @@ impl ConfigMapLock {
                 Err(e) => return Err(e.into()),
             }
             let now = self.clock.now();
+            // The timeout runs from the end of the first attempt, not from the call: the store
+            // counts a lock it had not seen before as observed at that attempt's read, so a
+            // deadline taken earlier would fall before the expiry of a stale lock whose
+            // duration equals our timeout, and the waiter would give up just before it could
+            // take the lock over (the seed's promise is that it takes it over).
+            if deadline.is_none() {
+                deadline = self.timeout.map(|t| now.saturating_add(t));
+            }
+            // Past the deadline, one more attempt is owed when the lock expires by then and no
+            // attempt has started since it expired (the pauses and the watch's wake-ups may
+            // have put the last one just before the expiry).
+            let owed = matches!((wake, deadline), (Some(w), Some(d)) if w <= d && attempted_at < w);
             if let (Some(deadline), Some(timeout)) = (deadline, self.timeout)
                 && now >= deadline
+                && !owed
             {
                 return Err(ConfigMapLockError::Timeout {
                     namespace: self.namespace.clone(),

@@ -14,11 +14,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use futures::StreamExt;
 use kube::api::{ListParams, PostParams};
 use kube::core::NamespaceResourceScope;
-use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use lease_core::{Clock, Error, Info, Key, Request, Result, Timestamp};
 use serde::Serialize;
@@ -72,11 +69,6 @@ pub(crate) trait Codec: Send + Sync + 'static {
     fn term(&self, duration: Duration) -> Term {
         Term::Finite(duration)
     }
-
-    /// The generation a newly created object starts from (its first claim gets one more).
-    fn initial_generation(&self) -> u64 {
-        0
-    }
 }
 
 /// What this process knows about one object.
@@ -96,36 +88,52 @@ pub(crate) struct Entry<O> {
 
 /// The observation cache, shared with the watch task.
 #[derive(Debug)]
-struct CacheState<O> {
-    entries: HashMap<String, Entry<O>>,
+pub(crate) struct CacheState<O> {
+    pub(crate) entries: HashMap<String, Entry<O>>,
     /// The watch has listed everything and is following changes (every stream of it).
-    synced: bool,
+    pub(crate) synced: bool,
     /// Each watch stream's state: the label-selected stream first, then one per bound name.
-    streams: Vec<StreamState>,
+    pub(crate) streams: Vec<StreamState>,
+    /// The largest generation seen on each object name, kept after the object is deleted: a
+    /// claim on a re-created object starts above it (see [`crate::generation`]).
+    high_water: HashMap<String, u64>,
+    /// The last entry of each object seen deleted (until an object of that name is seen
+    /// again): a claim does not re-create the object while the deleted record's holder may
+    /// still believe it holds it (see [`Engine::deleted_holder`]).
+    deleted: HashMap<String, Entry<O>>,
+}
+
+impl<O> CacheState<O> {
+    /// Forgets the object `name` (deleted), keeping its last entry in `deleted`.
+    pub(crate) fn bury(&mut self, name: &str) {
+        if let Some(entry) = self.entries.remove(name) {
+            self.deleted.insert(name.to_owned(), entry);
+        }
+    }
 }
 
 /// The state of one watch stream.
 #[derive(Debug, Default, Clone)]
-struct StreamState {
+pub(crate) struct StreamState {
     /// It has listed everything and follows changes.
-    synced: bool,
+    pub(crate) synced: bool,
     /// Names seen since its current (re)list started.
-    listing: Option<HashSet<String>>,
+    pub(crate) listing: Option<HashSet<String>>,
 }
 
 #[derive(Debug)]
-struct Shared<O> {
+pub(crate) struct Shared<O> {
     cache: Mutex<CacheState<O>>,
     changes: watch::Sender<u64>,
 }
 
 impl<O> Shared<O> {
-    fn lock(&self) -> MutexGuard<'_, CacheState<O>> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, CacheState<O>> {
         // A panic while holding the lock leaves a consistent map (every update is one insert).
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn bump(&self) {
+    pub(crate) fn bump(&self) {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
@@ -142,7 +150,7 @@ fn may_be_newer(old: &str, new: &str) -> bool {
 /// Records an observation of `object` in `state`. `own` is `Some((start, force))` for an
 /// object returned by our own write started at `start`; `force` restarts the expiry even if the
 /// record is unchanged. Returns whether anything changed.
-fn observe<C: Codec>(
+pub(crate) fn observe<C: Codec>(
     codec: &C,
     state: &mut CacheState<C::Object>,
     object: C::Object,
@@ -155,6 +163,8 @@ fn observe<C: Codec>(
         listing.insert(name.clone());
     }
     let record = codec.decode(&object);
+    let seen = state.high_water.entry(name.clone()).or_default();
+    *seen = (*seen).max(record.generation);
     let fingerprint = record.fingerprint();
     let (at, force) = match own {
         Some((start, force)) => (start, force),
@@ -180,6 +190,7 @@ fn observe<C: Codec>(
             at
         }
     };
+    state.deleted.remove(&name);
     state.entries.insert(
         name,
         Entry {
@@ -296,6 +307,8 @@ impl<C: Codec> Engine<C> {
                     entries: HashMap::new(),
                     synced: false,
                     streams: Vec::new(),
+                    high_water: HashMap::new(),
+                    deleted: HashMap::new(),
                 }),
                 changes,
             }),
@@ -383,7 +396,7 @@ impl<C: Codec> Engine<C> {
                 Ok(state.entries.get(name).cloned())
             }
             None => {
-                state.entries.remove(name);
+                state.bury(name);
                 Ok(None)
             }
         }
@@ -516,14 +529,46 @@ impl<C: Codec> Engine<C> {
         self.judge().info(&entry.record, entry.observed_at, now)
     }
 
-    fn next_generation(&self, name: &str, current: u64) -> Result<u64> {
-        current.checked_add(1).ok_or_else(|| {
-            K8sStoreError::GenerationOverflow {
+    /// The holder of the last record of object `name`, seen deleted, when that record is
+    /// still held at `now` as this process judges it: someone deleted the object under a
+    /// holder (`kubectl delete`, a Helm reinstall) who may not know yet and keeps acting until
+    /// its claim runs out, so re-creating it at once would make two holders. Pins do not
+    /// count (they went with the object), nor does a claim without expiry (a ConfigMap lock
+    /// deleted with its owner pod is free, as seed 004 promises).
+    fn deleted_holder(&self, name: &str, now: Timestamp) -> Option<String> {
+        let state = self.shared.lock();
+        let entry = state.deleted.get(name)?;
+        if matches!(entry.record.term, Some(Term::Forever)) {
+            return None;
+        }
+        let mut record = entry.record.clone();
+        record.pins.clear();
+        match self.judge().status(&record, entry.observed_at, now) {
+            Status::Held { holder, .. } => Some(holder),
+            Status::Free | Status::Expired { .. } => None,
+        }
+    }
+
+    /// The generation of a claim on object `name` whose current record (if it exists) is
+    /// `current`: above it, above every generation this process saw on that name (the object
+    /// may have been deleted and re-created since), and at least the wall clock's
+    /// [`wall_clock_generation`](crate::generation::wall_clock_generation).
+    fn claim_generation(&self, name: &str, current: Option<&Record>) -> Result<u64> {
+        let seen = self
+            .shared
+            .lock()
+            .high_water
+            .get(name)
+            .copied()
+            .unwrap_or(0);
+        let floor = current.map_or(0, |r| r.generation).max(seen);
+        let next = floor.checked_add(1).ok_or_else(|| {
+            Error::from(K8sStoreError::GenerationOverflow {
                 name: name.to_owned(),
-                generation: current,
-            }
-            .into()
-        })
+                generation: floor,
+            })
+        })?;
+        Ok(next.max(crate::generation::wall_clock_generation()))
     }
 
     pub(crate) async fn claim(&mut self, key: &Key, request: &Request) -> Result<Info> {
@@ -535,7 +580,21 @@ impl<C: Codec> Engine<C> {
         for attempt in 0..ATTEMPTS {
             let view = self.load(key, &name, attempt > 0).await?;
             let base = match &view {
-                None => None,
+                // Absent, as just read (a cache miss always reads).
+                None => {
+                    if let Some(holder) = self.deleted_holder(&name, self.clock.now()) {
+                        return Err(if holder == request.holder {
+                            Error::Invalid
+                        } else {
+                            Error::Held
+                        }
+                        .context(format!(
+                            "object {name:?} was deleted while {holder} held it; it is \
+                             not re-created until that claim has run out"
+                        )));
+                    }
+                    None
+                }
                 Some(view) => match self.status(&view.entry, self.clock.now()) {
                     Status::Held { holder, .. } => {
                         if view.cached {
@@ -552,12 +611,11 @@ impl<C: Codec> Engine<C> {
             };
             let record = match base {
                 Some(entry) => {
-                    let generation = self.next_generation(&name, entry.record.generation)?;
+                    let generation = self.claim_generation(&name, Some(&entry.record))?;
                     entry.record.claimed(request, term, generation)
                 }
                 None => {
-                    let generation =
-                        self.next_generation(&name, self.codec.initial_generation())?;
+                    let generation = self.claim_generation(&name, None)?;
                     Record::empty(key, 0).claimed(request, term, generation)
                 }
             };
@@ -586,7 +644,13 @@ impl<C: Codec> Engine<C> {
                 return Err(Error::Invalid);
             };
             let expiry = match self.status(&view.entry, self.clock.now()) {
-                Status::Held { holder, expiry } if holder == request.holder => expiry,
+                // An extend keeps the generation, so it needs to know it: a holder whose
+                // object's generation became unreadable must claim again (above it).
+                Status::Held { holder, expiry }
+                    if holder == request.holder && view.entry.record.generation_known =>
+                {
+                    expiry
+                }
                 _ if view.cached => continue,
                 _ => return Err(Error::Invalid),
             };
@@ -652,7 +716,7 @@ impl<C: Codec> Engine<C> {
             let view = self.load(key, &name, attempt > 0).await?;
             let (base, mut record) = match &view {
                 Some(view) => (Some(&view.entry.object), view.entry.record.clone()),
-                None if pin => (None, Record::empty(key, self.codec.initial_generation())),
+                None if pin => (None, Record::empty(key, 0)),
                 None => return Ok(()),
             };
             let changed = if pin {
@@ -848,7 +912,7 @@ impl<C: Codec> Engine<C> {
             tracing::warn!("no tokio runtime: the lease store cannot watch for changes");
             return false;
         };
-        let task = runtime.spawn(watch_loop(
+        let task = runtime.spawn(crate::watch::watch_loop(
             self.api.clone(),
             self.bound_names(None),
             self.namespace.clone(),
@@ -888,92 +952,4 @@ impl<C: Codec> Engine<C> {
 
 fn is_namespace_missing(err: &kube::Error) -> bool {
     matches!(err, kube::Error::Api(s) if s.details.as_ref().is_some_and(|d| d.kind == "namespaces"))
-}
-
-/// Follows every object of this crate in the namespace, and each bound object by name (it may
-/// lack our labels): keeps the cache current and bumps the change counter on every change made
-/// by someone else. `kube::runtime::watcher` resumes from the last `resourceVersion` and
-/// re-lists after `410 Gone`; errors back off.
-async fn watch_loop<C: Codec>(
-    api: Api<C::Object>,
-    bound: Vec<String>,
-    namespace: String,
-    codec: Arc<C>,
-    shared: Arc<Shared<C::Object>>,
-    clock: Arc<dyn Clock>,
-) {
-    let mut configs = vec![watcher::Config::default().labels(&managed_selector())];
-    for name in &bound {
-        configs.push(watcher::Config::default().fields(&format!("metadata.name={name}")));
-    }
-    shared.lock().streams = vec![StreamState::default(); configs.len()];
-    let streams = configs.into_iter().enumerate().map(|(index, config)| {
-        watcher(api.clone(), config)
-            .default_backoff()
-            .map(move |event| (index, event))
-            .boxed()
-    });
-    let mut stream = futures::stream::select_all(streams);
-    // Whether stream `index` is the one that follows the object `name`.
-    let in_scope = |index: usize, name: &str| match index {
-        0 => !bound.iter().any(|b| b == name),
-        i => bound.get(i - 1).is_some_and(|b| b == name),
-    };
-    while let Some((index, event)) = stream.next().await {
-        let now = clock.now();
-        match event {
-            Ok(watcher::Event::Init) => {
-                if let Some(s) = shared.lock().streams.get_mut(index) {
-                    s.listing = Some(HashSet::new());
-                }
-            }
-            Ok(watcher::Event::InitApply(object)) => {
-                observe(&*codec, &mut shared.lock(), object, now, None);
-            }
-            Ok(watcher::Event::InitDone) => {
-                {
-                    let mut state = shared.lock();
-                    let seen = state.streams.get_mut(index).and_then(|s| {
-                        s.synced = true;
-                        s.listing.take()
-                    });
-                    if let Some(seen) = seen {
-                        state
-                            .entries
-                            .retain(|name, _| !in_scope(index, name) || seen.contains(name));
-                    }
-                    state.synced = state.streams.iter().all(|s| s.synced);
-                }
-                shared.bump();
-            }
-            Ok(watcher::Event::Apply(object)) => {
-                let changed = observe(&*codec, &mut shared.lock(), object, now, None);
-                if changed {
-                    shared.bump();
-                }
-            }
-            Ok(watcher::Event::Delete(object)) => {
-                shared.lock().entries.remove(&object.name_any());
-                shared.bump();
-            }
-            Err(err) => {
-                let was_synced = {
-                    let mut state = shared.lock();
-                    if let Some(s) = state.streams.get_mut(index) {
-                        s.synced = false;
-                    }
-                    std::mem::replace(&mut state.synced, false)
-                };
-                tracing::warn!(
-                    error = %err,
-                    resource = C::RESOURCE,
-                    namespace = %namespace,
-                    "watch of lease objects failed (it needs list and watch permission); retrying"
-                );
-                if was_synced {
-                    shared.bump();
-                }
-            }
-        }
-    }
 }

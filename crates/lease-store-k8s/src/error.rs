@@ -112,9 +112,9 @@ pub enum K8sStoreError {
         /// The key the object's annotation holds.
         found: String,
     },
-    /// A fencing generation can no longer be represented (a Lease's `leaseTransitions` is a
-    /// 32-bit integer).
-    #[error("object {name:?}: fencing generation {generation} does not fit leaseTransitions")]
+    /// A fencing generation can no longer be increased or represented (an object hand-edited
+    /// to the largest generation, or a Lease counter that does not fit `leaseTransitions`).
+    #[error("object {name:?}: fencing generation {generation} cannot be increased or stored")]
     GenerationOverflow {
         /// The object's name.
         name: String,

@@ -12,7 +12,8 @@ use tokio::sync::watch;
 
 use crate::engine::{Codec, Engine};
 use crate::error::K8sStoreError;
-use crate::naming::key_labels;
+use crate::generation;
+use crate::naming::{ANNOTATION_GENERATION, key_labels};
 use crate::options::StoreOptions;
 use crate::record::{RawFields, Record};
 
@@ -37,6 +38,7 @@ impl Codec for LeaseCodec {
             transitions: spec
                 .and_then(|s| s.lease_transitions)
                 .map(|t| Ok(i64::from(t))),
+            generation_in_annotation: true,
             annotations: lease.metadata.annotations.as_ref(),
             problems: Vec::new(),
         })
@@ -57,12 +59,17 @@ impl Codec for LeaseCodec {
         for (label, value) in key_labels(key) {
             labels.insert(label.to_owned(), value);
         }
-        record.write_annotations(key, meta.annotations.get_or_insert_with(BTreeMap::new));
-
+        let annotations = meta.annotations.get_or_insert_with(BTreeMap::new);
+        record.write_annotations(key, annotations);
+        // The 64-bit generation beside client-go's counter (see `generation`).
+        annotations.insert(
+            ANNOTATION_GENERATION.to_owned(),
+            generation::annotation(record.generation, record.transitions),
+        );
         let transitions =
-            i32::try_from(record.generation).map_err(|_| K8sStoreError::GenerationOverflow {
+            i32::try_from(record.transitions).map_err(|_| K8sStoreError::GenerationOverflow {
                 name: name.to_owned(),
-                generation: record.generation,
+                generation: u64::from(record.transitions),
             })?;
         let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
         // client-go writes an empty identity for "nobody", and so do we.

@@ -62,15 +62,43 @@
 //!   its hash when it is not a valid label value) and `app.kubernetes.io/managed-by=lease-rs`;
 //! - **annotations** `lease-rs/key` (the exact key, JSON), `lease-rs/pins` (the pinning entities,
 //!   JSON array), `lease-rs/claim` (holder, generation, exact duration in nanoseconds and the
-//!   claim's metadata, JSON; believed only while holder and generation match the fields below);
+//!   claim's metadata, JSON; believed only while holder and generation match the fields below),
+//!   and on a Lease `lease-rs/generation` (the 64-bit fencing generation and the
+//!   `leaseTransitions` written with it, see [Generations](#generations));
 //! - **the record**, for a Lease in `spec` with client-go's leader-election meaning, so
 //!   client-go can share the object: `holderIdentity` (empty = free), `leaseDurationSeconds`
 //!   (rounded *up* to whole seconds; the exact duration is in the claim annotation),
 //!   `acquireTime`, `renewTime` (MicroTime, this host's wall clock, informational),
-//!   `leaseTransitions` = the fencing [`Generation`](lease_core::Generation): one more on every
-//!   successful claim (also by the same holder after expiry or revoke), never reset. A revoke
-//!   clears `holderIdentity` as client-go's release does; objects are never deleted. For a
-//!   ConfigMap, the same fields are strings in `data` (see [`ConfigMapStore`]), plus `expiry`.
+//!   `leaseTransitions` (client-go's transition counter: one more on every successful claim,
+//!   also by the same holder after expiry or revoke). A revoke clears `holderIdentity` as
+//!   client-go's release does; the stores never delete objects. For a ConfigMap, the same
+//!   fields are strings in `data` (see [`ConfigMapStore`]), plus `expiry`, and its
+//!   `leaseTransitions` is the whole 64-bit generation.
+//!
+//! # Generations
+//!
+//! The fencing [`Generation`](lease_core::Generation) of a claim is above the object's current
+//! one, above every generation this process has seen on the object (also after it was
+//! deleted), and at least the claiming host's wall clock in microseconds since the Unix epoch.
+//! So it never goes backwards for a key, even when someone deletes the object under a paused
+//! holder (`kubectl delete`, a Helm reinstall, a namespace clean-up, the garbage collector),
+//! provided claims on a key average fewer than one per microsecond and the re-creating host's
+//! wall clock is later than the clocks of the claims on the deleted object (a claimant that
+//! saw the old object is above it regardless). Generations are therefore large and not
+//! consecutive; only their order means anything.
+//!
+//! A claimant that saw the holder of an object that was then deleted does not re-create it while
+//! that holder's claim may still run as this process judges it (the holder does not know yet
+//! and keeps acting until its next renewal fails): the claim is refused with `Held` until then.
+//! A process that never saw the object cannot know, and creates it at once: the generation is
+//! what fences the old holder off then.
+//!
+//! On a Lease, `leaseTransitions` is an `int32` client-go reads and increments, so it stays a
+//! small counter and the generation goes in the `lease-rs/generation` annotation beside the
+//! counter value it was written with. client-go keeps the annotation and adds one to the
+//! counter on each of its takeovers: the generation reads as the annotation's plus the
+//! counter's increase since. A Lease without the annotation (written by client-go) reads its
+//! `leaseTransitions` as the generation.
 //!
 //! # Expiry
 //!
@@ -86,8 +114,11 @@
 //!
 //! Hand-edited objects never panic the store and never make anyone a holder by mistake: a
 //! missing or empty `holderIdentity` is free; a missing, zero, negative or unreadable duration
-//! is free (claimable, never "held by us"); a negative or unreadable `leaseTransitions` reads as
-//! 0 (the next claim writes 1); unreadable pin annotations read as unpinned, an unreadable claim
+//! is free (claimable, never "held by us"); a missing, negative or unreadable generation
+//! (`leaseTransitions`, the `lease-rs/generation` annotation, or a counter below the
+//! annotation's) is *unknown*: the record is held as it says, but its holder cannot extend it
+//! (that could write a lower generation; it must claim again), and the next claim goes above
+//! what the object still says and above the wall clock; unreadable pin annotations read as unpinned, an unreadable claim
 //! annotation as no metadata and whole-second duration. Each such object is reported once with
 //! `tracing::warn!`.
 //!
@@ -165,11 +196,13 @@ mod configmap_lock;
 mod engine;
 mod error;
 mod events;
+mod generation;
 mod lease;
 pub mod lock_record;
 pub mod naming;
 mod options;
 mod record;
+mod watch;
 
 pub use configmap::{
     ConfigMapStore, ConfigMapStoreBuilder, DATA_ACQUIRE_TIME, DATA_DURATION, DATA_EXPIRY,

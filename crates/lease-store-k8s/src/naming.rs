@@ -33,6 +33,12 @@ pub const ANNOTATION_PINS: &str = "lease-rs/pins";
 /// "durationNanos", "metadata"}`. It keeps the exact (sub-second) duration and the claim's
 /// metadata; it is only believed while its holder and generation match the object's own fields.
 pub const ANNOTATION_CLAIM: &str = "lease-rs/claim";
+/// The annotation carrying a Lease's 64-bit fencing generation as JSON:
+/// `{"generation": G, "leaseTransitions": T}`, where `T` is the `leaseTransitions` written with
+/// it. `leaseTransitions` itself stays client-go's small transition counter; client-go keeps
+/// the annotation and adds one to `leaseTransitions` on each of its takeovers, so the
+/// generation reads as `G + (leaseTransitions - T)`.
+pub const ANNOTATION_GENERATION: &str = "lease-rs/generation";
 
 /// Hex digits of the hash in an object name.
 const NAME_HASH_HEX: usize = 20;

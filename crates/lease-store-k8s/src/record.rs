@@ -9,6 +9,7 @@ use k8s_openapi::jiff;
 use lease_core::{Generation, Info, Key, Request, Timestamp};
 use serde::{Deserialize, Serialize};
 
+use crate::generation;
 use crate::naming::{ANNOTATION_CLAIM, ANNOTATION_KEY, ANNOTATION_PINS, key_json};
 
 /// How long a claim lasts.
@@ -67,6 +68,10 @@ pub(crate) struct RawFields<'a> {
     pub(crate) renew_time: Option<jiff::Timestamp>,
     /// `leaseTransitions`.
     pub(crate) transitions: Option<Result<i64, String>>,
+    /// `leaseTransitions` is a Lease's client-go counter and the generation is in the
+    /// [`ANNOTATION_GENERATION`](crate::naming::ANNOTATION_GENERATION) annotation (see
+    /// [`generation`](crate::generation)); else `leaseTransitions` is the whole generation.
+    pub(crate) generation_in_annotation: bool,
     /// The object's annotations.
     pub(crate) annotations: Option<&'a BTreeMap<String, String>>,
     /// Problems the object's decoder already found.
@@ -86,8 +91,14 @@ pub(crate) struct Record {
     pub(crate) acquire_time: Option<jiff::Timestamp>,
     /// When the current holder last renewed it (wall clock; used only with `trust_renew_time`).
     pub(crate) renew_time: Option<jiff::Timestamp>,
-    /// The fencing generation (`leaseTransitions`).
+    /// The fencing generation; a lower bound of it when not `generation_known`.
     pub(crate) generation: u64,
+    /// Whether the object says its generation unambiguously (see
+    /// [`generation`](crate::generation)): a holder cannot extend a record whose generation
+    /// is unknown, as that would write a generation lower than its claim's.
+    pub(crate) generation_known: bool,
+    /// A Lease's `leaseTransitions`, client-go's transition counter.
+    pub(crate) transitions: u32,
     /// The claim's metadata.
     pub(crate) metadata: Option<serde_json::Value>,
     /// The entities pinning the lease.
@@ -106,6 +117,8 @@ impl Record {
             acquire_time: None,
             renew_time: None,
             generation,
+            generation_known: true,
+            transitions: 0,
             metadata: None,
             pins: BTreeSet::new(),
             problems: Vec::new(),
@@ -118,20 +131,13 @@ impl Record {
         let mut problems = raw.problems;
         let holder = raw.holder.filter(|h| !h.is_empty()).map(str::to_owned);
 
-        let generation = match raw.transitions {
-            None => 0,
-            Some(Ok(t)) if t >= 0 => t.unsigned_abs(),
-            Some(Ok(t)) => {
-                problems.push(format!("negative leaseTransitions {t}, read as 0"));
-                0
-            }
-            Some(Err(e)) => {
-                problems.push(format!("unreadable leaseTransitions ({e}), read as 0"));
-                0
-            }
-        };
-
         let annotations = raw.annotations;
+        let decoded = if raw.generation_in_annotation {
+            generation::decode_lease(raw.transitions.as_ref(), annotations, &mut problems)
+        } else {
+            generation::decode_configmap(raw.transitions.as_ref(), &mut problems)
+        };
+        let generation = decoded.generation;
         let get = |name: &str| annotations.and_then(|a| a.get(name));
 
         let key = match get(ANNOTATION_KEY) {
@@ -222,6 +228,8 @@ impl Record {
             acquire_time: raw.acquire_time,
             renew_time: raw.renew_time,
             generation,
+            generation_known: decoded.known,
+            transitions: decoded.transitions,
             metadata: claim.and_then(|c| c.metadata),
             pins,
             problems,
@@ -294,6 +302,8 @@ impl Record {
             acquire_time: Some(now),
             renew_time: Some(self.next_renew_time(now)),
             generation,
+            generation_known: true,
+            transitions: generation::next_transitions(self.transitions),
             metadata: request.metadata.clone(),
             problems: Vec::new(),
             ..self.clone()

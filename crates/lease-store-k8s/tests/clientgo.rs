@@ -28,7 +28,7 @@ use kube::Api;
 use kube::api::PostParams;
 use lease_core::{Clock, DefaultSecretary, Generation, Key, Request, Store, SystemClock};
 use lease_manager::{Callbacks, ElectionConfig, LeaderElector, Leadership, Manager, ManagerConfig};
-use lease_store_k8s::naming::{ANNOTATION_CLAIM, LABEL_MANAGED_BY};
+use lease_store_k8s::naming::{ANNOTATION_CLAIM, ANNOTATION_GENERATION, LABEL_MANAGED_BY};
 use lease_store_k8s::{LeaseStore, LockRecord, StoreOptions};
 use tokio::time::{sleep, timeout};
 
@@ -39,6 +39,20 @@ const PATIENCE: Duration = Duration::from_secs(30);
 fn now_micros() -> jiff::Timestamp {
     let now = jiff::Timestamp::now();
     jiff::Timestamp::from_microsecond(now.as_microsecond()).unwrap()
+}
+
+/// The generation annotation of `lease`: (generation, the leaseTransitions written with it).
+fn generation_annotation(lease: &Lease) -> Option<(u64, i32)> {
+    let text = lease
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(ANNOTATION_GENERATION)?;
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    Some((
+        value["generation"].as_u64()?,
+        i32::try_from(value["leaseTransitions"].as_i64()?).ok()?,
+    ))
 }
 
 /// A Lease as client-go's `LeaseLock.Create` writes it.
@@ -88,7 +102,7 @@ async fn client_go_shaped_lease_is_held_by_its_holder_until_it_stops_changing() 
     let request = Request::new("rust-1", Duration::from_secs(3));
 
     // (a) Held by its holderIdentity: a claim is refused, snapshots name go-1 with its
-    // leaseTransitions as the generation.
+    // leaseTransitions as the generation (client-go wrote no generation annotation).
     let err = store.claim_lease(&key, &request).await.unwrap_err();
     assert!(err.is_held(), "{err}");
     let info = &store.leases(std::slice::from_ref(&key)).await.unwrap()[&key];
@@ -146,7 +160,7 @@ async fn client_go_shaped_lease_is_held_by_its_holder_until_it_stops_changing() 
     };
     assert!(renewed_at.elapsed() >= Duration::from_secs(3));
     assert_eq!(info.holder, "rust-1");
-    assert_eq!(info.generation, Generation(5));
+    assert!(info.generation > Generation(4));
 
     // (b) What client-go reads: our identity, whole seconds, both times, one more transition.
     let ours = leases.get(object).await.unwrap();
@@ -224,12 +238,12 @@ async fn client_go_shaped_lease_changes_wake_the_watch() {
         .await
         .expect("the watch reports client-go's release")
         .unwrap();
-    // Released by client-go: free for us at once, generation one more.
+    // Released by client-go: free for us at once, with a greater generation.
     let info = store
         .claim_lease(&key, &Request::new("rust-1", Duration::from_secs(15)))
         .await
         .unwrap();
-    assert_eq!(info.generation, Generation(2));
+    assert!(info.generation > Generation(1));
 }
 
 #[tokio::test]
@@ -542,10 +556,15 @@ async fn rust_and_client_go_candidates_never_both_lead() {
         .unwrap();
     let took = LockRecord::from_lease(&leases.get(object).await.unwrap());
     assert_eq!(took.holder(), Some("rust-b"));
-    assert!(took.lease_transitions > before.lease_transitions);
+    // client-go's counter: one more; our generation: in the annotation, beside the counter.
     assert_eq!(
-        i64::from(took.lease_transitions.unwrap()),
-        i64::try_from(guard.generation().get()).unwrap()
+        took.lease_transitions,
+        before.lease_transitions.map(|t| t + 1)
+    );
+    let first = guard.generation();
+    assert_eq!(
+        generation_annotation(&leases.get(object).await.unwrap()),
+        Some((first.get(), took.lease_transitions.unwrap()))
     );
 
     // 3. A new client-go candidate follows Rust.
@@ -564,6 +583,34 @@ async fn rust_and_client_go_candidates_never_both_lead() {
     // usually win the race against client-go's 500 ms polling.)
     assert!(guard.release().await);
     timeline.wait("go: STARTED go-c").await;
+    // client-go took over keeping our annotation and counting one more transition: a store
+    // that never saw our claim reads the generation as one more than ours, not as the
+    // counter (which would go backwards) nor as ours (which would not increase).
+    let go_c_record = leases.get(object).await.unwrap();
+    assert_eq!(
+        LockRecord::from_lease(&go_c_record).lease_transitions,
+        took.lease_transitions.map(|t| t + 1)
+    );
+    assert_eq!(
+        generation_annotation(&go_c_record),
+        Some((first.get(), took.lease_transitions.unwrap()))
+    );
+    let mut reader = store_for(
+        &config,
+        &ns.name,
+        &Key::new("election", "interop", "controller"),
+        object,
+    );
+    let seen = reader
+        .leases(&[Key::new("election", "interop", "controller")])
+        .await
+        .unwrap();
+    let go_c_term = seen
+        .values()
+        .next()
+        .unwrap_or_else(|| panic!("go-c's term not seen:\n{}", timeline.dump()));
+    assert_eq!(go_c_term.holder, "go-c");
+    assert_eq!(go_c_term.generation, Generation(first.get() + 1));
     let rust_lock = tokio::spawn({
         let elector = elector.clone();
         async move { elector.lock().await }
@@ -595,6 +642,8 @@ async fn rust_and_client_go_candidates_never_both_lead() {
     let last = LockRecord::from_lease(&leases.get(object).await.unwrap());
     assert_eq!(last.holder(), Some("rust-b"));
     assert!(last.lease_transitions > took.lease_transitions);
+    // And our next term is above client-go's.
+    assert!(guard.generation() > go_c_term.generation);
     poller.abort();
 
     // Never two leaders: no two terms overlap.

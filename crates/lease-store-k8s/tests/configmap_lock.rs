@@ -1,6 +1,7 @@
 //! [`ConfigMapLock`] (seed 004) against a real Kubernetes API server: the named ConfigMap with
 //! labels and owner reference, mutual exclusion between two locks of one name, a release
-//! waking a waiter through the watch, the acquire timeout, and a lock without expiry.
+//! waking a waiter through the watch, the acquire timeout, a stale lock taken over within one
+//! acquire whose timeout equals its expiry, and a lock without expiry.
 //!
 //! Ignored by default (they need a server): `cargo xtask k8s up`, then
 //! `eval "$(cargo xtask k8s env)"` and `cargo test -p lease-store-k8s -- --ignored`.
@@ -8,12 +9,17 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
+use kube::client::ClientBuilder;
 use lease_store_k8s::{ConfigMapLock, ConfigMapLockError, OwnerPod};
+use lease_testkit::FakeClock;
 use tokio::time::timeout;
+use tower::util::MapResponseLayer;
 
 use common::{NamespaceGuard, admin_config, client};
 
@@ -197,4 +203,78 @@ async fn a_lock_without_timeout_never_expires() {
         .await
         .unwrap()
         .unwrap();
+}
+
+/// A client for `config` whose first response arrives `latency` late on `clock`: the first
+/// read of a lock takes a while (a loaded API server), the others are instant.
+fn slow_first_response(
+    config: &kube::Config,
+    clock: &FakeClock,
+    latency: Duration,
+) -> kube::Client {
+    let clock = clock.clone();
+    let first = Arc::new(AtomicBool::new(true));
+    let layer = MapResponseLayer::new(move |response: http::Response<_>| {
+        if first.swap(false, Ordering::SeqCst) {
+            clock.advance(latency);
+        }
+        response
+    });
+    ClientBuilder::try_from(config.clone())
+        .expect("a client builder")
+        .with_layer(&layer)
+        .build()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Kubernetes API server: cargo xtask k8s up"]
+async fn one_acquire_takes_over_a_stale_lock_whose_expiry_equals_its_timeout() {
+    let config = admin_config().await;
+    let ns = NamespaceGuard::create(&config, "cm-lock-stale")
+        .await
+        .unwrap();
+    const STEP: Duration = Duration::from_millis(100);
+    for (round, ttl, wait) in [(0, 2, 2), (1, 2, 3), (2, 5, 5)] {
+        let name = format!("stale-{round}");
+        // c takes a lock and vanishes without releasing it: nobody renews it.
+        let c = lock(
+            &config,
+            &ns.name,
+            &name,
+            "pod-c",
+            Some(Duration::from_secs(ttl)),
+        );
+        let held = c.acquire().await.unwrap();
+        drop(c);
+        // d, which never saw it, waits up to its timeout (equal to or longer than the lock's
+        // ttl) in ONE call; its first read of the lock takes 500 ms of its (fake) clock.
+        let clock = FakeClock::new();
+        let d = ConfigMapLock::new(
+            slow_first_response(&config, &clock, Duration::from_millis(500)),
+            &*name,
+            Some(Duration::from_secs(wait)),
+        )
+        .with_namespace(&*ns.name)
+        .with_identity("pod-d")
+        .with_owner(None)
+        .with_clock(clock.as_clock());
+        let waiter = tokio::spawn(async move { d.acquire().await });
+        let mut driven = Duration::ZERO;
+        while !waiter.is_finished() {
+            assert!(
+                driven < Duration::from_secs(60),
+                "round {round}: acquire still waiting after 60 s of fake time"
+            );
+            // Let d set its timer (or finish), then move time on.
+            let _ = clock.try_wait_for_sleepers(1, Duration::from_secs(2)).await;
+            clock.advance(STEP);
+            driven += STEP;
+        }
+        match waiter.await.unwrap() {
+            Ok(generation) => assert!(generation > held, "round {round}"),
+            Err(e) => panic!(
+                "round {round}: a {wait} s acquire did not take over a stale {ttl} s lock: {e}"
+            ),
+        }
+    }
 }

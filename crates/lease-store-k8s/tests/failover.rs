@@ -25,7 +25,7 @@ use lease_manager::{
     Callbacks, ElectionConfig, LeaderElector, Leadership, LeaserConfig, Manager, ManagerConfig,
     ManagerLeaser, ResourceKey, ResourceLockError, ResourceLocks,
 };
-use lease_store_k8s::naming::object_name;
+use lease_store_k8s::naming::{ANNOTATION_GENERATION, object_name};
 use lease_store_k8s::{BECAME_LEADER, EVENT_REASON, EventRecorder, LeaseStore, STOPPED_LEADING};
 use lease_store_k8s::{StoreOptions, naming};
 use tokio::sync::watch;
@@ -222,15 +222,19 @@ async fn leader_elector_fails_over_when_the_leader_is_cut_off() {
     );
     assert!(guard_b.generation() > guard_a.generation());
 
-    // The Lease object names b, with the new generation as leaseTransitions.
+    // The Lease object names b, with the new generation in its generation annotation.
     let key = Key::new("election", "failover", "controller");
     let lease = lease_object(&config, &ns.name, &object_name(&key)).await;
     let spec = lease.spec.unwrap();
     assert_eq!(spec.holder_identity.as_deref(), Some("cand-b"));
     assert_eq!(spec.lease_duration_seconds, Some(3));
+    let annotation: serde_json::Value =
+        serde_json::from_str(&lease.metadata.annotations.as_ref().unwrap()[ANNOTATION_GENERATION])
+            .unwrap();
+    assert_eq!(annotation["generation"], guard_b.generation().get());
     assert_eq!(
-        spec.lease_transitions.map(i64::from),
-        Some(i64::try_from(guard_b.generation().get()).unwrap())
+        annotation["leaseTransitions"],
+        i64::from(spec.lease_transitions.unwrap())
     );
 
     // Reconnected, a follows b; when b releases, a leads again with a newer generation.

@@ -9,6 +9,10 @@
 //!   must lead again after the server returns.
 //! - **Bursts**: five candidates started at the same instant on a fresh lease, and on a stale
 //!   lease whose holder was SIGKILLed: exactly one leader at every instant from the first.
+//! - **Deletions**: three candidates contend while the orchestrator deletes the Lease object
+//!   under the leader at random moments ([`DELETIONS`] times, see [`deletions`]), as `kubectl delete`, a Helm
+//!   reinstall or a namespace clean-up would: still never two leaders at once, generations
+//!   still increasing with terms, and someone leads again after each deletion.
 //!
 //! A candidate logs [`Event::Lead`] when `lock()` returns, and [`Event::Lost`] when it sees its
 //! lost token fire (with the start of the last renewal it saw), or [`Event::Stop`] before it
@@ -28,6 +32,10 @@ use crate::check::{K8sVerdict, Term, TermEnd, check_terms, terms};
 use crate::event::{self, Event, EventLog};
 use crate::proc::{die_with_parent, kill9, wait_timeout};
 use crate::{now, secs};
+
+mod deletions;
+pub use deletions::DELETIONS;
+use deletions::deletion_phase;
 
 /// The manager namespace and model of the election leases.
 const NAMESPACE: &str = "torture";
@@ -298,6 +306,8 @@ pub struct Summary {
     pub takeover_after_leader_kill: Option<f64>,
     /// The bursts.
     pub bursts: Vec<Burst>,
+    /// The deletion phase: from each deletion of the Lease object to the next leader (s).
+    pub deletions: Vec<f64>,
     /// Candidates SIGKILLed on purpose.
     pub kills: u32,
     /// Candidate processes started.
@@ -515,7 +525,7 @@ pub fn run(args: RunArgs) -> Result<Summary, String> {
             at,
         });
     }
-    let (outages, takeover_after_leader_kill, bursts) = result?;
+    let (outages, takeover_after_leader_kill, bursts, deletions) = result?;
     let (events, _) =
         event::read_dir(&args.dir).map_err(|e| format!("cannot read the logs: {e}"))?;
     let all = terms(&events);
@@ -526,6 +536,7 @@ pub fn run(args: RunArgs) -> Result<Summary, String> {
         outages,
         takeover_after_leader_kill,
         bursts,
+        deletions,
         kills: run.kills,
         processes: run.processes,
         problems: run.problems,
@@ -533,7 +544,7 @@ pub fn run(args: RunArgs) -> Result<Summary, String> {
     })
 }
 
-type Phases = (Vec<Outage>, Option<f64>, Vec<Burst>);
+type Phases = (Vec<Outage>, Option<f64>, Vec<Burst>, Vec<f64>);
 
 fn scenario(run: &mut Run) -> Result<Phases, String> {
     let id = format!("{:x}", now() % 0xffff_ffff);
@@ -543,7 +554,8 @@ fn scenario(run: &mut Run) -> Result<Phases, String> {
         bursts.push(fresh_burst(run, &id, round)?);
         bursts.push(stale_burst(run, &id, round)?);
     }
-    Ok((outages, takeover, bursts))
+    let deletions = deletion_phase(run, &id)?;
+    Ok((outages, takeover, bursts, deletions))
 }
 
 fn main_phase(run: &mut Run, id: &str) -> Result<(Vec<Outage>, Option<f64>), String> {
