@@ -1,6 +1,7 @@
 //! The `lease-testkit` Store conformance suite against a real Kubernetes API server, for both
 //! [`LeaseStore`] and [`ConfigMapStore`]. Each built store gets a fresh Kubernetes namespace;
-//! siblings are separate clients of the same server.
+//! siblings are separate clients of the same server. One test per case and store:
+//! `lease_store::claim::claim_holds_until_duration_from_call_start`, `configmap_store::…`.
 //!
 //! Ignored by default (they need a server): `cargo xtask k8s up`, then
 //! `eval "$(cargo xtask k8s env)"` and `cargo test -p lease-store-k8s -- --ignored`. Without
@@ -15,12 +16,21 @@ use async_trait::async_trait;
 use lease_core::{Clock, Key, Request, Store};
 use lease_store_k8s::{ConfigMapStore, LeaseStore};
 use lease_testkit::FakeClock;
-use lease_testkit::suite::{self, StoreBuilder};
+use lease_testkit::suite::StoreBuilder;
 
 use common::{NamespaceGuard, admin_config, client};
 
 struct LeaseBuilder {
     config: kube::Config,
+}
+
+impl LeaseBuilder {
+    /// A builder on the administrator's `KUBECONFIG`; panics with instructions without it.
+    async fn connect() -> Self {
+        LeaseBuilder {
+            config: admin_config().await,
+        }
+    }
 }
 
 #[async_trait]
@@ -54,6 +64,15 @@ struct ConfigMapBuilder {
     config: kube::Config,
 }
 
+impl ConfigMapBuilder {
+    /// A builder on the administrator's `KUBECONFIG`; panics with instructions without it.
+    async fn connect() -> Self {
+        ConfigMapBuilder {
+            config: admin_config().await,
+        }
+    }
+}
+
 #[async_trait]
 impl StoreBuilder for ConfigMapBuilder {
     type Store = ConfigMapStore;
@@ -83,28 +102,17 @@ impl StoreBuilder for ConfigMapBuilder {
     }
 }
 
-async fn run_suite<B: StoreBuilder>(builder: &B) {
-    let report = suite::run_all(builder).await;
-    assert!(report.passed(), "{report}");
-}
+lease_testkit::conformance_tests!(
+    mod lease_store,
+    LeaseBuilder::connect().await,
+    ignore = "needs a Kubernetes API server: cargo xtask k8s up",
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "needs a Kubernetes API server: cargo xtask k8s up"]
-async fn lease_store_conformance() {
-    let builder = LeaseBuilder {
-        config: admin_config().await,
-    };
-    run_suite(&builder).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "needs a Kubernetes API server: cargo xtask k8s up"]
-async fn configmap_store_conformance() {
-    let builder = ConfigMapBuilder {
-        config: admin_config().await,
-    };
-    run_suite(&builder).await;
-}
+lease_testkit::conformance_tests!(
+    mod configmap_store,
+    ConfigMapBuilder::connect().await,
+    ignore = "needs a Kubernetes API server: cargo xtask k8s up",
+);
 
 /// What `sibling_generation_continues` runs into, as it should be: an instance that first sees a
 /// claim after the fake clock has passed the claim's expiry counts it from that first sight,
@@ -112,9 +120,7 @@ async fn configmap_store_conformance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a Kubernetes API server: cargo xtask k8s up"]
 async fn observed_time_sibling_waits_a_full_duration() {
-    let builder = LeaseBuilder {
-        config: admin_config().await,
-    };
+    let builder = LeaseBuilder::connect().await;
     let clock = FakeClock::new();
     let (mut first, guard) = builder.build(clock.as_clock()).await.unwrap();
     let mut second = builder

@@ -1,4 +1,5 @@
-//! The `lease-testkit` Store conformance suite against [`SqliteStore`], with the suite's fake
+//! The `lease-testkit` Store conformance suite against [`SqliteStore`], one test per case
+//! (`cargo test -p lease-store-sqlite claim_holds_until` runs one), with the suite's fake
 //! clock; siblings are further connections to the same file.
 
 use std::sync::Arc;
@@ -6,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use lease_core::Clock;
 use lease_store_sqlite::SqliteStore;
-use lease_testkit::suite::{self, StoreBuilder};
+use lease_testkit::suite::StoreBuilder;
 use tempfile::TempDir;
 
 /// A fresh database file in its own temporary directory, removed when the guard drops.
@@ -39,7 +40,4 @@ impl StoreBuilder for Builder {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn conformance() {
-    suite::test_all(&Builder).await;
-}
+lease_testkit::conformance_tests!(Builder);

@@ -432,3 +432,19 @@ async fn a_panic_fails_its_case_with_the_panic_message() {
 async fn test_all_panics_naming_the_failed_cases() {
     suite::test_all(&FaultyBuilder(Fault::ExtendShortens)).await;
 }
+
+/// What `conformance_tests!` generates for one case (this is its per-case expansion), against a
+/// store that breaks the case's clause: the test fails with a message naming the case and what
+/// was found.
+mod generated_test {
+    use super::{Fault, FaultyBuilder};
+
+    lease_testkit::__conformance_test! {
+        extend extend_never_shortens
+        [FaultyBuilder(Fault::ExtendShortens)]
+        [#[should_panic(
+            expected = "conformance case extend_never_shortens failed: a short extend moved the expiry back"
+        )]]
+        [lease_testkit::suite::__private::Flavor::MultiThread(2)]
+    }
+}

@@ -1,14 +1,15 @@
-//! The in-memory store against the whole Store conformance suite.
+//! The in-memory store against the Store conformance suite: one test per case on a
+//! multi-thread runtime, the same on a current-thread runtime (module `current_thread`), and
+//! every case once more by name, through the dispatcher [`suite::run_case`] uses.
 
 use lease_testkit::suite::{self, InMemoryBuilder};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_memory_store_passes_the_conformance_suite() {
-    suite::test_all(&InMemoryBuilder).await;
-}
+lease_testkit::conformance_tests!(InMemoryBuilder, worker_threads = 2);
 
-#[tokio::test]
-async fn every_case_runs_by_name_on_a_current_thread_runtime_too() {
+lease_testkit::conformance_tests!(mod current_thread, InMemoryBuilder, flavor = "current_thread");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_case_runs_by_name() {
     assert!(
         suite::CASES.len() >= 40,
         "only {} cases",

@@ -1,11 +1,18 @@
-//! The Store conformance suite: every clause of the [`Store`] contract as a named case that any
-//! store can be run against (openraft's `testing::Suite`, adapted).
+//! The Store conformance suite: every clause of the [`Store`] contract as named cases that any
+//! store can be run against (openraft's `testing::Suite`, adapted), one test per case.
 //!
 //! A store crate implements [`StoreBuilder`] (a fresh store over fresh backing, a guard that
 //! cleans the backing up when dropped, and optionally a second instance over the same backing)
-//! and calls [`test_all`] from one small test file. The suite creates a [`FakeClock`] for every
-//! case and hands it to the builder, so it decides when leases expire: a store must decide
-//! expiry with the clock it is given.
+//! and invokes [`conformance_tests!`](crate::conformance_tests) in one small test file, which
+//! generates one test per case: `cargo test -p my-store claim_holds_until` runs one case, and a
+//! failure names its case. The suite creates a [`FakeClock`](crate::FakeClock) for every case
+//! and hands it to the builder, so it decides when leases expire: a store must decide expiry
+//! with the clock it is given.
+//!
+//! Each case is `cases::<clause>::<case>` ([`cases`]), a function from a builder to
+//! `Result<(), CaseFailure>`. [`run_case`], [`run_all`] and [`test_all`] run cases by name
+//! ([`CASES`]) and collect every result, e.g. to check that a broken store fails the cases it
+//! should.
 //!
 //! # Rules the cases hold a store to
 //!
@@ -23,10 +30,30 @@
 //! [`StoreBuilder::build_sibling`] returns `None` (and say so on stderr). The concurrent-claim
 //! case spawns tokio tasks: run the suite on a `multi_thread` runtime so they really race.
 //!
+//! # The list of cases cannot drift from the cases
+//!
+//! The cases live in private modules (`src/suite/clauses/<clause>.rs`, one per clause) under
+//! `#![deny(dead_code)]`. One macro holds the list of cases, once, grouped by clause
+//! (`__conformance_case_list!` in `src/suite/list.rs`), and everything that names cases is
+//! generated from it: the public re-exports in [`cases`], [`CASES`], [`CLAUSES`], the
+//! dispatcher behind [`run_case`], and each store's tests. So:
+//!
+//! - a case function that is not in the list is used nowhere: a `dead_code` compile error;
+//! - a listed case with no function, or under the wrong clause, does not resolve: a compile
+//!   error;
+//! - a new case reaches every store's tests with no edit to their files.
+//!
+//! To add a case: write it as a `pub async fn` in its clause's file, and add its name under
+//! that clause in the list.
+//!
+//! `tests/suite_list.rs` checks the rest by reading the sources: every `clauses/*.rs` file
+//! (but `support.rs`) is a clause of the list, each case function is listed under its file's
+//! clause, and no name is listed twice.
+//!
 //! # Example
 //!
-//! A store's `tests/conformance.rs` (here for [`InMemoryStore`], as
-//! [`InMemoryBuilder`] does it):
+//! A store's `tests/conformance.rs` (here for [`InMemoryStore`], as [`InMemoryBuilder`] does
+//! it):
 //!
 //! ```
 //! use std::sync::Arc;
@@ -60,32 +87,69 @@
 //!     }
 //! }
 //!
-//! // In tests/conformance.rs this is
-//! // #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-//! // async fn conformance() { suite::test_all(&Builder).await; }
+//! // One test per case, on a multi-thread runtime (options: `ignore = "reason"`,
+//! // `flavor = "current_thread"`, `worker_threads = N`, and `mod name,` first).
+//! lease_testkit::conformance_tests!(Builder);
+//!
 //! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 //! # async fn main() {
-//! suite::test_all(&Builder).await;
-//!
-//! // One case by name, e.g. while debugging a failure:
+//! // One case called directly, or by name, e.g. while debugging a failure:
+//! suite::cases::claim::claim_on_held_lease_is_held(&Builder).await.unwrap();
 //! suite::run_case(&Builder, "claim_on_held_lease_is_held").await.unwrap();
 //! # }
 //! ```
 
-use std::any::Any;
-use std::fmt;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures::FutureExt;
 use lease_core::{Clock, Store};
 
-use crate::{FakeClock, InMemoryStore};
+use crate::InMemoryStore;
 
-mod cases;
+mod clauses;
+mod list;
+mod run;
 
-pub use cases::*;
+pub use run::{CaseFailure, SuiteReport, run_all, run_case, run_cases, test_all};
+
+/// The callback of the case list that generates this crate's items naming the cases.
+macro_rules! define_cases {
+    (
+        {}
+        $( $(#[$clause_doc:meta])* $clause:ident { $($case:ident),* $(,)? } )*
+    ) => {
+        /// Every conformance case, at `cases::<clause>::<case>`: a function from a
+        /// [`StoreBuilder`] to `Result<(), CaseFailure>` that runs the case on a fresh store
+        /// and says what it found when the store breaks the clause.
+        pub mod cases {
+            $(
+                $(#[$clause_doc])*
+                pub mod $clause {
+                    pub use crate::suite::clauses::$clause::{$($case),*};
+                }
+            )*
+        }
+
+        /// The name of every conformance case, in the order [`run_all`] runs them.
+        pub const CASES: &[&str] = &[$($(stringify!($case)),*),*];
+
+        /// Every clause with the names of its cases, in the order of [`CASES`].
+        pub const CLAUSES: &[(&str, &[&str])] = &[$((stringify!($clause), &[$(stringify!($case)),*])),*];
+
+        /// Runs the case called `name`; `None` when there is no such case.
+        async fn dispatch<B: StoreBuilder>(
+            builder: &B,
+            name: &str,
+        ) -> Option<Result<(), CaseFailure>> {
+            match name {
+                $($(stringify!($case) => Some(cases::$clause::$case(builder).await),)*)*
+                _ => None,
+            }
+        }
+    };
+}
+
+crate::__conformance_case_list!([define_cases] {});
 
 /// Builds the stores the suite runs against.
 #[async_trait]
@@ -121,148 +185,6 @@ pub trait StoreBuilder: Send + Sync {
     }
 }
 
-/// Why a case failed: what was checked and what was found instead.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CaseFailure {
-    /// The explanation.
-    pub message: String,
-}
-
-impl CaseFailure {
-    /// A failure with `message`.
-    pub fn new(message: impl Into<String>) -> Self {
-        CaseFailure {
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for CaseFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for CaseFailure {}
-
-/// The outcome of running several cases: each case's name with its result, in the order run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SuiteReport {
-    /// Every case run, with its result.
-    pub results: Vec<(&'static str, Result<(), CaseFailure>)>,
-}
-
-impl SuiteReport {
-    /// The names of the failed cases.
-    pub fn failed(&self) -> Vec<&'static str> {
-        self.results
-            .iter()
-            .filter(|(_, r)| r.is_err())
-            .map(|(name, _)| *name)
-            .collect()
-    }
-
-    /// The failure of case `name`, if it was run and failed.
-    pub fn failure(&self, name: &str) -> Option<&CaseFailure> {
-        self.results
-            .iter()
-            .find(|(n, _)| *n == name)
-            .and_then(|(_, r)| r.as_ref().err())
-    }
-
-    /// Whether every case passed.
-    pub fn passed(&self) -> bool {
-        self.results.iter().all(|(_, r)| r.is_ok())
-    }
-}
-
-impl fmt::Display for SuiteReport {
-    /// One line per failed case, `case NAME failed: MESSAGE`, after a summary line.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let failed = self.failed();
-        write!(
-            f,
-            "{} of {} conformance cases failed",
-            failed.len(),
-            self.results.len()
-        )?;
-        for (name, result) in &self.results {
-            if let Err(failure) = result {
-                write!(f, "\ncase {name} failed: {failure}")?;
-            }
-        }
-        Ok(())
-    }
-}
-
-fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic with a non-string payload".to_owned()
-    }
-}
-
-/// Runs the case called `name` (one of [`CASES`]) on a fresh store. A panic inside the case or
-/// the store is caught and reported as the case's failure.
-///
-/// # Errors
-///
-/// The case's failure, or a failure saying that no case has that name.
-pub async fn run_case<B: StoreBuilder>(builder: &B, name: &str) -> Result<(), CaseFailure> {
-    match AssertUnwindSafe(cases::dispatch(builder, name))
-        .catch_unwind()
-        .await
-    {
-        Ok(Some(result)) => result,
-        Ok(None) => Err(CaseFailure::new(format!(
-            "no conformance case is called {name:?}"
-        ))),
-        Err(payload) => Err(CaseFailure::new(format!(
-            "panicked: {}",
-            panic_message(payload.as_ref())
-        ))),
-    }
-}
-
-/// Runs the cases named in `names`, in that order, each on a fresh store, and reports every
-/// result (it does not stop at the first failure). Progress goes to stderr.
-pub async fn run_cases<B: StoreBuilder>(builder: &B, names: &[&str]) -> SuiteReport {
-    let mut results = Vec::with_capacity(names.len());
-    for name in names {
-        let result = run_case(builder, name).await;
-        let name: &'static str = CASES
-            .iter()
-            .copied()
-            .find(|c| c == name)
-            .unwrap_or("<unknown case>");
-        match &result {
-            Ok(()) => eprintln!("conformance case {name} ... ok"),
-            Err(failure) => eprintln!("conformance case {name} ... FAILED: {failure}"),
-        }
-        results.push((name, result));
-    }
-    SuiteReport { results }
-}
-
-/// Runs every case in [`CASES`] and reports every result.
-pub async fn run_all<B: StoreBuilder>(builder: &B) -> SuiteReport {
-    run_cases(builder, CASES).await
-}
-
-/// Runs every case in [`CASES`], each on a fresh store.
-///
-/// # Panics
-///
-/// When any case fails, after all have run; the message lists each failed case as
-/// `case NAME failed: MESSAGE`.
-pub async fn test_all<B: StoreBuilder>(builder: &B) {
-    let report = run_all(builder).await;
-    assert!(report.passed(), "{report}");
-}
-
 /// The [`StoreBuilder`] of [`InMemoryStore`]: every built store has its own backing, and
 /// siblings share it. Also a starting point for wrapping the in-memory store in tests.
 #[derive(Debug, Clone, Copy, Default)]
@@ -291,7 +213,45 @@ impl StoreBuilder for InMemoryBuilder {
     }
 }
 
-/// A fresh fake clock for one case; kept here so every case starts at the same odd instant.
-fn case_clock() -> FakeClock {
-    FakeClock::new()
+/// What [`conformance_tests!`](crate::conformance_tests) expands to calls; not a stable API.
+#[doc(hidden)]
+pub mod __private {
+    use std::future::Future;
+
+    use super::CaseFailure;
+
+    /// The tokio runtime a generated test runs its case on.
+    #[derive(Debug, Clone, Copy)]
+    pub enum Flavor {
+        /// `new_current_thread`.
+        CurrentThread,
+        /// `new_multi_thread` with this many worker threads.
+        MultiThread(usize),
+    }
+
+    /// Runs `case` to completion on a new runtime of `flavor`.
+    ///
+    /// # Panics
+    ///
+    /// With `conformance case NAME failed: MESSAGE` when the case fails, or when the runtime
+    /// cannot be built.
+    pub fn run_test(
+        flavor: Flavor,
+        name: &str,
+        case: impl Future<Output = Result<(), CaseFailure>>,
+    ) {
+        let runtime = match flavor {
+            Flavor::CurrentThread => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build(),
+            Flavor::MultiThread(threads) => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .enable_all()
+                .build(),
+        }
+        .unwrap_or_else(|e| panic!("conformance case {name}: cannot build a tokio runtime: {e}"));
+        if let Err(failure) = runtime.block_on(case) {
+            panic!("conformance case {name} failed: {failure}");
+        }
+    }
 }
