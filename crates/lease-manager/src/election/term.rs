@@ -181,6 +181,10 @@ impl LeadershipGuard {
     }
 
     /// Fires when the term ends (lost, unlocked or released). Stop working when it does.
+    ///
+    /// Calling [`LeaderElector::lock`] again from the token's handler is safe: it waits until
+    /// the revoke that follows this term (if any) has been answered, so that revoke cannot end
+    /// the new term, and the new term gets a newer generation.
     pub fn lost(&self) -> &CancellationToken {
         &self.lost
     }
