@@ -432,3 +432,95 @@ async fn a_new_term_after_a_failed_unlock_gets_a_new_generation() {
         check_believers(&backing, &[("pod-a", &new)], "after a failed unlock").await;
     }
 }
+
+/// A broken store whose claims always report generation 1 (the generation never rises).
+struct StuckGenerations(InMemoryStore, Arc<std::sync::atomic::AtomicUsize>);
+
+#[async_trait::async_trait]
+impl lease_core::Store for StuckGenerations {
+    async fn claim_lease(
+        &mut self,
+        key: &Key,
+        request: &lease_core::Request,
+    ) -> lease_core::Result<lease_core::Info> {
+        self.0.claim_lease(key, request).await
+    }
+    async fn extend_lease(
+        &mut self,
+        key: &Key,
+        request: &lease_core::Request,
+    ) -> lease_core::Result<lease_core::Info> {
+        self.0.extend_lease(key, request).await
+    }
+    async fn revoke_lease(&mut self, key: &Key, holder: &str) -> lease_core::Result<()> {
+        self.0.revoke_lease(key, holder).await
+    }
+    async fn leases(
+        &mut self,
+        keys: &[Key],
+    ) -> lease_core::Result<std::collections::BTreeMap<Key, lease_core::Info>> {
+        self.0.leases(keys).await
+    }
+    async fn lease_group(
+        &mut self,
+        namespace: &str,
+        model: &str,
+    ) -> lease_core::Result<std::collections::BTreeMap<Key, lease_core::Info>> {
+        self.0.lease_group(namespace, model).await
+    }
+    async fn pin_lease(&mut self, key: &Key, entity: &str) -> lease_core::Result<()> {
+        self.0.pin_lease(key, entity).await
+    }
+    async fn unpin_lease(&mut self, key: &Key, entity: &str) -> lease_core::Result<()> {
+        self.0.unpin_lease(key, entity).await
+    }
+    async fn pinned(&mut self) -> lease_core::Result<std::collections::BTreeMap<Key, Vec<String>>> {
+        self.0.pinned().await
+    }
+    async fn apply(
+        &mut self,
+        ops: Vec<lease_core::Op>,
+    ) -> Vec<lease_core::Result<lease_core::Outcome>> {
+        self.1.fetch_add(1, Ordering::SeqCst);
+        let mut results = self.0.apply(ops).await;
+        for r in &mut results {
+            if let Ok(lease_core::Outcome::Claimed(info) | lease_core::Outcome::Extended(info)) = r
+            {
+                info.generation = lease_core::Generation(1);
+            }
+        }
+        results
+    }
+}
+
+/// Item 3 against a broken store whose generations never rise: `lock()` refuses to start a
+/// second term with generation 1 (it keeps revoking and claiming afresh), and does so at the
+/// `retry_period` pace rather than spinning on the store.
+#[tokio::test]
+async fn a_store_whose_generations_do_not_rise_gets_no_second_term_and_no_spin() {
+    let clock = FakeClock::new();
+    let applies = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let m = manager(
+        StuckGenerations(InMemoryStore::new(clock.as_clock()), Arc::clone(&applies)),
+        &clock,
+    );
+    let a = LeaderElector::new(&m, clock.as_clock(), config("pod-a"), Callbacks::new()).unwrap();
+    let first = a.lock().await.unwrap();
+    assert_eq!(first.generation(), lease_core::Generation(1));
+    assert!(a.unlock().await);
+    let relock = tokio::spawn({
+        let a = a.clone();
+        async move { a.lock().await }
+    });
+    settle().await;
+    let before = applies.load(Ordering::SeqCst);
+    for _ in 0..10 {
+        tick(&clock, secs(1)).await;
+    }
+    assert!(!relock.is_finished(), "a second term with generation 1");
+    let calls = applies.load(Ordering::SeqCst) - before;
+    // A revoke and a claim per retry_period (2 s, jittered up to 20 %): about 10 in 10 s.
+    assert!(calls <= 14, "{calls} store calls in 10 s: spinning");
+    assert!(calls >= 4, "{calls} store calls in 10 s: not retrying");
+    relock.abort();
+}

@@ -288,6 +288,7 @@ impl LeaderElector {
             });
         }
         let mut revoke_first = true;
+        let mut stale_generations = 0u32;
         let mut woken = true;
         loop {
             // A revoke of an earlier term still in flight would end the term this call may
@@ -319,6 +320,16 @@ impl LeaderElector {
                 {
                     tracing::warn!(lease = %config.name, generation = %info.generation, "the claim extended an earlier term's lease; revoking it and claiming afresh");
                     revoke_first = true;
+                    // Once is a late claim of an ended term; again and again would be a store
+                    // whose generations do not rise: do not spin on it.
+                    if stale_generations > 0 {
+                        let retry = inner
+                            .clock
+                            .now()
+                            .saturating_add(inner.jittered(config.retry_period));
+                        inner.clock.sleep_until(retry).await;
+                    }
+                    stale_generations += 1;
                     continue;
                 }
                 // A claim that returned only after its renew deadline (the manager retried it
