@@ -9,6 +9,9 @@
 //! * SQLite: N worker processes × M leases on one file, kill -9 and restart of random workers.
 //! * A mutation run: the same with workers that believe their windows last 3× what they claimed;
 //!   it passes only if the checker reports violations (the checker provably can fail).
+//! * Elector: `LeaderElector` candidates in one process on a multi-thread runtime over one SQLite
+//!   file (two slots per elector calling `lock()` concurrently, and again at once from the
+//!   lost-token handler; stores stalled at random). Runs with the SQLite scenario.
 //! * Kubernetes: leader candidates on a *dedicated* local API server (ports 17543/17579, so that
 //!   stopping its etcd and kube-apiserver never disturbs a server someone else uses), with both
 //!   stopped and restarted mid-run, the leader SIGKILLed, and bursts of 5 candidates started at
@@ -29,9 +32,9 @@ use crate::cargo;
 pub(crate) const USAGE: &str = "\
 usage: cargo xtask torture [--short] [--sqlite-only|--k8s-only] [--seconds N] [--workers N] [--leases M]
 
-  --short        CI size (debug build; SQLite 4 workers × 3 leases for 8 s; one etcd restart and
-                 one burst round); writes target/torture/RELIABILITY-short.md
-  --sqlite-only  only the SQLite scenario (and the mutation run)
+  --short        CI size (debug build; SQLite 4 workers × 3 leases for 8 s; the elector for 15 s;
+                 one etcd restart and one burst round); writes target/torture/RELIABILITY-short.md
+  --sqlite-only  only the SQLite scenarios (workers, the mutation run, the elector)
   --k8s-only     only the Kubernetes scenario
   --seconds N    length of the SQLite run (default 60; 8 with --short)
   --workers N    SQLite worker processes (default 8; 4 with --short)
@@ -173,6 +176,14 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<(), String> {
         sections.push(("mutation", text));
     }
 
+    if o.sqlite {
+        let (ok, text) = elector_torture(&exe, &work, o.short)?;
+        if !ok {
+            failures.push("the elector torture found violations or problems");
+        }
+        sections.push(("elector", text));
+    }
+
     if o.k8s {
         let report = work.join("k8s.md");
         let ok = k8s_torture(&exe, &work, &report, o.short)?;
@@ -223,6 +234,26 @@ fn run_torture(exe: &Path, args: &[&str], envs: &[(&str, String)]) -> Result<boo
             args.join(" ")
         )),
     }
+}
+
+/// The elector scenario (one process; 15 s with `--short`, 60 s otherwise): Ok((passed, its
+/// report section)).
+fn elector_torture(exe: &Path, work: &Path, short: bool) -> Result<(bool, String), String> {
+    let report = work.join("elector.md");
+    let ok = run_torture(
+        exe,
+        &[
+            "elector",
+            "--dir",
+            &path_str(&work.join("elector")),
+            "--seconds",
+            if short { "15" } else { "60" },
+            "--report",
+            &path_str(&report),
+        ],
+        &[],
+    )?;
+    Ok((ok, read(&report)))
 }
 
 /// The environment that points `cargo xtask k8s` at the dedicated server.

@@ -21,6 +21,10 @@ pub struct StaleGeneration {
 /// Every lease guard of this crate exposes its generation; a protected resource keeps one
 /// `Fence` per lease and calls [`Fence::admit`] before each write. Equal generations are
 /// admitted (one holder writes many times); a newer generation raises the bar for everyone.
+/// That is sound because a generation belongs to one term: every term's generation is strictly
+/// greater than every earlier term's, also when the same candidate leads again (a
+/// [`LeaderElector`](crate::LeaderElector) term begins with a fresh claim, never an extend of
+/// an earlier term's lease).
 ///
 /// A store that refuses writes from an older generation:
 ///

@@ -8,6 +8,9 @@
 //!   on a real kube-apiserver, while the orchestrator stops and restarts kube-apiserver and etcd
 //!   and kills the leader; plus bursts of candidates started at the same instant on a fresh
 //!   lease and on a stale lease left by a vanished holder.
+//! - [`elector`]: [`LeaderElector`](lease_manager::LeaderElector) candidates in one process on
+//!   a multi-thread runtime over one SQLite file, calling `lock()` concurrently on one elector
+//!   and again from their lost-token handlers, while stores stall at random.
 //! - [`check`]: the checkers. Every participant logs ([`event`]) each interval in which it may act
 //!   as holder, on the host's shared monotonic clock (`CLOCK_BOOTTIME`,
 //!   [`SystemClock`]); the checker proves that no two intervals of one
@@ -26,6 +29,7 @@
 //! xtask torture` builds and runs it and writes `RELIABILITY.md`.
 
 pub mod check;
+pub mod elector;
 pub mod event;
 pub mod k8s;
 pub mod proc;

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use lease_torture::{check, event, k8s, report, sqlite};
+use lease_torture::{check, elector, event, k8s, report, sqlite};
 
 /// Torture tests of the lease library.
 #[derive(Debug, Parser)]
@@ -113,6 +113,9 @@ enum Cmd {
         )]
         title: String,
     },
+    /// Run the elector scenario: candidates in one process on a multi-thread runtime,
+    /// concurrent `lock()` calls and `lock()` from lost-token handlers, store stalls.
+    Elector(ElectorArgs),
     /// Check the logs in a folder again.
     Check {
         /// The folder of `*.jsonl` logs.
@@ -190,6 +193,72 @@ enum Cmd {
         #[arg(long, default_value_t = 1000)]
         request_ms: u64,
     },
+}
+
+/// The elector scenario's options.
+#[derive(Debug, clap::Args)]
+struct ElectorArgs {
+    /// Folder for the database and the log (emptied first).
+    #[arg(long, default_value = "target/torture/elector")]
+    dir: PathBuf,
+    /// Managers over the one SQLite file.
+    #[arg(long, default_value_t = 2)]
+    managers: u32,
+    /// Electors per manager.
+    #[arg(long, default_value_t = 2)]
+    electors: u32,
+    /// Length of the run.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+    /// lease_duration, ms.
+    #[arg(long, default_value_t = 1500)]
+    lease_ms: u64,
+    /// renew_deadline, ms.
+    #[arg(long, default_value_t = 900)]
+    renew_ms: u64,
+    /// retry_period, ms.
+    #[arg(long, default_value_t = 200)]
+    retry_ms: u64,
+    /// Stall no store.
+    #[arg(long)]
+    no_stalls: bool,
+    /// Seed of the random choices (default: from the clock).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Write the report's Markdown section here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// The section's title.
+    #[arg(
+        long,
+        default_value = "Elector: concurrent lock() and lock() from the lost-token handler, multi-thread runtime"
+    )]
+    title: String,
+}
+
+fn run_elector(a: ElectorArgs) -> Result<bool, String> {
+    let args = elector::RunArgs {
+        dir: a.dir,
+        managers: a.managers,
+        electors: a.electors,
+        duration: Duration::from_secs(a.seconds),
+        stalls: !a.no_stalls,
+        timing: elector::Timing {
+            lease_duration: Duration::from_millis(a.lease_ms),
+            renew_deadline: Duration::from_millis(a.renew_ms),
+            retry_period: Duration::from_millis(a.retry_ms),
+        },
+        seed: a.seed.unwrap_or_else(lease_torture::now),
+    };
+    println!(
+        "lease-torture elector: {} managers × {} electors × 2 slots for {} s (seed {})",
+        args.managers, args.electors, a.seconds, args.seed
+    );
+    let summary = elector::run(args)?;
+    let text = elector::section(&a.title, &summary);
+    print!("{text}");
+    write_report(a.report.as_ref(), &text)?;
+    Ok(summary.passed())
 }
 
 fn main() -> ExitCode {
@@ -293,6 +362,7 @@ fn run(command: Cmd) -> Result<bool, String> {
             write_report(report_path.as_ref(), &text)?;
             Ok(summary.passed())
         }
+        Cmd::Elector(a) => run_elector(a),
         Cmd::Check { dir, k8s, lease_ms } => {
             let (events, torn) =
                 event::read_dir(&dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
