@@ -103,7 +103,7 @@ impl std::fmt::Debug for Reporter {
 impl Reporter {
     /// A copy called `identity`, contending for [`LEASE`] in `namespace`/`model` of `manager`,
     /// publishing to `outbox`. It ticks every `interval` (see [`Reporter::run`]) and claims
-    /// the lease for `3 × interval`, so it survives two missed ticks.
+    /// the lease for `3 × interval` (at most `Duration::MAX`), so it survives two missed ticks.
     ///
     /// # Errors
     ///
@@ -125,7 +125,9 @@ impl Reporter {
             reader: manager.reader(namespace, model)?,
             clock,
             outbox,
-            lease_duration: interval * 3,
+            // Saturating: an interval over `Duration::MAX / 3` claims for `Duration::MAX`
+            // (which the stores saturate to "never expires") rather than panicking.
+            lease_duration: interval.saturating_mul(3),
             interval,
             published: Mutex::new(0),
         })

@@ -54,17 +54,29 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// The backoff before retry `retry` (1 for the first retry), before jitter.
+    ///
+    /// Never panics, for any policy and any `retry`. For a valid policy the delay lies in
+    /// `[initial_delay, max_delay]` (zero for a zero `initial_delay`, however large the
+    /// multiplier) and never decreases as `retry` grows.
     pub fn backoff(&self, retry: u32) -> Duration {
+        if self.initial_delay.is_zero() {
+            // 0 × ∞ would be NaN: a zero start stays zero whatever the multiplier.
+            return Duration::ZERO;
+        }
         let exponent = i32::try_from(retry.saturating_sub(1)).unwrap_or(i32::MAX);
         let factor = self.multiplier.powi(exponent);
         let nanos = self.initial_delay.as_nanos() as f64 * factor;
-        let max = self.max_delay.as_nanos() as f64;
-        if !nanos.is_finite() || nanos >= max {
-            self.max_delay
-        } else {
-            // In range [0, max_delay], so the conversion is exact enough and cannot overflow.
-            Duration::from_nanos(nanos.round() as u64)
+        if !nanos.is_finite() || nanos >= self.max_delay.as_nanos() as f64 {
+            return self.max_delay;
         }
+        // Below max_delay, so representable. A cast to u64 would clip at u64::MAX nanoseconds
+        // (≈ 584 years), under a longer cap: past that, convert from seconds instead.
+        let delay = if nanos < u64::MAX as f64 {
+            Duration::from_nanos(nanos.round() as u64)
+        } else {
+            Duration::try_from_secs_f64(nanos / 1e9).unwrap_or(self.max_delay)
+        };
+        delay.clamp(self.initial_delay.min(self.max_delay), self.max_delay)
     }
 
     fn validate(&self) -> Result<(), ManagerError> {
@@ -129,7 +141,8 @@ pub struct ManagerConfig {
     pub refresh_interval: Duration,
     /// How long stopping waits for the store call in flight before answering `Aborted`.
     pub shutdown_grace: Duration,
-    /// Requests that may queue for the worker before senders wait (back-pressure).
+    /// Requests that may queue for the worker before senders wait (back-pressure): from 1 to
+    /// [`ManagerConfig::MAX_CHANNEL_CAPACITY`].
     pub channel_capacity: usize,
     /// The most requests the worker takes from its queue into one store batch (group commit).
     pub max_batch: usize,
@@ -138,6 +151,12 @@ pub struct ManagerConfig {
 }
 
 impl ManagerConfig {
+    /// The largest [`ManagerConfig::channel_capacity`]: 2^20 (1,048,576) queued requests.
+    ///
+    /// A queue that long already means minutes of backlog for any store; larger values buy
+    /// nothing, and tokio's channel panics past `usize::MAX >> 3`.
+    pub const MAX_CHANNEL_CAPACITY: usize = 1 << 20;
+
     /// A configuration with `store`, `clock` and the defaults in the table above.
     pub fn new(store: impl Store + 'static, clock: Arc<dyn Clock>) -> Self {
         ManagerConfig {
@@ -237,7 +256,8 @@ impl ManagerConfig {
     /// # Errors
     ///
     /// [`ManagerError::Config`] naming the first bad field: a zero `max_sleep`,
-    /// `refresh_interval`, `channel_capacity` or `max_batch`; a `refresh_interval` longer than
+    /// `refresh_interval`, `channel_capacity` or `max_batch`; a `channel_capacity` over
+    /// [`ManagerConfig::MAX_CHANNEL_CAPACITY`]; a `refresh_interval` longer than
     /// `max_sleep`; a bad `retry` field; a secretary namespace that is not a valid name.
     pub fn validate(&self) -> Result<(), ManagerError> {
         if self.max_sleep.is_zero() {
@@ -262,11 +282,14 @@ impl ManagerConfig {
             ));
         }
         self.retry.validate()?;
-        if self.channel_capacity == 0 {
+        if !(1..=Self::MAX_CHANNEL_CAPACITY).contains(&self.channel_capacity) {
             return Err(ManagerError::config(
                 "channel_capacity",
                 self.channel_capacity,
-                "must be at least 1",
+                format!(
+                    "must be between 1 and {} requests",
+                    Self::MAX_CHANNEL_CAPACITY
+                ),
             ));
         }
         if self.max_batch == 0 {

@@ -42,6 +42,16 @@ impl ManagerError {
     }
 }
 
+/// The first 64 characters of `value` and `…` when it is longer: what an error quotes of a
+/// value that may be huge (as lease-core's validation does).
+pub(crate) fn shortened(value: &str) -> String {
+    const SHOWN_CHARS: usize = 64;
+    match value.char_indices().nth(SHOWN_CHARS) {
+        Some((end, _)) => format!("{}…", &value[..end]),
+        None => value.to_owned(),
+    }
+}
+
 impl From<ManagerError> for lease_core::Error {
     /// Configuration and namespace errors become [`lease_core::Error::Validation`] naming the
     /// same field; [`ManagerError::NoRuntime`] becomes a [`lease_core::Error::Store`] whose

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use async_trait::async_trait;
 use lease_core::{
     CancellationToken, Checker, Claimer, Clock, Error, Generation, Info, Key, Pinner, Reader,
-    Request, Result, Revoker, Secretary, Timestamp, Token, validate_string,
+    Request, Result, Revoker, Secretary, Timestamp, Token, validate_metadata, validate_string,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -379,6 +379,11 @@ impl Claimer for Scope {
             self.secretary.check_lease(&key)?;
             self.secretary.check_holder(&request.holder)?;
             self.secretary.check_duration(request.duration)?;
+            // Metadata over lease-core's limit would only be refused by the store, after the
+            // request had waited in the queue and taken a place in a batch.
+            if let Some(metadata) = &request.metadata {
+                validate_metadata(metadata)?;
+            }
             self.shared
                 .call(|reply| Command::Claim {
                     key,

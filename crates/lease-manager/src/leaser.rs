@@ -10,9 +10,11 @@ use async_trait::async_trait;
 use lease_core::leaser::{LeaseHandle, validate_ttl};
 use lease_core::{
     CancellationToken, Claimer, Clock, Error, Generation, LeaseGuard, LeaseInfo, Leaser,
-    LeaserError, PathKey, Reader, Request, Revoker, Timestamp, validate_string,
+    LeaserError, MAX_NAME_BYTES, PathKey, Reader, Request, Revoker, Timestamp, validate_string,
 };
 use tokio::task::JoinHandle;
+
+use crate::error::shortened;
 
 /// Where a [`ManagerLeaser`]'s leases live and who holds them.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -22,7 +24,8 @@ pub struct LeaserConfig {
     /// The model (scope) of the leases.
     pub model: String,
     /// Who this leaser is (a host or process name). Each acquisition holds its lease as
-    /// `<identity>~<random>`, so two acquisitions never mistake each other for an extend.
+    /// `<identity>~<random>`, so two acquisitions never mistake each other for an extend;
+    /// hence at most [`ManagerLeaser::MAX_IDENTITY_BYTES`] (1007) bytes.
     pub identity: String,
 }
 
@@ -39,6 +42,14 @@ impl LeaserConfig {
             identity: identity.into(),
         }
     }
+}
+
+/// The bytes [`holder_name`] adds to the identity: `~` and 16 hex digits.
+const HOLDER_SUFFIX_BYTES: usize = 1 + 16;
+
+/// A fresh holder name for one acquisition: `<identity>~<16 hex>`.
+fn holder_name(identity: &str) -> String {
+    format!("{identity}~{:016x}", fastrand::u64(..))
 }
 
 /// What this leaser knows about a lease it holds.
@@ -153,12 +164,18 @@ impl fmt::Debug for ManagerLeaser {
 }
 
 impl ManagerLeaser {
+    /// The longest identity, in bytes: lease-core's name limit
+    /// ([`MAX_NAME_BYTES`](lease_core::MAX_NAME_BYTES), 1 KiB) less the 17 bytes of the
+    /// `~<16 hex>` each holder name adds to it, so 1007.
+    pub const MAX_IDENTITY_BYTES: usize = MAX_NAME_BYTES - HOLDER_SUFFIX_BYTES;
+
     /// A leaser over `manager`'s facades for `config.namespace`/`config.model`. `clock` must be
     /// the manager's clock.
     ///
     /// # Errors
     ///
-    /// [`Error::Validation`] for a bad `identity` (field `identity`) or as
+    /// [`Error::Validation`] for a bad `identity` (field `identity`), one longer than
+    /// [`ManagerLeaser::MAX_IDENTITY_BYTES`] included, or as
     /// [`lease_core::Manager::claimer`] says; [`Error::Aborted`] when the manager has stopped.
     pub fn new(
         manager: &dyn lease_core::Manager,
@@ -166,6 +183,21 @@ impl ManagerLeaser {
         config: LeaserConfig,
     ) -> Result<ManagerLeaser, Error> {
         validate_string("identity", &config.identity)?;
+        if config.identity.len() > Self::MAX_IDENTITY_BYTES {
+            // Every holder name is `<identity>~<16 hex>`: refused here, naming the identity,
+            // rather than by every acquire, naming a holder the caller never chose.
+            return Err(Error::validation(
+                "identity",
+                shortened(&config.identity),
+                format!(
+                    "is {} bytes long, over the limit of {} bytes for a leaser identity \
+                     (a holder name, at most {MAX_NAME_BYTES} bytes, is the identity followed \
+                     by {HOLDER_SUFFIX_BYTES} bytes of `~<random>`)",
+                    config.identity.len(),
+                    Self::MAX_IDENTITY_BYTES,
+                ),
+            ));
+        }
         Ok(ManagerLeaser {
             inner: Arc::new(Inner {
                 claimer: manager.claimer(&config.namespace, &config.model)?,
@@ -196,7 +228,7 @@ impl Leaser for ManagerLeaser {
         if self.inner.held().contains_key(key) {
             return Err(LeaserError::Conflict { key: key.clone() });
         }
-        let holder = format!("{}~{:016x}", self.inner.config.identity, fastrand::u64(..));
+        let holder = holder_name(&self.inner.config.identity);
         let mut request = Request::new(&*holder, ttl);
         if let Some(m) = &metadata {
             request = request.with_metadata(m.clone());

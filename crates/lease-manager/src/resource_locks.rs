@@ -6,10 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lease_core::{
-    Checker, Claimer, Error, Generation, Reader, Request, Revoker, validate_duration,
-    validate_string,
+    Checker, Claimer, Error, Generation, MAX_NAME_BYTES, Reader, Request, Revoker,
+    validate_duration, validate_string,
 };
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+
+use crate::error::shortened;
 
 /// The bytes escaped in each part of a lease name: `/` (the separator), `%` (the escape),
 /// `.`, `#`, `$` and whitespace (which lease names may not contain), and every non-ASCII byte.
@@ -240,8 +242,9 @@ impl ResourceLocks {
     /// # Errors
     ///
     /// [`ResourceLockError::AlreadyLocked`] naming the holder when another transaction holds
-    /// it; [`ResourceLockError::Invalid`] for an empty kind or name, a bad `txn` or a zero
-    /// `timeout`; [`ResourceLockError::Op`] (`creating`, `getting`, `taking over`) when a
+    /// it; [`ResourceLockError::Invalid`] for an empty kind or name, a key whose lease name
+    /// would be over lease-core's [`MAX_NAME_BYTES`] (the error names the longest part), a bad
+    /// `txn` or a zero `timeout`; [`ResourceLockError::Op`] (`creating`, `getting`, `taking over`) when a
     /// lease operation fails.
     pub async fn acquire(
         &self,
@@ -259,6 +262,7 @@ impl ResourceLocks {
                 "name", "", "is empty",
             )));
         }
+        validate_key_length(key)?;
         validate_inputs(txn, timeout)?;
         let name = lease_name(key);
         let mut op = LeaseOp::Creating;
@@ -395,6 +399,49 @@ impl ResourceLocks {
             .map_err(|source| op_error(LeaseOp::Getting, lease_name, source))?;
         Ok(leases.get(lease_name).cloned())
     }
+}
+
+/// Checks that `key`'s lease name is within lease-core's name limit; when it is not, the error
+/// names the longest part once escaped (the first of equals), the part the caller can shorten.
+fn validate_key_length(key: &ResourceKey) -> Result<(), ResourceLockError> {
+    let parts = [
+        ("group", &key.group),
+        ("kind", &key.kind),
+        ("namespace", &key.namespace),
+        ("name", &key.name),
+    ];
+    let escaped = parts.map(|(_, part)| {
+        utf8_percent_encode(part, PART)
+            .map(str::len)
+            .fold(0usize, usize::saturating_add)
+    });
+    // The prefix and one `/` before each part.
+    let fixed = LEASE_NAME_PREFIX.len() + parts.len();
+    let total = escaped
+        .iter()
+        .fold(fixed, |sum, &len| sum.saturating_add(len));
+    if total <= MAX_NAME_BYTES {
+        return Ok(());
+    }
+    let mut longest = 0;
+    for (i, &len) in escaped.iter().enumerate() {
+        if len > escaped[longest] {
+            longest = i;
+        }
+    }
+    let (field, part) = parts[longest];
+    Err(ResourceLockError::Invalid(Error::validation(
+        field,
+        shortened(part),
+        format!(
+            "is {} bytes long ({} once escaped), making a lease name of {total} bytes, over \
+             the limit of {MAX_NAME_BYTES} bytes for a name: a resource key's four parts may \
+             take at most {} bytes together once escaped",
+            part.len(),
+            escaped[longest],
+            MAX_NAME_BYTES - fixed,
+        ),
+    )))
 }
 
 fn validate_inputs(txn: &str, timeout: Duration) -> Result<(), ResourceLockError> {
