@@ -27,6 +27,8 @@
 //! write and the start of the next boot of the same host (a reboot takes longer than the clock
 //! error). A clock that is wrong by more than that only makes the check refuse after a reboot,
 //! for at most the ttl of the leases the previous boot left (plus the error): safe, not silent.
+//! The same bounded wait follows an unclean reboot of a host whose machine id changes at every
+//! boot (a stateless image).
 //! What the file cannot show: another kernel with the same or an unknown machine id whose last
 //! write came before this kernel booted and before this boot first opened the file (a first
 //! contact). Its leases are judged expired once; its next write, or ours, is then refused. The
@@ -157,6 +159,10 @@ pub(crate) fn refuse_other_kernels(
     Ok(())
 }
 
+/// The latest integer expiry of boot `?1`'s rows: one descent of the `(boot, expiry)` index.
+pub(crate) const LATEST_EXPIRY: &str = "SELECT expiry FROM lease \
+    WHERE boot = ?1 AND expiry <= 9223372036854775807 ORDER BY expiry DESC LIMIT 1";
+
 /// Records that this boot wrote in this transaction: the write counter, the wall-clock time,
 /// and until when its leases may be live (its latest expiry, by the index on `(boot, expiry)`).
 pub(crate) fn record_write(
@@ -169,10 +175,7 @@ pub(crate) fn record_write(
     // The latest integer expiry, by one descent of the index: a hand-edited expiry of another
     // type (text sorts above every number) says nothing and must not stop every write.
     let latest: Option<i64> = tx
-        .prepare_cached(
-            "SELECT expiry FROM lease WHERE boot = ?1 AND expiry <= 9223372036854775807 \
-             ORDER BY expiry DESC LIMIT 1",
-        )
+        .prepare_cached(LATEST_EXPIRY)
         .and_then(|mut s| {
             s.query_row([settings.boot_seq], |r| r.get::<_, Value>(0))
                 .optional()

@@ -476,5 +476,27 @@ mod tests {
             ),
         );
         assert!(!all.iter().any(|s| s.starts_with("SCAN l")), "{all:#?}");
+        // What every write records about its boot: one index descent, whatever the table holds.
+        let latest: Vec<String> = conn
+            .prepare(&format!(
+                "EXPLAIN QUERY PLAN {}",
+                crate::kernel::LATEST_EXPIRY
+            ))
+            .unwrap()
+            .query_map([1], |r| r.get(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(
+            latest
+                .iter()
+                .any(|s| s.contains("lease_by_expiry (boot=? AND expiry<?)")),
+            "{latest:#?}"
+        );
+        assert!(!latest.iter().any(|s| s.starts_with("SCAN")), "{latest:#?}");
+        assert!(
+            !latest.iter().any(|s| s.contains("TEMP B-TREE")),
+            "{latest:#?}"
+        );
     }
 }
