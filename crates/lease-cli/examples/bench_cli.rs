@@ -133,6 +133,17 @@ fn lease_run(lease: &Path, db: &Path) -> Command {
     command
 }
 
+/// `lease check` on `db`: the full scan every open used to run.
+fn lease_check(lease: &Path, db: &Path) -> Command {
+    let mut command = Command::new(lease);
+    command
+        .env_remove("LEASE_STORE")
+        .arg("--store")
+        .arg(format!("sqlite:{}", db.display()))
+        .arg("check");
+    command
+}
+
 fn flock(lock: &Path) -> Command {
     let mut command = Command::new("flock");
     command.arg(lock).arg("true");
@@ -204,8 +215,11 @@ fn main() {
         l.push(time(&mut lease_run(&args.lease, &large)));
         f.push(time(&mut flock(&lock)));
     }
+    let check: Vec<Duration> = (0..3)
+        .map(|_| time(&mut lease_check(&args.lease, &large)))
+        .collect();
     let load_after = load_average();
-    let (e, l, f) = (summary(e), summary(l), summary(f));
+    let (e, l, f, check) = (summary(e), summary(l), summary(f), summary(check));
 
     let large_vs_empty = ratio(l.median, e.median);
     let empty_vs_flock = ratio(e.median, f.median);
@@ -240,6 +254,15 @@ fn main() {
             ratio(s.median, f.median)
         );
     }
+    println!(
+        "| `lease check` (full read-only scan, what every open cost before), {} leases, 3 runs \
+         | {} | {} | {} | {:.2}× |",
+        args.large,
+        ms(check.median),
+        ms(check.p10),
+        ms(check.p90),
+        ratio(check.median, f.median)
+    );
     println!();
     println!(
         "{} leases vs empty: {large_vs_empty:.2}× (target ≤ 2×: {}). Empty vs flock: \

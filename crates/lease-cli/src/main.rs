@@ -9,8 +9,9 @@
 //!
 //! Every command takes `--store sqlite:PATH` (default `$LEASE_DB`, else
 //! `$XDG_STATE_HOME/lease/leases.db`, else `~/.local/state/lease/leases.db`; never the working
-//! directory) or `--store k8s[:NAMESPACE]`; `lease check` checks the SQLite file for damage. Failures print one line, `lease: error: …`, and exit with a
-//! documented code (see `lease --help`).
+//! directory) or `--store k8s[:NAMESPACE]`; `lease check` checks the SQLite file for damage.
+//! Failures print one line, `lease: error: …`, and exit with a documented code (see
+//! `lease --help`).
 
 mod backend;
 mod cli;
