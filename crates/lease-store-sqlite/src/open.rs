@@ -89,7 +89,7 @@ impl SqliteStoreBuilder {
     }
 
     /// The machine id recorded with this boot, instead of the host's
-    /// ([`host_machine_id`](crate::host_machine_id)); `None` for none. Two boots with known,
+    /// ([`host_machine_id`]); `None` for none. Two boots with known,
     /// different machine ids are two machines, so the other's live leases make this store
     /// refuse to write ([`SqliteStoreError::AnotherKernel`]); tests simulate a second machine
     /// with it.
