@@ -22,6 +22,9 @@ struct Bench {
     package: &'static str,
     example: &'static str,
     args: &'static [&'static str],
+    /// Binaries of the package built (release) before the example runs, which finds them
+    /// beside its own directory.
+    bins: &'static [&'static str],
     /// Runs against a Kubernetes API server (with `KUBECONFIG` and the other variables of
     /// `cargo xtask k8s env` set).
     needs_k8s: bool,
@@ -33,18 +36,30 @@ const BENCHES: &[Bench] = &[
         package: "lease-store-sqlite",
         example: "bench_sqlite",
         args: &[],
+        bins: &[],
         needs_k8s: false,
     },
     Bench {
         package: "lease-manager",
         example: "bench_manager",
         args: &[],
+        bins: &[],
+        needs_k8s: false,
+    },
+    // Issue 13: `lease run -- true` on an empty database and on one with 1M leases, beside
+    // flock(1) (about a minute, most of it building the big database).
+    Bench {
+        package: "lease-cli",
+        example: "bench_cli",
+        args: &[],
+        bins: &["lease"],
         needs_k8s: false,
     },
     Bench {
         package: "lease-store-k8s",
         example: "bench_k8s",
         args: &[],
+        bins: &[],
         needs_k8s: true,
     },
     // Issue 7: LeaderElector handover, takeover after SIGKILL, requests per minute and
@@ -53,12 +68,14 @@ const BENCHES: &[Bench] = &[
         package: "lease-store-k8s",
         example: "bench_election",
         args: &[],
+        bins: &[],
         needs_k8s: true,
     },
 ];
 
 /// Runs the benchmarks (all, or those whose example name contains `filter`) and writes
-/// `BENCHMARKS.md` in `root`.
+/// `BENCHMARKS.md` in `root`: the whole file after a full run; after a filtered run, only the
+/// sections of the benchmarks that ran, the others kept as they were.
 pub(crate) fn run(root: &Path, filter: Option<&str>) -> Result<(), String> {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let selected: Vec<&Bench> = BENCHES
@@ -79,7 +96,11 @@ pub(crate) fn run(root: &Path, filter: Option<&str>) -> Result<(), String> {
         eprintln!("xtask: stopping the local Kubernetes API server: {e}");
     }
     let sections = result?;
-    write_file(root, &cargo, sections)
+    if filter.is_some() {
+        update_file(root, sections)
+    } else {
+        write_file(root, &cargo, sections)
+    }
 }
 
 /// Runs `benches` in order and returns their markdown sections. `cluster` is filled in by the
@@ -92,6 +113,27 @@ fn run_benches(
 ) -> Result<Vec<String>, String> {
     let mut sections = Vec::new();
     for bench in benches {
+        for bin in bench.bins {
+            let build = [
+                "build",
+                "--release",
+                "--locked",
+                "--quiet",
+                "-p",
+                bench.package,
+                "--bin",
+                bin,
+            ];
+            println!("xtask: $ cargo {}", build.join(" "));
+            let status = Command::new(cargo)
+                .args(build)
+                .current_dir(root)
+                .status()
+                .map_err(|e| format!("cannot run {cargo}: {e}"))?;
+            if !status.success() {
+                return Err(format!("building {bin} for {} failed", bench.example));
+            }
+        }
         let mut args = vec![
             "run",
             "--release",
@@ -171,6 +213,56 @@ fn write_file(root: &Path, cargo: &str, sections: Vec<String>) -> Result<(), Str
     Ok(())
 }
 
+/// Replaces, in the existing `BENCHMARKS.md` of `root`, each section (from its `## ` heading to
+/// the next) whose heading one of `sections` starts with, and appends the sections it did not
+/// have; everything else is kept byte for byte.
+fn update_file(root: &Path, sections: Vec<String>) -> Result<(), String> {
+    let path = root.join("BENCHMARKS.md");
+    let old =
+        fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut parts = split_sections(&old);
+    for section in sections {
+        let section = format!("{}\n\n", section.trim_end());
+        let heading = section.lines().next().unwrap_or_default().to_owned();
+        match parts
+            .iter_mut()
+            .find(|p| p.lines().next() == Some(heading.as_str()))
+        {
+            Some(part) => *part = section,
+            None => {
+                if let Some(last) = parts.last_mut()
+                    && !last.is_empty()
+                    && !last.ends_with("\n\n")
+                {
+                    last.push('\n');
+                }
+                parts.push(section);
+            }
+        }
+    }
+    let mut doc = parts.concat();
+    let trimmed = doc.trim_end().len();
+    doc.truncate(trimmed);
+    doc.push('\n');
+    fs::write(&path, doc).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    println!("xtask: updated {}", path.display());
+    Ok(())
+}
+
+/// `text` cut before every line starting with `## ` (the first part is the preamble).
+fn split_sections(text: &str) -> Vec<String> {
+    let mut parts = vec![String::new()];
+    for line in text.split_inclusive('\n') {
+        if line.starts_with("## ") {
+            parts.push(String::new());
+        }
+        if let Some(last) = parts.last_mut() {
+            last.push_str(line);
+        }
+    }
+    parts
+}
+
 /// A short description of the machine the figures come from.
 fn machine_description(cargo: &str) -> String {
     let cpu = fs::read_to_string("/proc/cpuinfo")
@@ -202,4 +294,28 @@ fn machine_description(cargo: &str) -> String {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
     format!("Machine: {cpu}, {cores} cores, {memory}; {rustc}; release profile.\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_filtered_run_replaces_only_its_own_sections() {
+        let dir = std::env::temp_dir().join(format!("xtask-bench-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let old = "# Benchmarks\n\nintro\n\n## a\n\nold a\n\n### sub\n\nx\n\n## b\n\nold b\n";
+        fs::write(dir.join("BENCHMARKS.md"), old).unwrap();
+        update_file(
+            &dir,
+            vec!["## a\n\nnew a\n".into(), "## c\n\nnew c\n".into()],
+        )
+        .unwrap();
+        let new = fs::read_to_string(dir.join("BENCHMARKS.md")).unwrap();
+        assert_eq!(
+            new,
+            "# Benchmarks\n\nintro\n\n## a\n\nnew a\n\n## b\n\nold b\n\n## c\n\nnew c\n"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

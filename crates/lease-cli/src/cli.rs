@@ -4,9 +4,9 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::backend::{StoreSpec, parse_store};
+use crate::backend::{DEFAULT_DB_RULE, StoreSpec, env_default_db, parse_store};
 use crate::error::EXIT_CODES_HELP;
 use crate::human::{
     parse_duration, parse_entity, parse_holder, parse_lease, parse_model, parse_namespace,
@@ -14,7 +14,30 @@ use crate::human::{
 
 const STORE_HELP: &str = "Where leases are kept: sqlite:PATH (one host, many processes) or \
 k8s[:NAMESPACE] (Lease objects through the current kubeconfig or the in-cluster config; \
-default namespace: the kubeconfig's). Default: SQLite at $LEASE_DB, else ./leases.db";
+default namespace: the kubeconfig's). Default: SQLite at";
+
+/// `--store`'s help, with the default database this environment gives.
+fn store_help() -> String {
+    let here = match env_default_db() {
+        Ok(db) => db.path.display().to_string(),
+        Err(e) => format!("none: {e}"),
+    };
+    format!(
+        "{STORE_HELP} {DEFAULT_DB_RULE} (here: {here}), never the working directory; \
+         its directory is created 0700, the file 0600"
+    )
+}
+
+/// Parses the command line, with `--help` showing the default database of this environment.
+///
+/// # Errors
+///
+/// Clap's, for usage errors, `--help` and `--version`.
+pub(crate) fn parse() -> Result<Cli, clap::Error> {
+    let mut command = Cli::command().mut_arg("store", |a| a.help(store_help()));
+    let matches = command.try_get_matches_from_mut(std::env::args_os())?;
+    Cli::from_arg_matches(&matches).map_err(|e| e.with_cmd(&command))
+}
 
 /// Leases from the command line: run a command while holding a lease (flock(1) for fleets:
 /// time-bounded, and safe across hosts on the Kubernetes store), inspect and manage leases,
@@ -52,6 +75,13 @@ pub(crate) enum Command {
     Show(ShowArgs),
     /// List the leases: an aligned table, or JSON.
     List(ListArgs),
+    /// Check the whole SQLite database for damage, reading only: exit 0 sound, 4 damaged.
+    ///
+    /// Every page, index entry and constraint is checked; nothing is written, and a missing
+    /// file is not created. The other commands check only the header when they open the
+    /// database, so that their cost does not grow with the file; a damaged page they meet
+    /// fails them with exit code 4.
+    Check(CheckArgs),
     /// Watch a leader election on a fresh temporary SQLite database: several worker processes
     /// elect a leader, the leader is killed with SIGKILL, another takes over, and their logs
     /// are checked for overlapping leadership. Ignores --store. Exits 0 when the check passes,
@@ -126,6 +156,7 @@ impl Command {
             Command::Wait(a) => Some(&a.lease),
             Command::Show(a) => Some(&a.lease),
             Command::List(_)
+            | Command::Check(_)
             | Command::Demo(_)
             | Command::ExecChild(_)
             | Command::DemoWorker(_) => None,
@@ -257,6 +288,14 @@ pub(crate) struct ListArgs {
     /// With --watch: how often to redraw.
     #[arg(long, default_value = "1s", requires = "watch", value_parser = parse_duration, allow_hyphen_values = true)]
     pub(crate) interval: Duration,
+}
+
+/// `lease check`.
+#[derive(Debug, Args)]
+pub(crate) struct CheckArgs {
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// `lease demo`.

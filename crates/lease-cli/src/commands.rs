@@ -1,6 +1,6 @@
-//! The one-shot commands: `claim`, `extend`, `revoke`, `pin`, `unpin`, `wait`, `show` and
-//! `list`. All but `wait` call the store directly; `wait` uses the manager's
-//! `wait_until_expired`.
+//! The one-shot commands: `claim`, `extend`, `revoke`, `pin`, `unpin`, `wait`, `show`, `list`
+//! and `check`. All but `wait` call the store directly; `wait` uses the manager's
+//! `wait_until_expired`; `check` reads the SQLite file without opening a store.
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -9,7 +9,9 @@ use lease_core::{Info, Key, Manager as _, Request, Store, Timestamp};
 use serde::Serialize;
 
 use crate::backend::{self, StoreSpec};
-use crate::cli::{ClaimArgs, ExtendArgs, ListArgs, PinArgs, RevokeArgs, ShowArgs, WaitArgs};
+use crate::cli::{
+    CheckArgs, ClaimArgs, ExtendArgs, ListArgs, PinArgs, RevokeArgs, ShowArgs, WaitArgs,
+};
 use crate::error::{CliError, EXIT_OK};
 use crate::human::{default_holder, format_duration};
 
@@ -388,7 +390,12 @@ pub(crate) async fn list(spec: &StoreSpec, args: ListArgs) -> Result<u8, CliErro
     }
     if !args.watch {
         let rows = rows(store.as_mut(), &args).await?;
-        out(&table(&rows));
+        if rows.is_empty() {
+            // Say where we looked: an empty list from the wrong database is the usual surprise.
+            out(&format!("no leases in {spec}\n"));
+        } else {
+            out(&table(&rows));
+        }
         return Ok(EXIT_OK);
     }
     let tty = std::io::stdout().is_terminal();
@@ -408,6 +415,30 @@ pub(crate) async fn list(spec: &StoreSpec, args: ListArgs) -> Result<u8, CliErro
         out(&frame);
         tokio::time::sleep(args.interval).await;
     }
+}
+
+/// `lease check`: the full integrity check of the SQLite database, read-only.
+pub(crate) fn check(spec: &StoreSpec, args: &CheckArgs) -> Result<u8, CliError> {
+    let path = backend::sqlite_path(spec, false)?;
+    let report = lease_store_sqlite::check_file(path)?;
+    if args.json {
+        out(&json_line(&serde_json::json!({
+            "path": report.path,
+            "ok": true,
+            "schema_version": report.schema_version,
+            "lease_rows": report.lease_rows,
+            "pages": report.pages,
+        })));
+    } else {
+        out(&format!(
+            "{}: ok (schema version {}, {} lease rows, {} pages)\n",
+            report.path.display(),
+            report.schema_version,
+            report.lease_rows,
+            report.pages
+        ));
+    }
+    Ok(EXIT_OK)
 }
 
 #[cfg(test)]

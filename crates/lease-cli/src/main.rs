@@ -7,9 +7,11 @@
 //! - `lease demo` shows a leader election on a temporary SQLite database: several worker
 //!   processes, a SIGKILLed leader, the takeover, and a check that no two ever led at once.
 //!
-//! Every command takes `--store sqlite:PATH` (default `$LEASE_DB`, else `./leases.db`) or
-//! `--store k8s[:NAMESPACE]`. Failures print one line, `lease: error: …`, and exit with a
-//! documented code (see `lease --help`).
+//! Every command takes `--store sqlite:PATH` (default `$LEASE_DB`, else
+//! `$XDG_STATE_HOME/lease/leases.db`, else `~/.local/state/lease/leases.db`; never the working
+//! directory) or `--store k8s[:NAMESPACE]`; `lease check` checks the SQLite file for damage.
+//! Failures print one line, `lease: error: …`, and exit with a documented code (see
+//! `lease --help`).
 
 mod backend;
 mod cli;
@@ -21,7 +23,6 @@ mod run;
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
 use clap::error::ErrorKind;
 
 use crate::cli::{Cli, Command};
@@ -38,7 +39,7 @@ fn main() -> ExitCode {
         eprintln!("lease: error: internal error: {message}");
     }));
 
-    let cli = match Cli::try_parse() {
+    let cli = match cli::parse() {
         Ok(cli) => cli,
         Err(e) => return clap_error(&e),
     };
@@ -121,6 +122,7 @@ fn execute(cli: Cli) -> Result<u8, CliError> {
             Command::Wait(args) => commands::wait(&spec, args).await,
             Command::Show(args) => commands::show(&spec, args).await,
             Command::List(args) => commands::list(&spec, args).await,
+            Command::Check(args) => commands::check(&spec, &args),
             Command::Demo(args) => demo::demo(args).await,
             Command::DemoWorker(args) => demo::worker(args).await,
             Command::ExecChild(_) => Ok(error::EXIT_OK),

@@ -4,6 +4,8 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -261,13 +263,102 @@ fn store_flag_and_lease_db_select_the_database() {
     assert_eq!(json(&out), serde_json::json!([]));
     let (_, out, _) = lease_args(d, &["list", "--json", "--store", &store]);
     assert_eq!(json(&out).as_array().unwrap().len(), 1);
-    // Without --store or $LEASE_DB: ./leases.db in the working directory.
-    let mut cmd = lease(d);
+}
+
+/// A `lease` command with no `--store` and no `$LEASE_DB`, `$HOME` as given, no
+/// `$XDG_STATE_HOME` unless set later, run in `cwd`.
+fn lease_default(cwd: &Path, home: &Path) -> std::process::Command {
+    let mut cmd = lease(cwd);
     cmd.env_remove("LEASE_DB")
-        .args(["claim", "-l", "y", "--holder", "h"]);
-    let (code, _, _) = run(cmd);
+        .env_remove("XDG_STATE_HOME")
+        .env("HOME", home);
+    cmd
+}
+
+#[test]
+fn the_default_database_is_one_per_user_whatever_the_working_directory() {
+    let dir = tempdir();
+    let home = dir.path().join("home");
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    for d in [&home, &a, &b] {
+        std::fs::create_dir(d).unwrap();
+    }
+    // Started from two directories, the same lease excludes: one database.
+    let mut cmd = lease_default(&a, &home);
+    cmd.args(["claim", "-l", "backup", "--holder", "h1", "--ttl", "1m"]);
+    let (code, _, err) = run(cmd);
+    assert_eq!(code, 0, "{err}");
+    let mut cmd = lease_default(&b, &home);
+    cmd.args(["claim", "-l", "backup", "--holder", "h2"]);
+    let (code, _, err) = run(cmd);
+    assert_eq!(
+        code, 1,
+        "the second directory's claim must be refused: {err}"
+    );
+    assert!(err.contains("held by h1"), "{err}");
+    // Nothing in either working directory; the file is in the state path, private.
+    for d in [&a, &b] {
+        assert_eq!(std::fs::read_dir(d).unwrap().count(), 0, "{}", d.display());
+    }
+    let state = home.join(".local/state/lease");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&state), 0o700);
+    assert_eq!(mode(&home.join(".local")), 0o700);
+    assert_eq!(mode(&state.join("leases.db")), 0o600);
+
+    // $XDG_STATE_HOME takes precedence over $HOME.
+    let xdg = dir.path().join("xdg");
+    let mut cmd = lease_default(&a, &home);
+    cmd.env("XDG_STATE_HOME", &xdg)
+        .args(["claim", "-l", "backup", "--holder", "h3"]);
+    let (code, _, err) = run(cmd);
+    assert_eq!(code, 0, "{err}");
+    assert!(xdg.join("lease/leases.db").exists());
+
+    // `lease list` on an empty default database says where it looked; --help says it too.
+    let other_home = dir.path().join("other-home");
+    std::fs::create_dir(&other_home).unwrap();
+    let mut cmd = lease_default(&a, &other_home);
+    cmd.arg("list");
+    let (code, out, err) = run(cmd);
+    assert_eq!(code, 0, "{err}");
+    let expected = other_home.join(".local/state/lease/leases.db");
+    assert!(out.contains("no leases in"), "{out}");
+    assert!(out.contains(&path_str(&expected)), "{out}");
+    let mut cmd = lease_default(&a, &other_home);
+    cmd.arg("--help");
+    let (code, out, _) = run(cmd);
     assert_eq!(code, 0);
-    assert!(d.join("leases.db").exists());
+    assert!(out.contains(&path_str(&expected)), "{out}");
+}
+
+#[test]
+fn an_unusable_default_database_is_an_error_naming_the_variable() {
+    let dir = tempdir();
+    let d = dir.path();
+    let cases: [(&[(&str, &str)], &str); 4] = [
+        (&[], "$HOME"),
+        (&[("HOME", "relative/home")], "$HOME"),
+        (
+            &[("HOME", "/h"), ("XDG_STATE_HOME", "state")],
+            "$XDG_STATE_HOME",
+        ),
+        (&[("HOME", "/h"), ("LEASE_DB", "leases.db")], "$LEASE_DB"),
+    ];
+    for (vars, needle) in cases {
+        let mut cmd = lease(d);
+        cmd.env_remove("LEASE_DB")
+            .env_remove("XDG_STATE_HOME")
+            .env_remove("HOME");
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        cmd.args(["claim", "-l", "x", "--holder", "h"]);
+        let (code, _, err) = run(cmd);
+        assert_eq!(code, 2, "{vars:?}: {err}");
+        assert_one_error_line(&err, needle);
+        assert_eq!(std::fs::read_dir(d).unwrap().count(), 0, "{vars:?}");
+    }
 }
 
 #[test]
@@ -306,4 +397,99 @@ fn list_watch_redraws() {
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(frames, 3, "list --watch did not redraw");
+}
+
+/// A closed database at `path` with `n` leases held by `h` for an hour on this host's clock
+/// (so the `lease` binary sees them live), spread over many pages.
+fn many_leases(path: &Path, n: usize) {
+    use lease_core::{Key, Op, Request, Store};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut store = lease_store_sqlite::SqliteStore::open(path).unwrap();
+        let ops: Vec<Op> = (0..n)
+            .map(|i| Op::Claim {
+                key: Key::new("default", "default", format!("l{i}")),
+                request: Request::new("h", Duration::from_secs(3600))
+                    .with_metadata(serde_json::json!({"pad": "x".repeat(64)})),
+            })
+            .collect();
+        for chunk in ops.chunks(1000) {
+            for result in store.apply(chunk.to_vec()).await {
+                result.unwrap();
+            }
+        }
+    });
+}
+
+#[test]
+fn check_reports_damage_and_every_command_meeting_it_exits_4() {
+    let dir = tempdir();
+    let d = dir.path();
+    let db = d.join("leases.db");
+    many_leases(&db, 4000);
+    // A sound file: 0, and nothing written.
+    let before = std::fs::read(&db).unwrap();
+    let (code, out, err) = lease_args(d, &["check"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("ok") && out.contains("4000 lease rows"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        before,
+        "check wrote to a sound file"
+    );
+
+    // Damage the second half of the pages (lease, index and generation pages; the header,
+    // schema and boot pages come first and stay intact, so opening sees nothing).
+    let mut bytes = before;
+    let pages = bytes.len() / 4096;
+    assert!(pages > 40, "{pages} pages");
+    for (i, b) in bytes[pages / 2 * 4096..].iter_mut().enumerate() {
+        *b = u8::try_from(i % 251).unwrap();
+    }
+    std::fs::write(&db, &bytes).unwrap();
+
+    let (code, _, err) = lease_args(d, &["check"]);
+    assert_eq!(code, 4, "{err}");
+    assert_one_error_line(&err, "damaged database");
+    for args in [
+        &["list"][..],
+        &["list", "--json"],
+        &["show", "-l", "l3999"],
+        &["claim", "-l", "l3999", "--holder", "other"],
+    ] {
+        let (code, out, err) = lease_args(d, args);
+        assert_eq!(code, 4, "{args:?}: out {out:?} err {err:?}");
+        assert_one_error_line(&err, "damaged database");
+        assert!(!out.contains("claimed"), "{args:?}: {out}");
+    }
+    // Claims either meet the damage (4) or see h's lease (1): never granted, never a panic.
+    for i in (0..4000).step_by(333) {
+        let lease = format!("l{i}");
+        let (code, out, err) = lease_args(d, &["claim", "-l", &lease, "--holder", "other"]);
+        assert!(code == 4 || code == 1, "{lease}: {code} {out:?} {err:?}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        bytes,
+        "a command wrote to the damaged file"
+    );
+}
+
+#[test]
+fn check_never_creates_a_database_and_refuses_the_kubernetes_store() {
+    let dir = tempdir();
+    let d = dir.path();
+    let (code, _, err) = lease_args(d, &["check"]);
+    assert_eq!(code, 4, "{err}");
+    assert_one_error_line(&err, "leases.db");
+    assert_eq!(std::fs::read_dir(d).unwrap().count(), 0);
+    let (code, _, err) = lease_args(d, &["--store", "k8s", "check"]);
+    assert_eq!(code, 2, "{err}");
+    assert_one_error_line(&err, "not an SQLite database");
 }

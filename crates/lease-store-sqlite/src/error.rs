@@ -55,7 +55,7 @@ pub enum SqliteStoreError {
     },
     /// The database is damaged: a page is missing (a truncated file), malformed or
     /// inconsistent.
-    #[error("lease database {path} is corrupt: {detail}")]
+    #[error("lease database {path} is corrupt (damaged database): {detail}")]
     Corrupt {
         /// The database file.
         path: PathBuf,
@@ -83,6 +83,43 @@ pub enum SqliteStoreError {
         path: PathBuf,
         /// What is missing.
         reason: String,
+    },
+    /// The database is on a file system another kernel can write at the same time (NFS, SMB,
+    /// 9p, FUSE or virtiofs, a cluster file system, ...). Expiries are instants on one
+    /// kernel's clock, so two kernels sharing the file would each judge the other's leases
+    /// expired and both hold them. See
+    /// [`SqliteStoreBuilder::allow_network_filesystem`](crate::SqliteStoreBuilder::allow_network_filesystem).
+    #[error(
+        "lease database {path} is on {filesystem} (statfs magic {magic:#x}), a file system \
+         another kernel can write too; an SQLite lease database must be used by one kernel \
+         only: put it on a local file system, or use the Kubernetes store across hosts"
+    )]
+    SharedFileSystem {
+        /// The file or directory that is on it.
+        path: PathBuf,
+        /// The file system's name.
+        filesystem: &'static str,
+        /// Its `statfs` `f_type`.
+        magic: u32,
+    },
+    /// Another kernel (a different boot id, not an earlier boot of this host) has written
+    /// leases to this file that may still be live: the file is shared between kernels (a VM or
+    /// sandbox mount, a network file system). Nothing was written and no lease was taken.
+    #[error(
+        "lease database {path} is being written by another kernel: boot {other_boot} \
+         ({evidence}) has leases that may be live until about {live_for_ms} ms from now by the \
+         wall clock; an SQLite lease database must be used by one kernel only (each kernel \
+         would judge the other's leases expired); refusing to write or to judge its leases"
+    )]
+    AnotherKernel {
+        /// The database file.
+        path: PathBuf,
+        /// The other kernel's boot id.
+        other_boot: String,
+        /// Why it cannot be an earlier boot of this host.
+        evidence: String,
+        /// How much longer, by the wall clock, its leases may be live.
+        live_for_ms: u64,
     },
     /// Another connection held the database's write lock for longer than the busy timeout.
     /// Transient: retry.

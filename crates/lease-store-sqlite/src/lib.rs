@@ -11,8 +11,20 @@
 //!
 //! The file is created with mode 0600, runs in WAL mode with `synchronous = FULL` and foreign
 //! keys on, and carries a schema version (`PRAGMA user_version`) that is migrated on open; a
-//! file written by a newer version of this crate, or one that is not a sound lease database,
-//! is refused and left untouched. See [`schema`] for the tables.
+//! file written by a newer version of this crate, or one that is not a lease database, is
+//! refused and left untouched. Opening costs the same whatever the file holds: it checks the
+//! header, application id and schema version, and scans the whole file for damage only before
+//! creating or migrating it; [`check_file`] scans on demand, read-only, and a damaged page met
+//! by an operation fails it with [`SqliteStoreError::Corrupt`]. See [`schema`] for the tables.
+//!
+//! # One kernel per file
+//!
+//! Expiries are instants on one kernel's clock, so a file must only ever be written by one
+//! kernel (any number of processes and containers on it). Opening refuses file systems other
+//! kernels can write too ([`filesystem`]: NFS, SMB, 9p, FUSE and virtiofs, cluster file
+//! systems), and every transaction refuses to act when another kernel's leases in the file may
+//! be live ([`kernel`]), rather than judging them expired. Across hosts or VMs, use
+//! `lease-store-k8s`.
 //!
 //! # When to pick it
 //!
@@ -52,14 +64,19 @@
 
 pub mod boot;
 mod changes;
+mod check;
 pub mod error;
+pub mod filesystem;
+pub mod kernel;
 pub mod open;
 mod ops;
 pub mod schema;
 pub mod store;
 
 pub use boot::{BOOT_ID_PATH, host_boot_id};
+pub use check::{IntegrityReport, check_file};
 pub use error::SqliteStoreError;
+pub use kernel::{SystemWallClock, WallClock, host_machine_id};
 pub use open::{DEFAULT_BUSY_TIMEOUT, DEFAULT_PURGE_BATCH, NEW_FILE_MODE, SqliteStoreBuilder};
 pub use schema::{APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION};
 pub use store::SqliteStore;

@@ -13,6 +13,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use crate::boot::{check_boot_id, host_boot_id};
 use crate::error::SqliteStoreError;
+use crate::filesystem::refuse_shared;
+use crate::kernel::{BootRecord, SystemWallClock, WallClock, host_machine_id, wall_column};
 use crate::schema::{APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION};
 use crate::store::{Settings, SqliteStore, StoreResult};
 
@@ -41,22 +43,30 @@ pub struct SqliteStoreBuilder {
     path: PathBuf,
     clock: Arc<dyn Clock>,
     boot_id: Option<String>,
+    /// `None`: the host's; `Some(None)`: none.
+    machine_id: Option<Option<String>>,
+    wall: Arc<dyn WallClock>,
     busy_timeout: Duration,
     integrity_check: bool,
+    allow_network_filesystem: bool,
     purge_batch: usize,
 }
 
 impl SqliteStoreBuilder {
     /// Options for the database at `path`, all at their defaults: [`SystemClock`], the host's
-    /// boot id, [`DEFAULT_BUSY_TIMEOUT`], an integrity check on open, opportunistic purges of
-    /// [`DEFAULT_PURGE_BATCH`] rows.
+    /// boot id and machine id, [`SystemWallClock`], [`DEFAULT_BUSY_TIMEOUT`], no full
+    /// integrity scan on opening an up-to-date file, file systems shared between kernels
+    /// refused, opportunistic purges of [`DEFAULT_PURGE_BATCH`] rows.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         SqliteStoreBuilder {
             path: path.into(),
             clock: Arc::new(SystemClock::new()),
             boot_id: None,
+            machine_id: None,
+            wall: Arc::new(SystemWallClock),
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
-            integrity_check: true,
+            integrity_check: false,
+            allow_network_filesystem: false,
             purge_batch: DEFAULT_PURGE_BATCH,
         }
     }
@@ -78,6 +88,41 @@ impl SqliteStoreBuilder {
         self
     }
 
+    /// The machine id recorded with this boot, instead of the host's
+    /// ([`host_machine_id`]); `None` for none. Two boots with known,
+    /// different machine ids are two machines, so the other's live leases make this store
+    /// refuse to write ([`SqliteStoreError::AnotherKernel`]); tests simulate a second machine
+    /// with it.
+    #[must_use]
+    pub fn machine_id(mut self, machine_id: Option<String>) -> Self {
+        self.machine_id = Some(machine_id);
+        self
+    }
+
+    /// The wall clock used to tell another kernel writing the file from an earlier boot of this
+    /// host ([`SystemWallClock`] by default; see [`crate::kernel`]). Expiry is never judged on
+    /// it. Tests simulating reboots or a second kernel pass a fake one.
+    #[must_use]
+    pub fn wall_clock(mut self, wall: Arc<dyn WallClock>) -> Self {
+        self.wall = wall;
+        self
+    }
+
+    /// Accept a database on a file system other kernels can write too (NFS, SMB, 9p, FUSE or
+    /// virtiofs, cluster file systems: [`crate::filesystem::SHARED_FILESYSTEMS`]), which is
+    /// refused by default with [`SqliteStoreError::SharedFileSystem`].
+    ///
+    /// Only for a file that one kernel alone ever opens (a FUSE overlay holding a rootless
+    /// container's own files, an NFS export mounted by a single client): two kernels writing
+    /// one file each judge the other's leases expired, and both hold them. The check for
+    /// another kernel's writes in the file itself ([`SqliteStoreError::AnotherKernel`]) stays
+    /// on.
+    #[must_use]
+    pub fn allow_network_filesystem(mut self, allow: bool) -> Self {
+        self.allow_network_filesystem = allow;
+        self
+    }
+
     /// How long an operation waits for another connection's write lock before failing with
     /// [`SqliteStoreError::Busy`] ([`lease_core::Error::Timeout`] through the [`Store`](lease_core::Store)
     /// trait). Each operation blocks its caller for at most about this long.
@@ -87,9 +132,16 @@ impl SqliteStoreBuilder {
         self
     }
 
-    /// Whether opening runs `PRAGMA quick_check` (on by default), so a damaged file is refused
-    /// with [`SqliteStoreError::Corrupt`] at once rather than failing some later operation.
-    /// Its cost grows with the file: about a second per million leases.
+    /// Whether *every* open runs `PRAGMA quick_check` over the whole file (off by default), so
+    /// a damaged file is refused with [`SqliteStoreError::Corrupt`] at once rather than by the
+    /// first operation that reads a damaged page. Its cost grows with the file (about a second
+    /// per million leases), which a command run once per job cannot afford.
+    ///
+    /// Without it, opening checks the header, the application id and the schema version, all
+    /// O(1); creating or migrating a file always runs the full check first; and a damaged page
+    /// met later fails that operation with [`SqliteStoreError::Corrupt`] (never a panic, never
+    /// a lease granted over a row that cannot be read). [`crate::check_file`] runs a full
+    /// check on demand, read-only.
     #[must_use]
     pub fn integrity_check(mut self, check: bool) -> Self {
         self.integrity_check = check;
@@ -115,9 +167,14 @@ impl SqliteStoreBuilder {
     /// # Errors
     ///
     /// - [`SqliteStoreError::MissingDirectory`] when the parent directory does not exist;
+    /// - [`SqliteStoreError::SharedFileSystem`] when the file or its directory is on a file
+    ///   system other kernels can write too (unless
+    ///   [allowed](SqliteStoreBuilder::allow_network_filesystem));
     /// - [`SqliteStoreError::ReadOnly`] when the file or its directory cannot be written;
     /// - [`SqliteStoreError::NotADatabase`], [`SqliteStoreError::ForeignDatabase`] or
-    ///   [`SqliteStoreError::Corrupt`] for a file that is not a sound lease database;
+    ///   [`SqliteStoreError::Corrupt`] for a file that is not a sound lease database (the full
+    ///   scan for damage runs only when the file is created or migrated, or when
+    ///   [asked for](SqliteStoreBuilder::integrity_check));
     /// - [`SqliteStoreError::NewerSchema`] for a file written by a newer version of this crate;
     /// - [`SqliteStoreError::Busy`] when another connection holds the write lock past the busy
     ///   timeout while the schema must be created or the boot registered;
@@ -133,6 +190,9 @@ impl SqliteStoreBuilder {
         };
         let path = self.path.clone();
         check_directory(&path)?;
+        if !self.allow_network_filesystem {
+            refuse_shared(&path, parent_dir(&path))?;
+        }
         create_or_check_file(&path)?;
 
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -195,7 +255,9 @@ impl SqliteStoreBuilder {
                 });
             }
         }
-        if self.integrity_check && version > 0 {
+        // The full scan costs O(file): only before a migration writes to the file (creation
+        // included), or when asked for. Otherwise damage is met by the operation reading it.
+        if self.integrity_check || version < SCHEMA_VERSION {
             quick_check(&conn).map_err(|e| match e {
                 QuickCheck::Damaged(detail) => SqliteStoreError::Corrupt {
                     path: path.clone(),
@@ -225,12 +287,16 @@ impl SqliteStoreBuilder {
         conn.set_prepared_statement_cache_capacity(32);
 
         let mut conn = conn;
-        let boot_seq = migrate_and_register_boot(&mut conn, &path, version, &boot_id).map_err(
-            |e| match e {
-                Migrate::Sqlite(action, e) => sql(action)(e),
-                Migrate::Store(e) => e,
-            },
-        )?;
+        let record = BootRecord {
+            boot_id: boot_id.clone(),
+            machine_id: self.machine_id.clone().unwrap_or_else(host_machine_id),
+        };
+        let (boot_seq, registered_tx) =
+            migrate_and_register_boot(&mut conn, &path, version, &record, self.wall.now())
+                .map_err(|e| match e {
+                    Migrate::Sqlite(action, e) => sql(action)(e),
+                    Migrate::Store(e) => e,
+                })?;
         SqliteStore::from_parts(
             conn,
             Settings {
@@ -238,6 +304,9 @@ impl SqliteStoreBuilder {
                 clock: self.clock,
                 boot_id,
                 boot_seq,
+                registered_tx,
+                machine_id: record.machine_id,
+                wall: self.wall,
                 busy_timeout: self.busy_timeout,
                 purge_batch: self.purge_batch,
             },
@@ -359,12 +428,12 @@ fn create_or_check_file(path: &Path) -> StoreResult<()> {
     }
 }
 
-enum QuickCheck {
+pub(crate) enum QuickCheck {
     Damaged(String),
     Failed(rusqlite::Error),
 }
 
-fn quick_check(conn: &Connection) -> Result<(), QuickCheck> {
+pub(crate) fn quick_check(conn: &Connection) -> Result<(), QuickCheck> {
     let mut stmt = conn
         .prepare("PRAGMA quick_check(20)")
         .map_err(QuickCheck::Failed)?;
@@ -389,19 +458,22 @@ pub(crate) enum Migrate {
     Store(SqliteStoreError),
 }
 
-/// Brings the schema up to date and returns this boot's number, writing only when needed:
-/// opening an up-to-date file from a boot it already knows takes no write lock.
+/// Brings the schema up to date and returns this boot's number and the write counter when it
+/// was registered, writing only when needed: opening an up-to-date file from a boot it
+/// already knows takes no write lock. `wall` is the wall-clock time now.
 pub(crate) fn migrate_and_register_boot(
     conn: &mut Connection,
     path: &Path,
     version: i64,
-    boot_id: &str,
-) -> Result<i64, Migrate> {
+    boot: &BootRecord,
+    wall: lease_core::Timestamp,
+) -> Result<(i64, i64), Migrate> {
+    let boot_id = boot.boot_id.as_str();
     if version == SCHEMA_VERSION
-        && let Some(seq) =
+        && let Some(found) =
             find_boot(conn, boot_id).map_err(|e| Migrate::Sqlite("reading boots", e))?
     {
-        return Ok(seq);
+        return Ok(found);
     }
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -428,26 +500,31 @@ pub(crate) fn migrate_and_register_boot(
         tx.pragma_update(None, "application_id", APPLICATION_ID)
             .map_err(|e| Migrate::Sqlite("setting the application id", e))?;
     }
+    // Registration is a write: it takes the next value of the write counter.
     tx.execute(
-        "INSERT INTO boot (boot_id) VALUES (?1) ON CONFLICT (boot_id) DO NOTHING",
-        [boot_id],
+        "INSERT INTO boot (boot_id, machine_id, registered_tx, last_tx, last_write_wall) \
+         SELECT ?1, ?2, next, next, ?3 \
+         FROM (SELECT coalesce(max(last_tx), 0) + 1 AS next FROM boot) WHERE true \
+         ON CONFLICT (boot_id) DO NOTHING",
+        rusqlite::params![boot_id, boot.machine_id, wall_column(wall)],
     )
     .map_err(|e| Migrate::Sqlite("registering the boot", e))?;
-    let seq = find_boot(&tx, boot_id)
+    let found = find_boot(&tx, boot_id)
         .map_err(|e| Migrate::Sqlite("reading boots", e))?
         .ok_or_else(|| {
             Migrate::Sqlite("registering the boot", rusqlite::Error::QueryReturnedNoRows)
         })?;
     tx.commit()
         .map_err(|e| Migrate::Sqlite("committing the migration", e))?;
-    Ok(seq)
+    Ok(found)
 }
 
-fn find_boot(conn: &Connection, boot_id: &str) -> rusqlite::Result<Option<i64>> {
+/// The number of boot `boot_id` and the write counter when it was registered.
+fn find_boot(conn: &Connection, boot_id: &str) -> rusqlite::Result<Option<(i64, i64)>> {
     conn.query_row(
-        "SELECT seq FROM boot WHERE boot_id = ?1",
+        "SELECT seq, registered_tx FROM boot WHERE boot_id = ?1",
         [boot_id],
-        |row| row.get(0),
+        |row| Ok((row.get(0)?, row.get(1)?)),
     )
     .optional()
 }
@@ -468,9 +545,20 @@ pub(crate) mod tests {
         conn.pragma_query_value(None, name, |r| r.get(0)).unwrap()
     }
 
-    pub(crate) fn seq(result: Result<i64, Migrate>) -> i64 {
+    /// A wall-clock reading for registrations.
+    pub(crate) const WALL: lease_core::Timestamp =
+        lease_core::Timestamp::from_nanos(1_700_000_000_000_000_000);
+
+    pub(crate) fn boot(id: &str) -> BootRecord {
+        BootRecord {
+            boot_id: id.to_owned(),
+            machine_id: Some("machine-1".to_owned()),
+        }
+    }
+
+    pub(crate) fn seq(result: Result<(i64, i64), Migrate>) -> i64 {
         match result {
-            Ok(seq) => seq,
+            Ok((seq, _)) => seq,
             Err(Migrate::Sqlite(action, e)) => panic!("{action}: {e}"),
             Err(Migrate::Store(e)) => panic!("{e}"),
         }
@@ -480,7 +568,16 @@ pub(crate) mod tests {
     fn an_empty_file_migrates_to_the_current_schema() {
         let (_dir, path, mut conn) = empty_db();
         assert_eq!(pragma(&conn, "user_version"), 0);
-        assert_eq!(seq(migrate_and_register_boot(&mut conn, &path, 0, "b1")), 1);
+        assert_eq!(
+            seq(migrate_and_register_boot(
+                &mut conn,
+                &path,
+                0,
+                &boot("b1"),
+                WALL
+            )),
+            1
+        );
         assert_eq!(pragma(&conn, "user_version"), SCHEMA_VERSION);
         assert_eq!(pragma(&conn, "application_id"), i64::from(APPLICATION_ID));
         let mut names: Vec<String> = conn
@@ -504,13 +601,23 @@ pub(crate) mod tests {
     #[test]
     fn reopening_registers_each_boot_once_and_writes_nothing_when_current() {
         let (_dir, path, mut conn) = empty_db();
-        assert_eq!(seq(migrate_and_register_boot(&mut conn, &path, 0, "b1")), 1);
+        assert_eq!(
+            seq(migrate_and_register_boot(
+                &mut conn,
+                &path,
+                0,
+                &boot("b1"),
+                WALL
+            )),
+            1
+        );
         assert_eq!(
             seq(migrate_and_register_boot(
                 &mut conn,
                 &path,
                 SCHEMA_VERSION,
-                "b2"
+                &boot("b2"),
+                WALL
             )),
             2
         );
@@ -520,7 +627,8 @@ pub(crate) mod tests {
                 &mut conn,
                 &path,
                 SCHEMA_VERSION,
-                "b1"
+                &boot("b1"),
+                WALL
             )),
             1
         );
@@ -538,9 +646,24 @@ pub(crate) mod tests {
     #[test]
     fn a_migration_raced_by_another_process_is_not_repeated() {
         let (_dir, path, mut conn) = empty_db();
-        seq(migrate_and_register_boot(&mut conn, &path, 0, "b1"));
+        seq(migrate_and_register_boot(
+            &mut conn,
+            &path,
+            0,
+            &boot("b1"),
+            WALL,
+        ));
         // This opener read version 0 before the other finished: under the lock it re-reads.
-        assert_eq!(seq(migrate_and_register_boot(&mut conn, &path, 0, "b2")), 2);
+        assert_eq!(
+            seq(migrate_and_register_boot(
+                &mut conn,
+                &path,
+                0,
+                &boot("b2"),
+                WALL
+            )),
+            2
+        );
         assert_eq!(pragma(&conn, "user_version"), SCHEMA_VERSION);
     }
 
@@ -549,13 +672,13 @@ pub(crate) mod tests {
         let (_dir, path, mut conn) = empty_db();
         conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
             .unwrap();
-        match migrate_and_register_boot(&mut conn, &path, 0, "b1") {
+        match migrate_and_register_boot(&mut conn, &path, 0, &boot("b1"), WALL) {
             Err(Migrate::Store(SqliteStoreError::NewerSchema { found, .. })) => {
                 assert_eq!(found, SCHEMA_VERSION + 1);
             }
             Err(Migrate::Store(e)) => panic!("{e}"),
             Err(Migrate::Sqlite(a, e)) => panic!("{a}: {e}"),
-            Ok(seq) => panic!("migrated to boot {seq}"),
+            Ok(found) => panic!("migrated to boot {found:?}"),
         }
         let tables: i64 = conn
             .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))

@@ -36,6 +36,11 @@ fn decode(v: i64) -> Timestamp {
     Timestamp::from_nanos(u64::from_be_bytes(v.to_be_bytes()) ^ SIGN)
 }
 
+/// A stored expiry back as a timestamp, for the other modules.
+pub(crate) fn decode_expiry(v: i64) -> Timestamp {
+    decode(v)
+}
+
 /// A generation as stored: always positive (a `CHECK` constraint), so the conversion is exact.
 fn stored_generation(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
@@ -408,7 +413,7 @@ pub(crate) fn snapshot_group(
 mod tests {
     use super::*;
     use crate::open::migrate_and_register_boot;
-    use crate::open::tests::{empty_db, seq};
+    use crate::open::tests::{WALL, boot, empty_db, seq};
 
     #[test]
     fn timestamps_keep_their_order_when_encoded() {
@@ -449,7 +454,13 @@ mod tests {
     #[test]
     fn purging_and_listing_use_indexes_never_a_table_scan() {
         let (_dir, path, mut conn) = empty_db();
-        seq(migrate_and_register_boot(&mut conn, &path, 0, "b1"));
+        seq(migrate_and_register_boot(
+            &mut conn,
+            &path,
+            0,
+            &boot("b1"),
+            WALL,
+        ));
         let purge = plan(&conn, PURGE_CANDIDATES);
         assert!(
             purge
@@ -465,5 +476,27 @@ mod tests {
             ),
         );
         assert!(!all.iter().any(|s| s.starts_with("SCAN l")), "{all:#?}");
+        // What every write records about its boot: one index descent, whatever the table holds.
+        let latest: Vec<String> = conn
+            .prepare(&format!(
+                "EXPLAIN QUERY PLAN {}",
+                crate::kernel::LATEST_EXPIRY
+            ))
+            .unwrap()
+            .query_map([1], |r| r.get(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(
+            latest
+                .iter()
+                .any(|s| s.contains("lease_by_expiry (boot=? AND expiry<?)")),
+            "{latest:#?}"
+        );
+        assert!(!latest.iter().any(|s| s.starts_with("SCAN")), "{latest:#?}");
+        assert!(
+            !latest.iter().any(|s| s.contains("TEMP B-TREE")),
+            "{latest:#?}"
+        );
     }
 }

@@ -22,17 +22,31 @@
 //! - `pin (namespace, model, name, entity)`: who pins which lease. Not a foreign key to
 //!   `lease`: a pin on an absent lease waits for the next claimant, and revoking a pinned lease
 //!   deletes the lease row only.
+//!
+//! # Version 2
+//!
+//! One kernel per file ([`crate::kernel`]): `boot` gains what tells another kernel writing
+//! the file from an earlier boot of this host.
+//!
+//! - `machine_id`: the host's `/etc/machine-id` when the boot was registered, if any.
+//! - `registered_tx`, `last_tx`: a write counter (every write transaction sets its boot's
+//!   `last_tx` to the highest in the table plus one); `registered_tx` is its value when the
+//!   boot was registered. Rows of version 1 start at 0.
+//! - `last_write_wall`: the wall-clock time (nanoseconds since the Unix epoch) of the boot's
+//!   last write.
+//! - `live_until_wall`: the wall-clock time until which the boot's leases may be live, as of
+//!   its last write (0: none).
 
 /// The schema version this crate writes and understands. A file with a higher
 /// `PRAGMA user_version` was written by a newer version of the crate and is refused.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The `PRAGMA application_id` of a lease database: `"LEAS"` in ASCII.
 pub const APPLICATION_ID: i32 = 0x4C45_4153;
 
 /// The SQL of the steps from each version to the next: `MIGRATIONS[i]` takes version `i` to
 /// `i + 1`, so `MIGRATIONS.len() == SCHEMA_VERSION`.
-pub const MIGRATIONS: [&str; 1] = [V1];
+pub const MIGRATIONS: [&str; 2] = [V1, V2];
 
 /// Version 1; see the module documentation.
 const V1: &str = "
@@ -67,6 +81,15 @@ CREATE TABLE pin (
     entity    TEXT NOT NULL,
     PRIMARY KEY (namespace, model, name, entity)
 ) WITHOUT ROWID;
+";
+
+/// Version 2; see the module documentation.
+const V2: &str = "
+ALTER TABLE boot ADD COLUMN machine_id TEXT;
+ALTER TABLE boot ADD COLUMN registered_tx INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE boot ADD COLUMN last_tx INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE boot ADD COLUMN last_write_wall INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE boot ADD COLUMN live_until_wall INTEGER NOT NULL DEFAULT 0;
 ";
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use crate::changes::ChangeNotifier;
 use crate::error::SqliteStoreError;
+use crate::kernel::{WallClock, record_write, refuse_other_kernels};
 use crate::open::SqliteStoreBuilder;
 use crate::ops::{
     claim, extend, purge, revoke, snapshot_all, snapshot_group, snapshot_keys, validate_op,
@@ -44,6 +45,12 @@ pub(crate) struct Settings {
     pub(crate) boot_id: String,
     /// Its number in the `boot` table.
     pub(crate) boot_seq: i64,
+    /// The value of the write counter when this boot was registered in the file.
+    pub(crate) registered_tx: i64,
+    /// This host's machine id, when it has one.
+    pub(crate) machine_id: Option<String>,
+    /// The wall clock, to tell another kernel from an earlier boot.
+    pub(crate) wall: Arc<dyn WallClock>,
     /// How long to wait for another connection's write lock.
     pub(crate) busy_timeout: Duration,
     /// Rows per opportunistic purge; 0 for none.
@@ -174,8 +181,12 @@ impl SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(settings.sql("beginning a purge"))?;
-        let now = settings.clock.now();
+        let (now, wall) = (settings.clock.now(), settings.wall.now());
+        refuse_other_kernels(&tx, settings, now, wall)?;
         let deleted = purge(&tx, settings, now, limit)?;
+        if deleted > 0 {
+            record_write(&tx, settings, now, wall)?;
+        }
         tx.commit().map_err(settings.sql("committing a purge"))?;
         Ok(deleted)
     }
@@ -191,7 +202,9 @@ impl SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(settings.sql(begin))?;
-        let now = settings.clock.now();
+        let (now, wall) = (settings.clock.now(), settings.wall.now());
+        refuse_other_kernels(&tx, settings, now, wall)?;
+        let changes = tx.total_changes();
         let out = f(&tx, settings, now)?;
         if out.is_ok() {
             self.writes_since_purge += 1;
@@ -199,6 +212,10 @@ impl SqliteStore {
                 purge(&tx, settings, now, settings.purge_batch)?;
                 self.writes_since_purge = 0;
             }
+        }
+        // A transaction that changed nothing (a refused claim) stays read-only: no fsync.
+        if tx.total_changes() != changes {
+            record_write(&tx, settings, now, wall)?;
         }
         tx.commit().map_err(settings.sql("committing"))?;
         out
@@ -215,6 +232,7 @@ impl SqliteStore {
             .transaction_with_behavior(TransactionBehavior::Deferred)
             .map_err(settings.sql("beginning a read"))?;
         let now = settings.clock.now();
+        refuse_other_kernels(&tx, settings, now, settings.wall.now())?;
         let out = f(&tx, settings, now)?;
         tx.commit().map_err(settings.sql("ending a read"))?;
         Ok(out)
@@ -259,7 +277,9 @@ impl SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(settings.sql("beginning a batch"))?;
-        let now = settings.clock.now();
+        let (now, wall) = (settings.clock.now(), settings.wall.now());
+        refuse_other_kernels(&tx, settings, now, wall)?;
+        let changes = tx.total_changes();
         let mut wrote = 0;
         for (op, slot) in ops.iter().zip(results.iter_mut()) {
             if slot.is_some() {
@@ -285,6 +305,9 @@ impl SqliteStore {
         if settings.purge_batch > 0 && self.writes_since_purge >= PURGE_EVERY_WRITES {
             purge(&tx, settings, now, settings.purge_batch)?;
             self.writes_since_purge = 0;
+        }
+        if tx.total_changes() != changes {
+            record_write(&tx, settings, now, wall)?;
         }
         tx.commit().map_err(settings.sql("committing a batch"))?;
         Ok(())

@@ -496,13 +496,35 @@ async fn writes_purge_expired_rows_opportunistically() {
     assert_eq!(count(&path), 20);
 }
 
+/// A fake wall clock (time since the Unix epoch) for reboot simulations.
+#[derive(Debug)]
+struct Wall(FakeClock);
+
+impl lease_store_sqlite::WallClock for Wall {
+    fn now(&self) -> lease_core::Timestamp {
+        self.0.now()
+    }
+}
+
+/// A store on boot `boot`, whose `CLOCK_BOOTTIME` is `clock`, with the wall clock `wall`.
+fn open_on_boot(path: &Path, clock: &FakeClock, wall: &FakeClock, boot: &str) -> SqliteStore {
+    SqliteStore::builder(path)
+        .clock(clock.as_clock())
+        .wall_clock(std::sync::Arc::new(Wall(wall.clone())))
+        .boot_id(boot)
+        .busy_timeout(Duration::from_millis(50))
+        .open()
+        .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()))
+}
+
 #[tokio::test]
 async fn a_reboot_expires_every_lease_and_generations_continue() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
+    let wall = FakeClock::starting_at(lease_core::Timestamp::from_nanos(1_700_000_000_000_000_000));
     let clock = FakeClock::new();
     {
-        let mut before = open_with(&path, &clock, "boot-1");
+        let mut before = open_on_boot(&path, &clock, &wall, "boot-1");
         before
             .claim_lease(&key("a"), &req("h", 3600))
             .await
@@ -513,8 +535,11 @@ async fn a_reboot_expires_every_lease_and_generations_continue() {
             .unwrap();
         before.pin_lease(&key("pinned"), "e").await.unwrap();
     }
-    // The same clock reading, but a different boot: the old instants mean nothing.
-    let mut after = open_with(&path, &clock, "boot-2");
+    // The host goes down and comes back: 30 s pass on the wall clock, and the new boot's
+    // clock, which started 10 s ago, reads less than the old one did.
+    wall.advance(secs(30));
+    let clock = FakeClock::starting_at(lease_core::Timestamp::from_nanos(10_000_000_000));
+    let mut after = open_on_boot(&path, &clock, &wall, "boot-2");
     let leases = after.leases(&[]).await.unwrap();
     assert_eq!(
         leases.keys().cloned().collect::<Vec<_>>(),
@@ -541,10 +566,13 @@ async fn a_reboot_expires_every_lease_and_generations_continue() {
     // Rows of the old boot are purged.
     after.unpin_lease(&key("pinned"), "e").await.unwrap();
     clock.advance(secs(10));
+    wall.advance(secs(10));
     assert_eq!(after.purge_expired(10).unwrap(), 2);
     drop(after);
-    // Back on the first boot id: the rows the second boot wrote are not valid there either.
-    let mut again = open_with(&path, &clock, "boot-1");
+    // Another reboot: the rows the second boot wrote are not valid on the third either.
+    wall.advance(secs(30));
+    let clock = FakeClock::starting_at(lease_core::Timestamp::from_nanos(5_000_000_000));
+    let mut again = open_on_boot(&path, &clock, &wall, "boot-3");
     assert!(again.leases(&[]).await.unwrap().is_empty());
     let info = again.claim_lease(&key("a"), &req("h", 10)).await.unwrap();
     assert_eq!(info.generation, Generation(3));
