@@ -8,17 +8,18 @@ use std::path::Path;
 use std::process::Command;
 
 /// The publishable crates, in dependency order.
-pub(crate) const LIBRARY_CRATES: [&str; 6] = [
+pub(crate) const LIBRARY_CRATES: [&str; 7] = [
     "lease-core",
     "lease-testkit",
     "lease-store-sqlite",
     "lease-store-k8s",
+    "lease-store-postgres",
     "lease-manager",
     "lease-cli",
 ];
 
 /// Crates that must not be in a crate's normal dependency tree.
-pub(crate) const FORBIDDEN: [(&str, &[&str]); 4] = [
+pub(crate) const FORBIDDEN: [(&str, &[&str]); 5] = [
     (
         "lease-core",
         &[
@@ -36,6 +37,16 @@ pub(crate) const FORBIDDEN: [(&str, &[&str]); 4] = [
         &["kube", "kube-client", "k8s-openapi"],
     ),
     ("lease-store-k8s", &["rusqlite", "libsqlite3-sys"]),
+    (
+        "lease-store-postgres",
+        &[
+            "kube",
+            "kube-client",
+            "k8s-openapi",
+            "rusqlite",
+            "libsqlite3-sys",
+        ],
+    ),
     (
         "lease-manager",
         &[

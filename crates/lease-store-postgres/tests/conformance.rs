@@ -1,0 +1,57 @@
+//! The `lease-testkit` Store conformance suite against [`PostgresStore`] on the test server
+//! (`cargo xtask pg up`), with the suite's fake clock deciding expiry; each case gets a schema
+//! of its own, and siblings are further stores on the same schema.
+
+mod common;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use lease_core::Clock;
+use lease_store_postgres::PostgresStore;
+use lease_testkit::suite::{self, StoreBuilder};
+
+use common::SchemaGuard;
+
+struct Builder;
+
+async fn open(guard: &SchemaGuard, clock: Arc<dyn Clock>) -> lease_core::Result<PostgresStore> {
+    Ok(PostgresStore::builder(&guard.url)
+        .schema(&guard.schema)
+        .clock(clock)
+        .decide_expiry_locally(true)
+        .connect()
+        .await?)
+}
+
+#[async_trait]
+impl StoreBuilder for Builder {
+    type Store = PostgresStore;
+    type Guard = SchemaGuard;
+
+    async fn build(
+        &self,
+        clock: Arc<dyn Clock>,
+    ) -> lease_core::Result<(PostgresStore, SchemaGuard)> {
+        let guard = SchemaGuard {
+            url: common::url(),
+            schema: common::fresh_schema("conf"),
+        };
+        let store = open(&guard, clock).await?;
+        Ok((store, guard))
+    }
+
+    async fn build_sibling(
+        &self,
+        guard: &SchemaGuard,
+        clock: Arc<dyn Clock>,
+    ) -> lease_core::Result<Option<PostgresStore>> {
+        open(guard, clock).await.map(Some)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a Postgres server: cargo xtask pg up; eval \"$(cargo xtask pg env)\""]
+async fn conformance() {
+    suite::test_all(&Builder).await;
+}
