@@ -108,6 +108,7 @@ pub struct PostgresStoreBuilder {
     connect_timeout: Duration,
     statement_timeout: Duration,
     listener_heartbeat: Duration,
+    application_name: String,
 }
 
 impl fmt::Debug for PostgresStoreBuilder {
@@ -135,7 +136,16 @@ impl PostgresStoreBuilder {
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(5),
             listener_heartbeat: Duration::from_secs(5),
+            application_name: "lease-store-postgres".to_owned(),
         }
+    }
+
+    /// The `application_name` the store's connections show in `pg_stat_activity` (default
+    /// `lease-store-postgres`).
+    #[must_use]
+    pub fn application_name(mut self, name: impl Into<String>) -> Self {
+        self.application_name = name.into();
+        self
     }
 
     /// The Postgres schema holding the store's tables (default `lease`): 1 to 40 of `a-z`,
@@ -238,7 +248,7 @@ impl PostgresStoreBuilder {
         config.connect_timeout(self.connect_timeout);
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(10));
-        config.application_name("lease-store-postgres");
+        config.application_name(&self.application_name);
         let statement_ms = self.statement_timeout.as_millis().max(1);
         // A client paused inside a transaction must not hold row locks for long.
         let idle_ms = (statement_ms * 2).max(1000);
