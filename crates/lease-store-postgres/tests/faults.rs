@@ -121,7 +121,7 @@ async fn connection_killed_mid_renewal_is_timeout_then_recovers() {
         .unwrap();
     assert_eq!(renewed.generation, first.generation);
     assert!(renewed.expiry >= first.expiry);
-    let held = store.leases(&[k.clone()]).await.unwrap();
+    let held = store.leases(std::slice::from_ref(&k)).await.unwrap();
     assert_eq!(held[&k].holder, "a");
     assert_eq!(in_transaction(&killer, &app).await, 0);
 }
@@ -175,7 +175,7 @@ async fn statement_timeout_fails_the_batch_and_holds_nothing() {
     let inspector = admin(&url()).await;
     assert_eq!(in_transaction(&inspector, &app).await, 0);
     // The claim in the failed batch did not take effect.
-    assert!(store.leases(&[free.clone()]).await.unwrap().is_empty());
+    assert!(store.leases(std::slice::from_ref(&free)).await.unwrap().is_empty());
     let claimed = store
         .claim_lease(&free, &Request::new("b", LONG))
         .await
@@ -259,7 +259,7 @@ async fn listen_wakes_waiters_and_recovers() {
     b.revoke_lease(&k, "b").await.unwrap();
     wait(&mut changes).await;
     // Store a's own connection was killed too: its next call reconnects.
-    assert!(a.leases(&[k.clone()]).await.unwrap().is_empty());
+    assert!(a.leases(std::slice::from_ref(&k)).await.unwrap().is_empty());
 }
 
 /// Each kind of bad configuration is one clear error naming what was wrong, and the password
