@@ -175,7 +175,13 @@ async fn statement_timeout_fails_the_batch_and_holds_nothing() {
     let inspector = admin(&url()).await;
     assert_eq!(in_transaction(&inspector, &app).await, 0);
     // The claim in the failed batch did not take effect.
-    assert!(store.leases(std::slice::from_ref(&free)).await.unwrap().is_empty());
+    assert!(
+        store
+            .leases(std::slice::from_ref(&free))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let claimed = store
         .claim_lease(&free, &Request::new("b", LONG))
         .await
