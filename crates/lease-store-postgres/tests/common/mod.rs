@@ -1,6 +1,8 @@
 //! What the tests share: the server's URL, fresh schemas, a guard that drops them.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod server;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use lease_store_postgres::PostgresStore;
