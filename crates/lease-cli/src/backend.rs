@@ -1,4 +1,5 @@
-//! Store selection (`--store sqlite:PATH`, `--store k8s[:NAMESPACE]`) and opening the store,
+//! Store selection (`--store sqlite:PATH`, `--store k8s[:NAMESPACE]`, `--store postgres://…`)
+//! and opening the store,
 //! and starting a manager on it.
 
 use std::path::PathBuf;
@@ -29,6 +30,18 @@ pub(crate) enum StoreSpec {
         /// The Lease object's name.
         object: String,
     },
+    /// A PostgreSQL database (`postgres://…`), the store's default schema.
+    Postgres(PostgresUrl),
+}
+
+/// A `postgres://` URL; its `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct PostgresUrl(pub(crate) String);
+
+impl std::fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&lease_store_postgres::redact_url(&self.0))
+    }
 }
 
 /// Binds `lease`'s `--object`, if given, into `spec`.
@@ -46,10 +59,12 @@ pub(crate) fn bind_object(spec: StoreSpec, lease: &LeaseArgs) -> Result<StoreSpe
             key: lease.key(),
             object: object.clone(),
         }),
-        StoreSpec::K8sObject { .. } | StoreSpec::Sqlite(_) => Err(CliError::new(
-            EXIT_USAGE,
-            format!("--object {object} needs the Kubernetes store (--store k8s[:NAMESPACE])"),
-        )),
+        StoreSpec::K8sObject { .. } | StoreSpec::Sqlite(_) | StoreSpec::Postgres(_) => {
+            Err(CliError::new(
+                EXIT_USAGE,
+                format!("--object {object} needs the Kubernetes store (--store k8s[:NAMESPACE])"),
+            ))
+        }
     }
 }
 
@@ -64,6 +79,9 @@ pub(crate) fn parse_store(text: &str) -> Result<StoreSpec, String> {
             return Err("store sqlite: needs a path (sqlite:PATH)".to_owned());
         }
         return Ok(StoreSpec::Sqlite(PathBuf::from(path)));
+    }
+    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        return Ok(StoreSpec::Postgres(PostgresUrl(text.to_owned())));
     }
     if text == "k8s" || text == "kubernetes" {
         return Ok(StoreSpec::K8s(None));
@@ -80,7 +98,8 @@ pub(crate) fn parse_store(text: &str) -> Result<StoreSpec, String> {
         return Ok(StoreSpec::K8s(Some(ns.to_owned())));
     }
     Err(format!(
-        "unknown store {text:?}: expected sqlite:PATH or k8s[:NAMESPACE]"
+        "unknown store {:?}: expected sqlite:PATH, k8s[:NAMESPACE] or postgres://USER@HOST/DB",
+        lease_store_postgres::redact_url(text)
     ))
 }
 
@@ -113,7 +132,18 @@ pub(crate) async fn open(spec: &StoreSpec) -> Result<Box<dyn Store>, CliError> {
             key,
             object,
         } => open_k8s(namespace.as_deref(), Some((key, object))).await,
+        StoreSpec::Postgres(url) => open_postgres(url).await,
     }
+}
+
+/// Connects to Postgres; every configuration error names what is wrong, never the password.
+async fn open_postgres(url: &PostgresUrl) -> Result<Box<dyn Store>, CliError> {
+    let store = lease_store_postgres::PostgresStore::builder(&url.0)
+        .clock(clock())
+        .connect()
+        .await
+        .map_err(|e| CliError::store(e.to_string()))?;
+    Ok(Box::new(store))
 }
 
 async fn open_k8s(
@@ -200,6 +230,12 @@ mod tests {
         );
         assert!(parse_store("k8s:Bad_NS").unwrap_err().contains("DNS-1123"));
         assert!(parse_store("sqlite:").is_err());
+        let pg = parse_store("postgres://u:hunter2@db/app").unwrap();
+        assert_eq!(
+            pg,
+            StoreSpec::Postgres(PostgresUrl("postgres://u:hunter2@db/app".into()))
+        );
+        assert!(!format!("{pg:?}").contains("hunter2"));
         assert!(
             parse_store("redis://x")
                 .unwrap_err()
