@@ -192,6 +192,16 @@ pub(crate) fn crates_alone(cargo: impl Fn(&[&str]) -> Result<(), String>) -> Res
         "--all-targets",
         "--features",
         "metrics",
+    ])?;
+    // The Postgres store's TLS (rustls with ring) is off by default; it must build too.
+    cargo(&[
+        "check",
+        "--locked",
+        "-p",
+        "lease-store-postgres",
+        "--all-targets",
+        "--features",
+        "tls",
     ])
 }
 
