@@ -133,7 +133,11 @@ fn ci() -> Result<(), String> {
     // works anywhere; CI starts a local server and runs them too.
     release::examples(&release::LOCAL_EXAMPLES, |args| cargo(args, &[]))?;
     let cluster = k8s::up()?;
-    let postgres = pg::up()?;
+    let postgres = pg::up().inspect_err(|_| {
+        if cluster.started_here {
+            let _ = k8s::down();
+        }
+    })?;
     let envs: Vec<(&str, &str)> = cluster
         .env
         .iter()
