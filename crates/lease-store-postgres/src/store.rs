@@ -201,8 +201,14 @@ impl PostgresStore {
                 timeout: self.settings.operation_timeout,
             })
         });
-        if result.is_err() {
-            self.conn = None;
+        if let Err(err) = &result
+            && let Some(conn) = self.conn.take()
+            && matches!(err, PostgresStoreError::TimedOut { .. })
+        {
+            // The server may still be running (or waiting to run) what we gave up on; closing
+            // our socket is not noticed until it next writes. Cancel it, so that it does not
+            // take effect long after the caller was told it timed out.
+            cancel_in_background(&self.settings, conn.client.cancel_token());
         }
         result
     }
@@ -344,6 +350,25 @@ impl PostgresStore {
         }
         self.listener.as_ref()
     }
+}
+
+/// Sends a cancel request for the statement `token`'s connection is running, best effort.
+fn cancel_in_background(settings: &Settings, token: tokio_postgres::CancelToken) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    #[cfg(feature = "tls")]
+    let tls = settings.tls;
+    #[cfg(not(feature = "tls"))]
+    let _ = settings;
+    runtime.spawn(async move {
+        #[cfg(feature = "tls")]
+        if tls {
+            let _ = token.cancel_query(crate::tls::connector()).await;
+            return;
+        }
+        let _ = token.cancel_query(tokio_postgres::NoTls).await;
+    });
 }
 
 enum Snapshot<'a> {

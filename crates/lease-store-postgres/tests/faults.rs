@@ -189,6 +189,79 @@ async fn statement_timeout_fails_the_batch_and_holds_nothing() {
     assert_eq!(claimed.holder, "b");
 }
 
+/// A call that gives up at the store's operation timeout while its statement waits on the
+/// server is a `Timeout`, and its statement is cancelled on the server: it does not linger
+/// behind the lock and take effect later, after the caller was told it timed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Postgres server: cargo xtask pg up; eval \"$(cargo xtask pg env)\""]
+async fn operation_timeout_cancels_the_statement_on_the_server() {
+    let schema = fresh_schema("optimeout");
+    let _guard = SchemaGuard {
+        url: url(),
+        schema: schema.clone(),
+    };
+    let app = format!("{schema}_app");
+    let mut store = PostgresStore::builder(url())
+        .schema(&schema)
+        .application_name(&app)
+        .operation_timeout(Duration::from_millis(500))
+        .statement_timeout(Duration::from_secs(60))
+        .connect()
+        .await
+        .unwrap();
+    let k = key("slow");
+    let first = store
+        .claim_lease(&k, &Request::new("a", Duration::from_secs(100)))
+        .await
+        .unwrap();
+
+    let mut locker = admin(&url()).await;
+    let tx = locker.transaction().await.unwrap();
+    tx.execute(
+        &format!("SELECT 1 FROM {schema}.lease WHERE name = 'slow' FOR UPDATE"),
+        &[],
+    )
+    .await
+    .unwrap();
+    let err = store
+        .extend_lease(&k, &Request::new("a", Duration::from_secs(1000)))
+        .await
+        .expect_err("an extend stuck behind a lock must time out");
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    // The abandoned statement must not stay queued behind the lock.
+    let inspector = admin(&url()).await;
+    let mut waiting: i64 = 1;
+    for _ in 0..100 {
+        waiting = inspector
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 \
+                 AND wait_event_type = 'Lock'",
+                &[&app],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(waiting, 0, "the timed-out extend still waits on the server");
+    tx.rollback().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // It did not take effect: the expiry is still the claim's. (Read through a store with the
+    // default timeouts: the 500 ms one may time out reconnecting on a loaded machine.)
+    drop(store);
+    let mut reader = store_as(&schema, &format!("{app}_reader")).await;
+    let now = reader.leases(std::slice::from_ref(&k)).await.unwrap();
+    assert!(
+        now[&k].expiry <= first.expiry.saturating_add(Duration::from_secs(5)),
+        "the abandoned extend took effect: {:?} vs {:?}",
+        now[&k],
+        first
+    );
+}
+
 /// Another store's claim and revoke wake this store's change notifier at once; this store's
 /// own writes do not count as changes; a killed listener connection bumps the counter, is
 /// re-established, and wakes on later changes again.
