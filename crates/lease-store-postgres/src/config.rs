@@ -404,9 +404,11 @@ async fn migrate(client: &Client, settings: &Settings) -> Result<(), PostgresSto
             target.error(action, e)
         }
     };
-    // One migrator at a time per schema: a transaction-scoped advisory lock on its name.
+    // One migrator at a time per schema: a transaction-scoped advisory lock on its name. The
+    // DDL (and waiting for another migrator) may take longer than the statement timeout meant
+    // for lease operations, above all on a loaded server: lift it for this transaction only.
     client
-        .batch_execute("BEGIN")
+        .batch_execute("BEGIN; SET LOCAL statement_timeout = '300s'")
         .await
         .map_err(|e| target.error("beginning the migration", &e))?;
     let result = async {
