@@ -5,6 +5,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use lease_core::Clock;
@@ -20,6 +21,9 @@ async fn open(guard: &SchemaGuard, clock: Arc<dyn Clock>) -> lease_core::Result<
         .schema(&guard.schema)
         .clock(clock)
         .decide_expiry_locally(true)
+        // Generous: the suite builds many stores at once on a possibly loaded machine.
+        .statement_timeout(Duration::from_secs(30))
+        .operation_timeout(Duration::from_secs(60))
         .connect()
         .await?)
 }

@@ -21,10 +21,16 @@ fn key(lease: &str) -> Key {
 /// A store whose connections carry `app` as their application name, so a test can find (and
 /// kill) exactly its own backends while other tests run beside it.
 async fn store_as(schema: &str, app: &str) -> PostgresStore {
+    store_with_statement_timeout(schema, app, Duration::from_secs(20)).await
+}
+
+/// As [`store_as`], with the given server-side statement timeout.
+async fn store_with_statement_timeout(schema: &str, app: &str, timeout: Duration) -> PostgresStore {
     PostgresStore::builder(url())
         .schema(schema)
         .application_name(app)
-        .statement_timeout(Duration::from_millis(1500))
+        .statement_timeout(timeout)
+        .operation_timeout(timeout + Duration::from_secs(10))
         .listener_heartbeat(Duration::from_millis(200))
         .connect()
         .await
@@ -137,7 +143,7 @@ async fn statement_timeout_fails_the_batch_and_holds_nothing() {
         schema: schema.clone(),
     };
     let app = format!("{schema}_app");
-    let mut store = store_as(&schema, &app).await;
+    let mut store = store_with_statement_timeout(&schema, &app, Duration::from_millis(1500)).await;
     let blocked = key("blocked");
     store
         .claim_lease(&blocked, &Request::new("a", LONG))
