@@ -8,14 +8,15 @@
 //! Benchmarks that need a Kubernetes API server get one from [`crate::k8s::up`] (the local
 //! server, started if it is not up, or the cluster `KUBECONFIG` reaches) with its environment;
 //! a server this run started is stopped at the end. When no server can be had, those
-//! benchmarks are skipped and their section says so.
+//! benchmarks are skipped and their section says so. The Postgres benchmark gets its server
+//! from [`crate::pg::up`] the same way.
 
 use std::env;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use crate::k8s;
+use crate::{k8s, pg};
 
 /// One benchmark: a package's example, and the arguments it runs with.
 struct Bench {
@@ -71,7 +72,18 @@ const BENCHES: &[Bench] = &[
         bins: &[],
         needs_k8s: true,
     },
+    // Issue 18: the Postgres store against the server `cargo xtask pg up` starts.
+    Bench {
+        package: "lease-store-postgres",
+        example: "bench_postgres",
+        args: &[],
+        bins: &[],
+        needs_k8s: false,
+    },
 ];
+
+/// The benchmarks that run against a local Postgres server ([`pg::up`], with its environment).
+const POSTGRES_BENCHES: [&str; 1] = ["bench_postgres"];
 
 /// Runs the benchmarks (all, or those whose example name contains `filter`) and writes
 /// `BENCHMARKS.md` in `root`: the whole file after a full run; after a filtered run, only the
@@ -88,7 +100,25 @@ pub(crate) fn run(root: &Path, filter: Option<&str>) -> Result<(), String> {
     // The API server, brought up (or found) before the first benchmark that needs it: `Ok` with
     // the cluster, or `Err` with why there is none.
     let mut cluster: Option<Result<k8s::Cluster, String>> = None;
-    let result = run_benches(root, &cargo, &selected, &mut cluster);
+    // The Postgres server likewise (its benchmark says "not measured" without one).
+    let postgres = selected
+        .iter()
+        .any(|b| POSTGRES_BENCHES.contains(&b.example))
+        .then(pg::up);
+    if let Some(Err(e)) = &postgres {
+        eprintln!("xtask: no Postgres server for bench_postgres: {e}");
+    }
+    let postgres_env = match &postgres {
+        Some(Ok(server)) => server.env.clone(),
+        _ => Vec::new(),
+    };
+    let result = run_benches(root, &cargo, &selected, &mut cluster, &postgres_env);
+    if let Some(Ok(server)) = &postgres
+        && server.started_here
+        && let Err(e) = pg::down()
+    {
+        eprintln!("xtask: stopping the local Postgres server: {e}");
+    }
     if let Some(Ok(cluster)) = &cluster
         && cluster.started_here
         && let Err(e) = k8s::down()
@@ -110,6 +140,7 @@ fn run_benches(
     cargo: &str,
     benches: &[&Bench],
     cluster: &mut Option<Result<k8s::Cluster, String>>,
+    postgres_env: &[(String, String)],
 ) -> Result<Vec<String>, String> {
     let mut sections = Vec::new();
     for bench in benches {
@@ -149,6 +180,9 @@ fn run_benches(
             args.extend_from_slice(bench.args);
         }
         let mut command = Command::new(cargo);
+        if POSTGRES_BENCHES.contains(&bench.example) {
+            command.envs(postgres_env.iter().map(|(k, v)| (k, v)));
+        }
         if bench.needs_k8s {
             let up = cluster.get_or_insert_with(|| {
                 println!("xtask: {} needs a Kubernetes API server", bench.example);

@@ -5,6 +5,7 @@
 mod bench;
 mod fuzz;
 mod k8s;
+mod pg;
 mod release;
 mod tidy;
 mod torture;
@@ -24,6 +25,7 @@ tasks:
   ready   ci's readiness checks alone: dependency trees, each crate alone, the examples that
           need no server, cargo package
   k8s     a real local Kubernetes API server for the tests: `cargo xtask k8s help`
+  pg      a real local PostgreSQL server for the tests: `cargo xtask pg help`
   fuzz    the cargo-fuzz targets, 300 s each (`cargo xtask fuzz [--seconds N] [TARGET]`)
   torture kill -9, server restarts and bursts vs. mutual exclusion; writes RELIABILITY.md
           (`cargo xtask torture --help`)
@@ -35,6 +37,7 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("tidy") => tidy::check(&workspace_root()).map_err(|problems| problems.join("\n")),
         Some("k8s") => k8s::main(&args[1..]),
+        Some("pg") => pg::main(&args[1..]),
         Some("fuzz") => fuzz::main(&workspace_root(), &args[1..]),
         Some("ready") => ready(),
         Some("bench") => bench::run(&workspace_root(), args.get(1).map(String::as_str)),
@@ -130,9 +133,15 @@ fn ci() -> Result<(), String> {
     // works anywhere; CI starts a local server and runs them too.
     release::examples(&release::LOCAL_EXAMPLES, |args| cargo(args, &[]))?;
     let cluster = k8s::up()?;
+    let postgres = pg::up().inspect_err(|_| {
+        if cluster.started_here {
+            let _ = k8s::down();
+        }
+    })?;
     let envs: Vec<(&str, &str)> = cluster
         .env
         .iter()
+        .chain(&postgres.env)
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let tests = if have_nextest() {
@@ -167,6 +176,11 @@ fn ci() -> Result<(), String> {
         && let Err(e) = k8s::down()
     {
         eprintln!("xtask: stopping the local Kubernetes API server: {e}");
+    }
+    if postgres.started_here
+        && let Err(e) = pg::down()
+    {
+        eprintln!("xtask: stopping the local Postgres server: {e}");
     }
     tests?;
     k8s_examples?;

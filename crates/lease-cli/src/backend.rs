@@ -1,6 +1,6 @@
-//! Store selection (`--store sqlite:PATH`, `--store k8s[:NAMESPACE]`, else the default
-//! database: `$LEASE_DB`, else the per-user state path), opening the store, and starting a
-//! manager on it.
+//! Store selection (`--store sqlite:PATH`, `--store k8s[:NAMESPACE]`, `--store postgres://…`,
+//! else the default database: `$LEASE_DB`, else the per-user state path), opening the store,
+//! and starting a manager on it.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -36,6 +36,18 @@ pub(crate) enum StoreSpec {
         /// The Lease object's name.
         object: String,
     },
+    /// A PostgreSQL database (`postgres://…`), the store's default schema.
+    Postgres(PostgresUrl),
+}
+
+/// A `postgres://` URL; its `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct PostgresUrl(pub(crate) String);
+
+impl std::fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&lease_store_postgres::redact_url(&self.0))
+    }
 }
 
 /// Binds `lease`'s `--object`, if given, into `spec`.
@@ -53,12 +65,13 @@ pub(crate) fn bind_object(spec: StoreSpec, lease: &LeaseArgs) -> Result<StoreSpe
             key: lease.key(),
             object: object.clone(),
         }),
-        StoreSpec::K8sObject { .. } | StoreSpec::Sqlite(_) | StoreSpec::DefaultSqlite(_) => {
-            Err(CliError::new(
-                EXIT_USAGE,
-                format!("--object {object} needs the Kubernetes store (--store k8s[:NAMESPACE])"),
-            ))
-        }
+        StoreSpec::K8sObject { .. }
+        | StoreSpec::Sqlite(_)
+        | StoreSpec::DefaultSqlite(_)
+        | StoreSpec::Postgres(_) => Err(CliError::new(
+            EXIT_USAGE,
+            format!("--object {object} needs the Kubernetes store (--store k8s[:NAMESPACE])"),
+        )),
     }
 }
 
@@ -73,6 +86,9 @@ pub(crate) fn parse_store(text: &str) -> Result<StoreSpec, String> {
             return Err("store sqlite: needs a path (sqlite:PATH)".to_owned());
         }
         return Ok(StoreSpec::Sqlite(PathBuf::from(path)));
+    }
+    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        return Ok(StoreSpec::Postgres(PostgresUrl(text.to_owned())));
     }
     if text == "k8s" || text == "kubernetes" {
         return Ok(StoreSpec::K8s(None));
@@ -89,7 +105,8 @@ pub(crate) fn parse_store(text: &str) -> Result<StoreSpec, String> {
         return Ok(StoreSpec::K8s(Some(ns.to_owned())));
     }
     Err(format!(
-        "unknown store {text:?}: expected sqlite:PATH or k8s[:NAMESPACE]"
+        "unknown store {:?}: expected sqlite:PATH, k8s[:NAMESPACE] or postgres://USER@HOST/DB",
+        lease_store_postgres::redact_url(text)
     ))
 }
 
@@ -198,6 +215,7 @@ impl fmt::Display for StoreSpec {
             | StoreSpec::K8sObject {
                 namespace: None, ..
             } => f.write_str("k8s (the kubeconfig's namespace)"),
+            StoreSpec::Postgres(url) => f.write_str(&lease_store_postgres::redact_url(&url.0)),
         }
     }
 }
@@ -219,10 +237,9 @@ pub(crate) fn sqlite_path(spec: &StoreSpec, create: bool) -> Result<&Path, CliEr
             Ok(&db.path)
         }
         StoreSpec::DefaultSqlite(Err(e)) => Err(CliError::new(EXIT_USAGE, e.clone())),
-        StoreSpec::K8s(_) | StoreSpec::K8sObject { .. } => Err(CliError::new(
-            EXIT_USAGE,
-            format!("{spec} is not an SQLite database"),
-        )),
+        StoreSpec::K8s(_) | StoreSpec::K8sObject { .. } | StoreSpec::Postgres(_) => Err(
+            CliError::new(EXIT_USAGE, format!("{spec} is not an SQLite database")),
+        ),
     }
 }
 
@@ -267,7 +284,18 @@ pub(crate) async fn open(spec: &StoreSpec) -> Result<Box<dyn Store>, CliError> {
             key,
             object,
         } => open_k8s(namespace.as_deref(), Some((key, object))).await,
+        StoreSpec::Postgres(url) => open_postgres(url).await,
     }
+}
+
+/// Connects to Postgres; every configuration error names what is wrong, never the password.
+async fn open_postgres(url: &PostgresUrl) -> Result<Box<dyn Store>, CliError> {
+    let store = lease_store_postgres::PostgresStore::builder(&url.0)
+        .clock(clock())
+        .connect()
+        .await
+        .map_err(|e| CliError::store(e.to_string()))?;
+    Ok(Box::new(store))
 }
 
 async fn open_k8s(
@@ -354,6 +382,12 @@ mod tests {
         );
         assert!(parse_store("k8s:Bad_NS").unwrap_err().contains("DNS-1123"));
         assert!(parse_store("sqlite:").is_err());
+        let pg = parse_store("postgres://u:hunter2@db/app").unwrap();
+        assert_eq!(
+            pg,
+            StoreSpec::Postgres(PostgresUrl("postgres://u:hunter2@db/app".into()))
+        );
+        assert!(!format!("{pg:?}").contains("hunter2"));
         assert!(
             parse_store("redis://x")
                 .unwrap_err()

@@ -12,9 +12,10 @@ use crate::human::{
     parse_duration, parse_entity, parse_holder, parse_lease, parse_model, parse_namespace,
 };
 
-const STORE_HELP: &str = "Where leases are kept: sqlite:PATH (one host, many processes) or \
+const STORE_HELP: &str = "Where leases are kept: sqlite:PATH (one host, many processes), \
 k8s[:NAMESPACE] (Lease objects through the current kubeconfig or the in-cluster config; \
-default namespace: the kubeconfig's). Default: SQLite at";
+default namespace: the kubeconfig's) or postgres://USER:PASSWORD@HOST/DB (schema `lease`). \
+Default: SQLite at";
 
 /// `--store`'s help, with the default database this environment gives.
 fn store_help() -> String {
@@ -45,7 +46,7 @@ pub(crate) fn parse() -> Result<Cli, clap::Error> {
 #[derive(Debug, Parser)]
 #[command(name = "lease", version, after_help = EXIT_CODES_HELP, max_term_width = 100)]
 pub(crate) struct Cli {
-    #[arg(long, global = true, value_name = "STORE", value_parser = parse_store, env = "LEASE_STORE", help = STORE_HELP)]
+    #[arg(long, global = true, value_name = "STORE", value_parser = parse_store, env = "LEASE_STORE", hide_env_values = true, help = STORE_HELP)]
     pub(crate) store: Option<StoreSpec>,
 
     #[command(subcommand)]
