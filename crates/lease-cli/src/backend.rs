@@ -2,9 +2,7 @@
 //! else the default database: `$LEASE_DB`, else the per-user state path), opening the store,
 //! and starting a manager on it.
 
-use std::ffi::OsString;
 use std::fmt;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +10,7 @@ use std::time::Duration;
 use lease_core::{Clock, DefaultSecretary, Key, Store, SystemClock};
 use lease_manager::{Manager, ManagerConfig};
 use lease_store_k8s::{LeaseStore, StoreOptions};
+use lease_store_sqlite::DefaultDatabase;
 
 use crate::cli::LeaseArgs;
 use crate::error::{CliError, EXIT_USAGE, chain};
@@ -23,7 +22,7 @@ pub(crate) enum StoreSpec {
     Sqlite(PathBuf),
     /// The default SQLite file (no `--store`), or why there is none; the error is reported
     /// only by commands that need a store.
-    DefaultSqlite(Result<DefaultDb, String>),
+    DefaultSqlite(Result<DefaultDatabase, String>),
     /// Lease objects in a Kubernetes namespace (`None`: the kubeconfig's default namespace).
     K8s(Option<String>),
     /// Lease objects in a Kubernetes namespace, with one lease bound to an exact object name
@@ -110,80 +109,9 @@ pub(crate) fn parse_store(text: &str) -> Result<StoreSpec, String> {
     ))
 }
 
-/// The default database, and where its path came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct DefaultDb {
-    /// The database file: always absolute, so every working directory means the same file.
-    pub(crate) path: PathBuf,
-    /// `$LEASE_DB`, `$XDG_STATE_HOME` or `$HOME`.
-    pub(crate) from: &'static str,
-    /// Whether its directory is ours to create (mode 0700): the per-user state path is,
-    /// a `$LEASE_DB` the user chose is not.
-    pub(crate) create_dir: bool,
-}
-
-/// The database's file name under the state directory.
-const STATE_SUBPATH: &str = "lease/leases.db";
-
-/// How the default database is chosen, for `--help`.
-pub(crate) const DEFAULT_DB_RULE: &str = "$LEASE_DB, else $XDG_STATE_HOME/lease/leases.db, \
-else ~/.local/state/lease/leases.db";
-
-/// The default database as the environment `var` describes it: `$LEASE_DB`, else
-/// `$XDG_STATE_HOME/lease/leases.db`, else `$HOME/.local/state/lease/leases.db`. Never the
-/// working directory: two `lease` commands started from different directories must meet in one
-/// database. Empty variables count as unset (as the XDG specification says).
-///
-/// # Errors
-///
-/// A message naming the variable when the path it gives cannot be used (not absolute), or
-/// when none of them is set.
-pub(crate) fn default_db(var: impl Fn(&str) -> Option<OsString>) -> Result<DefaultDb, String> {
-    let set = |name: &str| var(name).filter(|v| !v.is_empty()).map(PathBuf::from);
-    let absolute = |name: &str, path: PathBuf| {
-        if path.is_absolute() {
-            Ok(path)
-        } else {
-            Err(format!(
-                "${name} is {:?}, not an absolute path: a relative one would name a different \
-                 lease database in each working directory (use --store sqlite:PATH to mean that)",
-                path.display().to_string()
-            ))
-        }
-    };
-    if let Some(path) = set("LEASE_DB") {
-        return Ok(DefaultDb {
-            path: absolute("LEASE_DB", path)?,
-            from: "$LEASE_DB",
-            create_dir: false,
-        });
-    }
-    if let Some(state) = set("XDG_STATE_HOME") {
-        return Ok(DefaultDb {
-            path: absolute("XDG_STATE_HOME", state)?.join(STATE_SUBPATH),
-            from: "$XDG_STATE_HOME",
-            create_dir: true,
-        });
-    }
-    if let Some(home) = set("HOME") {
-        return Ok(DefaultDb {
-            path: absolute("HOME", home)?
-                .join(".local/state")
-                .join(STATE_SUBPATH),
-            from: "$HOME",
-            create_dir: true,
-        });
-    }
-    Err(
-        "no default lease database: none of $LEASE_DB, $XDG_STATE_HOME and $HOME is set \
-         (set LEASE_DB=/path/to/leases.db or pass --store sqlite:PATH)"
-            .to_owned(),
-    )
-}
-
 /// The default database of this process's environment.
-pub(crate) fn env_default_db() -> Result<DefaultDb, String> {
-    default_db(|name| std::env::var_os(name))
+pub(crate) fn env_default_db() -> Result<DefaultDatabase, String> {
+    DefaultDatabase::from_env().map_err(|e| e.to_string())
 }
 
 /// The store to use: the one given, else the default database.
@@ -231,8 +159,9 @@ pub(crate) fn sqlite_path(spec: &StoreSpec, create: bool) -> Result<&Path, CliEr
     match spec {
         StoreSpec::Sqlite(path) => Ok(path),
         StoreSpec::DefaultSqlite(Ok(db)) => {
-            if create && db.create_dir {
-                private_dir(db)?;
+            if create {
+                db.create_private_dir()
+                    .map_err(|e| CliError::store(chain(&e)))?;
             }
             Ok(&db.path)
         }
@@ -241,25 +170,6 @@ pub(crate) fn sqlite_path(spec: &StoreSpec, create: bool) -> Result<&Path, CliEr
             CliError::new(EXIT_USAGE, format!("{spec} is not an SQLite database")),
         ),
     }
-}
-
-/// Creates the default database's directory and any missing parent with mode 0700 (the file
-/// itself is created 0600 by the store). Existing directories are left as they are.
-fn private_dir(db: &DefaultDb) -> Result<(), CliError> {
-    let Some(dir) = db.path.parent() else {
-        return Ok(());
-    };
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| {
-            CliError::store(format!(
-                "cannot create directory {} for the default lease database (from {}): {e}",
-                dir.display(),
-                db.from
-            ))
-        })
 }
 
 /// The clock every store and manager here uses: `CLOCK_BOOTTIME`, shared by the host's
@@ -393,43 +303,5 @@ mod tests {
                 .unwrap_err()
                 .starts_with("unknown store")
         );
-    }
-
-    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<OsString> + 'a {
-        move |name| {
-            vars.iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| OsString::from(v))
-        }
-    }
-
-    #[test]
-    fn the_default_database_never_depends_on_the_working_directory() {
-        let db = default_db(env(&[("LEASE_DB", "/srv/l.db"), ("HOME", "/home/u")])).unwrap();
-        assert_eq!(db.path, Path::new("/srv/l.db"));
-        assert!(!db.create_dir);
-        let db = default_db(env(&[("XDG_STATE_HOME", "/s"), ("HOME", "/home/u")])).unwrap();
-        assert_eq!(db.path, Path::new("/s/lease/leases.db"));
-        assert_eq!(db.from, "$XDG_STATE_HOME");
-        let db = default_db(env(&[("XDG_STATE_HOME", ""), ("HOME", "/home/u")])).unwrap();
-        assert_eq!(db.path, Path::new("/home/u/.local/state/lease/leases.db"));
-        assert!(db.create_dir);
-        let db = default_db(env(&[("LEASE_DB", ""), ("HOME", "/home/u")])).unwrap();
-        assert_eq!(db.from, "$HOME");
-    }
-
-    #[test]
-    fn an_unusable_default_names_the_variable() {
-        let e = default_db(env(&[("LEASE_DB", "rel.db")])).unwrap_err();
-        assert!(e.contains("$LEASE_DB") && e.contains("absolute"), "{e}");
-        let e = default_db(env(&[("XDG_STATE_HOME", "state"), ("HOME", "/h")])).unwrap_err();
-        assert!(
-            e.contains("$XDG_STATE_HOME") && e.contains("absolute"),
-            "{e}"
-        );
-        let e = default_db(env(&[("HOME", "home")])).unwrap_err();
-        assert!(e.contains("$HOME"), "{e}");
-        let e = default_db(env(&[])).unwrap_err();
-        assert!(e.contains("$HOME") && e.contains("LEASE_DB"), "{e}");
     }
 }

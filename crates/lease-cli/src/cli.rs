@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::backend::{DEFAULT_DB_RULE, StoreSpec, env_default_db, parse_store};
+use lease_store_sqlite::DEFAULT_DATABASE_RULE;
+
+use crate::backend::{StoreSpec, env_default_db, parse_store};
 use crate::error::EXIT_CODES_HELP;
 use crate::human::{
     parse_duration, parse_entity, parse_holder, parse_lease, parse_model, parse_namespace,
@@ -24,7 +26,7 @@ fn store_help() -> String {
         Err(e) => format!("none: {e}"),
     };
     format!(
-        "{STORE_HELP} {DEFAULT_DB_RULE} (here: {here}), never the working directory; \
+        "{STORE_HELP} {DEFAULT_DATABASE_RULE} (here: {here}), never the working directory; \
          its directory is created 0700, the file 0600"
     )
 }

@@ -153,6 +153,10 @@ pub enum SqliteStoreError {
         #[source]
         source: io::Error,
     },
+    /// No default database can be worked out from the environment (see
+    /// [`DefaultDatabase`](crate::DefaultDatabase)); the message names the variable.
+    #[error("no default lease database: {0} (set LEASE_DB=/path/to/leases.db or name a file)")]
+    NoDefaultDatabase(String),
     /// The host's boot id could not be read.
     #[error("cannot read the host's boot id from {path}: {source}")]
     BootId {

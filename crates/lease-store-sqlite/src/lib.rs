@@ -65,6 +65,7 @@
 pub mod boot;
 mod changes;
 mod check;
+mod default_path;
 pub mod error;
 pub mod filesystem;
 pub mod kernel;
@@ -75,6 +76,7 @@ pub mod store;
 
 pub use boot::{BOOT_ID_PATH, host_boot_id};
 pub use check::{IntegrityReport, check_file};
+pub use default_path::{DEFAULT_DATABASE_RULE, DefaultDatabase};
 pub use error::SqliteStoreError;
 pub use kernel::{SystemWallClock, WallClock, host_machine_id};
 pub use open::{DEFAULT_BUSY_TIMEOUT, DEFAULT_PURGE_BATCH, NEW_FILE_MODE, SqliteStoreBuilder};

@@ -174,9 +174,11 @@ impl Backend {
                 let path = match path {
                     Some(p) => p,
                     None => {
-                        let p = crate::identity::default_database()?;
-                        crate::identity::create_private_parent(&p)?;
-                        p
+                        let db = lease_store_sqlite::DefaultDatabase::from_env()
+                            .map_err(|e| Error::NoDefaultPath(e.to_string()))?;
+                        db.create_private_dir()
+                            .map_err(|e| Error::NoDefaultPath(e.to_string()))?;
+                        db.path
                     }
                 };
                 let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());

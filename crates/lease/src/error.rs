@@ -23,7 +23,7 @@ pub enum Error {
     )]
     NoIdentity,
     /// The default SQLite path could not be worked out.
-    #[error("no default database path: {0}; call .path(...) or set LEASE_DB")]
+    #[error("{0}; or call .path(...)")]
     NoDefaultPath(String),
     /// The store could not be opened.
     #[error("opening the store: {0}")]
