@@ -1,0 +1,71 @@
+//! `lease run` stops its command, the whole process tree, inside the lease's guaranteed window:
+//! renewals stalled by another process holding the SQLite write lock past the ttl, a command
+//! that ignores SIGTERM and spreads (a grandchild, a double-forked daemon), and a second
+//! holder waiting with `--wait`. Every process of the first tree logs signs of life; none may
+//! come after the second command started.
+
+mod common;
+mod run_support;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use run_support::*;
+
+/// Holds the database's write lock (`BEGIN IMMEDIATE`) from another connection for `hold`, as a
+/// stalled or busy writer would; returns once the lock is taken.
+fn stall_writes(db: &std::path::Path, hold: Duration) -> std::thread::JoinHandle<()> {
+    let db = db.to_owned();
+    let (taken, wait) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.busy_timeout(Duration::from_secs(10)).unwrap();
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        taken.send(()).unwrap();
+        std::thread::sleep(hold);
+        conn.execute_batch("COMMIT").unwrap();
+    });
+    wait.recv_timeout(PATIENCE)
+        .expect("could not take the write lock");
+    handle
+}
+
+#[test]
+fn stalled_renewals_stop_the_whole_tree_before_the_next_holder_starts() {
+    let dir = tempdir();
+    let d = dir.path();
+    let _cleanup = Cleanup(d);
+    let script = stubborn_tree(d);
+    let mut first = lease(d);
+    first
+        .args(["run", "-l", "job", "--holder", "first", "--ttl", "3s"])
+        .args(["--", "sh", "-c", &script])
+        .stdout(Stdio::null())
+        // A file, not a pipe: a surviving process of the tree would hold a pipe open.
+        .stderr(std::fs::File::create(d.join("first.err")).unwrap());
+    let first = first.spawn().unwrap();
+    assert!(
+        eventually(PATIENCE, || d.join("ready").exists()),
+        "the first command never started"
+    );
+    // Renewals can no longer write: the lease expires 3 s after the last one started.
+    let stall = stall_writes(&d.join("leases.db"), Duration::from_millis(4500));
+    let mut second = lease(d);
+    second
+        .args(["run", "-l", "job", "--holder", "second", "--wait"])
+        .args(["--timeout", "25s", "--", "sh", "-c", &second_holder(d)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let second = second.spawn().unwrap();
+    stall.join().unwrap();
+
+    let (code, out, err) = decode(&wait_output(second, PATIENCE));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "second-ran");
+    assert_first_tree_gone_before_second(d);
+    let code = wait_code(first, PATIENCE);
+    let err = std::fs::read_to_string(d.join("first.err")).unwrap();
+    assert_eq!(code, 3, "the first run must report the lost lease: {err}");
+    assert!(err.contains("lost lease"), "{err}");
+}
