@@ -9,6 +9,10 @@
 //! * SQLite: N worker processes × M leases on one file, kill -9 and restart of random workers.
 //! * A mutation run: the same with workers that believe their windows last 3× what they claimed;
 //!   it passes only if the checker reports violations (the checker provably can fail).
+//! * `lease run`: several `lease run --wait` loops on one SQLite lease, with commands that ignore
+//!   SIGTERM and fork (a child, a double-forked daemon), the database's write lock held by another
+//!   process past the ttl at random, and supervisors SIGKILLed at random; no two commands' process
+//!   trees may ever be alive at once, and none may be left at the end.
 //! * Kubernetes: leader candidates on a *dedicated* local API server (ports 17543/17579, so that
 //!   stopping its etcd and kube-apiserver never disturbs a server someone else uses), with both
 //!   stopped and restarted mid-run, the leader SIGKILLed, and bursts of 5 candidates started at
@@ -29,11 +33,12 @@ use crate::cargo;
 pub(crate) const USAGE: &str = "\
 usage: cargo xtask torture [--short] [--sqlite-only|--k8s-only] [--seconds N] [--workers N] [--leases M]
 
-  --short        CI size (debug build; SQLite 4 workers × 3 leases for 8 s; one etcd restart and
-                 one burst round); writes target/torture/RELIABILITY-short.md
-  --sqlite-only  only the SQLite scenario (and the mutation run)
+  --short        CI size (debug build; SQLite 4 workers × 3 leases for 8 s; `lease run` 3 loops
+                 for 10 s; one etcd restart and one burst round); writes
+                 target/torture/RELIABILITY-short.md
+  --sqlite-only  only the SQLite scenarios (workers, the mutation run, `lease run`)
   --k8s-only     only the Kubernetes scenario
-  --seconds N    length of the SQLite run (default 60; 8 with --short)
+  --seconds N    length of the SQLite and `lease run` runs (default 60; 8 and 10 with --short)
   --workers N    SQLite worker processes (default 8; 4 with --short)
   --leases M     SQLite leases (default 3)
 ";
@@ -93,7 +98,14 @@ fn parse(args: &[String]) -> Result<Options, String> {
 pub(crate) fn run(root: &Path, args: &[String]) -> Result<(), String> {
     let o = parse(args)?;
     let profile = if o.short { "debug" } else { "release" };
-    let mut build = vec!["build", "-p", "lease-torture", "--locked"];
+    let mut build = vec![
+        "build",
+        "-p",
+        "lease-torture",
+        "-p",
+        "lease-cli",
+        "--locked",
+    ];
     if !o.short {
         build.push("--release");
     }
@@ -171,6 +183,12 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<(), String> {
              (`crates/lease-torture/tests/mutation.rs` runs both in `cargo test`.)\n",
         );
         sections.push(("mutation", text));
+
+        let ok = lease_run_torture(&exe, &target.join(profile).join("lease"), &work, &o)?;
+        if !ok {
+            failures.push("the `lease run` torture found overlapping commands or leftovers");
+        }
+        sections.push(("lease-run", read(&work.join("lease-run.md"))));
     }
 
     if o.k8s {
@@ -223,6 +241,32 @@ fn run_torture(exe: &Path, args: &[&str], envs: &[(&str, String)]) -> Result<boo
             args.join(" ")
         )),
     }
+}
+
+/// The `lease run` scenario: commands of `lease run --wait` loops must never be alive at once.
+fn lease_run_torture(exe: &Path, lease: &Path, work: &Path, o: &Options) -> Result<bool, String> {
+    let seconds = if o.short {
+        "10".to_owned()
+    } else {
+        o.seconds.to_string()
+    };
+    run_torture(
+        exe,
+        &[
+            "lease-run",
+            "--lease-exe",
+            &path_str(lease),
+            "--dir",
+            &path_str(&work.join("lease-run")),
+            "--holders",
+            if o.short { "3" } else { "4" },
+            "--seconds",
+            &seconds,
+            "--report",
+            &path_str(&work.join("lease-run.md")),
+        ],
+        &[],
+    )
 }
 
 /// The environment that points `cargo xtask k8s` at the dedicated server.

@@ -8,6 +8,9 @@
 //!   on a real kube-apiserver, while the orchestrator stops and restarts kube-apiserver and etcd
 //!   and kills the leader; plus bursts of candidates started at the same instant on a fresh
 //!   lease and on a stale lease left by a vanished holder.
+//! - [`lease_run`]: several `lease run --wait` loops on one SQLite lease, with commands that
+//!   ignore SIGTERM and fork, store stalls and SIGKILLed supervisors; its checker proves that
+//!   no two commands' process trees were ever alive at once.
 //! - [`check`]: the checkers. Every participant logs ([`event`]) each interval in which it may act
 //!   as holder, on the host's shared monotonic clock (`CLOCK_BOOTTIME`,
 //!   [`SystemClock`]); the checker proves that no two intervals of one
@@ -28,6 +31,7 @@
 pub mod check;
 pub mod event;
 pub mod k8s;
+pub mod lease_run;
 pub mod proc;
 pub mod report;
 pub mod sqlite;

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use lease_torture::{check, event, k8s, report, sqlite};
+use lease_torture::{check, event, k8s, lease_run, report, sqlite};
 
 /// Torture tests of the lease library.
 #[derive(Debug, Parser)]
@@ -112,6 +112,58 @@ enum Cmd {
             default_value = "Kubernetes: leader candidates on a real API server, restarts and bursts"
         )]
         title: String,
+    },
+    /// Run the `lease run` scenario: `lease run --wait` loops on one SQLite lease, commands
+    /// that ignore SIGTERM and fork, store stalls, SIGKILLed supervisors.
+    LeaseRun {
+        /// The `lease` binary.
+        #[arg(long)]
+        lease_exe: PathBuf,
+        /// Folder for the database and the logs (emptied first).
+        #[arg(long, default_value = "target/torture/lease-run")]
+        dir: PathBuf,
+        /// `lease run --wait` loops at once.
+        #[arg(long, default_value_t = 3)]
+        holders: u32,
+        /// Length of the run.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// The lease's ttl, ms.
+        #[arg(long, default_value_t = 1500)]
+        ttl_ms: u64,
+        /// Seed of the random choices (default: from the clock).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Write the report's Markdown section here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// The section's title.
+        #[arg(
+            long,
+            default_value = "`lease run`: commands that ignore SIGTERM and fork, store stalls, kill -9 of supervisors"
+        )]
+        title: String,
+    },
+    /// One command of the `lease run` scenario (started by `lease run`).
+    RunCommand {
+        /// Where to write the marks.
+        #[arg(long)]
+        dir: PathBuf,
+        /// main, child, forker or daemon.
+        #[arg(long, default_value = "main")]
+        role: String,
+        /// How long the main process works before exiting, ms.
+        #[arg(long, default_value_t = 500)]
+        hold_ms: u64,
+    },
+    /// Hold an SQLite database's write lock for a while (a stall of the `lease run` scenario).
+    StallSqlite {
+        /// The database.
+        #[arg(long)]
+        db: PathBuf,
+        /// How long, ms.
+        #[arg(long)]
+        ms: u64,
     },
     /// Check the logs in a folder again.
     Check {
@@ -293,6 +345,52 @@ fn run(command: Cmd) -> Result<bool, String> {
             write_report(report_path.as_ref(), &text)?;
             Ok(summary.passed())
         }
+        Cmd::LeaseRun {
+            lease_exe,
+            dir,
+            holders,
+            seconds,
+            ttl_ms,
+            seed,
+            report: report_path,
+            title,
+        } => lease_run_scenario(
+            lease_run::RunArgs {
+                dir,
+                lease_exe,
+                exe: exe()?,
+                holders,
+                duration: Duration::from_secs(seconds),
+                ttl: Duration::from_millis(ttl_ms),
+                stall_every: (
+                    Duration::from_millis(ttl_ms),
+                    Duration::from_millis(ttl_ms * 3),
+                ),
+                stall_length: (
+                    Duration::from_millis(ttl_ms * 4 / 3),
+                    Duration::from_millis(ttl_ms * 2),
+                ),
+                kill_every: Some((
+                    Duration::from_millis(ttl_ms),
+                    Duration::from_millis(ttl_ms * 3),
+                )),
+                hold: (
+                    Duration::from_millis(ttl_ms / 5),
+                    Duration::from_millis(ttl_ms * 2),
+                ),
+                seed: seed.unwrap_or_else(lease_torture::now),
+            },
+            &title,
+            report_path.as_ref(),
+        ),
+        Cmd::RunCommand { dir, role, hold_ms } => {
+            lease_run::command(&dir, &role, Duration::from_millis(hold_ms))?;
+            Ok(true)
+        }
+        Cmd::StallSqlite { db, ms } => {
+            lease_run::stall(&db, Duration::from_millis(ms))?;
+            Ok(true)
+        }
         Cmd::Check { dir, k8s, lease_ms } => {
             let (events, torn) =
                 event::read_dir(&dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
@@ -361,4 +459,24 @@ fn run(command: Cmd) -> Result<bool, String> {
             Ok(true)
         }
     }
+}
+
+/// The `lease run` scenario: runs it, prints and writes its report section.
+fn lease_run_scenario(
+    args: lease_run::RunArgs,
+    title: &str,
+    report_path: Option<&PathBuf>,
+) -> Result<bool, String> {
+    println!(
+        "lease-torture lease-run: {} loops for {} s, ttl {} ms (seed {})",
+        args.holders,
+        args.duration.as_secs(),
+        args.ttl.as_millis(),
+        args.seed
+    );
+    let summary = lease_run::run(args)?;
+    let text = lease_run::report_section(title, &summary);
+    print!("{text}");
+    write_report(report_path, &text)?;
+    Ok(summary.passed())
 }
