@@ -86,9 +86,9 @@ does not start CMD (exit 4). --kill-after must be shorter than --ttl, and --rene
 shorter than --ttl minus the margin.
 
 The process tree: CMD runs in its own process group, under a small supervisor process that is \
-a child subreaper (descendants that double-fork or call setsid come back to it, not to init). \
-On a lost lease, when CMD exits, and when `lease run` dies, even by SIGKILL, every remaining \
-process of the tree is killed. (Being in its own process group, CMD cannot read from the \
+a child subreaper (descendants that double-fork or call setsid come back to it, not to init) \
+and has a parent-death signal armed. On a lost lease, when CMD exits, and when `lease run` dies, \
+even by SIGKILL, every remaining process of the tree is killed. (Being in its own process group, CMD cannot read from the \
 terminal.)";
 
 /// Which namespace and model a lease is in.
