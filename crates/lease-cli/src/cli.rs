@@ -305,6 +305,10 @@ pub(crate) struct ExecChildArgs {
     /// The pid of the `lease run` that started this shim.
     #[arg(long)]
     pub(crate) parent: i32,
+    /// The file holding the instant (ns on CLOCK_BOOTTIME) at which the tree must be killed
+    /// unless `lease run` moved it.
+    #[arg(long)]
+    pub(crate) deadline_file: Option<PathBuf>,
     /// The command to run.
     #[arg(last = true, required = true)]
     pub(crate) command: Vec<OsString>,

@@ -85,7 +85,11 @@ fn clap_error(e: &clap::Error) -> ExitCode {
 fn execute(cli: Cli) -> Result<u8, CliError> {
     // The shim of `lease run` builds its own runtime.
     if let Command::ExecChild(args) = &cli.command {
-        return Ok(run::shim(args.parent, &args.command));
+        return Ok(run::shim(
+            args.parent,
+            args.deadline_file.as_deref(),
+            &args.command,
+        ));
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

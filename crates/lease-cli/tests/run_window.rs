@@ -69,3 +69,59 @@ fn stalled_renewals_stop_the_whole_tree_before_the_next_holder_starts() {
     assert_eq!(code, 3, "the first run must report the lost lease: {err}");
     assert!(err.contains("lost lease"), "{err}");
 }
+
+#[test]
+fn a_stopped_lease_run_cannot_keep_its_command_past_the_window() {
+    let dir = tempdir();
+    let d = dir.path();
+    let _cleanup = Cleanup(d);
+    let script = stubborn_tree(d);
+    let mut first = lease(d);
+    first
+        .args(["run", "-l", "job", "--holder", "first", "--ttl", "2s"])
+        .args(["--", "sh", "-c", &script])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(d.join("first.err")).unwrap());
+    let first = first.spawn().unwrap();
+    assert!(
+        eventually(PATIENCE, || d.join("ready").exists()),
+        "the first command never started"
+    );
+    // A paused supervisor (SIGSTOP, or Ctrl-Z: the command is in another process group and
+    // does not stop with it) renews nothing; the command must still be gone when the lease
+    // expires.
+    let pid = first.id().to_string();
+    let kill = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    };
+    kill("-STOP");
+    let (code, out, err) = lease_args(
+        d,
+        &[
+            "run",
+            "-l",
+            "job",
+            "--holder",
+            "second",
+            "--wait",
+            "--timeout",
+            "25s",
+            "--",
+            "sh",
+            "-c",
+            &second_holder(d),
+        ],
+    );
+    kill("-CONT");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "second-ran");
+    assert_first_tree_gone_before_second(d);
+    let code = wait_code(first, PATIENCE);
+    let err = std::fs::read_to_string(d.join("first.err")).unwrap();
+    assert_eq!(code, 3, "the first run must report the lost lease: {err}");
+}

@@ -10,7 +10,9 @@
 //!   group, a subreaper, a catchable parent-death signal) and the sweeps that kill it;
 //! - [`renew`]: the renewals, on a thread of their own;
 //! - [`watchdog`]: the clock, on a thread of its own: SIGTERM when the lease is lost, SIGKILL
-//!   before the window ends.
+//!   before the window ends;
+//! - [`deadline`]: the kill deadline shared with the shim, which enforces it on its own when
+//!   `lease run` is stopped or starved.
 //!
 //! The main thread claims, starts the shim (from the main thread: the shim's parent-death
 //! signal fires when the thread that forked it ends), passes SIGTERM, SIGINT and SIGHUP on to
@@ -18,6 +20,7 @@
 //! reaped. Only then is the lease released.
 
 mod claim;
+mod deadline;
 mod renew;
 mod timing;
 mod tree;
@@ -89,10 +92,22 @@ pub(crate) async fn run(spec: &StoreSpec, args: RunArgs) -> Result<u8, CliError>
     let mut terms = signal(SignalKind::terminate()).ok();
     let mut ints = signal(SignalKind::interrupt()).ok();
     let mut hups = signal(SignalKind::hangup()).ok();
+    // The shim enforces the window too, through this file.
+    let deadline_dir = tempfile::Builder::new()
+        .prefix("lease-run-")
+        .tempdir()
+        .map_err(|e| CliError::store(format!("cannot create a temporary folder: {e}")))?;
+    let deadline = deadline::DeadlineFile::create(
+        deadline_dir.path(),
+        timing.kill_at(claimed.window_start, None),
+    )
+    .map_err(|e| CliError::store(format!("cannot write the command's deadline: {e}")))?;
     let spawned = std::process::Command::new(exe)
         .arg("__exec-child")
         .arg("--parent")
         .arg(pid.to_string())
+        .arg("--deadline-file")
+        .arg(deadline.path())
         .arg("--")
         .args(&args.command)
         .env("LEASE_HOLDER", &holder)
@@ -122,6 +137,7 @@ pub(crate) async fn run(spec: &StoreSpec, args: RunArgs) -> Result<u8, CliError>
             me: i32::try_from(pid).unwrap_or(0),
             lease: format!("lease {key} (generation {generation})"),
             program: program.clone(),
+            deadline,
         },
         lost.clone(),
     );

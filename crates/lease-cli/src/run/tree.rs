@@ -19,6 +19,10 @@
 //!   parent is still `PID` after arming it: if `lease run` died first, the shim was re-parented
 //!   and does not start CMD. (The kernel fires the signal when the *thread* that forked the
 //!   shim ends, so `lease run` spawns it from its main thread.)
+//! - it enforces the lease's window on its own: `lease run` shares the kill deadline with it
+//!   through a file ([`deadline`](super::deadline)), moved after each renewal; if the deadline
+//!   comes and has not moved (`lease run` stopped or starved), the shim kills the tree. It also
+//!   checks the deadline right before starting CMD;
 //! - when CMD's main process exits, the shim kills what CMD left behind, so nothing of the tree
 //!   outlives the release of the lease; it then exits with CMD's status (its exit code, or
 //!   128+N for signal N), once it has no child left. Its exit means "the tree is gone".
@@ -34,12 +38,15 @@
 
 use std::ffi::OsString;
 use std::io;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use lease_core::Timestamp;
 use rustix::process::{Pid, Signal, WaitOptions};
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::backend;
 use crate::error::{EXIT_CANNOT_EXEC, EXIT_LOST, EXIT_STORE, EXIT_USAGE};
 
 /// What `/proc/PID/stat` says of one process.
@@ -187,7 +194,7 @@ pub(crate) fn sweep_after_shim(shim: Pid) {
 
 /// `lease __exec-child`: the shim. Returns its exit code: CMD's status, or a `lease` code
 /// when CMD could not be started.
-pub(crate) fn shim(parent: i32, command: &[OsString]) -> u8 {
+pub(crate) fn shim(parent: i32, deadline_file: Option<&Path>, command: &[OsString]) -> u8 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -198,10 +205,10 @@ pub(crate) fn shim(parent: i32, command: &[OsString]) -> u8 {
             return EXIT_STORE;
         }
     };
-    runtime.block_on(supervise(parent, command))
+    runtime.block_on(supervise(parent, deadline_file, command))
 }
 
-async fn supervise(parent: i32, command: &[OsString]) -> u8 {
+async fn supervise(parent: i32, deadline_file: Option<&Path>, command: &[OsString]) -> u8 {
     // The handlers first: from here on, the signals `lease run` sends the group leave the shim
     // alone, and a kill request is caught.
     let (Ok(mut terms), Ok(mut ints), Ok(mut hups), Ok(mut kills)) = (
@@ -232,6 +239,17 @@ async fn supervise(parent: i32, command: &[OsString]) -> u8 {
         eprintln!("lease: error: missing command after --");
         return EXIT_USAGE;
     };
+    // The window, checked once more right before CMD starts.
+    let clock = backend::clock();
+    let mut deadline = match deadline_file.map(super::deadline::read) {
+        None => Timestamp::MAX,
+        Some(Some(at)) if clock.now() < at => at,
+        Some(_) => {
+            eprintln!("lease: error: the lease's window has ended; not starting the command");
+            return EXIT_LOST;
+        }
+    };
+    let mut expired = false;
     let child = match std::process::Command::new(program).args(rest).spawn() {
         Ok(child) => child,
         Err(err) => {
@@ -269,6 +287,22 @@ async fn supervise(parent: i32, command: &[OsString]) -> u8 {
                 // `lease run` is gone (or asks for it): nothing of the tree may go on.
                 sweeping.store(true, Ordering::SeqCst);
                 kill_targets(targets);
+            }
+            () = clock.sleep_until(deadline), if !expired => {
+                match deadline_file.and_then(super::deadline::read) {
+                    Some(at) if clock.now() < at => deadline = at,
+                    _ => {
+                        // `lease run` did not renew in time and did not stop the tree (it is
+                        // stopped or starved): the window is about to end.
+                        expired = true;
+                        eprintln!(
+                            "lease: error: lease run (pid {parent}) did not renew the lease in \
+                             time; killing the command's processes before the lease expires"
+                        );
+                        sweeping.store(true, Ordering::SeqCst);
+                        kill_targets(targets);
+                    }
+                }
             }
             // Meant for CMD: `lease run` signals the whole group, the shim included.
             Some(()) = terms.recv() => {}

@@ -46,6 +46,8 @@ pub(crate) struct Watched {
     pub(crate) lease: String,
     /// The command, for messages.
     pub(crate) program: String,
+    /// The kill deadline shared with the shim.
+    pub(crate) deadline: super::deadline::DeadlineFile,
 }
 
 impl Watchdog {
@@ -140,8 +142,15 @@ fn watch(
         match rx.recv_timeout(pause) {
             Ok(Event::Renewed(start)) => {
                 // Once lost, always lost: the command has been told to stop.
-                if lost.is_none() {
-                    last_ok = last_ok.max(start);
+                if lost.is_none() && start > last_ok {
+                    last_ok = start;
+                    if let Err(e) = w.deadline.set(timing.kill_at(last_ok, None)) {
+                        eprintln!(
+                            "lease: warning: cannot move the deadline in {}: {e} (the command \
+                             will be stopped at the old one)",
+                            w.deadline.path().display()
+                        );
+                    }
                 }
             }
             Ok(Event::Lost(reason)) => {
