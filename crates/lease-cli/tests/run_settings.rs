@@ -24,6 +24,8 @@ fn settings_that_cannot_fit_the_window_are_refused() {
             "--renew-deadline",
         ),
         (&["--ttl", "2ms"], "--ttl"),
+        (&["--ttl", "300000000000y"], "--ttl"),
+        (&["--kill-after", "300000000000y"], "--kill-after"),
         (&["--renew-deadline", "0s"], "zero duration"),
     ];
     for (flags, needle) in cases {

@@ -146,12 +146,20 @@ pub(crate) async fn run(spec: &StoreSpec, args: RunArgs) -> Result<u8, CliError>
     // be reused while signals may still be sent to the group), then sweeps what is left.
     let (gone_tx, mut gone) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
-        let status = rustix::process::waitid(
-            rustix::process::WaitId::Pid(group),
-            rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOWAIT,
-        );
-        tree::sweep_after_shim(group);
-        let _ = gone_tx.send(status.is_ok());
+        let exited = loop {
+            match rustix::process::waitid(
+                rustix::process::WaitId::Pid(group),
+                rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOWAIT,
+            ) {
+                Err(rustix::io::Errno::INTR) => {}
+                other => break other.is_ok(),
+            }
+        };
+        // Only once the shim is gone: sweeping kills its group.
+        if exited {
+            tree::sweep_after_shim(group);
+        }
+        let _ = gone_tx.send(exited);
     });
 
     let renewer = renew::Renewer::start(
@@ -177,20 +185,27 @@ pub(crate) async fn run(spec: &StoreSpec, args: RunArgs) -> Result<u8, CliError>
         }
     };
 
-    loop {
+    let exited = loop {
         let forward = |sig: Signal| {
             let _ = rustix::process::kill_process_group(group, sig);
         };
         tokio::select! {
-            _ = &mut gone => break,
+            exited = &mut gone => break exited.unwrap_or(false),
             Some(()) = recv(&mut terms) => forward(Signal::TERM),
             Some(()) = recv(&mut ints) => forward(Signal::INT),
             Some(()) = recv(&mut hups) => forward(Signal::HUP),
         }
-    }
-    // The tree is gone: no more signals to the group; reap the shim (its status is CMD's).
-    let verdict = watchdog.finish();
-    let status = shim.wait();
+    };
+    let (verdict, status) = if exited {
+        // The tree is gone: no more signals to the group; reap the shim (its status is CMD's).
+        let verdict = watchdog.finish();
+        (verdict, shim.wait())
+    } else {
+        // Watching the shim failed (it should not): keep the watchdog until it is really gone.
+        let status = shim.wait();
+        tree::sweep_after_shim(group);
+        (watchdog.finish(), status)
+    };
     if let Some(r) = renewer {
         r.finish(RELEASE_WAIT.min(timing.ttl.max(Duration::from_secs(1))))
             .await;

@@ -22,6 +22,9 @@ use crate::human::format_duration;
 /// The shortest `--ttl` `lease run` accepts: below it, the safety margin (a tenth) is shorter
 /// than a loaded host takes to schedule the kill.
 pub(crate) const MIN_TTL: Duration = Duration::from_millis(100);
+/// The longest `--ttl` `lease run` accepts: instants are nanoseconds since boot in 64 bits
+/// (584 years), and a longer ttl is a typo, not a plan.
+pub(crate) const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// `--kill-after` when not given, capped as every kill-after is by the window.
 pub(crate) const DEFAULT_KILL_AFTER: Duration = Duration::from_secs(10);
 
@@ -57,6 +60,12 @@ impl Timing {
                 "--ttl {} is too short for `lease run`: at least {}",
                 format_duration(ttl),
                 format_duration(MIN_TTL)
+            )));
+        }
+        if ttl > MAX_TTL {
+            return Err(usage(format!(
+                "--ttl {} is too long: at most 100 years",
+                format_duration(ttl)
             )));
         }
         let margin = ttl / 10;
@@ -166,11 +175,18 @@ mod tests {
     }
 
     #[test]
-    fn extreme_durations_saturate() {
-        let t = Timing::new(Duration::MAX, None, None).unwrap();
-        let start = Timestamp::from_nanos(5);
+    fn extreme_durations_are_refused_or_saturate() {
+        let err = Timing::new(Duration::MAX, None, None).unwrap_err();
+        assert!(err.message.contains("--ttl"), "{}", err.message);
+        let t = Timing::new(MAX_TTL, None, Some(MAX_TTL / 2)).unwrap();
+        // Late in the clock's range, sums saturate instead of wrapping.
+        let start = Timestamp::MAX.saturating_sub(Duration::from_secs(5));
         assert_eq!(t.window_end(start), Timestamp::MAX);
-        assert!(t.kill_at(start, Some(Timestamp::MAX)) <= Timestamp::MAX);
-        assert!(t.lost_at(start) <= t.window_end(start));
+        assert_eq!(t.lost_at(start), Timestamp::MAX);
+        assert!(t.kill_at(start, Some(start)) <= t.window_end(start));
+        // Early in it, the kill comes before the window ends, never at once.
+        let start = Timestamp::from_nanos(5);
+        assert!(t.kill_at(start, None) < t.window_end(start));
+        assert!(t.kill_at(start, None) > start.saturating_add(t.renew_deadline));
     }
 }
