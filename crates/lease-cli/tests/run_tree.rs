@@ -105,3 +105,28 @@ fn the_rest_of_the_tree_dies_when_the_command_exits() {
         "processes outlived the command and the release of the lease: {alive:?}"
     );
 }
+
+#[test]
+fn the_command_may_signal_its_own_group_with_sigusr1() {
+    let dir = tempdir();
+    let d = dir.path();
+    let _cleanup = Cleanup(d);
+    let p = path_str(d);
+    // SIGUSR1 is the supervisor's parent-death signal; from CMD it must not kill the tree.
+    let script = format!(
+        "trap 'echo usr1 >> {p}/got' USR1\n\
+         sh -c \"trap '' USR1; echo \\$\\$ >> {p}/pids; exec sleep 300\" &\n\
+         while [ ! -s {p}/pids ]; do sleep 0.01; done\n\
+         kill -USR1 0\n\
+         sleep 0.3\n\
+         kill -0 $(cat {p}/pids) && echo bg-alive\n\
+         kill $(cat {p}/pids)\n"
+    );
+    let (code, out, err) = lease_args(d, &["run", "-l", "job", "--", "sh", "-c", &script]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "bg-alive", "{err}");
+    assert_eq!(
+        std::fs::read_to_string(d.join("got")).unwrap().trim(),
+        "usr1"
+    );
+}

@@ -284,9 +284,18 @@ async fn supervise(parent: i32, deadline_file: Option<&Path>, command: &[OsStrin
         tokio::select! {
             status = &mut done => return status.ok().flatten().map_or(EXIT_STORE, status_code),
             Some(()) = kills.recv() => {
-                // `lease run` is gone (or asks for it): nothing of the tree may go on.
-                sweeping.store(true, Ordering::SeqCst);
-                kill_targets(targets);
+                // The parent-death signal, unless CMD signalled its own group with SIGUSR1:
+                // only a parent that is really gone counts.
+                let ppid = rustix::process::getppid().map(|p| p.as_raw_nonzero().get());
+                if ppid != Some(parent) && !sweeping.swap(true, Ordering::SeqCst) {
+                    eprintln!(
+                        "lease: error: lease run (pid {parent}) died; killing the command's \
+                         processes"
+                    );
+                }
+                if ppid != Some(parent) {
+                    kill_targets(targets);
+                }
             }
             () = clock.sleep_until(deadline), if !expired => {
                 match deadline_file.and_then(super::deadline::read) {
