@@ -125,3 +125,42 @@ fn a_stopped_lease_run_cannot_keep_its_command_past_the_window() {
     let err = std::fs::read_to_string(d.join("first.err")).unwrap();
     assert_eq!(code, 3, "the first run must report the lost lease: {err}");
 }
+
+#[test]
+fn a_claim_that_comes_back_too_late_does_not_start_the_command() {
+    let dir = tempdir();
+    let d = dir.path();
+    // Create the database, then hold its write lock for 900 ms: the claim waits for it.
+    let (code, _, err) = lease_args(d, &["list"]);
+    assert_eq!(code, 0, "{err}");
+    let marker = d.join("ran");
+    let stall = stall_writes(&d.join("leases.db"), Duration::from_millis(900));
+    let touch = format!("touch {}", path_str(&marker));
+    // Renew deadline 200 ms: a claim answered later than that would be given up at once.
+    let (code, _, err) = lease_args(
+        d,
+        &[
+            "run",
+            "-l",
+            "job",
+            "--ttl",
+            "3s",
+            "--renew-deadline",
+            "200ms",
+            "--",
+            "sh",
+            "-c",
+            &touch,
+        ],
+    );
+    stall.join().unwrap();
+    assert_eq!(code, 4, "{err}");
+    assert_one_error_line(&err, "not starting");
+    assert!(
+        !marker.exists(),
+        "the command ran on a claim that came back too late"
+    );
+    // And the lease was given back.
+    let (_, out, _) = lease_args(d, &["show", "-l", "job", "--json"]);
+    assert_eq!(json(&out)["held"], false);
+}
