@@ -189,6 +189,21 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<(), String> {
             failures.push("the `lease run` torture found overlapping commands or leftovers");
         }
         sections.push(("lease-run", read(&work.join("lease-run.md"))));
+
+        let ok = lease_run_mutation(&exe, &target.join(profile).join("lease"), &work)?;
+        if !ok {
+            failures.push(
+                "the `lease run` mutation run: the checker did NOT catch commands that outlive \
+                 their lease",
+            );
+        }
+        let mut text = read(&work.join("lease-run-mutation.md"));
+        text.push_str(
+            "\nThe same scenario, except that every sign of life of every process also claims \
+             that the process lives 3 s longer than it does. The run passes only if the checker \
+             reports overlaps, so the zero above is not the checker's blindness.\n",
+        );
+        sections.push(("lease-run-mutation", text));
     }
 
     if o.k8s {
@@ -264,6 +279,33 @@ fn lease_run_torture(exe: &Path, lease: &Path, work: &Path, o: &Options) -> Resu
             &seconds,
             "--report",
             &path_str(&work.join("lease-run.md")),
+        ],
+        &[],
+    )
+}
+
+/// The `lease run` scenario with commands whose signs of life claim 3 s more: it passes only if
+/// the checker reports overlaps.
+fn lease_run_mutation(exe: &Path, lease: &Path, work: &Path) -> Result<bool, String> {
+    run_torture(
+        exe,
+        &[
+            "lease-run",
+            "--lease-exe",
+            &path_str(lease),
+            "--dir",
+            &path_str(&work.join("lease-run-mutation")),
+            "--holders",
+            "2",
+            "--seconds",
+            "4",
+            "--skew-ms",
+            "3000",
+            "--expect-violations",
+            "--title",
+            "Mutation check: the `lease run` checker catches commands that outlive their lease",
+            "--report",
+            &path_str(&work.join("lease-run-mutation.md")),
         ],
         &[],
     )

@@ -47,6 +47,9 @@ pub struct RunArgs {
     pub hold: (Duration, Duration),
     /// Seed of the random choices.
     pub seed: u64,
+    /// MUTATION: every sign of life also claims the process lives this much longer than it
+    /// does, so that the checker must report overlaps (zero for a real run).
+    pub skew: Duration,
 }
 
 /// What the run did and what the checker found.
@@ -343,10 +346,11 @@ fn start_run(
     hold: Duration,
 ) -> std::io::Result<Child> {
     let script = format!(
-        "trap '' TERM; exec '{}' run-command --dir '{}' --hold-ms {}",
+        "trap '' TERM; exec '{}' run-command --dir '{}' --hold-ms {} --skew-ms {}",
         args.exe.display(),
         marks.display(),
-        hold.as_millis()
+        hold.as_millis(),
+        args.skew.as_millis()
     );
     let ttl = format!("{}ms", args.ttl.as_millis());
     Command::new(&args.lease_exe)
@@ -384,7 +388,7 @@ fn leftovers(pids: &[u32]) -> Vec<String> {
 /// # Errors
 ///
 /// When a process cannot be started or the marks cannot be written.
-pub fn command(dir: &Path, role: &str, hold: Duration) -> Result<(), String> {
+pub fn command(dir: &Path, role: &str, hold: Duration, skew: Duration) -> Result<(), String> {
     let fence: u64 = std::env::var("LEASE_FENCE")
         .ok()
         .and_then(|f| f.parse().ok())
@@ -396,8 +400,16 @@ pub fn command(dir: &Path, role: &str, hold: Duration) -> Result<(), String> {
         .append(true)
         .open(&path)
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let skew_ns = u64::try_from(skew.as_nanos()).unwrap_or(u64::MAX);
     let mut mark = || {
-        let line = format!("{fence} {pid} {role} {}\n", now());
+        let at = now();
+        let mut line = format!("{fence} {pid} {role} {at}\n");
+        if skew_ns > 0 {
+            line.push_str(&format!(
+                "{fence} {pid} {role} {}\n",
+                at.saturating_add(skew_ns)
+            ));
+        }
         file.write_all(line.as_bytes())
             .map_err(|e| format!("cannot write {}: {e}", path.display()))
     };
@@ -407,6 +419,8 @@ pub fn command(dir: &Path, role: &str, hold: Duration) -> Result<(), String> {
         Command::new(&me)
             .args(["run-command", "--role", role, "--dir"])
             .arg(dir)
+            .arg("--skew-ms")
+            .arg(skew.as_millis().to_string())
             .stdin(Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start the {role}: {e}"))
@@ -510,6 +524,13 @@ pub fn report_section(title: &str, s: &Summary) -> String {
             ms(hi)
         ))
     );
+    if !a.skew.is_zero() {
+        let _ = writeln!(
+            out,
+            "| **mutation** | every sign of life claims the process lives {} longer |",
+            ms(a.skew)
+        );
+    }
     let _ = writeln!(out, "| seed | {} |\n", a.seed);
     let _ = writeln!(out, "| result | value |\n| --- | --- |");
     let _ = writeln!(out, "| `lease run` invocations | {} |", s.runs);

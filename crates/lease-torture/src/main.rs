@@ -143,6 +143,12 @@ enum Cmd {
             default_value = "`lease run`: commands that ignore SIGTERM and fork, store stalls, kill -9 of supervisors"
         )]
         title: String,
+        /// MUTATION: every sign of life also claims this many ms more of life.
+        #[arg(long, default_value_t = 0)]
+        skew_ms: u64,
+        /// Succeed only if the checker finds violations (for a mutation run).
+        #[arg(long)]
+        expect_violations: bool,
     },
     /// One command of the `lease run` scenario (started by `lease run`).
     RunCommand {
@@ -155,6 +161,9 @@ enum Cmd {
         /// How long the main process works before exiting, ms.
         #[arg(long, default_value_t = 500)]
         hold_ms: u64,
+        /// See `lease-run --skew-ms`.
+        #[arg(long, default_value_t = 0)]
+        skew_ms: u64,
     },
     /// Hold an SQLite database's write lock for a while (a stall of the `lease run` scenario).
     StallSqlite {
@@ -354,6 +363,8 @@ fn run(command: Cmd) -> Result<bool, String> {
             seed,
             report: report_path,
             title,
+            skew_ms,
+            expect_violations,
         } => lease_run_scenario(
             lease_run::RunArgs {
                 dir,
@@ -379,12 +390,24 @@ fn run(command: Cmd) -> Result<bool, String> {
                     Duration::from_millis(ttl_ms * 2),
                 ),
                 seed: seed.unwrap_or_else(lease_torture::now),
+                skew: Duration::from_millis(skew_ms),
             },
             &title,
             report_path.as_ref(),
+            expect_violations,
         ),
-        Cmd::RunCommand { dir, role, hold_ms } => {
-            lease_run::command(&dir, &role, Duration::from_millis(hold_ms))?;
+        Cmd::RunCommand {
+            dir,
+            role,
+            hold_ms,
+            skew_ms,
+        } => {
+            lease_run::command(
+                &dir,
+                &role,
+                Duration::from_millis(hold_ms),
+                Duration::from_millis(skew_ms),
+            )?;
             Ok(true)
         }
         Cmd::StallSqlite { db, ms } => {
@@ -466,6 +489,7 @@ fn lease_run_scenario(
     args: lease_run::RunArgs,
     title: &str,
     report_path: Option<&PathBuf>,
+    expect_violations: bool,
 ) -> Result<bool, String> {
     println!(
         "lease-torture lease-run: {} loops for {} s, ttl {} ms (seed {})",
@@ -478,5 +502,9 @@ fn lease_run_scenario(
     let text = lease_run::report_section(title, &summary);
     print!("{text}");
     write_report(report_path, &text)?;
-    Ok(summary.passed())
+    if expect_violations {
+        Ok(!summary.violations.is_empty())
+    } else {
+        Ok(summary.passed())
+    }
 }
