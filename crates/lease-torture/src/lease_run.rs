@@ -284,9 +284,9 @@ pub fn run(args: RunArgs) -> Result<Summary, String> {
     if let Some(mut s) = stall {
         let _ = proc::wait_timeout(&mut s, Duration::from_secs(30));
     }
-    // Let the runs under way finish (each command's main process exits on its own), then
-    // SIGKILL whatever supervisor is still waiting for the lease.
-    let grace = Instant::now() + args.hold.1 + args.ttl * 3;
+    // Give the runs under way a moment to finish (each command's main process exits on its
+    // own), then SIGKILL every supervisor still running: one more test of the shim.
+    let grace = Instant::now() + args.ttl * 2;
     for slot in slots.iter() {
         loop {
             let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
