@@ -56,6 +56,16 @@ pub(crate) async fn run(spec: &StoreSpec, args: RunArgs) -> Result<u8, CliError>
     let request = Request::new(holder.clone(), timing.ttl)
         .with_metadata(serde_json::json!({"pid": pid, "command": program}));
     let clock = backend::clock();
+    // What starting CMD needs, before the lease is taken.
+    let exe = std::env::current_exe().map_err(|e| {
+        CliError::store(format!(
+            "cannot find the lease executable to start CMD: {e}"
+        ))
+    })?;
+    let deadline_dir = tempfile::Builder::new()
+        .prefix("lease-run-")
+        .tempdir()
+        .map_err(|e| CliError::store(format!("cannot create a temporary folder: {e}")))?;
     let mut store = backend::open(spec).await?;
 
     let claimed = claim::acquire(
@@ -80,11 +90,6 @@ pub(crate) async fn run(spec: &StoreSpec, args: RunArgs) -> Result<u8, CliError>
         )));
     }
 
-    let exe = std::env::current_exe().map_err(|e| {
-        CliError::store(format!(
-            "cannot find the lease executable to start CMD: {e}"
-        ))
-    })?;
     // The second line of defence: descendants of a shim that died come back to us. (The
     // argument is a flag: any pid sets the attribute, `None` clears it.)
     let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
@@ -93,15 +98,19 @@ pub(crate) async fn run(spec: &StoreSpec, args: RunArgs) -> Result<u8, CliError>
     let mut ints = signal(SignalKind::interrupt()).ok();
     let mut hups = signal(SignalKind::hangup()).ok();
     // The shim enforces the window too, through this file.
-    let deadline_dir = tempfile::Builder::new()
-        .prefix("lease-run-")
-        .tempdir()
-        .map_err(|e| CliError::store(format!("cannot create a temporary folder: {e}")))?;
-    let deadline = deadline::DeadlineFile::create(
+    let deadline = match deadline::DeadlineFile::create(
         deadline_dir.path(),
         timing.kill_at(claimed.window_start, None),
-    )
-    .map_err(|e| CliError::store(format!("cannot write the command's deadline: {e}")))?;
+    ) {
+        Ok(file) => file,
+        Err(e) => {
+            release(store.as_mut(), &key, &holder).await;
+            return Err(CliError::store(format!(
+                "cannot write the command's deadline in {}: {e}",
+                deadline_dir.path().display()
+            )));
+        }
+    };
     let spawned = std::process::Command::new(exe)
         .arg("__exec-child")
         .arg("--parent")
