@@ -82,7 +82,7 @@ SIGTERM, then SIGKILL after --kill-after (default 10s), but never later than the
 minus a safety margin of a tenth of --ttl. So CMD, all of its process tree, is gone before the \
 lease can pass to another holder, whatever CMD does with SIGTERM and however long a store call \
 hangs; `lease run` then exits with 3. A claim that comes back after --renew-deadline has passed \
-does not start CMD (exit 4). --kill-after must be shorter than --ttl, and --renew-deadline \
+does not start CMD (exit 4; with --wait, the lease is given back and claimed again). --kill-after must be shorter than --ttl, and --renew-deadline \
 shorter than --ttl minus the margin.
 
 The process tree: CMD runs in its own process group, under a small supervisor process that is \

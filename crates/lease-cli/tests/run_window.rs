@@ -164,3 +164,35 @@ fn a_claim_that_comes_back_too_late_does_not_start_the_command() {
     let (_, out, _) = lease_args(d, &["show", "-l", "job", "--json"]);
     assert_eq!(json(&out)["held"], false);
 }
+
+#[test]
+fn with_wait_a_claim_that_comes_back_too_late_is_given_back_and_tried_again() {
+    let dir = tempdir();
+    let d = dir.path();
+    let (code, _, err) = lease_args(d, &["list"]);
+    assert_eq!(code, 0, "{err}");
+    let stall = stall_writes(&d.join("leases.db"), Duration::from_millis(900));
+    let (code, out, err) = lease_args(
+        d,
+        &[
+            "run",
+            "-l",
+            "job",
+            "--wait",
+            "--ttl",
+            "3s",
+            "--renew-deadline",
+            "200ms",
+            "--",
+            "sh",
+            "-c",
+            "echo $LEASE_FENCE",
+        ],
+    );
+    stall.join().unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("trying again"), "{err}");
+    // The late claim was generation 1, given back; the command ran under a later one.
+    let fence: u64 = out.trim().parse().unwrap();
+    assert!(fence >= 2, "{out}");
+}

@@ -103,7 +103,13 @@ async fn read(store: &mut dyn Store, key: &Key) -> lease_core::Result<Option<Inf
     Ok(map.remove(key))
 }
 
-/// Claims the lease: at once, or (with `wait`) when it frees up, giving up after `timeout`.
+/// When a `--wait` gives up: `timeout` from now; `None` (never) when that is beyond the clock.
+pub(crate) fn wait_deadline(timeout: Option<Duration>) -> Option<tokio::time::Instant> {
+    timeout.and_then(|t| tokio::time::Instant::now().checked_add(t))
+}
+
+/// Claims the lease: at once, or (with `wait`) when it frees up, giving up at `deadline` (the
+/// end of `--timeout`, which messages name).
 ///
 /// # Errors
 ///
@@ -115,10 +121,9 @@ pub(crate) async fn acquire(
     request: &Request,
     wait: bool,
     timeout: Option<Duration>,
+    deadline: Option<tokio::time::Instant>,
 ) -> Result<Claimed, CliError> {
     let clock = backend::clock();
-    // A timeout too large for the clock means no timeout.
-    let deadline = timeout.and_then(|t| tokio::time::Instant::now().checked_add(t));
     let mut manager = None;
     let mut transient = 0;
     let mut ambiguous_since = None;

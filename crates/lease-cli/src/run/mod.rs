@@ -68,27 +68,37 @@ pub(crate) async fn run(spec: &StoreSpec, args: RunArgs) -> Result<u8, CliError>
         .map_err(|e| CliError::store(format!("cannot create a temporary folder: {e}")))?;
     let mut store = backend::open(spec).await?;
 
-    let claimed = claim::acquire(
-        spec,
-        store.as_mut(),
-        &key,
-        &request,
-        args.wait,
-        args.timeout,
-    )
-    .await?;
-    let generation = claimed.info.generation;
-    // A claim that came back too late would be given up at once: do not start the command.
-    let now = clock.now();
-    if now >= timing.lost_at(claimed.window_start) {
+    let deadline = claim::wait_deadline(args.timeout);
+    let claimed = loop {
+        let claimed = claim::acquire(
+            spec,
+            store.as_mut(),
+            &key,
+            &request,
+            args.wait,
+            args.timeout,
+            deadline,
+        )
+        .await?;
+        // A claim that came back too late would be given up at once: do not start the command
+        // (with --wait, give it back and try again).
+        let now = clock.now();
+        if now < timing.lost_at(claimed.window_start) {
+            break claimed;
+        }
         release(store.as_mut(), &key, &holder).await;
-        return Err(CliError::store(format!(
+        let text = format!(
             "claimed lease {key}, but the store answered {} after the claim started, past \
              --renew-deadline {}: not starting {program:?}",
             format_duration(now.saturating_duration_since(claimed.window_start)),
             format_duration(timing.renew_deadline)
-        )));
-    }
+        );
+        if !args.wait {
+            return Err(CliError::store(text));
+        }
+        eprintln!("lease: warning: {text} yet; trying again");
+    };
+    let generation = claimed.info.generation;
 
     // The second line of defence: descendants of a shim that died come back to us. (The
     // argument is a flag: any pid sets the attribute, `None` clears it.)
