@@ -136,7 +136,7 @@ fn a_claim_that_comes_back_too_late_does_not_start_the_command() {
     let marker = d.join("ran");
     let stall = stall_writes(&d.join("leases.db"), Duration::from_millis(900));
     let touch = format!("touch {}", path_str(&marker));
-    // Renew deadline 200 ms: a claim answered later than that would be given up at once.
+    // Renew deadline 100 ms: a claim answered later than that would be given up at once.
     let (code, _, err) = lease_args(
         d,
         &[
@@ -146,7 +146,7 @@ fn a_claim_that_comes_back_too_late_does_not_start_the_command() {
             "--ttl",
             "3s",
             "--renew-deadline",
-            "200ms",
+            "100ms",
             "--",
             "sh",
             "-c",
@@ -182,7 +182,7 @@ fn with_wait_a_claim_that_comes_back_too_late_is_given_back_and_tried_again() {
             "--ttl",
             "3s",
             "--renew-deadline",
-            "200ms",
+            "100ms",
             "--",
             "sh",
             "-c",
