@@ -12,6 +12,10 @@
 //! * Elector: `LeaderElector` candidates in one process on a multi-thread runtime over one SQLite
 //!   file (two slots per elector calling `lock()` concurrently, and again at once from the
 //!   lost-token handler; stores stalled at random). Runs with the SQLite scenario.
+//! * `lease run`: several `lease run --wait` loops on one SQLite lease, with commands that ignore
+//!   SIGTERM and fork (a child, a double-forked daemon), the database's write lock held by another
+//!   process past the ttl at random, and supervisors SIGKILLed at random; no two commands' process
+//!   trees may ever be alive at once, and none may be left at the end.
 //! * Kubernetes: leader candidates on a *dedicated* local API server (ports 17543/17579, so that
 //!   stopping its etcd and kube-apiserver never disturbs a server someone else uses), with both
 //!   stopped and restarted mid-run, the leader SIGKILLed, and bursts of 5 candidates started at
@@ -33,10 +37,11 @@ pub(crate) const USAGE: &str = "\
 usage: cargo xtask torture [--short] [--sqlite-only|--k8s-only] [--seconds N] [--workers N] [--leases M]
 
   --short        CI size (debug build; SQLite 4 workers × 3 leases for 8 s; the elector for 15 s;
-                 one etcd restart and one burst round); writes target/torture/RELIABILITY-short.md
-  --sqlite-only  only the SQLite scenarios (workers, the mutation run, the elector)
+                 `lease run` 3 loops for 10 s; one etcd restart and one burst round); writes
+                 target/torture/RELIABILITY-short.md
+  --sqlite-only  only the SQLite scenarios (workers, the mutation runs, the elector, `lease run`)
   --k8s-only     only the Kubernetes scenario
-  --seconds N    length of the SQLite run (default 60; 8 with --short)
+  --seconds N    length of the SQLite and `lease run` runs (default 60; 8 and 10 with --short)
   --workers N    SQLite worker processes (default 8; 4 with --short)
   --leases M     SQLite leases (default 3)
 ";
@@ -96,7 +101,14 @@ fn parse(args: &[String]) -> Result<Options, String> {
 pub(crate) fn run(root: &Path, args: &[String]) -> Result<(), String> {
     let o = parse(args)?;
     let profile = if o.short { "debug" } else { "release" };
-    let mut build = vec!["build", "-p", "lease-torture", "--locked"];
+    let mut build = vec![
+        "build",
+        "-p",
+        "lease-torture",
+        "-p",
+        "lease-cli",
+        "--locked",
+    ];
     if !o.short {
         build.push("--release");
     }
@@ -174,6 +186,27 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<(), String> {
              (`crates/lease-torture/tests/mutation.rs` runs both in `cargo test`.)\n",
         );
         sections.push(("mutation", text));
+
+        let ok = lease_run_torture(&exe, &target.join(profile).join("lease"), &work, &o)?;
+        if !ok {
+            failures.push("the `lease run` torture found overlapping commands or leftovers");
+        }
+        sections.push(("lease-run", read(&work.join("lease-run.md"))));
+
+        let ok = lease_run_mutation(&exe, &target.join(profile).join("lease"), &work)?;
+        if !ok {
+            failures.push(
+                "the `lease run` mutation run: the checker did NOT catch commands that outlive \
+                 their lease",
+            );
+        }
+        let mut text = read(&work.join("lease-run-mutation.md"));
+        text.push_str(
+            "\nThe same scenario, except that every sign of life of every process also claims \
+             that the process lives 3 s longer than it does. The run passes only if the checker \
+             reports overlaps, so the zero above is not the checker's blindness.\n",
+        );
+        sections.push(("lease-run-mutation", text));
     }
 
     if o.sqlite {
@@ -254,6 +287,59 @@ fn elector_torture(exe: &Path, work: &Path, short: bool) -> Result<(bool, String
         &[],
     )?;
     Ok((ok, read(&report)))
+}
+
+/// The `lease run` scenario: commands of `lease run --wait` loops must never be alive at once.
+fn lease_run_torture(exe: &Path, lease: &Path, work: &Path, o: &Options) -> Result<bool, String> {
+    let seconds = if o.short {
+        "10".to_owned()
+    } else {
+        o.seconds.to_string()
+    };
+    run_torture(
+        exe,
+        &[
+            "lease-run",
+            "--lease-exe",
+            &path_str(lease),
+            "--dir",
+            &path_str(&work.join("lease-run")),
+            "--holders",
+            if o.short { "3" } else { "4" },
+            "--seconds",
+            &seconds,
+            "--report",
+            &path_str(&work.join("lease-run.md")),
+        ],
+        &[],
+    )
+}
+
+/// The `lease run` scenario with commands whose signs of life claim 3 s more: it passes only if
+/// the checker reports overlaps.
+fn lease_run_mutation(exe: &Path, lease: &Path, work: &Path) -> Result<bool, String> {
+    run_torture(
+        exe,
+        &[
+            "lease-run",
+            "--lease-exe",
+            &path_str(lease),
+            "--dir",
+            &path_str(&work.join("lease-run-mutation")),
+            "--holders",
+            "2",
+            "--seconds",
+            "4",
+            "--skew-ms",
+            "3000",
+            "--expect-violations",
+            "--title",
+            "Mutation check: the `lease run` checker catches commands that outlive their lease",
+            "--report",
+            &path_str(&work.join("lease-run-mutation.md")),
+        ],
+        &[],
+    )
 }
 
 /// The environment that points `cargo xtask k8s` at the dedicated server.

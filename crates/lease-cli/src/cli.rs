@@ -90,7 +90,8 @@ pub(crate) enum Command {
     /// are checked for overlapping leadership. Ignores --store. Exits 0 when the check passes,
     /// 1 when it fails.
     Demo(DemoArgs),
-    /// Internal: the shim `lease run` starts CMD through (parent-death signal, then exec).
+    /// Internal: the supervisor `lease run` starts CMD under (process group, subreaper,
+    /// parent-death signal).
     #[command(name = "__exec-child", hide = true)]
     ExecChild(ExecChildArgs),
     /// Internal: one worker process of `lease demo`.
@@ -101,14 +102,27 @@ pub(crate) enum Command {
 const RUN_AFTER_HELP: &str = "\
 CMD gets LEASE_HOLDER (the holder) and LEASE_FENCE (the lease's fencing generation: pass it to \
 the resources CMD writes, which reject anything older than the newest they have seen) in its \
-environment. The lease is renewed every third of --ttl. If it is lost (revoked, expired \
-because renewals failed, or taken over), CMD gets SIGTERM, then SIGKILL after --kill-after, \
-and `lease run` exits with 3. Otherwise it releases the lease when CMD ends and exits with \
-CMD's status (128+N when CMD was killed by signal N). SIGTERM, SIGINT and SIGHUP sent to \
-`lease run` are passed on to CMD.
+environment. When CMD ends, whatever it left running is killed, then the lease is released and \
+`lease run` exits with CMD's status (128+N when CMD was killed by signal N). SIGTERM, SIGINT \
+and SIGHUP sent to `lease run` are passed on to CMD's process group.
 
-CMD never outlives `lease run` unprotected: on Linux it runs with a parent-death signal \
-(SIGKILL), so if `lease run` dies, even by SIGKILL, CMD is killed too.";
+Timing: a claim or renewal that starts at S guarantees the lease until S + --ttl (its window), \
+on this host's monotonic clock; no other holder can get it before. Renewals run every half \
+--renew-deadline, beside a watchdog that only watches the clock. If no renewal has succeeded \
+within --renew-deadline (default: two thirds of --ttl) of the last successful one's start, or \
+a renewal finds the lease revoked or taken, the lease is lost: CMD's process group gets \
+SIGTERM, then SIGKILL after --kill-after (default 10s), but never later than the window's end \
+minus a safety margin of a tenth of --ttl. So CMD, all of its process tree, is gone before the \
+lease can pass to another holder, whatever CMD does with SIGTERM and however long a store call \
+hangs; `lease run` then exits with 3. A claim that comes back after --renew-deadline has passed \
+does not start CMD (exit 4; with --wait, the lease is given back and claimed again). --kill-after must be shorter than --ttl, and --renew-deadline \
+shorter than --ttl minus the margin.
+
+The process tree: CMD runs in its own process group, under a small supervisor process that is \
+a child subreaper (descendants that double-fork or call setsid come back to it, not to init) \
+and has a parent-death signal armed. On a lost lease, when CMD exits, and when `lease run` dies, \
+even by SIGKILL, every remaining process of the tree is killed. (Being in its own process group, CMD cannot read from the \
+terminal.)";
 
 /// Which namespace and model a lease is in.
 #[derive(Debug, Clone, Args)]
@@ -178,10 +192,12 @@ impl LeaseArgs {
 pub(crate) struct RunArgs {
     #[command(flatten)]
     pub(crate) lease: LeaseArgs,
-    /// Who holds the lease. Default: this host's name and the process id (`host:pid`).
+    /// Who holds the lease. Default: this host's name and the process id (`host:pid`). Keep
+    /// it unique to this run: a lease already held under this name is taken as this run's own.
     #[arg(long, value_parser = parse_holder)]
     pub(crate) holder: Option<String>,
-    /// How long each claim and renewal lasts (e.g. 15s, 2m).
+    /// How long each claim and renewal guarantees the lease, from the call's start (e.g. 15s,
+    /// 2m; at least 100ms).
     #[arg(long, default_value = "15s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub(crate) ttl: Duration,
     /// Wait for the lease when someone else holds it, instead of failing at once.
@@ -190,9 +206,14 @@ pub(crate) struct RunArgs {
     /// With --wait: give up (exit 1) after this long.
     #[arg(long, requires = "wait", value_parser = parse_duration, allow_hyphen_values = true)]
     pub(crate) timeout: Option<Duration>,
-    /// After the lease is lost and CMD got SIGTERM: how long before SIGKILL.
-    #[arg(long, default_value = "10s", value_parser = parse_duration, allow_hyphen_values = true)]
-    pub(crate) kill_after: Duration,
+    /// The lease counts as lost when no renewal succeeded this long after the last successful
+    /// one started. Default: two thirds of --ttl; shorter than --ttl minus a tenth.
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
+    pub(crate) renew_deadline: Option<Duration>,
+    /// After the lease is lost and CMD got SIGTERM: how long before SIGKILL, capped so that
+    /// SIGKILL always comes before the lease's window ends. Default 10s; shorter than --ttl.
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
+    pub(crate) kill_after: Option<Duration>,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub(crate) command: Vec<OsString>,
@@ -326,7 +347,11 @@ pub(crate) struct ExecChildArgs {
     /// The pid of the `lease run` that started this shim.
     #[arg(long)]
     pub(crate) parent: i32,
-    /// The command to exec.
+    /// The file holding the instant (ns on CLOCK_BOOTTIME) at which the tree must be killed
+    /// unless `lease run` moved it.
+    #[arg(long)]
+    pub(crate) deadline_file: Option<PathBuf>,
+    /// The command to run.
     #[arg(last = true, required = true)]
     pub(crate) command: Vec<OsString>,
 }

@@ -98,9 +98,13 @@ fn shorten_invalid_value(e: &clap::Error, text: String) -> String {
 }
 
 fn execute(cli: Cli) -> Result<u8, CliError> {
-    // The shim execs before any runtime exists.
+    // The shim of `lease run` builds its own runtime.
     if let Command::ExecChild(args) = &cli.command {
-        return Ok(run::exec_child(args.parent, &args.command));
+        return Ok(run::shim(
+            args.parent,
+            args.deadline_file.as_deref(),
+            &args.command,
+        ));
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

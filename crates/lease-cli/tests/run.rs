@@ -180,11 +180,16 @@ fn a_revoked_lease_stops_the_command() {
     .arg(&script)
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
-    let child = cmd.spawn().unwrap();
-    assert!(
-        eventually(PATIENCE, || ready.exists()),
-        "command never started"
-    );
+    let mut child = cmd.spawn().unwrap();
+    if !eventually(PATIENCE, || {
+        ready.exists() || matches!(child.try_wait(), Ok(Some(_)))
+    }) {
+        let _ = child.kill();
+    }
+    if !ready.exists() {
+        let (code, _, err) = decode(&wait_output(child, PATIENCE));
+        panic!("command never started: exit {code}, {err}");
+    }
     // Renewals keep it held past its ttl.
     std::thread::sleep(Duration::from_millis(2500));
     let (_, out, _) = lease_args(d, &["show", "-l", "job", "--json"]);

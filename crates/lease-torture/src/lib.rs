@@ -11,6 +11,9 @@
 //! - [`elector`]: [`LeaderElector`](lease_manager::LeaderElector) candidates in one process on
 //!   a multi-thread runtime over one SQLite file, calling `lock()` concurrently on one elector
 //!   and again from their lost-token handlers, while stores stall at random.
+//! - [`lease_run`]: several `lease run --wait` loops on one SQLite lease, with commands that
+//!   ignore SIGTERM and fork, store stalls and SIGKILLed supervisors; its checker proves that
+//!   no two commands' process trees were ever alive at once.
 //! - [`check`]: the checkers. Every participant logs ([`event`]) each interval in which it may act
 //!   as holder, on the host's shared monotonic clock (`CLOCK_BOOTTIME`,
 //!   [`SystemClock`]); the checker proves that no two intervals of one
@@ -32,6 +35,7 @@ pub mod check;
 pub mod elector;
 pub mod event;
 pub mod k8s;
+pub mod lease_run;
 pub mod proc;
 pub mod report;
 pub mod sqlite;

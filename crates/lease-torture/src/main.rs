@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use lease_torture::{check, elector, event, k8s, report, sqlite};
+use lease_torture::{check, elector, event, k8s, lease_run, report, sqlite};
 
 /// Torture tests of the lease library.
 #[derive(Debug, Parser)]
@@ -116,6 +116,67 @@ enum Cmd {
     /// Run the elector scenario: candidates in one process on a multi-thread runtime,
     /// concurrent `lock()` calls and `lock()` from lost-token handlers, store stalls.
     Elector(ElectorArgs),
+    /// Run the `lease run` scenario: `lease run --wait` loops on one SQLite lease, commands
+    /// that ignore SIGTERM and fork, store stalls, SIGKILLed supervisors.
+    LeaseRun {
+        /// The `lease` binary.
+        #[arg(long)]
+        lease_exe: PathBuf,
+        /// Folder for the database and the logs (emptied first).
+        #[arg(long, default_value = "target/torture/lease-run")]
+        dir: PathBuf,
+        /// `lease run --wait` loops at once.
+        #[arg(long, default_value_t = 3)]
+        holders: u32,
+        /// Length of the run.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// The lease's ttl, ms.
+        #[arg(long, default_value_t = 1500)]
+        ttl_ms: u64,
+        /// Seed of the random choices (default: from the clock).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Write the report's Markdown section here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// The section's title.
+        #[arg(
+            long,
+            default_value = "`lease run`: commands that ignore SIGTERM and fork, store stalls, kill -9 of supervisors"
+        )]
+        title: String,
+        /// MUTATION: every sign of life also claims this many ms more of life.
+        #[arg(long, default_value_t = 0)]
+        skew_ms: u64,
+        /// Succeed only if the checker finds violations (for a mutation run).
+        #[arg(long)]
+        expect_violations: bool,
+    },
+    /// One command of the `lease run` scenario (started by `lease run`).
+    RunCommand {
+        /// Where to write the marks.
+        #[arg(long)]
+        dir: PathBuf,
+        /// main, child, forker or daemon.
+        #[arg(long, default_value = "main")]
+        role: String,
+        /// How long the main process works before exiting, ms.
+        #[arg(long, default_value_t = 500)]
+        hold_ms: u64,
+        /// See `lease-run --skew-ms`.
+        #[arg(long, default_value_t = 0)]
+        skew_ms: u64,
+    },
+    /// Hold an SQLite database's write lock for a while (a stall of the `lease run` scenario).
+    StallSqlite {
+        /// The database.
+        #[arg(long)]
+        db: PathBuf,
+        /// How long, ms.
+        #[arg(long)]
+        ms: u64,
+    },
     /// Check the logs in a folder again.
     Check {
         /// The folder of `*.jsonl` logs.
@@ -363,6 +424,66 @@ fn run(command: Cmd) -> Result<bool, String> {
             Ok(summary.passed())
         }
         Cmd::Elector(a) => run_elector(a),
+        Cmd::LeaseRun {
+            lease_exe,
+            dir,
+            holders,
+            seconds,
+            ttl_ms,
+            seed,
+            report: report_path,
+            title,
+            skew_ms,
+            expect_violations,
+        } => lease_run_scenario(
+            lease_run::RunArgs {
+                dir,
+                lease_exe,
+                exe: exe()?,
+                holders,
+                duration: Duration::from_secs(seconds),
+                ttl: Duration::from_millis(ttl_ms),
+                stall_every: (
+                    Duration::from_millis(ttl_ms),
+                    Duration::from_millis(ttl_ms * 3),
+                ),
+                stall_length: (
+                    Duration::from_millis(ttl_ms * 4 / 3),
+                    Duration::from_millis(ttl_ms * 2),
+                ),
+                kill_every: Some((
+                    Duration::from_millis(ttl_ms),
+                    Duration::from_millis(ttl_ms * 3),
+                )),
+                hold: (
+                    Duration::from_millis(ttl_ms / 5),
+                    Duration::from_millis(ttl_ms * 2),
+                ),
+                seed: seed.unwrap_or_else(lease_torture::now),
+                skew: Duration::from_millis(skew_ms),
+            },
+            &title,
+            report_path.as_ref(),
+            expect_violations,
+        ),
+        Cmd::RunCommand {
+            dir,
+            role,
+            hold_ms,
+            skew_ms,
+        } => {
+            lease_run::command(
+                &dir,
+                &role,
+                Duration::from_millis(hold_ms),
+                Duration::from_millis(skew_ms),
+            )?;
+            Ok(true)
+        }
+        Cmd::StallSqlite { db, ms } => {
+            lease_run::stall(&db, Duration::from_millis(ms))?;
+            Ok(true)
+        }
         Cmd::Check { dir, k8s, lease_ms } => {
             let (events, torn) =
                 event::read_dir(&dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
@@ -430,5 +551,30 @@ fn run(command: Cmd) -> Result<bool, String> {
             })?;
             Ok(true)
         }
+    }
+}
+
+/// The `lease run` scenario: runs it, prints and writes its report section.
+fn lease_run_scenario(
+    args: lease_run::RunArgs,
+    title: &str,
+    report_path: Option<&PathBuf>,
+    expect_violations: bool,
+) -> Result<bool, String> {
+    println!(
+        "lease-torture lease-run: {} loops for {} s, ttl {} ms (seed {})",
+        args.holders,
+        args.duration.as_secs(),
+        args.ttl.as_millis(),
+        args.seed
+    );
+    let summary = lease_run::run(args)?;
+    let text = lease_run::report_section(title, &summary);
+    print!("{text}");
+    write_report(report_path, &text)?;
+    if expect_violations {
+        Ok(!summary.violations.is_empty())
+    } else {
+        Ok(summary.passed())
     }
 }
