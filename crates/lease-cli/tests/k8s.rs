@@ -19,6 +19,18 @@ fn kubeconfig() -> Option<String> {
     }
 }
 
+/// The fencing generation a `claim` printed ("… generation N …").
+fn generation_in(out: &str) -> u64 {
+    let (_, rest) = out
+        .split_once("generation ")
+        .unwrap_or_else(|| panic!("no generation in {out:?}"));
+    rest.chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap_or_else(|e| panic!("bad generation in {out:?}: {e}"))
+}
+
 fn unique(prefix: &str) -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -43,7 +55,9 @@ fn claim_show_revoke_and_run_on_kubernetes() {
         ],
     );
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("generation 1"), "{out}");
+    // Kubernetes generations are seeded from the wall clock (so they survive the object's
+    // deletion): not 1, but strictly increasing.
+    let first = generation_in(&out);
     let (code, _, err) = lease_args(
         d,
         &["--store", STORE, "claim", "-l", &name, "--holder", "h2"],
@@ -54,7 +68,7 @@ fn claim_show_revoke_and_run_on_kubernetes() {
     assert_eq!(code, 0);
     let row = json(&out);
     assert_eq!(row["holder"], "h1");
-    assert_eq!(row["generation"], 1);
+    assert_eq!(row["generation"], first);
     let (code, out, _) = lease_args(d, &["--store", STORE, "list", "--json"]);
     assert_eq!(code, 0);
     assert!(
@@ -88,7 +102,8 @@ fn claim_show_revoke_and_run_on_kubernetes() {
         ],
     );
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out.trim(), "2");
+    let fence: u64 = out.trim().parse().unwrap();
+    assert!(fence > first, "{fence} after {first}");
     let (_, out, _) = lease_args(d, &["--store", STORE, "show", "-l", &name, "--json"]);
     assert_eq!(json(&out)["held"], false);
 }
@@ -107,7 +122,11 @@ fn run_wait_takes_over_on_kubernetes() {
             "--store", STORE, "run", "-l", &name, "--holder", "first", "--ttl", "30s",
         ])
         .args(["--", "sh", "-c"])
-        .arg(format!("touch {}; sleep 1", path_str(&ready)))
+        .arg(format!(
+            "echo $LEASE_FENCE > {}; touch {}; sleep 1",
+            path_str(&d.join("first-fence")),
+            path_str(&ready)
+        ))
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let first = first.spawn().unwrap();
@@ -135,7 +154,13 @@ fn run_wait_takes_over_on_kubernetes() {
         ],
     );
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out.trim(), "2");
+    let before: u64 = std::fs::read_to_string(d.join("first-fence"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let after: u64 = out.trim().parse().unwrap();
+    assert!(after > before, "{after} after {before}");
     let (code, _, err) = decode(&wait_output(first, PATIENCE));
     assert_eq!(code, 0, "{err}");
 }
@@ -191,7 +216,7 @@ fn object_names_the_exact_lease_object() {
         ],
     );
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("generation 1"), "{out}");
+    assert!(generation_in(&out) > 0, "{out}");
     // The claim went to the object of that exact name (as a client-go program would read it).
     assert_eq!(object_holder(&object).as_deref(), Some("h1"));
     // Through the binding the lease is held; without it, the lease names another object.

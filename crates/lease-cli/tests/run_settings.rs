@@ -52,8 +52,8 @@ fn a_huge_timeout_does_not_panic() {
         &["claim", "-l", "job", "--holder", "gone", "--ttl", "1s"],
     );
     assert_eq!(code, 0, "{err}");
-    // Means "wait as long as it takes": the lease expires after 1 s and the command runs.
-    let (code, out, err) = lease_args(
+    // Past the command line's 10-year limit: a usage error naming the flag, not a panic.
+    let (code, _, err) = lease_args(
         d,
         &[
             "run",
@@ -62,6 +62,27 @@ fn a_huge_timeout_does_not_panic() {
             "--wait",
             "--timeout",
             "300000000000y",
+            "--",
+            "true",
+        ],
+    );
+    assert!(
+        !err.contains("panic") && !err.contains("internal error"),
+        "{err}"
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--timeout") && err.contains("10y"), "{err}");
+    // The longest accepted timeout means "wait as long as it takes": the lease expires after
+    // 1 s and the command runs.
+    let (code, out, err) = lease_args(
+        d,
+        &[
+            "run",
+            "-l",
+            "job",
+            "--wait",
+            "--timeout",
+            "10y",
             "--",
             "sh",
             "-c",
