@@ -21,6 +21,10 @@ use crate::store::{Settings, SqliteStore, StoreResult};
 /// How long an operation waits for another connection's write lock unless told otherwise.
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The longest busy timeout SQLite can take (`i32::MAX` milliseconds, about 24.8 days); a longer
+/// one given to [`SqliteStoreBuilder::busy_timeout`] is cut to it.
+pub const MAX_BUSY_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
+
 /// How many expired rows an opportunistic purge deletes at most, unless told otherwise.
 pub const DEFAULT_PURGE_BATCH: usize = 256;
 
@@ -125,10 +129,11 @@ impl SqliteStoreBuilder {
 
     /// How long an operation waits for another connection's write lock before failing with
     /// [`SqliteStoreError::Busy`] ([`lease_core::Error::Timeout`] through the [`Store`](lease_core::Store)
-    /// trait). Each operation blocks its caller for at most about this long.
+    /// trait). Each operation blocks its caller for at most about this long. At most
+    /// [`MAX_BUSY_TIMEOUT`]: a longer one is cut to it (SQLite counts milliseconds in an `i32`).
     #[must_use]
     pub fn busy_timeout(mut self, timeout: Duration) -> Self {
-        self.busy_timeout = timeout;
+        self.busy_timeout = timeout.min(MAX_BUSY_TIMEOUT);
         self
     }
 
@@ -543,6 +548,21 @@ pub(crate) mod tests {
 
     fn pragma(conn: &Connection, name: &str) -> i64 {
         conn.pragma_query_value(None, name, |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn a_busy_timeout_longer_than_sqlite_takes_is_cut_not_a_panic() {
+        // rusqlite panics ("too big") on more than i32::MAX milliseconds.
+        let dir = tempfile::tempdir().unwrap();
+        for timeout in [
+            Duration::MAX,
+            Duration::from_secs(u64::from(u32::MAX)),
+            MAX_BUSY_TIMEOUT,
+        ] {
+            let builder = SqliteStoreBuilder::new(dir.path().join("t.db")).busy_timeout(timeout);
+            assert_eq!(builder.busy_timeout, MAX_BUSY_TIMEOUT.min(timeout));
+            builder.open().unwrap();
+        }
     }
 
     /// A wall-clock reading for registrations.
