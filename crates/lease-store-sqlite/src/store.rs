@@ -11,7 +11,7 @@
 //! [`tokio::task::spawn_blocking`], one call per method or per [`Store::apply`] batch (one
 //! transaction, one fsync, one thread hop: group commit is kept).
 //!
-//! The connection and its bookkeeping ([`Conn`]) sit behind an `Arc<tokio::sync::Mutex<_>>`.
+//! The connection and its bookkeeping (`Conn`) sit behind an `Arc<tokio::sync::Mutex<_>>`.
 //! A method first takes the lock (asynchronously, first come first served), then moves the
 //! owned guard into the blocking closure, which releases it when the transaction has ended.
 //! Hence cancellation safety: a caller's future dropped while it waits for the lock leaves the
@@ -20,7 +20,7 @@
 //! its own, and the next call waits for it at the lock. A transaction is never left open: the
 //! closure owns it for its whole life, rusqlite's `Transaction` rolls back when dropped (also
 //! while unwinding from a panic), and each call checks the connection is back in autocommit
-//! before beginning (see [`Conn::end_stray_transaction`]).
+//! before beginning (see `Conn::end_stray_transaction`).
 //!
 //! Why not a dedicated thread per store with a channel (an actor)? It would be the same
 //! serialisation with a thread that lives as long as the store, a hand-written queue, and a
