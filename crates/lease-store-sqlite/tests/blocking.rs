@@ -7,12 +7,16 @@
 //! SQLite waits, not lease expiry (which they leave to the fake clock). The margins are wide
 //! for a loaded machine: the lock is held for 1.5 s, a timer may be up to 500 ms late.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::task::{Context, Poll, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use lease_core::{Key, Op, Request, Store};
+use lease_core::{Clock, ErrorKind, Key, Op, Request, Sleep, Store, Timestamp};
 use lease_store_sqlite::SqliteStore;
 use lease_testkit::FakeClock;
 use rusqlite::{Connection, TransactionBehavior};
@@ -255,4 +259,95 @@ async fn calls_dropped_at_any_point_never_corrupt_the_store() {
     assert_no_open_transaction(&path);
     // And the store still writes.
     store.claim_lease(&key("last"), &req("h")).await.unwrap();
+}
+
+/// A fake clock that panics while `panic` is set: a fault inside a transaction (the clock is
+/// read after `BEGIN IMMEDIATE`).
+#[derive(Debug)]
+struct PanickingClock {
+    inner: FakeClock,
+    panic: Arc<AtomicBool>,
+}
+
+impl Clock for PanickingClock {
+    fn now(&self) -> Timestamp {
+        assert!(
+            !self.panic.load(Ordering::SeqCst),
+            "clock failure injected by the test"
+        );
+        self.inner.now()
+    }
+
+    fn sleep_until(&self, deadline: Timestamp) -> Sleep {
+        self.inner.sleep_until(deadline)
+    }
+}
+
+/// A panic inside a transaction on the blocking thread is an error for that call, not a crash
+/// of the caller; the transaction is rolled back (another connection can write, the claim is
+/// not in the file) and the store keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_inside_a_transaction_rolls_it_back_and_the_store_keeps_working() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("leases.db");
+    let panic = Arc::new(AtomicBool::new(false));
+    let clock = PanickingClock {
+        inner: FakeClock::new(),
+        panic: Arc::clone(&panic),
+    };
+    let mut store = SqliteStore::builder(&path)
+        .clock(Arc::new(clock))
+        .boot_id("boot-a")
+        .busy_timeout(Duration::from_secs(2))
+        .open()
+        .unwrap();
+    store.claim_lease(&key("a"), &req("h")).await.unwrap();
+
+    panic.store(true, Ordering::SeqCst);
+    let err = store.claim_lease(&key("b"), &req("h")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Store, "{err}");
+    assert!(
+        err.to_string().contains("blocking thread"),
+        "the error does not say what failed: {err}"
+    );
+    let ops = vec![Op::Claim {
+        key: key("b"),
+        request: req("h"),
+    }];
+    let results = store.apply(ops).await;
+    assert!(
+        matches!(&results[..], [Err(e)] if e.kind() == ErrorKind::Store),
+        "{results:?}"
+    );
+    panic.store(false, Ordering::SeqCst);
+
+    assert_no_open_transaction(&path);
+    store.claim_lease(&key("c"), &req("h")).await.unwrap();
+    let leases = store.leases(&[]).await.unwrap();
+    let names: Vec<&str> = leases.keys().map(|k| k.lease.as_str()).collect();
+    assert_eq!(names, ["a", "c"], "the panicked claims were rolled back");
+}
+
+/// Polled outside any tokio runtime (another executor), a call runs inline rather than panic
+/// for want of a runtime: there is no runtime to block.
+#[test]
+fn a_call_outside_any_tokio_runtime_runs_inline() {
+    fn block_on<F: Future>(future: F) -> F::Output {
+        let mut future = pin!(future);
+        let mut cx = Context::from_waker(Waker::noop());
+        loop {
+            if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+                return out;
+            }
+            thread::yield_now();
+        }
+    }
+    let dir = TempDir::new().unwrap();
+    let clock = FakeClock::new();
+    let (mut store, path) = open(&dir, &clock);
+    let info = block_on(store.claim_lease(&key("a"), &req("h"))).unwrap();
+    assert_eq!(info.holder, "h");
+    let leases = block_on(store.leases(&[])).unwrap();
+    assert_eq!(leases[&key("a")].holder, "h");
+    assert_no_open_transaction(&path);
 }
