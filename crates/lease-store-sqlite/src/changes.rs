@@ -18,6 +18,12 @@
 //! is another connection); the manager's `poll_changes` tells them apart, and its re-reads
 //! write nothing, so they wake no one.
 //!
+//! # Never on the runtime
+//!
+//! [`ChangeNotifier::start`] is called from async code, so it makes no SQLite call: it sets up
+//! the watch (a few system calls) and starts the thread, which opens its connection and reads
+//! the baseline itself.
+//!
 //! # Cost
 //!
 //! Idle, nothing: the thread blocks on a channel and the watch thread on inotify. After each
@@ -66,8 +72,9 @@ impl ChangeNotifier {
     /// # Errors
     ///
     /// When the watch cannot be set up (no inotify instances or watches left, a file system
-    /// that does not support it), the notifier's connection cannot be opened or read, or the
-    /// thread cannot be started.
+    /// that does not support it) or the thread cannot be started. When the notifier's
+    /// connection cannot be opened or read, the thread logs a warning and ends, closing the
+    /// channel: receivers then fall back to polling, as when the notifier ends.
     pub(crate) fn start(path: &Path) -> Result<ChangeNotifier, StartError> {
         let name = path
             .file_name()
@@ -86,20 +93,25 @@ impl ChangeNotifier {
         })?;
         watcher.watch(parent_dir(path), RecursiveMode::NonRecursive)?;
 
-        // The baseline is read after the watch is in place: a commit made after it is either
-        // in the baseline or followed by an event.
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        conn.pragma_update(None, "query_only", true)?;
-        let seen = data_version(&conn)?;
-
+        // The notifier's connection is opened, and its baseline read, on its own thread:
+        // `change_notifier` is called from async code, and SQLite may block (up to
+        // `BUSY_TIMEOUT` on a lock). The baseline is read after the watch is in place: a
+        // commit made after it is either in the baseline or followed by an event (kept in
+        // the channel until the thread looks).
         let (tx, rx) = watch::channel(0_u64);
+        let path = path.to_owned();
         thread::Builder::new()
             .name("lease-sqlite-notify".to_owned())
-            .spawn(move || confirm(&conn, seen, &events, &tx))?;
+            .spawn(move || match open_baseline(&path) {
+                Ok((conn, seen)) => confirm(&conn, seen, &events, &tx),
+                // Ending drops `tx`, closing the channel: receivers fall back to polling.
+                Err(error) => tracing::warn!(
+                    path = %path.display(),
+                    %error,
+                    "cannot read the lease database for change notification; other \
+                     processes' changes will be noticed at refresh polls only"
+                ),
+            })?;
         Ok(ChangeNotifier {
             rx,
             _watcher: watcher,
@@ -131,6 +143,18 @@ fn relevant(event: &notify::Result<Event>, names: &[OsString; 2]) -> bool {
         .paths
         .iter()
         .any(|p| p.file_name().is_some_and(|n| names.iter().any(|m| m == n)))
+}
+
+/// The notifier's read-only connection to the database at `path`, and its data version.
+fn open_baseline(path: &Path) -> rusqlite::Result<(Connection, i64)> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "query_only", true)?;
+    let seen = data_version(&conn)?;
+    Ok((conn, seen))
 }
 
 fn data_version(conn: &Connection) -> rusqlite::Result<i64> {

@@ -180,6 +180,16 @@ pub enum SqliteStoreError {
         #[source]
         source: serde_json::Error,
     },
+    /// The blocking thread that ran an SQLite call for this store failed: the call panicked
+    /// (its transaction was rolled back), or the runtime shut down before running it.
+    #[error("lease database {path}: the blocking thread running the call failed: {source}")]
+    BlockingCall {
+        /// The database file.
+        path: PathBuf,
+        /// Tokio's report.
+        #[source]
+        source: tokio::task::JoinError,
+    },
     /// Any other SQLite failure while opening or using the database.
     #[error("lease database {path}: {action}: {source}")]
     Sqlite {

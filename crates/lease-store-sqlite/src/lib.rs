@@ -17,6 +17,19 @@
 //! creating or migrating it; [`check_file`] scans on demand, read-only, and a damaged page met
 //! by an operation fails it with [`SqliteStoreError::Corrupt`]. See [`schema`] for the tables.
 //!
+//! # Never blocks the async runtime
+//!
+//! Every SQLite call runs on a blocking thread ([`tokio::task::spawn_blocking`]), never on a
+//! runtime worker: a wait of up to the busy timeout for another process's write lock, or an
+//! fsync, delays no other task of the runtime (a lease holder's own timers included), on
+//! `current_thread` and multi-thread runtimes alike. Each [`Store`](lease_core::Store) call, and
+//! each [`apply`](lease_core::Store::apply) batch as one transaction, is one blocking call.
+//! Dropping a call's future never leaves a transaction open: a call that had not begun never
+//! runs, one that had runs to its commit or rollback, and the next call waits for it. Opening
+//! ([`SqliteStore::open`], [`SqliteStoreBuilder::open`]) stays synchronous (it is quick: O(1)
+//! checks); call it before entering async code, or in `spawn_blocking` if the file may be
+//! locked by another process while it is created or migrated.
+//!
 //! # One kernel per file
 //!
 //! Expiries are instants on one kernel's clock, so a file must only ever be written by one

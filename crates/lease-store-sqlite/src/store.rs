@@ -1,5 +1,33 @@
 //! [`SqliteStore`]: the [`Store`] on an SQLite file, running each operation (or batch) as one
 //! short transaction.
+//!
+//! # Never on the runtime's threads
+//!
+//! An SQLite call blocks: an fsync for each commit, and up to the busy timeout while another
+//! process holds the write lock. Run on a runtime worker, that stalls every task of the worker
+//! (all of them, on a `current_thread` runtime), including a lease holder's own renew-deadline
+//! timer: a self-inflicted pause of the holder, whose lost token then fires after the lease may
+//! already be someone else's. So every SQLite call of a [`Store`] method runs in
+//! [`tokio::task::spawn_blocking`], one call per method or per [`Store::apply`] batch (one
+//! transaction, one fsync, one thread hop: group commit is kept).
+//!
+//! The connection and its bookkeeping (`Conn`) sit behind an `Arc<tokio::sync::Mutex<_>>`.
+//! A method first takes the lock (asynchronously, first come first served), then moves the
+//! owned guard into the blocking closure, which releases it when the transaction has ended.
+//! Hence cancellation safety: a caller's future dropped while it waits for the lock leaves the
+//! queue and never touches the file; one dropped after its closure started does not stop it
+//! (a blocking thread cannot be interrupted): the transaction runs to its commit or rollback on
+//! its own, and the next call waits for it at the lock. A transaction is never left open: the
+//! closure owns it for its whole life, rusqlite's `Transaction` rolls back when dropped (also
+//! while unwinding from a panic), and each call checks the connection is back in autocommit
+//! before beginning (see `Conn::end_stray_transaction`).
+//!
+//! Why not a dedicated thread per store with a channel (an actor)? It would be the same
+//! serialisation with a thread that lives as long as the store, a hand-written queue, and a
+//! reply channel per call; `spawn_blocking` reuses tokio's pool, costs nothing idle, and its
+//! join handle is the reply. Why not `block_in_place`? It panics on a `current_thread`
+//! runtime. Outside any tokio runtime (a caller polling the future on another executor) there
+//! is no runtime to block, and the call runs inline.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -12,6 +40,7 @@ use lease_core::{
     Clock, Error, Info, Key, Op, Outcome, Request, Store, Timestamp, validate_string,
 };
 use rusqlite::{Connection, Transaction, TransactionBehavior};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::changes::ChangeNotifier;
 use crate::error::SqliteStoreError;
@@ -78,16 +107,20 @@ impl Settings {
 /// earlier lease has expired. Fencing generations come from a per-key table that is never
 /// deleted from.
 ///
-/// # Blocking
+/// # Never blocks the async runtime
 ///
-/// SQLite is called synchronously, so the `async` methods of [`Store`] block the calling
-/// thread for the length of a transaction: microseconds, plus an fsync for each write, plus
-/// up to the [busy timeout](SqliteStoreBuilder::busy_timeout) when another process holds the
-/// write lock. That suits its one caller, the manager's worker task; do not share a
-/// single-threaded runtime with latency-sensitive tasks, or run the worker where blocking is
-/// allowed.
+/// Every SQLite call runs on a blocking thread ([`tokio::task::spawn_blocking`]), never on the
+/// runtime's workers: a call waiting up to the [busy timeout](SqliteStoreBuilder::busy_timeout)
+/// for another process's write lock, or for an fsync, delays no other task (a lease holder's
+/// timers included), on a `current_thread` runtime as on a multi-thread one. Each method (and
+/// each [`Store::apply`] batch, as one transaction) is one blocking call.
 ///
-/// The store is `Send` but not `Sync`; every method takes `&mut self`.
+/// Dropping a method's future is safe: if its transaction had not begun, it never will; if it
+/// had, it runs to its commit or rollback on its blocking thread (a write may so take effect
+/// after its caller gave up, as after any timeout), and the next call waits for it. No
+/// transaction is ever left open.
+///
+/// Every method takes `&mut self`, so one handle runs one call at a time.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -103,13 +136,20 @@ impl Settings {
 /// # }
 /// ```
 pub struct SqliteStore {
+    /// Used only on blocking threads (see [`SqliteStore::blocking`]).
+    conn: Arc<Mutex<Conn>>,
+    settings: Arc<Settings>,
+    /// Started by the first [`Store::change_notifier`] call; stopped when the store is dropped.
+    notifier: Option<ChangeNotifier>,
+}
+
+/// The connection and what changes with it: everything a call needs besides [`Settings`],
+/// owned by whichever blocking thread holds the lock.
+pub(crate) struct Conn {
     conn: Connection,
-    settings: Settings,
     /// `PRAGMA data_version` as of the last poll.
     data_version: i64,
     writes_since_purge: u64,
-    /// Started by the first [`Store::change_notifier`] call; stopped when the store is dropped.
-    notifier: Option<ChangeNotifier>,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -128,12 +168,47 @@ impl SqliteStore {
     pub(crate) fn from_parts(conn: Connection, settings: Settings) -> StoreResult<SqliteStore> {
         let data_version = data_version(&conn).map_err(settings.sql("reading the data version"))?;
         Ok(SqliteStore {
-            conn,
-            settings,
-            data_version,
-            writes_since_purge: 0,
+            conn: Arc::new(Mutex::new(Conn {
+                conn,
+                data_version,
+                writes_since_purge: 0,
+            })),
+            settings: Arc::new(settings),
             notifier: None,
         })
+    }
+
+    /// Runs `f` on the connection on a blocking thread, after every earlier call has ended.
+    ///
+    /// The lock is taken here, asynchronously: a caller dropped while waiting for it never
+    /// runs `f`. The owned guard then moves into the blocking closure, so a caller dropped
+    /// while `f` runs does not release the connection before `f` ends. Outside a tokio
+    /// runtime, `f` runs inline: there is no runtime to block.
+    ///
+    /// # Errors
+    ///
+    /// [`SqliteStoreError::BlockingCall`] when `f` panicked (its transaction rolled back as
+    /// rusqlite's `Transaction` was dropped) or the runtime shut down before running it.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Conn, &Settings) -> T + Send + 'static,
+    ) -> StoreResult<T> {
+        let guard = Arc::clone(&self.conn).lock_owned().await;
+        let settings = Arc::clone(&self.settings);
+        let run = move || {
+            let mut guard: OwnedMutexGuard<Conn> = guard;
+            guard.end_stray_transaction(&settings);
+            f(&mut guard, &settings)
+        };
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Ok(run());
+        }
+        tokio::task::spawn_blocking(run)
+            .await
+            .map_err(|source| SqliteStoreError::BlockingCall {
+                path: self.settings.path.clone(),
+                source,
+            })
     }
 
     /// Opens (creating if need be) the database at `path` with every option at its default:
@@ -171,12 +246,35 @@ impl SqliteStore {
     /// so later claims still get higher ones. Call it until it returns less than `limit` to
     /// purge everything.
     ///
+    /// Like every SQLite call of the store, it runs on a blocking thread.
+    ///
     /// # Errors
     ///
     /// [`SqliteStoreError::Busy`] when another connection holds the write lock past the busy
-    /// timeout; other SQLite failures.
-    pub fn purge_expired(&mut self, limit: usize) -> StoreResult<usize> {
-        let settings = &self.settings;
+    /// timeout; other SQLite failures; [`SqliteStoreError::BlockingCall`] as for any call.
+    pub async fn purge_expired(&mut self, limit: usize) -> StoreResult<usize> {
+        self.blocking(move |conn, settings| conn.purge_expired(settings, limit))
+            .await?
+    }
+}
+
+impl Conn {
+    /// Rolls back a transaction an earlier call left open. None can be (each call's
+    /// `Transaction` ends it, even while unwinding), so this is a cheap guard against a bug
+    /// leaving the write lock held by this connection for good.
+    fn end_stray_transaction(&mut self, settings: &Settings) {
+        if !self.conn.is_autocommit() {
+            tracing::error!(
+                path = %settings.path.display(),
+                "a transaction was left open on the lease database; rolling it back"
+            );
+            if let Err(error) = self.conn.execute_batch("ROLLBACK") {
+                tracing::error!(path = %settings.path.display(), %error, "rollback failed");
+            }
+        }
+    }
+
+    fn purge_expired(&mut self, settings: &Settings, limit: usize) -> StoreResult<usize> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -194,10 +292,10 @@ impl SqliteStore {
     /// Runs one write operation in its own `BEGIN IMMEDIATE` transaction.
     fn write<T>(
         &mut self,
+        settings: &Settings,
         begin: &'static str,
         f: impl FnOnce(&Transaction<'_>, &Settings, Timestamp) -> OpResult<T>,
     ) -> lease_core::Result<T> {
-        let settings = &self.settings;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -224,9 +322,9 @@ impl SqliteStore {
     /// Runs reads in one deferred transaction, so they see one snapshot.
     fn read<T>(
         &mut self,
+        settings: &Settings,
         f: impl FnOnce(&Transaction<'_>, &Settings, Timestamp) -> StoreResult<T>,
     ) -> lease_core::Result<T> {
-        let settings = &self.settings;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Deferred)
@@ -238,7 +336,7 @@ impl SqliteStore {
         Ok(out)
     }
 
-    fn apply_batch(&mut self, ops: Vec<Op>) -> Vec<lease_core::Result<Outcome>> {
+    fn apply_batch(&mut self, settings: &Settings, ops: &[Op]) -> Vec<lease_core::Result<Outcome>> {
         // Validation first, before any I/O; an op that fails it fails alone.
         let mut results: Vec<Option<lease_core::Result<Outcome>>> = ops
             .iter()
@@ -247,7 +345,7 @@ impl SqliteStore {
         if results.iter().all(Option::is_some) {
             return results.into_iter().flatten().collect();
         }
-        match self.apply_valid(&ops, &mut results) {
+        match self.apply_valid(settings, ops, &mut results) {
             Ok(()) => {}
             Err(err) => {
                 // The transaction failed as a whole: nothing took effect, every op says so.
@@ -269,10 +367,10 @@ impl SqliteStore {
 
     fn apply_valid(
         &mut self,
+        settings: &Settings,
         ops: &[Op],
         results: &mut [Option<lease_core::Result<Outcome>>],
     ) -> StoreResult<()> {
-        let settings = &self.settings;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -314,6 +412,38 @@ impl SqliteStore {
     }
 }
 
+/// Every pin, as [`Store::pinned`] returns them.
+fn read_pins(
+    tx: &Transaction<'_>,
+    s: &Settings,
+    _now: Timestamp,
+) -> StoreResult<BTreeMap<Key, Vec<String>>> {
+    let mut stmt = tx
+        .prepare_cached(
+            "SELECT namespace, model, name, entity FROM pin \
+             ORDER BY namespace, model, name, entity",
+        )
+        .map_err(s.sql("reading pins"))?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                Key::new(
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ),
+                r.get::<_, String>(3)?,
+            ))
+        })
+        .map_err(s.sql("reading pins"))?;
+    let mut out: BTreeMap<Key, Vec<String>> = BTreeMap::new();
+    for row in rows {
+        let (key, entity) = row.map_err(s.sql("reading pins"))?;
+        out.entry(key).or_default().push(entity);
+    }
+    Ok(out)
+}
+
 fn is_validation(result: &lease_core::Result<Outcome>) -> bool {
     matches!(result, Err(e) if e.is_validation())
 }
@@ -345,38 +475,54 @@ impl Store for SqliteStore {
     async fn claim_lease(&mut self, key: &Key, request: &Request) -> lease_core::Result<Info> {
         key.validate()?;
         request.validate()?;
-        self.write("beginning a claim", |tx, s, now| {
-            claim(tx, s, now, key, request)
+        let (key, request) = (key.clone(), request.clone());
+        self.blocking(move |conn, settings| {
+            conn.write(settings, "beginning a claim", |tx, s, now| {
+                claim(tx, s, now, &key, &request)
+            })
         })
+        .await?
     }
 
     async fn extend_lease(&mut self, key: &Key, request: &Request) -> lease_core::Result<Info> {
         key.validate()?;
         request.validate()?;
-        self.write("beginning an extension", |tx, s, now| {
-            extend(tx, s, now, key, request)
+        let (key, request) = (key.clone(), request.clone());
+        self.blocking(move |conn, settings| {
+            conn.write(settings, "beginning an extension", |tx, s, now| {
+                extend(tx, s, now, &key, &request)
+            })
         })
+        .await?
     }
 
     async fn revoke_lease(&mut self, key: &Key, holder: &str) -> lease_core::Result<()> {
         key.validate()?;
         validate_string("holder", holder)?;
-        self.write("beginning a revoke", |tx, s, now| {
-            revoke(tx, s, now, key, holder)
+        let (key, holder) = (key.clone(), holder.to_owned());
+        self.blocking(move |conn, settings| {
+            conn.write(settings, "beginning a revoke", |tx, s, now| {
+                revoke(tx, s, now, &key, &holder)
+            })
         })
+        .await?
     }
 
     async fn leases(&mut self, keys: &[Key]) -> lease_core::Result<BTreeMap<Key, Info>> {
         for key in keys {
             key.validate()?;
         }
-        self.read(|tx, s, now| {
-            if keys.is_empty() {
-                snapshot_all(tx, s, now)
-            } else {
-                snapshot_keys(tx, s, now, keys)
-            }
+        let keys = keys.to_vec();
+        self.blocking(move |conn, settings| {
+            conn.read(settings, |tx, s, now| {
+                if keys.is_empty() {
+                    snapshot_all(tx, s, now)
+                } else {
+                    snapshot_keys(tx, s, now, &keys)
+                }
+            })
         })
+        .await?
     }
 
     async fn lease_group(
@@ -386,80 +532,96 @@ impl Store for SqliteStore {
     ) -> lease_core::Result<BTreeMap<Key, Info>> {
         validate_string("namespace", namespace)?;
         validate_string("model", model)?;
-        self.read(|tx, s, now| snapshot_group(tx, s, now, namespace, model))
+        let (namespace, model) = (namespace.to_owned(), model.to_owned());
+        self.blocking(move |conn, settings| {
+            conn.read(settings, |tx, s, now| {
+                snapshot_group(tx, s, now, &namespace, &model)
+            })
+        })
+        .await?
     }
 
     async fn pin_lease(&mut self, key: &Key, entity: &str) -> lease_core::Result<()> {
         key.validate()?;
         validate_string("entity", entity)?;
-        self.write("beginning a pin", |tx, s, _| {
-            tx.prepare_cached(
-                "INSERT INTO pin (namespace, model, name, entity) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .and_then(|mut stmt| stmt.execute([&key.namespace, &key.model, &key.lease, entity]))
-            .map_err(s.sql("pinning a lease"))?;
-            Ok(Ok(()))
+        let (key, entity) = (key.clone(), entity.to_owned());
+        self.blocking(move |conn, settings| {
+            conn.write(settings, "beginning a pin", |tx, s, _| {
+                tx.prepare_cached(
+                    "INSERT INTO pin (namespace, model, name, entity) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .and_then(|mut stmt| {
+                    stmt.execute([&key.namespace, &key.model, &key.lease, &entity])
+                })
+                .map_err(s.sql("pinning a lease"))?;
+                Ok(Ok(()))
+            })
         })
+        .await?
     }
 
     async fn unpin_lease(&mut self, key: &Key, entity: &str) -> lease_core::Result<()> {
         key.validate()?;
         validate_string("entity", entity)?;
-        self.write("beginning an unpin", |tx, s, _| {
-            tx.prepare_cached(
-                "DELETE FROM pin WHERE namespace = ?1 AND model = ?2 AND name = ?3 \
-                 AND entity = ?4",
-            )
-            .and_then(|mut stmt| stmt.execute([&key.namespace, &key.model, &key.lease, entity]))
-            .map_err(s.sql("unpinning a lease"))?;
-            Ok(Ok(()))
+        let (key, entity) = (key.clone(), entity.to_owned());
+        self.blocking(move |conn, settings| {
+            conn.write(settings, "beginning an unpin", |tx, s, _| {
+                tx.prepare_cached(
+                    "DELETE FROM pin WHERE namespace = ?1 AND model = ?2 AND name = ?3 \
+                     AND entity = ?4",
+                )
+                .and_then(|mut stmt| {
+                    stmt.execute([&key.namespace, &key.model, &key.lease, &entity])
+                })
+                .map_err(s.sql("unpinning a lease"))?;
+                Ok(Ok(()))
+            })
         })
+        .await?
     }
 
     /// Every pinned key, including absent leases whose pins wait for their next claimant.
     async fn pinned(&mut self) -> lease_core::Result<BTreeMap<Key, Vec<String>>> {
-        self.read(|tx, s, _| {
-            let mut stmt = tx
-                .prepare_cached(
-                    "SELECT namespace, model, name, entity FROM pin \
-                     ORDER BY namespace, model, name, entity",
-                )
-                .map_err(s.sql("reading pins"))?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok((
-                        Key::new(
-                            r.get::<_, String>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, String>(2)?,
-                        ),
-                        r.get::<_, String>(3)?,
-                    ))
-                })
-                .map_err(s.sql("reading pins"))?;
-            let mut out: BTreeMap<Key, Vec<String>> = BTreeMap::new();
-            for row in rows {
-                let (key, entity) = row.map_err(s.sql("reading pins"))?;
-                out.entry(key).or_default().push(entity);
-            }
-            Ok(out)
-        })
+        self.blocking(|conn, settings| conn.read(settings, read_pins))
+            .await?
     }
 
     /// The whole batch in one `BEGIN IMMEDIATE` transaction with one clock reading and one
-    /// commit. Ops that fail validation fail alone, before the transaction; if SQLite fails,
-    /// the transaction is rolled back and every other op gets the error.
+    /// commit, in one blocking call. Ops that fail validation fail alone, before the
+    /// transaction; if SQLite fails, the transaction is rolled back and every other op gets
+    /// the error.
     async fn apply(&mut self, ops: Vec<Op>) -> Vec<lease_core::Result<Outcome>> {
-        self.apply_batch(ops)
+        let count = ops.len();
+        match self
+            .blocking(move |conn, settings| conn.apply_batch(settings, &ops))
+            .await
+        {
+            Ok(results) => results,
+            Err(err) => {
+                // The blocking thread failed (a panic rolled the transaction back, or the
+                // runtime is shutting down): nothing took effect, every op says so.
+                let shared = shared_error(&err);
+                let mut first = Some(Error::from(err));
+                (0..count)
+                    .map(|_| Err(first.take().unwrap_or_else(|| shared_clone(&shared))))
+                    .collect()
+            }
+        }
     }
 
     /// `PRAGMA data_version`: true when another connection committed since the last poll (or
     /// since opening). This store's own writes do not count.
     async fn poll_changes(&mut self) -> lease_core::Result<bool> {
-        let version = data_version(&self.conn).map_err(self.settings.sql("polling for changes"))?;
-        let changed = version != self.data_version;
-        self.data_version = version;
+        let changed = self
+            .blocking(|conn, settings| {
+                let version =
+                    data_version(&conn.conn).map_err(settings.sql("polling for changes"))?;
+                let changed = version != conn.data_version;
+                conn.data_version = version;
+                Ok::<_, SqliteStoreError>(changed)
+            })
+            .await??;
         Ok(changed)
     }
 
@@ -477,7 +639,10 @@ impl Store for SqliteStore {
     ///
     /// `None`, after a `tracing` warning, when the notifier cannot start (no inotify instances
     /// or watches left, a file system without change notification): the manager then notices
-    /// other processes' changes at its refresh polls only. The store itself is unaffected.
+    /// other processes' changes at its refresh polls only. The store itself is unaffected. The
+    /// notifier's connection is opened on its thread, not here (this is called from async
+    /// code); if that fails, the thread logs a warning and the channel closes, with the same
+    /// fallback.
     fn change_notifier(&mut self) -> Option<tokio::sync::watch::Receiver<u64>> {
         if self.notifier.is_none() {
             match ChangeNotifier::start(&self.settings.path) {

@@ -142,7 +142,7 @@ async fn another_kernel_writing_while_this_one_holds_leases_is_refused() {
     // Reads refuse too rather than report A's lease as free.
     let err = store_b.leases(&[]).await.unwrap_err();
     assert_another_kernel(&err, &path, "boot-a");
-    let err = store_b.purge_expired(100).unwrap_err();
+    let err = store_b.purge_expired(100).await.unwrap_err();
     assert!(
         matches!(err, SqliteStoreError::AnotherKernel { .. }),
         "{err}"

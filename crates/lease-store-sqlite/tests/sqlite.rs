@@ -445,12 +445,20 @@ async fn purging_is_bounded_keeps_pinned_rows_and_generations() {
         .claim_lease(&key("live"), &req("h", 100))
         .await
         .unwrap();
-    assert_eq!(store.purge_expired(100).unwrap(), 0, "nothing expired yet");
+    assert_eq!(
+        store.purge_expired(100).await.unwrap(),
+        0,
+        "nothing expired yet"
+    );
     clock.advance(secs(10));
-    assert_eq!(store.purge_expired(4).unwrap(), 4);
-    assert_eq!(store.purge_expired(4).unwrap(), 4);
-    assert_eq!(store.purge_expired(4).unwrap(), 1, "the pinned one stays");
-    assert_eq!(store.purge_expired(4).unwrap(), 0);
+    assert_eq!(store.purge_expired(4).await.unwrap(), 4);
+    assert_eq!(store.purge_expired(4).await.unwrap(), 4);
+    assert_eq!(
+        store.purge_expired(4).await.unwrap(),
+        1,
+        "the pinned one stays"
+    );
+    assert_eq!(store.purge_expired(4).await.unwrap(), 0);
     let rows: i64 = Connection::open(&path)
         .unwrap()
         .query_row("SELECT count(*) FROM lease", [], |r| r.get(0))
@@ -567,7 +575,7 @@ async fn a_reboot_expires_every_lease_and_generations_continue() {
     after.unpin_lease(&key("pinned"), "e").await.unwrap();
     clock.advance(secs(10));
     wall.advance(secs(10));
-    assert_eq!(after.purge_expired(10).unwrap(), 2);
+    assert_eq!(after.purge_expired(10).await.unwrap(), 2);
     drop(after);
     // Another reboot: the rows the second boot wrote are not valid on the third either.
     wall.advance(secs(30));
@@ -664,7 +672,7 @@ async fn a_lock_held_past_the_busy_timeout_is_a_timeout_naming_the_path() {
         assert!(err.is_timeout(), "{err}");
     }
     assert!(matches!(
-        store.purge_expired(10),
+        store.purge_expired(10).await,
         Err(SqliteStoreError::Busy { .. })
     ));
     // Readers are not blocked by a writer in WAL mode.
