@@ -8,7 +8,7 @@ use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::error::SqliteStoreError;
-use crate::schema::{APPLICATION_ID, SCHEMA_VERSION};
+use crate::schema::read_schema_version;
 
 /// What [`check_file`] found in a sound lease database.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,27 +84,7 @@ pub fn check_file(path: impl AsRef<Path>) -> Result<IntegrityReport, SqliteStore
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
         .map_err(sql("turning off the checkpoint on close"))?;
 
-    let application_id: i32 = conn
-        .pragma_query_value(None, "application_id", |row| row.get(0))
-        .map_err(sql("reading the application id"))?;
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |row| row.get(0))
-        .map_err(sql("reading the schema version"))?;
-    if application_id != 0 && application_id != APPLICATION_ID {
-        return Err(SqliteStoreError::ForeignDatabase {
-            path,
-            reason: format!(
-                "its application id is {application_id:#010x}, not {APPLICATION_ID:#010x}"
-            ),
-        });
-    }
-    if version > SCHEMA_VERSION {
-        return Err(SqliteStoreError::NewerSchema {
-            path,
-            found: version,
-            supported: SCHEMA_VERSION,
-        });
-    }
+    let version = read_schema_version(&conn, &path, CHECK_BUSY_TIMEOUT)?;
     let damaged = |detail: String| SqliteStoreError::Corrupt {
         path: path.clone(),
         detail,
@@ -121,17 +101,6 @@ pub fn check_file(path: impl AsRef<Path>) -> Result<IntegrityReport, SqliteStore
         })?;
     if findings.len() != 1 || findings[0] != "ok" {
         return Err(damaged(findings.join("; ")));
-    }
-    if version == 0 {
-        let tables: i64 = conn
-            .query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))
-            .map_err(sql("reading the schema"))?;
-        if tables > 0 {
-            return Err(SqliteStoreError::ForeignDatabase {
-                path,
-                reason: format!("it has {tables} schema objects but no lease schema version"),
-            });
-        }
     }
     let lease_rows: i64 = if version == 0 {
         0

@@ -15,7 +15,7 @@ use crate::boot::{check_boot_id, host_boot_id};
 use crate::error::SqliteStoreError;
 use crate::filesystem::refuse_shared;
 use crate::kernel::{BootRecord, SystemWallClock, WallClock, host_machine_id, wall_column};
-use crate::schema::{APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION};
+use crate::schema::{APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, read_schema_version};
 use crate::store::{Settings, SqliteStore, StoreResult};
 
 /// How long an operation waits for another connection's write lock unless told otherwise.
@@ -228,38 +228,7 @@ impl SqliteStoreBuilder {
         }
 
         // Inspect before changing anything: these only read the header and the schema.
-        let application_id: i32 = conn
-            .pragma_query_value(None, "application_id", |row| row.get(0))
-            .map_err(sql("reading the application id"))?;
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |row| row.get(0))
-            .map_err(sql("reading the schema version"))?;
-        if application_id != 0 && application_id != APPLICATION_ID {
-            return Err(SqliteStoreError::ForeignDatabase {
-                path,
-                reason: format!(
-                    "its application id is {application_id:#010x}, not {APPLICATION_ID:#010x}"
-                ),
-            });
-        }
-        if version > SCHEMA_VERSION {
-            return Err(SqliteStoreError::NewerSchema {
-                path,
-                found: version,
-                supported: SCHEMA_VERSION,
-            });
-        }
-        if version == 0 {
-            let tables: i64 = conn
-                .query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))
-                .map_err(sql("reading the schema"))?;
-            if tables > 0 {
-                return Err(SqliteStoreError::ForeignDatabase {
-                    path,
-                    reason: format!("it has {tables} schema objects but no lease schema version"),
-                });
-            }
-        }
+        let version = read_schema_version(&conn, &path, self.busy_timeout)?;
         // The full scan costs O(file): only before a migration writes to the file (creation
         // included), or when asked for. Otherwise damage is met by the operation reading it.
         if self.integrity_check || version < SCHEMA_VERSION {

@@ -92,6 +92,54 @@ ALTER TABLE boot ADD COLUMN last_write_wall INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE boot ADD COLUMN live_until_wall INTEGER NOT NULL DEFAULT 0;
 ";
 
+/// Reads the file's application id and schema version and refuses a file that is another
+/// program's (a foreign application id, or tables without a lease schema version) or of a newer
+/// schema. Only the header and the schema are read: O(1) in the file's size. Returns the schema
+/// version, 0 for an empty file.
+pub(crate) fn read_schema_version(
+    conn: &rusqlite::Connection,
+    path: &std::path::Path,
+    busy_timeout: std::time::Duration,
+) -> Result<i64, crate::error::SqliteStoreError> {
+    use crate::error::SqliteStoreError;
+    let sql = |action: &'static str| {
+        move |e| SqliteStoreError::from_sqlite(path, busy_timeout, action, e)
+    };
+    let application_id: i32 = conn
+        .pragma_query_value(None, "application_id", |row| row.get(0))
+        .map_err(sql("reading the application id"))?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(sql("reading the schema version"))?;
+    if application_id != 0 && application_id != APPLICATION_ID {
+        return Err(SqliteStoreError::ForeignDatabase {
+            path: path.to_path_buf(),
+            reason: format!(
+                "its application id is {application_id:#010x}, not {APPLICATION_ID:#010x}"
+            ),
+        });
+    }
+    if version > SCHEMA_VERSION {
+        return Err(SqliteStoreError::NewerSchema {
+            path: path.to_path_buf(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if version == 0 {
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))
+            .map_err(sql("reading the schema"))?;
+        if tables > 0 {
+            return Err(SqliteStoreError::ForeignDatabase {
+                path: path.to_path_buf(),
+                reason: format!("it has {tables} schema objects but no lease schema version"),
+            });
+        }
+    }
+    Ok(version)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
