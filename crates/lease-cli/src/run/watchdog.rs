@@ -159,6 +159,18 @@ fn watch(
                 }
             }
             Ok(Event::TreeGone) | Err(RecvTimeoutError::Disconnected) => {
+                // The tree may have ended after the renew deadline without this thread having
+                // woken up for it: `lease run` was stopped (SIGSTOP) while the supervisor
+                // enforced the kill deadline on its own. The lease was lost all the same.
+                if lost.is_none() && clock.now() >= timing.lost_at(last_ok) {
+                    lost = Some((
+                        clock.now(),
+                        format!(
+                            "no renewal succeeded within --renew-deadline {}",
+                            format_duration(timing.renew_deadline)
+                        ),
+                    ));
+                }
                 return lost.map(|(_, r)| r);
             }
             Err(RecvTimeoutError::Timeout) => {}
