@@ -10,9 +10,10 @@
 //! - **Bursts**: five candidates started at the same instant on a fresh lease, and on a stale
 //!   lease whose holder was SIGKILLed: exactly one leader at every instant from the first.
 //! - **Deletions**: three candidates contend while the orchestrator deletes the Lease object
-//!   under the leader at random moments ([`DELETIONS`] times, see [`deletions`]), as `kubectl delete`, a Helm
-//!   reinstall or a namespace clean-up would: still never two leaders at once, generations
-//!   still increasing with terms, and someone leads again after each deletion.
+//!   under the leader at random moments ([`DELETIONS`] times, see `k8s/deletions.rs`), as
+//!   `kubectl delete`, a Helm reinstall or a namespace clean-up would: still never two leaders
+//!   at once, generations still increasing with terms, and someone leads again after each
+//!   deletion.
 //!
 //! A candidate logs [`Event::Lead`] when `lock()` returns, and [`Event::Lost`] when it sees its
 //! lost token fire (with the start of the last renewal it saw), or [`Event::Stop`] before it
