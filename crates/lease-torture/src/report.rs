@@ -175,6 +175,15 @@ pub fn k8s_section(title: &str, s: &k8s::Summary) -> String {
         opt_s(v.min_handover_gap.map(secs), 3)
     );
     let _ = writeln!(out, "| server restarts | {} |", s.outages.len());
+    if !s.deletions.is_empty() {
+        let after: Vec<String> = s.deletions.iter().map(|d| format!("{d:.2} s")).collect();
+        let _ = writeln!(
+            out,
+            "| Lease object deleted under its leader (`kubectl delete`, a Helm reinstall) | {} times; leader again after {} |",
+            s.deletions.len(),
+            after.join(", ")
+        );
+    }
     let _ = writeln!(out, "| candidates SIGKILLed | {} |", s.kills);
     if let Some(tk) = s.takeover_after_leader_kill {
         let _ = writeln!(
