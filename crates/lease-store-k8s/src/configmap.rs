@@ -6,12 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff;
-use lease_core::{Clock, Info, Key, Request, Result, Store};
-use tokio::sync::watch;
+use lease_core::{Clock, Key, Result};
 
 use crate::engine::{Codec, Engine};
 use crate::error::K8sStoreError;
@@ -316,74 +314,4 @@ impl ConfigMapStore {
     }
 }
 
-#[async_trait]
-impl Store for ConfigMapStore {
-    /// # Errors
-    ///
-    /// As [`Store::claim_lease`].
-    async fn claim_lease(&mut self, key: &Key, request: &Request) -> Result<Info> {
-        self.engine.claim(key, request).await
-    }
-
-    /// # Errors
-    ///
-    /// As [`Store::extend_lease`].
-    async fn extend_lease(&mut self, key: &Key, request: &Request) -> Result<Info> {
-        self.engine.extend(key, request).await
-    }
-
-    /// Revokes by clearing the holder; the ConfigMap stays (its generation must survive).
-    ///
-    /// # Errors
-    ///
-    /// As [`Store::revoke_lease`].
-    async fn revoke_lease(&mut self, key: &Key, holder: &str) -> Result<()> {
-        self.engine.revoke(key, holder).await
-    }
-
-    /// # Errors
-    ///
-    /// As [`Store::leases`].
-    async fn leases(&mut self, keys: &[Key]) -> Result<BTreeMap<Key, Info>> {
-        self.engine.leases(keys).await
-    }
-
-    /// # Errors
-    ///
-    /// As [`Store::lease_group`].
-    async fn lease_group(&mut self, namespace: &str, model: &str) -> Result<BTreeMap<Key, Info>> {
-        self.engine.lease_group(namespace, model).await
-    }
-
-    /// # Errors
-    ///
-    /// As [`Store::pin_lease`].
-    async fn pin_lease(&mut self, key: &Key, entity: &str) -> Result<()> {
-        self.engine.set_pin(key, entity, true).await
-    }
-
-    /// # Errors
-    ///
-    /// As [`Store::unpin_lease`].
-    async fn unpin_lease(&mut self, key: &Key, entity: &str) -> Result<()> {
-        self.engine.set_pin(key, entity, false).await
-    }
-
-    /// # Errors
-    ///
-    /// As [`Store::pinned`].
-    async fn pinned(&mut self) -> Result<BTreeMap<Key, Vec<String>>> {
-        self.engine.pinned().await
-    }
-
-    /// # Errors
-    ///
-    /// Never.
-    async fn poll_changes(&mut self) -> Result<bool> {
-        Ok(self.engine.poll_changes().await)
-    }
-
-    fn change_notifier(&mut self) -> Option<watch::Receiver<u64>> {
-        self.engine.change_notifier()
-    }
-}
+crate::store_impl::store_via_engine!(ConfigMapStore);

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Debug;
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::api::{ListParams, PostParams};
@@ -22,6 +22,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
+use crate::cache::{CacheState, Entry, Shared, observe};
 use crate::error::{K8sStoreError, has_code};
 use crate::naming::{
     group_selector, is_dns1123_subdomain, key_json, managed_selector, object_name,
@@ -69,139 +70,6 @@ pub(crate) trait Codec: Send + Sync + 'static {
     fn term(&self, duration: Duration) -> Term {
         Term::Finite(duration)
     }
-}
-
-/// What this process knows about one object.
-#[derive(Debug, Clone)]
-pub(crate) struct Entry<O> {
-    /// The object as last read or written.
-    pub(crate) object: O,
-    /// Its `resourceVersion`.
-    rv: String,
-    /// The record it carries.
-    pub(crate) record: Record,
-    /// The record's [`Record::fingerprint`].
-    fingerprint: String,
-    /// When this process first observed the record unchanged (on the store's clock).
-    pub(crate) observed_at: Timestamp,
-}
-
-/// The observation cache, shared with the watch task.
-#[derive(Debug)]
-pub(crate) struct CacheState<O> {
-    pub(crate) entries: HashMap<String, Entry<O>>,
-    /// The watch has listed everything and is following changes (every stream of it).
-    pub(crate) synced: bool,
-    /// Each watch stream's state: the label-selected stream first, then one per bound name.
-    pub(crate) streams: Vec<StreamState>,
-    /// The largest generation seen on each object name, kept after the object is deleted: a
-    /// claim on a re-created object starts above it (see [`crate::generation`]).
-    high_water: HashMap<String, u64>,
-    /// The last entry of each object seen deleted (until an object of that name is seen
-    /// again): a claim does not re-create the object while the deleted record's holder may
-    /// still believe it holds it (see [`Engine::deleted_holder`]).
-    deleted: HashMap<String, Entry<O>>,
-}
-
-impl<O> CacheState<O> {
-    /// Forgets the object `name` (deleted), keeping its last entry in `deleted`.
-    pub(crate) fn bury(&mut self, name: &str) {
-        if let Some(entry) = self.entries.remove(name) {
-            self.deleted.insert(name.to_owned(), entry);
-        }
-    }
-}
-
-/// The state of one watch stream.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct StreamState {
-    /// It has listed everything and follows changes.
-    pub(crate) synced: bool,
-    /// Names seen since its current (re)list started.
-    pub(crate) listing: Option<HashSet<String>>,
-}
-
-#[derive(Debug)]
-pub(crate) struct Shared<O> {
-    cache: Mutex<CacheState<O>>,
-    changes: watch::Sender<u64>,
-}
-
-impl<O> Shared<O> {
-    pub(crate) fn lock(&self) -> MutexGuard<'_, CacheState<O>> {
-        // A panic while holding the lock leaves a consistent map (every update is one insert).
-        self.cache.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn bump(&self) {
-        self.changes.send_modify(|n| *n = n.wrapping_add(1));
-    }
-}
-
-/// Whether resource version `new` may be newer than `old`: false only when both are numbers
-/// (as they are on every real API server, though documented as opaque) and `new` is older.
-fn may_be_newer(old: &str, new: &str) -> bool {
-    match (old.parse::<u64>(), new.parse::<u64>()) {
-        (Ok(old), Ok(new)) => new >= old,
-        _ => true,
-    }
-}
-
-/// Records an observation of `object` in `state`. `own` is `Some((start, force))` for an
-/// object returned by our own write started at `start`; `force` restarts the expiry even if the
-/// record is unchanged. Returns whether anything changed.
-pub(crate) fn observe<C: Codec>(
-    codec: &C,
-    state: &mut CacheState<C::Object>,
-    object: C::Object,
-    now: Timestamp,
-    own: Option<(Timestamp, bool)>,
-) -> bool {
-    let name = object.name_any();
-    let rv = object.resource_version().unwrap_or_default();
-    for listing in state.streams.iter_mut().filter_map(|s| s.listing.as_mut()) {
-        listing.insert(name.clone());
-    }
-    let record = codec.decode(&object);
-    let seen = state.high_water.entry(name.clone()).or_default();
-    *seen = (*seen).max(record.generation);
-    let fingerprint = record.fingerprint();
-    let (at, force) = match own {
-        Some((start, force)) => (start, force),
-        None => (now, false),
-    };
-    let observed_at = match state.entries.get(&name) {
-        // Already known, or older than what we know (a watch event can trail our own write).
-        Some(old)
-            if (own.is_none() && old.rv == rv) || (old.rv != rv && !may_be_newer(&old.rv, &rv)) =>
-        {
-            return false;
-        }
-        Some(old) if old.fingerprint == fingerprint && !force => old.observed_at,
-        _ => {
-            if !record.problems.is_empty() {
-                tracing::warn!(
-                    object = %name,
-                    resource = C::RESOURCE,
-                    problems = ?record.problems,
-                    "lease object has unusable fields; it is treated as not held"
-                );
-            }
-            at
-        }
-    };
-    state.deleted.remove(&name);
-    state.entries.insert(
-        name,
-        Entry {
-            object,
-            rv,
-            record,
-            fingerprint,
-            observed_at,
-        },
-    );
-    true
 }
 
 /// Aborts the watch task when the store is dropped.

@@ -4,11 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use lease_core::{Clock, Info, Key, Request, Result, Store};
-use tokio::sync::watch;
+use lease_core::{Clock, Key, Result};
 
 use crate::engine::{Codec, Engine};
 use crate::error::K8sStoreError;
@@ -131,87 +129,4 @@ impl LeaseStore {
     }
 }
 
-#[async_trait]
-impl Store for LeaseStore {
-    /// Claims through a conditional create (absent) or replace (free or expired).
-    ///
-    /// # Errors
-    ///
-    /// As [`Store::claim_lease`]; see [`K8sStoreError`] for how API failures map.
-    async fn claim_lease(&mut self, key: &Key, request: &Request) -> Result<Info> {
-        self.engine.claim(key, request).await
-    }
-
-    /// Extends with one conditional replace of the last object seen (no read when it is
-    /// current).
-    ///
-    /// # Errors
-    ///
-    /// As [`Store::extend_lease`].
-    async fn extend_lease(&mut self, key: &Key, request: &Request) -> Result<Info> {
-        self.engine.extend(key, request).await
-    }
-
-    /// Revokes by clearing `holderIdentity` (as client-go's release does), keeping
-    /// `leaseTransitions`.
-    ///
-    /// # Errors
-    ///
-    /// As [`Store::revoke_lease`].
-    async fn revoke_lease(&mut self, key: &Key, holder: &str) -> Result<()> {
-        self.engine.revoke(key, holder).await
-    }
-
-    /// # Errors
-    ///
-    /// As [`Store::leases`].
-    async fn leases(&mut self, keys: &[Key]) -> Result<BTreeMap<Key, Info>> {
-        self.engine.leases(keys).await
-    }
-
-    /// One label-selected list (or the watch's cache).
-    ///
-    /// # Errors
-    ///
-    /// As [`Store::lease_group`].
-    async fn lease_group(&mut self, namespace: &str, model: &str) -> Result<BTreeMap<Key, Info>> {
-        self.engine.lease_group(namespace, model).await
-    }
-
-    /// # Errors
-    ///
-    /// As [`Store::pin_lease`].
-    async fn pin_lease(&mut self, key: &Key, entity: &str) -> Result<()> {
-        self.engine.set_pin(key, entity, true).await
-    }
-
-    /// # Errors
-    ///
-    /// As [`Store::unpin_lease`].
-    async fn unpin_lease(&mut self, key: &Key, entity: &str) -> Result<()> {
-        self.engine.set_pin(key, entity, false).await
-    }
-
-    /// # Errors
-    ///
-    /// As [`Store::pinned`].
-    async fn pinned(&mut self) -> Result<BTreeMap<Key, Vec<String>>> {
-        self.engine.pinned().await
-    }
-
-    /// Compares the watch's change counter with the last call's: no API request. Starts the
-    /// watch on first use (and then says yes).
-    ///
-    /// # Errors
-    ///
-    /// Never.
-    async fn poll_changes(&mut self) -> Result<bool> {
-        Ok(self.engine.poll_changes().await)
-    }
-
-    /// A counter bumped on every change another process makes to this store's objects, fed by
-    /// a Kubernetes watch started on first call. `None` outside a tokio runtime.
-    fn change_notifier(&mut self) -> Option<watch::Receiver<u64>> {
-        self.engine.change_notifier()
-    }
-}
+crate::store_impl::store_via_engine!(LeaseStore);

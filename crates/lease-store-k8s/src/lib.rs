@@ -191,6 +191,7 @@
 //! Bind it to the program's service account with a RoleBinding. Without `list`/`watch` the
 //! stores still work, but the watch fails (logged) and every poll says "changed".
 
+mod cache;
 mod configmap;
 mod configmap_lock;
 mod engine;
@@ -202,6 +203,7 @@ pub mod lock_record;
 pub mod naming;
 mod options;
 mod record;
+mod store_impl;
 mod watch;
 
 pub use configmap::{

@@ -13,7 +13,8 @@ use kube::{Api, Resource, ResourceExt};
 use lease_core::Clock;
 use serde::de::DeserializeOwned;
 
-use crate::engine::{Codec, Shared, StreamState, observe};
+use crate::cache::{Shared, StreamState, observe};
+use crate::engine::Codec;
 use crate::naming::managed_selector;
 
 /// The first pause before a failed watch starts again.

@@ -32,7 +32,7 @@ async fn a_deleted_and_recreated_lease_never_goes_backwards() {
     // Process A claims: the new object's generation starts from the wall clock, in the
     // annotation, while leaseTransitions stays client-go's small counter.
     let (client, mut handle) = mock();
-    let mut a = LeaseStore::new(client, NS, TestClock::new());
+    let mut a = LeaseStore::new(client, NS, test_clock());
     let before = wall_clock_generation();
     let (result, _) = tokio::join!(
         a.claim_lease(&key, &request),
@@ -48,7 +48,7 @@ async fn a_deleted_and_recreated_lease_never_goes_backwards() {
     // creates it again: its first claim is above A's.
     wall_clock_past(first.get());
     let (client, mut handle_b) = mock();
-    let mut b = LeaseStore::new(client, NS, TestClock::new());
+    let mut b = LeaseStore::new(client, NS, test_clock());
     let server = async {
         let object = serve_absent_claim(&mut handle_b, &key, 3).await;
         assert_eq!(object["spec"]["leaseTransitions"], 1);
@@ -69,7 +69,7 @@ async fn a_process_that_saw_a_higher_generation_stays_above_it_after_deletion() 
     // process saw it, whatever our clock says.
     let key = key();
     let (client, mut handle) = mock();
-    let clock = TestClock::new();
+    let clock = test_clock();
     let mut store = LeaseStore::new(client, NS, clock.clone());
     let ahead = wall_clock_generation() + 1_000_000_000_000;
     let mut object = foreign_lease(&key, 40, "other", 15, 9);
@@ -108,7 +108,7 @@ async fn client_go_takeovers_between_ours_count_on() {
     // (it keeps our annotations and adds one to leaseTransitions each time) and holds it.
     let key = key();
     let (client, mut handle) = mock();
-    let clock = TestClock::new();
+    let clock = test_clock();
     let mut store = LeaseStore::new(client, NS, clock.clone());
     let g = wall_clock_generation() + 1_000_000_000;
     let mut object = foreign_lease(&key, 50, "go-2", 15, 7);
@@ -177,7 +177,7 @@ async fn an_unreadable_generation_is_never_lowered() {
     let g = wall_clock_generation() + 1_000_000_000;
     for (what, object) in unreadable_generations(&key, g) {
         let (client, mut handle) = mock();
-        let clock = TestClock::new();
+        let clock = test_clock();
         let mut store = LeaseStore::new(client, NS, clock.clone());
         // Still held by the holder it names: nobody else gets it...
         let server = async {
@@ -250,7 +250,7 @@ async fn configmaps_seed_and_refuse_to_extend_an_unreadable_generation() {
         ("missing", held(Value::Null)),
     ] {
         let (client, mut handle) = mock();
-        let clock = TestClock::new();
+        let clock = test_clock();
         let mut store = ConfigMapStore::builder(client, NS, clock.clone())
             .owner(None)
             .build();
@@ -287,7 +287,7 @@ async fn a_deleted_configmap_is_recreated_above_the_old_generation() {
     let key = key();
     let request = Request::new("pod-a", Duration::from_secs(30));
     let (client, mut handle) = mock();
-    let mut a = ConfigMapStore::builder(client, NS, TestClock::new())
+    let mut a = ConfigMapStore::builder(client, NS, test_clock())
         .owner(None)
         .build();
     let (result, ()) = tokio::join!(
@@ -298,7 +298,7 @@ async fn a_deleted_configmap_is_recreated_above_the_old_generation() {
     // The owner pod is deleted and the garbage collector deletes the ConfigMap with it.
     wall_clock_past(first.get());
     let (client, mut handle) = mock();
-    let mut b = ConfigMapStore::builder(client, NS, TestClock::new())
+    let mut b = ConfigMapStore::builder(client, NS, test_clock())
         .owner(None)
         .build();
     let (result, ()) = tokio::join!(
@@ -322,7 +322,7 @@ async fn serve_configmap_create(handle: &mut Handle) {
 async fn a_claimant_that_saw_the_holder_does_not_recreate_a_deleted_lease_under_it() {
     let key = key();
     let (client, mut handle) = mock();
-    let clock = TestClock::new();
+    let clock = test_clock();
     let mut store = LeaseStore::new(client, NS, clock.clone());
     let request = Request::new("follower", Duration::from_secs(15));
     // The follower sees the leader's claim.
