@@ -12,7 +12,6 @@ use lease_manager::{Manager, ManagerConfig};
 use lease_store_k8s::{LeaseStore, StoreOptions};
 use lease_store_sqlite::DefaultDatabase;
 
-use crate::cli::LeaseArgs;
 use crate::error::{CliError, EXIT_USAGE, chain};
 
 /// Where leases are kept.
@@ -49,20 +48,24 @@ impl std::fmt::Debug for PostgresUrl {
     }
 }
 
-/// Binds `lease`'s `--object`, if given, into `spec`.
+/// Binds lease `key` to the Kubernetes object `object` (`--object`), if given, into `spec`.
 ///
 /// # Errors
 ///
 /// A usage error when `--object` is given for a store other than Kubernetes.
-pub(crate) fn bind_object(spec: StoreSpec, lease: &LeaseArgs) -> Result<StoreSpec, CliError> {
-    let Some(object) = &lease.object else {
+pub(crate) fn bind_object(
+    spec: StoreSpec,
+    key: Key,
+    object: Option<&str>,
+) -> Result<StoreSpec, CliError> {
+    let Some(object) = object else {
         return Ok(spec);
     };
     match spec {
         StoreSpec::K8s(namespace) => Ok(StoreSpec::K8sObject {
             namespace,
-            key: lease.key(),
-            object: object.clone(),
+            key,
+            object: object.to_owned(),
         }),
         StoreSpec::K8sObject { .. }
         | StoreSpec::Sqlite(_)

@@ -112,7 +112,7 @@ fn execute(cli: Cli) -> Result<u8, CliError> {
         .map_err(|e| CliError::new(EXIT_STORE, format!("cannot start the runtime: {e}")))?;
     let spec = backend::resolve(cli.store);
     let spec = match cli.command.lease_args() {
-        Some(lease) => backend::bind_object(spec, lease)?,
+        Some(lease) => backend::bind_object(spec, lease.key(), lease.object.as_deref())?,
         None => spec,
     };
     runtime.block_on(async move {
