@@ -1,4 +1,4 @@
-//! The auto-renewing [`Leaser`] (shared/seeds/000): path-shaped keys ([`PathKey`]), the held
+//! The auto-renewing [`Leaser`]: path-shaped keys ([`PathKey`]), the held
 //! lease's guard ([`LeaseGuard`]) and what [`Leaser::lease_info_value`] reports ([`LeaseInfo`]).
 //!
 //! The trait lives here, not in `lease-manager`, so that a fake leaser (in `lease-testkit`, or
@@ -25,7 +25,7 @@ pub const MIN_TTL: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LeaserError {
-    /// The lease is held by another holder (the seed's `ErrConflict`).
+    /// The lease is held by another holder (Go leasers' `ErrConflict`).
     #[error("lease {key} already held")]
     Conflict {
         /// The lease.
@@ -159,7 +159,7 @@ impl Drop for LeaseGuard {
     }
 }
 
-/// Acquires, renews and releases leases named by [`PathKey`]s (shared/seeds/000).
+/// Acquires, renews and releases leases named by [`PathKey`]s.
 ///
 /// Used as `dyn Leaser` or as a generic bound; the typed conveniences are in [`LeaserExt`].
 #[async_trait]

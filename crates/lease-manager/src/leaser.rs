@@ -1,4 +1,4 @@
-//! [`ManagerLeaser`]: the auto-renewing [`Leaser`] (shared/seeds/000) over any
+//! [`ManagerLeaser`]: the auto-renewing [`Leaser`] over any
 //! [`lease_core::Manager`], so every store call still goes through the manager's one worker.
 
 use std::collections::HashMap;

@@ -1,4 +1,4 @@
-//! [`ResourceLocks`]: advisory locks on resources for transactions (shared/seeds/001), one
+//! [`ResourceLocks`]: advisory locks on resources for transactions, one
 //! lease per resource, held by the transaction's name, over any store through the manager.
 
 use std::fmt;

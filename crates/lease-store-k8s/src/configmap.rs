@@ -1,4 +1,4 @@
-//! [`ConfigMapStore`]: the [`Store`] on ConfigMaps, in the style of a ConfigMap lock (seed 004):
+//! [`ConfigMapStore`]: the [`Store`] on ConfigMaps, in the style of a ConfigMap lock:
 //! holder and expiry in `data`, an owner reference to the running pod so the lock is
 //! garbage-collected with it, caller-supplied labels, and optionally locks that never expire.
 
@@ -249,7 +249,7 @@ impl ConfigMapStoreBuilder {
         self
     }
 
-    /// Claims without expiry (seed 004's lock created with a negative timeout): a claim lasts
+    /// Claims without expiry (the Go ConfigMap lock created with a negative timeout): a claim lasts
     /// until it is revoked or its owner pod is deleted, whatever duration it asks for, and its
     /// [`Info::expiry`] is [`Timestamp::MAX`](lease_core::Timestamp::MAX).
     pub fn without_expiry(mut self) -> Self {

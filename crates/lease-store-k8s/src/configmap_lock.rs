@@ -1,5 +1,6 @@
-//! [`ConfigMapLock`]: seed 004's ConfigMap lock (`lock.New(client, name, timeout)`, `Acquire`,
-//! `Release`, `WithLabels`, `GetName`, `GetTimeout`, `GetCMData`) as a facade over
+//! [`ConfigMapLock`]: the API of Go's ConfigMap locks in the style of operator-sdk's leader lock
+//! (`lock.New(client, name, timeout)`, `Acquire`, `Release`, `WithLabels`, `GetName`,
+//! `GetTimeout`, `GetCMData`) as a facade over
 //! [`ConfigMapStore`]: the lock is the ConfigMap named exactly `name`, owned by the running pod,
 //! expiring `timeout` after it was acquired (or never).
 
@@ -58,7 +59,7 @@ pub enum ConfigMapLockError {
     Lease(#[from] lease_core::Error),
 }
 
-/// A lock on a ConfigMap named `name` (seed 004): [`ConfigMapLock::acquire`] retries until it
+/// A lock on a ConfigMap named `name`: [`ConfigMapLock::acquire`] retries until it
 /// holds the lock or the timeout passes; [`ConfigMapLock::release`] gives it back, failing
 /// when the lock is not ours.
 ///
@@ -69,9 +70,10 @@ pub enum ConfigMapLockError {
 ///   garbage collector frees a lock whose pod is deleted.
 /// - A `timeout` of `Some(t)` makes the lock expire `t` after it was acquired (judged, as the
 ///   stores do, by when other processes observed it change) and bounds
-///   [`ConfigMapLock::acquire`] to `t` from its first look at the lock; `None` (the seed's negative timeout) makes a lock that
-///   never expires, and an `acquire` that waits as long as it takes.
-/// - Unlike the seed, release clears the holder instead of deleting the ConfigMap, so the
+///   [`ConfigMapLock::acquire`] to `t` from its first look at the lock; `None` (the Go lock's
+///   negative timeout) makes a lock that never expires, and an `acquire` that waits as long as
+///   it takes.
+/// - Unlike the Go lock, release clears the holder instead of deleting the ConfigMap, so the
 ///   fencing generation survives; a released lock is free for the next `acquire`.
 /// - Waiting: every attempt is a conditional write through the [`ConfigMapStore`]; between
 ///   attempts it waits for the store's change notifier (a watch: a release wakes waiters at
@@ -156,7 +158,7 @@ impl ConfigMapLock {
         self
     }
 
-    /// Labels to add to the lock's ConfigMap (seed 004's `WithLabels`).
+    /// Labels to add to the lock's ConfigMap (the Go lock's `WithLabels`).
     #[must_use]
     pub fn with_labels(mut self, labels: BTreeMap<String, String>) -> Self {
         self.labels = labels;
@@ -184,7 +186,7 @@ impl ConfigMapLock {
         self
     }
 
-    /// The lock's name: the ConfigMap's (seed 004's `GetName`).
+    /// The lock's name: the ConfigMap's (the Go lock's `GetName`).
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -194,7 +196,7 @@ impl ConfigMapLock {
         &self.namespace
     }
 
-    /// The timeout (seed 004's `GetTimeout`); `None` for a lock that never expires.
+    /// The timeout (the Go lock's `GetTimeout`); `None` for a lock that never expires.
     pub fn timeout(&self) -> Option<Duration> {
         self.timeout
     }
@@ -204,7 +206,7 @@ impl ConfigMapLock {
         &self.identity
     }
 
-    /// The ConfigMap `data` this lock writes that does not change with time (seed 004's
+    /// The ConfigMap `data` this lock writes that does not change with time (the Go lock's
     /// `GetCMData`): the holder, and the duration in seconds (rounded up) or `expiry: never`.
     /// Each acquire also writes `acquireTime`, `renewTime`, `leaseTransitions` and, with a
     /// timeout, `expiry` (see [`ConfigMapStore`]).
@@ -266,7 +268,7 @@ impl ConfigMapLock {
         )
     }
 
-    /// Takes the lock, retrying until it is ours or the timeout has passed (seed 004's
+    /// Takes the lock, retrying until it is ours or the timeout has passed (the Go lock's
     /// `Acquire`), and returns its fencing generation. The timeout counts from the first
     /// attempt's look at the lock, so a stale lock (one nobody renews) whose duration is at
     /// most this lock's timeout is taken over within one call, once it has expired as this
@@ -314,7 +316,7 @@ impl ConfigMapLock {
             // counts a lock it had not seen before as observed at that attempt's read, so a
             // deadline taken earlier would fall before the expiry of a stale lock whose
             // duration equals our timeout, and the waiter would give up just before it could
-            // take the lock over (the seed's promise is that it takes it over).
+            // take the lock over (the Go lock's promise is that it takes it over).
             if deadline.is_none() {
                 deadline = self.timeout.map(|t| now.saturating_add(t));
             }
@@ -359,7 +361,7 @@ impl ConfigMapLock {
         }
     }
 
-    /// Gives the lock back (seed 004's `Release`): clears the holder, keeping the ConfigMap
+    /// Gives the lock back (the Go lock's `Release`): clears the holder, keeping the ConfigMap
     /// and its generation.
     ///
     /// # Errors

@@ -402,7 +402,7 @@ impl<C: Codec> Engine<C> {
     /// holder (`kubectl delete`, a Helm reinstall) who may not know yet and keeps acting until
     /// its claim runs out, so re-creating it at once would make two holders. Pins do not
     /// count (they went with the object), nor does a claim without expiry (a ConfigMap lock
-    /// deleted with its owner pod is free, as seed 004 promises).
+    /// deleted with its owner pod is free, as the Go ConfigMap lock promises).
     fn deleted_holder(&self, name: &str, now: Timestamp) -> Option<String> {
         let state = self.shared.lock();
         let entry = state.deleted.get(name)?;

@@ -1,5 +1,5 @@
 //! [`EventRecorder`]: leadership changes recorded as Kubernetes Events on the lock object, as
-//! client-go's `LeaseLock.RecordEvent` does (seed 003): reason `LeaderElection`, message
+//! client-go's `LeaseLock.RecordEvent` does: reason `LeaderElection`, message
 //! `"<identity> became leader"` or `"<identity> stopped leading"`, involved object the Lease.
 //!
 //! The recorder plugs into lease-manager's `LeaderElector` through its `Callbacks` (this crate

@@ -12,7 +12,8 @@
 //!   client-go's leader election (see [Sharing a Lease with client-go](#sharing-a-lease-with-client-go));
 //! - [`EventRecorder`]: leadership changes as Kubernetes Events on the Lease, for the
 //!   elector's callbacks;
-//! - [`ConfigMapLock`]: seed 004's ConfigMap lock over [`ConfigMapStore`].
+//! - [`ConfigMapLock`]: the API of Go's ConfigMap locks (in the style of operator-sdk's leader
+//!   lock) over [`ConfigMapStore`].
 //!
 //! # When to pick it
 //!

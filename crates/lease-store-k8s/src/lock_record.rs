@@ -1,4 +1,4 @@
-//! [`LockRecord`]: client-go's leader-election record (seed 003's `LockRecord`), as a Lease's
+//! [`LockRecord`]: client-go's leader-election record (client-go's `LockRecord`), as a Lease's
 //! `spec` carries it, with lossless conversions to and from
 //! [`LeaseSpec`].
 //!
@@ -40,7 +40,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff;
 use serde::{Deserialize, Serialize};
 
-/// client-go's leader-election record, as a Lease's `spec` carries it (seed 003's
+/// client-go's leader-election record, as a Lease's `spec` carries it (its
 /// `LockRecord`). See the [module documentation](self) for the field mapping.
 ///
 /// ```

@@ -1,4 +1,4 @@
-//! [`ConfigMapLock`] (seed 004) against a real Kubernetes API server: the named ConfigMap with
+//! [`ConfigMapLock`] against a real Kubernetes API server: the named ConfigMap with
 //! labels and owner reference, mutual exclusion between two locks of one name, a release
 //! waking a waiter through the watch, the acquire timeout, a stale lock taken over within one
 //! acquire whose timeout equals its expiry, and a lock without expiry.

@@ -1,5 +1,5 @@
 //! [`LeaderElector`]: leader election in the style of client-go's `leaderelection` and the
-//! seed's `LeaseLocker` (shared/seeds/003), over any store through the manager.
+//! Go `LeaseLocker` built on it, over any store through the manager.
 //!
 //! Candidates claim one lease with their identity. The winner renews it every `retry_period`
 //! and its lost token fires no later than `renew_deadline` after its last successful renewal,
