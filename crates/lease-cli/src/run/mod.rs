@@ -165,17 +165,22 @@ pub(crate) async fn run(spec: &StoreSpec, args: RunArgs) -> Result<u8, CliError>
     // be reused while signals may still be sent to the group), then sweeps what is left.
     let (gone_tx, mut gone) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
-        let exited = loop {
+        let ended = loop {
             match rustix::process::waitid(
                 rustix::process::WaitId::Pid(group),
                 rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOWAIT,
             ) {
                 Err(rustix::io::Errno::INTR) => {}
-                other => break other.is_ok(),
+                Ok(status) => break Some(status),
+                Err(_) => break None,
             }
         };
-        // Only once the shim is gone: sweeping kills its group.
-        if exited {
+        let exited = ended.is_some();
+        // Only once the shim is gone: sweeping kills its group. A shim that returned from
+        // `main` has already taken the tree apart (it returns only once it has no child left,
+        // and as a subreaper that means no descendant left), so the sweep, a scan of every
+        // process on the host, is needed only when the shim itself was killed.
+        if ended.is_some_and(|status| !status.is_some_and(|s| s.exited())) {
             tree::sweep_after_shim(group);
         }
         let _ = gone_tx.send(exited);

@@ -282,7 +282,15 @@ async fn supervise(parent: i32, deadline_file: Option<&Path>, command: &[OsStrin
     });
     loop {
         tokio::select! {
-            status = &mut done => return status.ok().flatten().map_or(EXIT_STORE, status_code),
+            status = &mut done => match status {
+                Ok(status) => return status.map_or(EXIT_STORE, status_code),
+                // The reaper is gone without an answer (it panicked): the shim's exit must
+                // still mean "the tree is gone", so take it apart here.
+                Err(_) => {
+                    sweeping.store(true, Ordering::SeqCst);
+                    return reap_all(main_pid, targets, &sweeping).map_or(EXIT_STORE, status_code);
+                }
+            },
             Some(()) = kills.recv() => {
                 // The parent-death signal, unless CMD signalled its own group with SIGUSR1:
                 // only a parent that is really gone counts.
@@ -335,6 +343,13 @@ fn reap_all(
                 if pid.as_raw_nonzero().get() == main_pid {
                     status = Some(st);
                     sweeping.store(true, Ordering::SeqCst);
+                    // CMD left nothing behind (the common case): no child means no descendant,
+                    // so skip the sweep's scan of every process on the host.
+                    if let Err(rustix::io::Errno::CHILD) =
+                        rustix::process::waitpid(None, WaitOptions::NOHANG)
+                    {
+                        return status;
+                    }
                 }
             }
             Ok(None) | Err(rustix::io::Errno::INTR) => {}
