@@ -21,6 +21,8 @@ mod machine;
 mod queue;
 mod recorder;
 mod shell;
+#[cfg(test)]
+mod tests;
 
 pub(crate) use command::{Command, Envelope, Reply};
 pub(crate) use shell::Worker;
