@@ -168,15 +168,22 @@ impl Machine {
         }
     }
 
-    /// The store applied a batch (returned at `now`): answers what its results decide, puts
-    /// the rest on retry timers or awaiting the re-read, and returns the keys to re-read
+    /// The store applied a batch (returned at `now`; `None`: the call was abandoned at
+    /// shutdown, and its callers are answered `Aborted`): answers what its results decide,
+    /// puts the rest on retry timers or awaiting the re-read, and returns the keys to re-read
     /// before [`Machine::reread_done`].
     pub(crate) fn applied(
         &mut self,
         pendings: Vec<Pending>,
-        mut results: Vec<Result<Outcome>>,
+        results: Option<Vec<Result<Outcome>>>,
         now: Timestamp,
     ) -> Vec<Key> {
+        let Some(mut results) = results else {
+            for pending in pendings {
+                pending.settle(Verdict::Aborted, &self.recorder);
+            }
+            return Vec::new();
+        };
         let n = pendings.len();
         if results.len() != n {
             tracing::warn!(
@@ -412,16 +419,23 @@ impl Machine {
         }
     }
 
-    /// A batch's checks and waits were read (`keys`, from [`read_keys`]); answers them.
+    /// A batch's checks and waits were read (`keys`, from [`read_keys`]; `None`: the read
+    /// was abandoned at shutdown); answers them.
     pub(crate) fn reads_answered(
         &mut self,
         reads: Vec<(Command, Span)>,
         keys: &[Key],
-        read: Result<BTreeMap<Key, Info>>,
+        read: Option<Result<BTreeMap<Key, Info>>>,
         now: Timestamp,
     ) {
         let snapshot = match read {
-            Err(e) => {
+            None => {
+                for (command, _) in reads {
+                    command.fail(Error::Aborted);
+                }
+                return;
+            }
+            Some(Err(e)) => {
                 if !is_lease_outcome(&e) {
                     self.recorder.store_failure("reading leases", &e);
                 }
@@ -430,7 +444,7 @@ impl Machine {
                 }
                 return;
             }
-            Ok(snapshot) => snapshot,
+            Some(Ok(snapshot)) => snapshot,
         };
         self.learn_snapshot(keys, &snapshot, now);
         for (command, span) in reads {
@@ -540,6 +554,21 @@ impl Machine {
             if info_valid(info, now) {
                 self.learn(key, info);
             }
+        }
+    }
+
+    /// The result of a pin, unpin or group read (`None`: the call was abandoned at shutdown):
+    /// a store failure is recorded, an abandoned call is `Aborted`.
+    pub(crate) fn settle<T>(&self, out: Option<Result<T>>, what: &str) -> Result<T> {
+        match out {
+            None => Err(Error::Aborted),
+            Some(Err(e)) => {
+                if !is_lease_outcome(&e) && !e.is_validation() {
+                    self.recorder.store_failure(what, &e);
+                }
+                Err(e)
+            }
+            Some(Ok(v)) => Ok(v),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lease_core::{CancellationToken, Clock, Error, Key, Result, Sleep, Store, Timestamp};
+use lease_core::{CancellationToken, Clock, Error, Key, Sleep, Store, Timestamp};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
@@ -294,16 +294,10 @@ impl Worker {
     async fn apply(&mut self, InFlight { ops, pendings }: InFlight) {
         let recorder = &self.machine.recorder;
         recorder.batch(ops.len());
-        let Some(results) = self
+        let results = self
             .guard
             .run("apply", recorder, self.store.apply(ops))
-            .await
-        else {
-            for p in pendings {
-                p.settle(super::command::Verdict::Aborted, &self.machine.recorder);
-            }
-            return;
-        };
+            .await;
         let reread = self.machine.applied(pendings, results, self.now());
         let fresh = reread.is_empty() || self.reread(&reread).await;
         self.machine.reread_done(fresh, self.now());
@@ -313,18 +307,11 @@ impl Worker {
     async fn read(&mut self, reads: Vec<(Command, tracing::Span)>) {
         let keys = read_keys(&reads);
         let recorder = &self.machine.recorder;
-        match self
+        let read = self
             .guard
             .run("leases", recorder, self.store.leases(&keys))
-            .await
-        {
-            None => {
-                for (command, _) in reads {
-                    command.fail(Error::Aborted);
-                }
-            }
-            Some(read) => self.machine.reads_answered(reads, &keys, read, self.now()),
-        }
+            .await;
+        self.machine.reads_answered(reads, &keys, read, self.now());
     }
 
     /// Pins, unpins and group reads, one store call each.
@@ -336,7 +323,7 @@ impl Worker {
                     .guard
                     .run("pin_lease", recorder, self.store.pin_lease(&key, &entity))
                     .await;
-                let result = self.settle(out, "pinning");
+                let result = self.machine.settle(out, "pinning");
                 if result.is_ok() {
                     self.machine.pinned(&key);
                 }
@@ -351,7 +338,7 @@ impl Worker {
                         self.store.unpin_lease(&key, &entity),
                     )
                     .await;
-                let result = self.settle(out, "unpinning");
+                let result = self.machine.settle(out, "unpinning");
                 // Other entities may still pin it: ask the store, then reschedule expiry. If
                 // that read fails, the waiters (whose pinned lease had no expiry timer) would
                 // wait forever: read again a refresh interval later.
@@ -372,7 +359,7 @@ impl Worker {
                     .guard
                     .run("pinned", recorder, self.store.pinned())
                     .await;
-                let result = self.settle(out, "reading pins").map(|all| {
+                let result = self.machine.settle(out, "reading pins").map(|all| {
                     all.into_iter()
                         .filter(|(k, _)| k.namespace == namespace && k.model == model)
                         .collect()
@@ -392,7 +379,7 @@ impl Worker {
                         self.store.lease_group(&namespace, &model),
                     )
                     .await;
-                let result = self.settle(out, "reading a lease group");
+                let result = self.machine.settle(out, "reading a lease group");
                 if let Ok(group) = &result {
                     self.machine
                         .group_read(&namespace, &model, group, self.now());
@@ -400,21 +387,6 @@ impl Worker {
                 let _ = reply.send(result);
             }
             other => other.fail(Error::Aborted),
-        }
-    }
-
-    /// The result of one guarded store call: a store failure is recorded, an abandoned call
-    /// is `Aborted`.
-    fn settle<T>(&self, out: Option<Result<T>>, what: &str) -> Result<T> {
-        match out {
-            None => Err(Error::Aborted),
-            Some(Err(e)) => {
-                if !super::command::is_lease_outcome(&e) && !e.is_validation() {
-                    self.machine.recorder.store_failure(what, &e);
-                }
-                Err(e)
-            }
-            Some(Ok(v)) => Ok(v),
         }
     }
 }

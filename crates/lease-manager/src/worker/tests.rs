@@ -95,6 +95,9 @@ enum Event {
         faults: Vec<Fault>,
         reads_fail: bool,
     },
+    /// Shutdown's grace period ends during the store calls of the next step: they are
+    /// abandoned, and the machine stops (later events are ignored).
+    Abandon,
 }
 
 fn event() -> impl Strategy<Value = Event> {
@@ -109,6 +112,7 @@ fn event() -> impl Strategy<Value = Event> {
         1 => (0..KEYS, 1..5u8).prop_map(|(key, secs)| Event::Other { key, secs }),
         8 => (prop::collection::vec(fault(), 1..6), prop::bool::weighted(0.2))
             .prop_map(|(faults, reads_fail)| Event::Step { faults, reads_fail }),
+        1 => Just(Event::Abandon),
     ]
 }
 
@@ -204,6 +208,8 @@ struct Harness {
     /// Every key's token slot (kept alive, as a token would).
     slots: Vec<(Key, Arc<Slot>)>,
     metrics: Arc<Metrics>,
+    /// A store call was abandoned: the shell would stop the machine now.
+    stopped: bool,
     /// Answers seen: claims that got a holding, `ClaimDenied`s, `Timeout`s.
     held: u64,
     denied: u64,
@@ -239,6 +245,7 @@ impl Harness {
             callers: Vec::new(),
             slots,
             metrics,
+            stopped: false,
             held: 0,
             denied: 0,
             timeouts: 0,
@@ -253,6 +260,9 @@ impl Harness {
     }
 
     fn event(&mut self, event: Event) {
+        if self.stopped {
+            return;
+        }
         match event {
             Event::Claim {
                 key: k,
@@ -321,6 +331,7 @@ impl Harness {
             Event::Step { faults, reads_fail } => {
                 self.step(&faults, reads_fail);
             }
+            Event::Abandon => self.abandon(),
         }
     }
 
@@ -367,7 +378,9 @@ impl Harness {
                         .enumerate()
                         .map(|(i, op)| self.model.apply(op, now, faults[i % faults.len()]))
                         .collect();
-                    let keys = self.machine.applied(plan.apply.pendings, results, now);
+                    let keys = self
+                        .machine
+                        .applied(plan.apply.pendings, Some(results), now);
                     let fresh = keys.is_empty() || {
                         let read = self.read(&keys, reads_fail);
                         self.machine.reread(&keys, read, now)
@@ -377,7 +390,8 @@ impl Harness {
                 if !plan.reads.is_empty() {
                     let keys = read_keys(&plan.reads);
                     let read = self.read(&keys, reads_fail);
-                    self.machine.reads_answered(plan.reads, &keys, read, now);
+                    self.machine
+                        .reads_answered(plan.reads, &keys, Some(read), now);
                 }
                 assert!(plan.singles.is_empty());
             }
@@ -398,6 +412,21 @@ impl Harness {
             Next::Sleep(_) => return false,
         }
         true
+    }
+
+    /// A step whose store calls are abandoned (as the shell does at the end of the grace
+    /// period), after which the shell stops the machine.
+    fn abandon(&mut self) {
+        if let Next::Batch(batch) = self.machine.next(self.now) {
+            let plan = self.machine.plan(batch, self.now);
+            let keys = self.machine.applied(plan.apply.pendings, None, self.now);
+            assert!(keys.is_empty());
+            self.machine.reread_done(true, self.now);
+            let keys = read_keys(&plan.reads);
+            self.machine
+                .reads_answered(plan.reads, &keys, None, self.now);
+        }
+        self.stopped = true;
     }
 
     fn slot(&self, key: &Key) -> &Arc<Slot> {
@@ -529,22 +558,24 @@ proptest! {
             h.event(event);
             h.check();
         }
-        for _ in 0..40 {
-            h.now = h.now.saturating_add(Duration::from_secs(1));
-            for _ in 0..1000 {
-                let busy = h.step(&[Fault::None], false);
-                h.check();
-                if !busy {
-                    break;
+        if !h.stopped {
+            for _ in 0..40 {
+                h.now = h.now.saturating_add(Duration::from_secs(1));
+                for _ in 0..1000 {
+                    let busy = h.step(&[Fault::None], false);
+                    h.check();
+                    if !busy {
+                        break;
+                    }
                 }
             }
+            let waiting = h
+                .callers
+                .iter()
+                .filter(|c| !matches!(c, Caller::Gone | Caller::Answered))
+                .count();
+            prop_assert_eq!(waiting, 0);
         }
-        let waiting = h
-            .callers
-            .iter()
-            .filter(|c| !matches!(c, Caller::Gone | Caller::Answered))
-            .count();
-        prop_assert_eq!(waiting, 0);
         h.finish();
     }
 }
