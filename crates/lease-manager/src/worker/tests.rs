@@ -449,6 +449,15 @@ impl Harness {
                         store.is_some_and(|i| i.holder == holder && i.generation == generation),
                         "the window says {holder} holds {key} (generation {generation}) at {now:?}; the store has {store:?}"
                     );
+                    // And it ends by the store's expiry: it never outlives the holding.
+                    if let Some(info) = store.filter(|i| !i.pinned) {
+                        assert_eq!(
+                            slot.held(holder, || info.expiry),
+                            None,
+                            "the window of {holder} on {key} outlives the store's expiry {:?}",
+                            info.expiry
+                        );
+                    }
                 }
             }
         }
