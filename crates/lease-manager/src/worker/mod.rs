@@ -25,7 +25,7 @@ mod shell;
 mod tests;
 
 pub(crate) use command::{Command, Envelope, Reply};
-pub(crate) use shell::Worker;
+pub(crate) use shell::{Parts, Worker};
 
 /// The settings the worker keeps from the configuration.
 #[derive(Debug, Clone)]

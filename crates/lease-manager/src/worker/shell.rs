@@ -98,19 +98,36 @@ pub(crate) struct Worker {
     machine: Machine,
 }
 
+/// What a worker is made of: its store, clock and channel, the manager's lifecycle tokens, and
+/// what it shares with the handles.
+pub(crate) struct Parts {
+    pub(crate) store: Box<dyn Store>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) rx: mpsc::Receiver<Envelope>,
+    /// Cancelled when the manager is asked to stop.
+    pub(crate) shutdown: CancellationToken,
+    /// Cancelled by the worker once it has answered everyone and stopped.
+    pub(crate) done: CancellationToken,
+    pub(crate) settings: Settings,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) slots: Arc<SlotTable>,
+    /// The seed of the retry jitter (`None`: random).
+    pub(crate) seed: Option<u64>,
+}
+
 impl Worker {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        mut store: Box<dyn Store>,
-        clock: Arc<dyn Clock>,
-        rx: mpsc::Receiver<Envelope>,
-        shutdown: CancellationToken,
-        done: CancellationToken,
-        settings: Settings,
-        metrics: Arc<Metrics>,
-        slots: Arc<SlotTable>,
-        seed: Option<u64>,
-    ) -> Worker {
+    pub(crate) fn new(parts: Parts) -> Worker {
+        let Parts {
+            mut store,
+            clock,
+            rx,
+            shutdown,
+            done,
+            settings,
+            metrics,
+            slots,
+            seed,
+        } = parts;
         let change_rx = store.change_notifier();
         let guard = Guard {
             clock: Arc::clone(&clock),
