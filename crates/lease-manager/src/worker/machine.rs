@@ -2,13 +2,13 @@
 //! clock and no awaiting.
 //!
 //! [`Machine`] owns the view of the leases, the waiters and their expiry timers, the token
-//! windows it publishes, the [`Queue`] of claims and revokes, and the timers of refreshes and
-//! housekeeping. The async shell ([`super::shell`]) feeds it events (a batch arrived, a store
-//! call returned, a timer fired, the store noticed a change, shutdown) with the current
-//! instant, and carries out what it returns (the ops to apply, the keys to read); answers to
-//! callers go through [`Pending::settle`] and [`Command::fail`](super::command::Command::fail),
-//! which never block. The decisions themselves (a batch, an op's result, a read) are in
-//! [`super::decide`].
+//! windows it publishes, the [`Queue`] of claims and revokes, the timers of refreshes and
+//! housekeeping, and the task under way. The async shell ([`super::shell`]) feeds it events (a
+//! batch arrived, a store call returned, a timer fired, the store noticed a change, shutdown)
+//! with the current instant, and makes the store calls it asks for
+//! ([`Effect`](super::task::Effect)s, see [`super::task`]); answers to callers go through
+//! [`Pending::settle`] and [`Command::fail`](super::command::Command::fail), which never block.
+//! The decisions themselves (a batch, an op's result, a read) are in [`super::decide`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use super::Settings;
 use super::command::{Pending, Reply, Work};
 use super::queue::Queue;
 use super::recorder::Recorder;
+use super::task::Tasks;
 use crate::config::Jitter;
 use crate::view::{Entry, SlotTable, View, Window, info_valid};
 
@@ -44,12 +45,12 @@ pub(super) struct AmbiguousClaim {
     pub(super) keep_until: Timestamp,
 }
 
-/// What the worker should do next, as far as the machine is concerned.
+/// What task to start next.
 #[derive(Debug)]
-pub(crate) enum Next {
+pub(super) enum Next {
     /// Serve this batch of queued work.
     Batch(Vec<Work>),
-    /// A timer is due: call [`Machine::timers_due`].
+    /// A timer is due: retries, waiters' expiries, refresh, housekeeping.
     Timers,
     /// The store reported a change: refresh.
     Refresh,
@@ -71,6 +72,8 @@ pub(crate) struct Machine {
     /// Expiry timers of leases with waiters.
     pub(super) wait_timers: BTreeSet<(Timestamp, Key)>,
     pub(super) queue: Queue,
+    /// The task under way: its remaining steps and the store call in flight.
+    pub(super) tasks: Tasks,
     /// Claims whose outcome is unknown, by key: they bound what a store read may vouch for.
     pub(super) ambiguous_claims: HashMap<Key, Vec<AmbiguousClaim>>,
     /// The store reported a change not yet re-read.
@@ -100,6 +103,7 @@ impl Machine {
             waiter_count: 0,
             wait_timers: BTreeSet::new(),
             queue: Queue::default(),
+            tasks: Tasks::default(),
             ambiguous_claims: HashMap::new(),
             changed: false,
             reread_owed: false,
@@ -131,7 +135,7 @@ impl Machine {
     }
 
     /// What to do next at `now`: queued work first, then due timers, then a reported change.
-    pub(crate) fn next(&mut self, now: Timestamp) -> Next {
+    pub(super) fn next(&mut self, now: Timestamp) -> Next {
         let interest = self.has_interest();
         if interest && !self.had_interest {
             self.next_refresh = now.saturating_add(self.settings.refresh_interval);
@@ -161,8 +165,9 @@ impl Machine {
             .gauges(self.view.own_count(), self.view.len(), self.waiter_count);
     }
 
-    /// Shutdown: answers everyone `Aborted` and withdraws every token window.
-    pub(crate) fn finish(&mut self) {
+    /// Shutdown at `now`: answers everyone `Aborted` and withdraws every token window.
+    pub(crate) fn finish(&mut self, now: Timestamp) {
+        self.abort_tasks(now);
         self.queue.abort_all(&self.recorder);
         for (_, state) in std::mem::take(&mut self.waiters) {
             for reply in state.replies {
@@ -528,10 +533,9 @@ impl Machine {
         }
     }
 
-    /// Queues a request that arrived (the shell's channel), for the batch after the current
-    /// one.
+    /// Queues a request for a later batch, as the shell's channel would hold it.
     #[cfg(test)]
-    pub(crate) fn arrived(&mut self, envelope: super::command::Envelope) {
+    pub(crate) fn enqueue(&mut self, envelope: super::command::Envelope) {
         self.queue.queue(Work::from_envelope(envelope));
     }
 }

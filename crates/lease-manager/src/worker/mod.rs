@@ -7,6 +7,7 @@
 //! - [`command`]: the requests, and the one way each is answered ([`command::Pending::settle`]);
 //! - [`machine`] and [`decide`]: the state machine, with no store, clock or await, driven by
 //!   events and returning the store calls to make;
+//! - [`task`]: the machine's tasks as effects (the store calls to make) out and results in;
 //! - [`queue`]: the one queue of claims and revokes, by state;
 //! - [`recorder`]: the one place outcomes are counted (the report and the `metrics` export);
 //! - [`shell`]: the async loop and the guarded store calls.
@@ -21,6 +22,7 @@ mod machine;
 mod queue;
 mod recorder;
 mod shell;
+mod task;
 #[cfg(test)]
 mod tests;
 

@@ -3,8 +3,8 @@
 //! A claim or revoke is, from its arrival to its answer, in exactly one of these states:
 //! - **queued**: waiting for the next batch ([`Queue::queued`]), ahead of the channel: a
 //!   request behind another one for the same key in its batch, or a retry whose time came;
-//! - **in flight**: in the batch the store is applying ([`InFlight`], held by the worker's
-//!   shell for the length of the call);
+//! - **in flight**: in the batch the store is applying ([`InFlight`], then held by the task
+//!   under way, [`super::task`], until the store's results come back);
 //! - **awaiting re-read**: its op's answer (`Invalid`) is decided by the re-read that follows
 //!   the batch ([`Queue::awaiting`]);
 //! - **retry at t**: on a retry timer ([`Queue::retry`]).

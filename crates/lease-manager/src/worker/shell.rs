@@ -1,21 +1,21 @@
 //! The worker's async shell: the `select!` loop that turns channel messages, timers, store
-//! change notices and shutdown into [`Machine`] events, and the store calls the machine plans,
-//! each guarded by the shutdown grace period. Every decision is the machine's.
+//! change notices and shutdown into [`Machine`] events, and makes the store calls the machine
+//! asks for ([`Effect`]s), each guarded by the shutdown grace period, handing their results
+//! back. Every decision is the machine's.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lease_core::{CancellationToken, Clock, Error, Key, Sleep, Store, Timestamp};
+use lease_core::{CancellationToken, Clock, Error, Sleep, Store, Timestamp};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use super::Settings;
-use super::command::{Command, Envelope, Work};
-use super::decide::{Plan, read_keys};
-use super::machine::{Machine, Next};
-use super::queue::InFlight;
+use super::command::{Envelope, Work};
+use super::machine::Machine;
 use super::recorder::Recorder;
+use super::task::{Effect, Returned};
 use crate::report::Metrics;
 use crate::view::SlotTable;
 
@@ -157,24 +157,20 @@ impl Worker {
     pub(crate) async fn run(mut self) {
         let mut sleep: Option<(Timestamp, Sleep)> = None;
         loop {
-            self.machine.update_gauges();
-            if self.shutdown.is_cancelled() || self.guard.abandoned {
-                break;
+            if self.machine.between_tasks() {
+                self.machine.update_gauges();
+                if self.shutdown.is_cancelled() || self.guard.abandoned {
+                    break;
+                }
             }
-            let deadline = match self.machine.next(self.now()) {
-                Next::Batch(batch) => {
-                    self.serve(batch).await;
+            let deadline = match self.machine.poll(self.now()) {
+                Effect::Idle(deadline) => deadline,
+                Effect::Ended => continue,
+                effect => {
+                    let returned = self.call(effect).await;
+                    self.machine.returned(returned, self.now());
                     continue;
                 }
-                Next::Timers => {
-                    self.on_timers().await;
-                    continue;
-                }
-                Next::Refresh => {
-                    self.refresh().await;
-                    continue;
-                }
-                Next::Sleep(deadline) => deadline,
             };
             let sleep_fut = match &mut sleep {
                 Some((d, s)) if *d == deadline => s,
@@ -215,7 +211,7 @@ impl Worker {
                     // No timer while busy: one sleeper at most, and only when idle.
                     sleep = None;
                     let batch = batch.into_iter().map(Work::from_envelope).collect();
-                    self.serve(batch).await;
+                    self.machine.arrived(batch, self.now());
                 }
                 Wake::Timer => sleep = None,
                 Wake::Changed => self.machine.change_noticed(self.change_rx.is_some()),
@@ -229,181 +225,61 @@ impl Worker {
     fn finish(mut self) {
         tracing::debug!("lease manager stopping");
         self.rx.close();
-        self.machine.finish();
+        let now = self.now();
+        self.machine.finish(now);
         while let Ok(env) = self.rx.try_recv() {
             env.command.fail(Error::Aborted);
         }
         self.done.cancel();
     }
 
-    /// A timer fired: retries are queued, waiters' expiries confirmed, and the refresh and
-    /// housekeeping done when due.
-    async fn on_timers(&mut self) {
-        let expiring = self.machine.timers_due(self.now());
-        if !expiring.is_empty() && !self.reread(&expiring).await {
-            // Could not confirm: try again after a refresh interval.
-            self.machine.expiry_unconfirmed(expiring, self.now());
-        }
-        let now = self.now();
-        if self.machine.refresh_due(now) {
-            self.refresh().await;
-        }
-        self.machine.housekeeping_due(now);
-    }
-
-    /// Asks the store whether others changed it and, if so, re-reads what the machine says.
-    async fn refresh(&mut self) {
-        if !self.machine.has_interest() {
-            return;
-        }
+    /// Makes the store call the machine asked for, guarded; `None` when it was abandoned.
+    async fn call(&mut self, effect: Effect) -> Option<Returned> {
         let recorder = &self.machine.recorder;
-        let Some(polled) = self
-            .guard
-            .run("poll_changes", recorder, self.store.poll_changes())
-            .await
-        else {
-            return;
-        };
-        let Some(keys) = self.machine.polled(polled, self.now()) else {
-            return;
-        };
-        let mut read_all = true;
-        for chunk in keys.chunks(1024) {
-            read_all &= self.reread(chunk).await;
-        }
-        self.machine.refreshed(read_all);
-    }
-
-    /// Reads `keys` into the machine; whether the read succeeded.
-    async fn reread(&mut self, keys: &[Key]) -> bool {
-        let recorder = &self.machine.recorder;
-        match self
-            .guard
-            .run("leases", recorder, self.store.leases(keys))
-            .await
-        {
-            None => false,
-            Some(read) => self.machine.reread(keys, read, self.now()),
-        }
-    }
-
-    /// Serves one batch: claims, extends and revokes go to the store as one `apply`; checks
-    /// and waits that need the store share one `leases` read; the rest follow one by one.
-    async fn serve(&mut self, batch: Vec<Work>) {
-        let Plan {
-            apply,
-            reads,
-            singles,
-        } = self.machine.plan(batch, self.now());
-        if !apply.ops.is_empty() {
-            self.apply(apply).await;
-        }
-        if !reads.is_empty() {
-            self.read(reads).await;
-        }
-        for (command, span) in singles {
-            self.single(command).instrument(span).await;
-        }
-    }
-
-    /// Applies a batch's ops, re-reads what their results leave in doubt, and lets the machine
-    /// decide the rest.
-    async fn apply(&mut self, InFlight { ops, pendings }: InFlight) {
-        let recorder = &self.machine.recorder;
-        recorder.batch(ops.len());
-        let results = self
-            .guard
-            .run("apply", recorder, self.store.apply(ops))
-            .await;
-        let reread = self.machine.applied(pendings, results, self.now());
-        let fresh = reread.is_empty() || self.reread(&reread).await;
-        self.machine.reread_done(fresh, self.now());
-    }
-
-    /// Checks and waits that need the store: one read for all of them.
-    async fn read(&mut self, reads: Vec<(Command, tracing::Span)>) {
-        let keys = read_keys(&reads);
-        let recorder = &self.machine.recorder;
-        let read = self
-            .guard
-            .run("leases", recorder, self.store.leases(&keys))
-            .await;
-        self.machine.reads_answered(reads, &keys, read, self.now());
-    }
-
-    /// Pins, unpins and group reads, one store call each.
-    async fn single(&mut self, command: Command) {
-        let recorder = &self.machine.recorder;
-        match command {
-            Command::Pin { key, entity, reply } => {
-                let out = self
-                    .guard
-                    .run("pin_lease", recorder, self.store.pin_lease(&key, &entity))
-                    .await;
-                let result = self.machine.settle(out, "pinning");
-                if result.is_ok() {
-                    self.machine.pinned(&key);
-                }
-                let _ = reply.send(result);
-            }
-            Command::Unpin { key, entity, reply } => {
-                let out = self
-                    .guard
-                    .run(
-                        "unpin_lease",
-                        recorder,
-                        self.store.unpin_lease(&key, &entity),
-                    )
-                    .await;
-                let result = self.machine.settle(out, "unpinning");
-                // Other entities may still pin it: ask the store, then reschedule expiry. If
-                // that read fails, the waiters (whose pinned lease had no expiry timer) would
-                // wait forever: read again a refresh interval later.
-                if result.is_ok()
-                    && self.machine.unpinned(&key)
-                    && !self.reread(std::slice::from_ref(&key)).await
-                {
-                    self.machine.expiry_unconfirmed(vec![key], self.now());
-                }
-                let _ = reply.send(result);
-            }
-            Command::Pinned {
+        let guard = &mut self.guard;
+        let store = &mut self.store;
+        match effect {
+            Effect::Apply(ops) => guard
+                .run("apply", recorder, store.apply(ops))
+                .await
+                .map(Returned::Applied),
+            Effect::Read(keys) => guard
+                .run("leases", recorder, store.leases(&keys))
+                .await
+                .map(Returned::Read),
+            Effect::Poll => guard
+                .run("poll_changes", recorder, store.poll_changes())
+                .await
+                .map(Returned::Polled),
+            Effect::Pin { key, entity, span } => guard
+                .run("pin_lease", recorder, store.pin_lease(&key, &entity))
+                .instrument(span)
+                .await
+                .map(Returned::Done),
+            Effect::Unpin { key, entity, span } => guard
+                .run("unpin_lease", recorder, store.unpin_lease(&key, &entity))
+                .instrument(span)
+                .await
+                .map(Returned::Done),
+            Effect::Pinned { span } => guard
+                .run("pinned", recorder, store.pinned())
+                .instrument(span)
+                .await
+                .map(Returned::Pins),
+            Effect::LeaseGroup {
                 namespace,
                 model,
-                reply,
-            } => {
-                let out = self
-                    .guard
-                    .run("pinned", recorder, self.store.pinned())
-                    .await;
-                let result = self.machine.settle(out, "reading pins").map(|all| {
-                    all.into_iter()
-                        .filter(|(k, _)| k.namespace == namespace && k.model == model)
-                        .collect()
-                });
-                let _ = reply.send(result);
-            }
-            Command::LeaseGroup {
-                namespace,
-                model,
-                reply,
-            } => {
-                let out = self
-                    .guard
-                    .run(
-                        "lease_group",
-                        recorder,
-                        self.store.lease_group(&namespace, &model),
-                    )
-                    .await;
-                let result = self.machine.settle(out, "reading a lease group");
-                if let Ok(group) = &result {
-                    self.machine
-                        .group_read(&namespace, &model, group, self.now());
-                }
-                let _ = reply.send(result);
-            }
-            other => other.fail(Error::Aborted),
+                span,
+            } => guard
+                .run(
+                    "lease_group",
+                    recorder,
+                    store.lease_group(&namespace, &model),
+                )
+                .instrument(span)
+                .await
+                .map(Returned::Group),
+            Effect::Ended | Effect::Idle(_) => None,
         }
     }
 }

@@ -22,9 +22,9 @@ use tracing::Span;
 
 use super::Settings;
 use super::command::{Command, Envelope};
-use super::decide::read_keys;
-use super::machine::{Machine, Next};
+use super::machine::Machine;
 use super::recorder::Recorder;
+use super::task::{Effect, Returned};
 use crate::config::{Jitter, RetryPolicy};
 use crate::report::Metrics;
 use crate::view::{Slot, SlotTable};
@@ -253,7 +253,7 @@ impl Harness {
     }
 
     fn send(&mut self, command: Command) {
-        self.machine.arrived(Envelope {
+        self.machine.enqueue(Envelope {
             command,
             span: Span::none(),
         });
@@ -343,88 +343,70 @@ impl Harness {
         }
     }
 
-    fn refresh(&mut self, reads_fail: bool) {
-        if !self.machine.has_interest() {
-            return;
-        }
-        if let Some(keys) = self.machine.polled(Ok(true), self.now) {
-            let read = self.read(&keys, reads_fail);
-            let ok = self.machine.reread(&keys, read, self.now);
-            self.machine.refreshed(ok);
-        }
-    }
-
-    /// One step of the machine; `false` when it had nothing to do but sleep.
-    fn step(&mut self, faults: &[Fault], reads_fail: bool) -> bool {
+    /// The store's answer to `effect`, made at `now` with `faults` on the ops.
+    fn answer(&mut self, effect: Effect, faults: &[Fault], reads_fail: bool) -> Returned {
         let now = self.now;
-        match self.machine.next(now) {
-            Next::Batch(batch) => {
-                let plan = self.machine.plan(batch, now);
-                for op in &plan.apply.ops {
+        match effect {
+            Effect::Apply(ops) => {
+                for op in &ops {
                     if let Op::Revoke { key, holder } = op {
-                        let slot = self.slot(key);
                         assert_eq!(
-                            slot.held(holder, || now),
+                            self.slot(key).held(holder, || now),
                             None,
                             "a revoke of {key} by {holder} was sent with its window open"
                         );
                     }
                 }
-                if !plan.apply.ops.is_empty() {
-                    let results = plan
-                        .apply
-                        .ops
-                        .iter()
+                Returned::Applied(
+                    ops.iter()
                         .enumerate()
                         .map(|(i, op)| self.model.apply(op, now, faults[i % faults.len()]))
-                        .collect();
-                    let keys = self
-                        .machine
-                        .applied(plan.apply.pendings, Some(results), now);
-                    let fresh = keys.is_empty() || {
-                        let read = self.read(&keys, reads_fail);
-                        self.machine.reread(&keys, read, now)
-                    };
-                    self.machine.reread_done(fresh, now);
-                }
-                if !plan.reads.is_empty() {
-                    let keys = read_keys(&plan.reads);
-                    let read = self.read(&keys, reads_fail);
-                    self.machine
-                        .reads_answered(plan.reads, &keys, Some(read), now);
-                }
-                assert!(plan.singles.is_empty());
+                        .collect(),
+                )
             }
-            Next::Timers => {
-                let expiring = self.machine.timers_due(now);
-                if !expiring.is_empty() {
-                    let read = self.read(&expiring, reads_fail);
-                    if !self.machine.reread(&expiring, read, now) {
-                        self.machine.expiry_unconfirmed(expiring, now);
-                    }
-                }
-                if self.machine.refresh_due(now) {
-                    self.refresh(reads_fail);
-                }
-                self.machine.housekeeping_due(now);
-            }
-            Next::Refresh => self.refresh(reads_fail),
-            Next::Sleep(_) => return false,
+            Effect::Read(keys) => Returned::Read(self.read(&keys, reads_fail)),
+            Effect::Poll => Returned::Polled(Ok(true)),
+            other => panic!("no pins or group reads are sent: {other:?}"),
         }
-        true
     }
 
-    /// A step whose store calls are abandoned (as the shell does at the end of the grace
-    /// period), after which the shell stops the machine.
+    /// The machine runs one task (or starts none); `false` when it had nothing to do.
+    fn step(&mut self, faults: &[Fault], reads_fail: bool) -> bool {
+        let mut busy = false;
+        for _ in 0..10_000 {
+            let effect = self.machine.poll(self.now);
+            match effect {
+                Effect::Idle(_) => {
+                    assert!(self.machine.between_tasks());
+                    return busy;
+                }
+                Effect::Ended => {
+                    assert!(self.machine.between_tasks());
+                    return true;
+                }
+                _ => {}
+            }
+            busy = true;
+            let returned = self.answer(effect, faults, reads_fail);
+            self.machine.returned(Some(returned), self.now);
+            if self.machine.between_tasks() {
+                return true;
+            }
+        }
+        panic!("a task that never ends");
+    }
+
+    /// A task whose store calls are all abandoned (as the shell's guard does at the end of
+    /// the grace period), after which the shell stops the machine.
     fn abandon(&mut self) {
-        if let Next::Batch(batch) = self.machine.next(self.now) {
-            let plan = self.machine.plan(batch, self.now);
-            let keys = self.machine.applied(plan.apply.pendings, None, self.now);
-            assert!(keys.is_empty());
-            self.machine.reread_done(true, self.now);
-            let keys = read_keys(&plan.reads);
-            self.machine
-                .reads_answered(plan.reads, &keys, None, self.now);
+        for _ in 0..10_000 {
+            if let Effect::Idle(_) | Effect::Ended = self.machine.poll(self.now) {
+                break;
+            }
+            self.machine.returned(None, self.now);
+            if self.machine.between_tasks() {
+                break;
+            }
         }
         self.stopped = true;
     }
@@ -512,7 +494,7 @@ impl Harness {
 
     /// Shuts down and checks that every caller still there has its answer.
     fn finish(mut self) {
-        self.machine.finish();
+        self.machine.finish(self.now);
         self.check();
         let unanswered = self
             .callers
