@@ -7,8 +7,9 @@
 //!
 //! - **Throughput**: claims+extends per second through the manager on an SQLite file (WAL,
 //!   `synchronous = FULL`, as the store sets it) with 1, 16 and 256 concurrent claimers, each
-//!   renewing its own lease in a loop, beside a raw rusqlite loop doing one `BEGIN IMMEDIATE`
-//!   transaction per op on an identical file in the same run (Juju's one transaction per op).
+//!   renewing its own lease in a loop, beside two raw rusqlite loops on identical files in the
+//!   same run: one `BEGIN IMMEDIATE` transaction per op (Juju's one transaction per op), and
+//!   256 ops to a transaction over 256 leases (the manager's group commit without the manager).
 //! - **`Token::check`**: median per call of the synchronous fast path
 //!   ([`ManagerToken::check_now`]), of the async [`Token::check`] answered from memory, and of
 //!   a check through the worker to the store ([`ManagerToken::check_store`]).
@@ -113,8 +114,11 @@ async fn manager_throughput(claimer: Arc<dyn Claimer>, claimers: usize, secs: f6
     n as f64 / elapsed
 }
 
-/// One `BEGIN IMMEDIATE` transaction per claim-or-extend, on a raw connection.
-fn raw_rusqlite(path: &Path, secs: f64) -> f64 {
+/// Claims-or-extends per second on a raw connection, `per_txn` of them to a `BEGIN IMMEDIATE`
+/// transaction, over `leases` lease names in turn: 1 per transaction is Juju's one transaction
+/// per op; 256 over 256 leases is what the manager's group commit does with 256 claimers, minus
+/// the manager.
+fn raw_rusqlite(path: &Path, secs: f64, per_txn: usize, leases: u64) -> f64 {
     let conn = Connection::open(path).unwrap_or_else(|e| fail("raw open", e));
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
@@ -126,36 +130,39 @@ fn raw_rusqlite(path: &Path, secs: f64) -> f64 {
     let start = Instant::now();
     let mut n = 0u64;
     while start.elapsed().as_secs_f64() < secs {
-        let now = clock.now().as_nanos() as i64;
-        let expiry = now + LONG.as_nanos() as i64;
-        let name = format!("raw-{}", n % 16);
         conn.execute_batch("BEGIN IMMEDIATE")
             .unwrap_or_else(|e| fail("raw begin", e));
-        let current: Option<(String, i64, i64)> = conn
-            .query_row(
-                "SELECT holder, expiry, generation FROM lease WHERE name = ?1",
-                [&name],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .ok();
-        match current {
-            Some((holder, e, _)) if holder == "h" && e > now => conn
-                .execute(
-                    "UPDATE lease SET expiry = max(expiry, ?2) WHERE name = ?1",
-                    rusqlite::params![name, expiry],
-                )
-                .unwrap_or_else(|e| fail("raw extend", e)),
-            other => conn
-                .execute(
-                    "INSERT OR REPLACE INTO lease (name, holder, expiry, generation)
-                     VALUES (?1, 'h', ?2, ?3)",
-                    rusqlite::params![name, expiry, other.map_or(1, |o| o.2 + 1)],
-                )
-                .unwrap_or_else(|e| fail("raw claim", e)),
-        };
+        for _ in 0..per_txn {
+            let now = clock.now().as_nanos() as i64;
+            let expiry = now + LONG.as_nanos() as i64;
+            let name = format!("raw-{}", n % leases);
+            let current: Option<(String, i64, i64)> = conn
+                .prepare_cached("SELECT holder, expiry, generation FROM lease WHERE name = ?1")
+                .and_then(|mut s| s.query_row([&name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
+                .ok();
+            match current {
+                Some((holder, e, _)) if holder == "h" && e > now => conn
+                    .prepare_cached("UPDATE lease SET expiry = max(expiry, ?2) WHERE name = ?1")
+                    .and_then(|mut s| s.execute(rusqlite::params![name, expiry]))
+                    .unwrap_or_else(|e| fail("raw extend", e)),
+                other => conn
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO lease (name, holder, expiry, generation)
+                         VALUES (?1, 'h', ?2, ?3)",
+                    )
+                    .and_then(|mut s| {
+                        s.execute(rusqlite::params![
+                            name,
+                            expiry,
+                            other.map_or(1, |o| o.2 + 1)
+                        ])
+                    })
+                    .unwrap_or_else(|e| fail("raw claim", e)),
+            };
+            n += 1;
+        }
         conn.execute_batch("COMMIT")
             .unwrap_or_else(|e| fail("raw commit", e));
-        n += 1;
     }
     n as f64 / start.elapsed().as_secs_f64()
 }
@@ -305,27 +312,37 @@ async fn run(args: Args) {
     let mut rows: Vec<[String; 3]> = Vec::new();
 
     // Throughput.
-    let raw = raw_rusqlite(&dir.path().join("raw.db"), args.secs);
+    let raw = raw_rusqlite(&dir.path().join("raw.db"), args.secs, 1, 16);
     rows.push([
         "raw rusqlite, one transaction per op (baseline)".into(),
         format!("{raw:.0} ops/s"),
         "—".into(),
     ]);
+    let raw_batched = raw_rusqlite(&dir.path().join("raw-batched.db"), args.secs, 256, 256);
+    rows.push([
+        "raw rusqlite, 256 ops per transaction over 256 leases (batched baseline)".into(),
+        format!("{raw_batched:.0} ops/s"),
+        "—".into(),
+    ]);
+    let mut batched_ratio = 0.0;
     let mut best_ratio = 0.0;
     for claimers in [1usize, 16, 256] {
         let rate = manager_throughput(Arc::clone(&claimer), claimers, args.secs).await;
         let ratio = rate / raw;
-        if claimers == 256 {
+        let (measured, target) = if claimers == 256 {
             best_ratio = ratio;
-        }
+            batched_ratio = rate / raw_batched;
+            (
+                format!("{rate:.0} ops/s ({ratio:.1}× raw, {batched_ratio:.2}× raw batched)"),
+                "≥ 5× raw, ≥ 0.5× raw batched",
+            )
+        } else {
+            (format!("{rate:.0} ops/s ({ratio:.1}× raw)"), "—")
+        };
         rows.push([
             format!("manager claims+extends, {claimers} concurrent claimers (SQLite)"),
-            format!("{rate:.0} ops/s ({ratio:.1}× raw)"),
-            if claimers == 256 {
-                "≥ 5× raw".into()
-            } else {
-                "—".into()
-            },
+            measured,
+            target.into(),
         ]);
     }
     let report = manager.report();
@@ -578,7 +595,8 @@ async fn run(args: Args) {
     }
     println!();
     println!(
-        "256 claimers vs raw: {best_ratio:.1}× (target ≥ 5×). Memory is measured over a store \
+        "256 claimers vs raw: {best_ratio:.1}× (target ≥ 5×); vs raw batched: \
+         {batched_ratio:.2}× (target ≥ 0.5×). Memory is measured over a store \
          that keeps nothing, so it is the manager's view alone; RSS growth includes allocator \
          slack."
     );

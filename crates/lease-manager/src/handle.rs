@@ -20,7 +20,7 @@ use crate::config::ManagerConfig;
 use crate::error::ManagerError;
 use crate::report::{Metrics, Report};
 use crate::view::{Slot, SlotTable};
-use crate::worker::{Command, Envelope, Reply, Settings, Worker};
+use crate::worker::{Command, Envelope, Parts, Reply, Settings, Worker};
 
 /// What every handle shares. Dropping the last one stops the worker (the drop guard).
 struct Shared {
@@ -181,23 +181,23 @@ impl Manager {
         let done = CancellationToken::new();
         let metrics = Arc::new(Metrics::new());
         let slots = Arc::new(SlotTable::default());
-        let worker = Worker::new(
+        let worker = Worker::new(Parts {
             store,
-            Arc::clone(&clock),
+            clock: Arc::clone(&clock),
             rx,
-            shutdown.clone(),
-            done.clone(),
-            Settings {
+            shutdown: shutdown.clone(),
+            done: done.clone(),
+            settings: Settings {
                 max_sleep,
                 retry,
                 refresh_interval,
                 shutdown_grace,
                 max_batch,
             },
-            Arc::clone(&metrics),
-            Arc::clone(&slots),
-            rng_seed,
-        );
+            metrics: Arc::clone(&metrics),
+            slots: Arc::clone(&slots),
+            seed: rng_seed,
+        });
         let span = tracing::info_span!("lease_manager");
         let join = runtime.spawn(worker.run().instrument(span));
         Ok(Manager {

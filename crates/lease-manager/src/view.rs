@@ -122,9 +122,11 @@ impl View {
         Some(old)
     }
 
-    /// The keys of every entry in `namespace`/`model`.
+    /// The keys of every entry in `namespace`/`model`, in order (so what follows from them,
+    /// such as the order waiters are woken in, does not depend on hashing).
     pub(crate) fn keys_in(&self, namespace: &str, model: &str) -> Vec<Key> {
-        self.scopes
+        let mut keys: Vec<Key> = self
+            .scopes
             .get(namespace)
             .and_then(|m| m.get(model))
             .map(|leases| {
@@ -133,11 +135,14 @@ impl View {
                     .map(|l| Key::new(namespace, model, &**l))
                     .collect()
             })
-            .unwrap_or_default()
+            .unwrap_or_default();
+        keys.sort_unstable();
+        keys
     }
 
     /// The keys of the own entries whose guaranteed window has ended by `now` (while it lasts,
-    /// nobody else can hold the lease, so there is nothing to re-read).
+    /// nobody else can hold the lease, so there is nothing to re-read), in order (so the
+    /// re-reads that follow do not depend on hashing).
     pub(crate) fn own_keys_past_window(&self, now: Timestamp) -> Vec<Key> {
         let mut keys = Vec::new();
         for (ns, models) in &self.scopes {
@@ -149,6 +154,7 @@ impl View {
                 }
             }
         }
+        keys.sort_unstable();
         keys
     }
 

@@ -1,0 +1,285 @@
+//! The worker's async shell: the `select!` loop that turns channel messages, timers, store
+//! change notices and shutdown into [`Machine`] events, and makes the store calls the machine
+//! asks for ([`Effect`]s), each guarded by the shutdown grace period, handing their results
+//! back. Every decision is the machine's.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lease_core::{CancellationToken, Clock, Error, Sleep, Store, Timestamp};
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
+
+use super::Settings;
+use super::command::{Envelope, Work};
+use super::machine::Machine;
+use super::recorder::Recorder;
+use super::task::{Effect, Returned};
+use crate::report::Metrics;
+use crate::view::SlotTable;
+
+/// Runs store calls until shutdown has been asked for, then gives the call in flight until
+/// the end of the grace period before abandoning it.
+struct Guard {
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+    grace: Duration,
+    /// Set once shutdown was noticed during a store call: the end of the grace period.
+    deadline: Option<Timestamp>,
+    /// A store call was abandoned at the end of the grace period.
+    abandoned: bool,
+}
+
+impl Guard {
+    /// Runs one store call (`call` names it for metrics), recording its latency; `None` when
+    /// it was abandoned.
+    async fn run<T>(
+        &mut self,
+        call: &'static str,
+        recorder: &Recorder,
+        fut: impl Future<Output = T>,
+    ) -> Option<T> {
+        let start = self.clock.now();
+        let mut fut = std::pin::pin!(fut);
+        if self.deadline.is_none() {
+            tokio::select! {
+                biased;
+                out = &mut fut => {
+                    recorder.store_latency(call, self.clock.now().saturating_duration_since(start));
+                    return Some(out);
+                }
+                () = self.shutdown.cancelled() => {}
+            }
+        }
+        let until = *self
+            .deadline
+            .get_or_insert_with(|| self.clock.now().saturating_add(self.grace));
+        let sleep = self.clock.sleep_until(until);
+        tokio::select! {
+            biased;
+            out = fut => {
+                recorder.store_latency(call, self.clock.now().saturating_duration_since(start));
+                Some(out)
+            }
+            () = sleep => {
+                self.abandoned = true;
+                None
+            }
+        }
+    }
+}
+
+/// What woke the worker.
+enum Wake {
+    Shutdown,
+    Closed,
+    Batch(Vec<Envelope>),
+    Timer,
+    Changed,
+}
+
+async fn changed(rx: &mut Option<watch::Receiver<u64>>) -> bool {
+    match rx {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// The worker task: the store, the channel and the machine; [`Worker::run`] is its body.
+pub(crate) struct Worker {
+    store: Box<dyn Store>,
+    clock: Arc<dyn Clock>,
+    rx: mpsc::Receiver<Envelope>,
+    change_rx: Option<watch::Receiver<u64>>,
+    shutdown: CancellationToken,
+    done: CancellationToken,
+    guard: Guard,
+    machine: Machine,
+}
+
+/// What a worker is made of: its store, clock and channel, the manager's lifecycle tokens, and
+/// what it shares with the handles.
+pub(crate) struct Parts {
+    pub(crate) store: Box<dyn Store>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) rx: mpsc::Receiver<Envelope>,
+    /// Cancelled when the manager is asked to stop.
+    pub(crate) shutdown: CancellationToken,
+    /// Cancelled by the worker once it has answered everyone and stopped.
+    pub(crate) done: CancellationToken,
+    pub(crate) settings: Settings,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) slots: Arc<SlotTable>,
+    /// The seed of the retry jitter (`None`: random).
+    pub(crate) seed: Option<u64>,
+}
+
+impl Worker {
+    pub(crate) fn new(parts: Parts) -> Worker {
+        let Parts {
+            mut store,
+            clock,
+            rx,
+            shutdown,
+            done,
+            settings,
+            metrics,
+            slots,
+            seed,
+        } = parts;
+        let change_rx = store.change_notifier();
+        let guard = Guard {
+            clock: Arc::clone(&clock),
+            shutdown: shutdown.clone(),
+            grace: settings.shutdown_grace,
+            deadline: None,
+            abandoned: false,
+        };
+        let machine = Machine::new(settings, Recorder::new(metrics), slots, seed, clock.now());
+        Worker {
+            store,
+            clock,
+            rx,
+            change_rx,
+            shutdown,
+            done,
+            guard,
+            machine,
+        }
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// The task: serve until shutdown or until every handle is gone, then finish.
+    pub(crate) async fn run(mut self) {
+        let mut sleep: Option<(Timestamp, Sleep)> = None;
+        loop {
+            if self.machine.between_tasks() {
+                self.machine.update_gauges();
+                if self.shutdown.is_cancelled() || self.guard.abandoned {
+                    break;
+                }
+            }
+            let deadline = match self.machine.poll(self.now()) {
+                Effect::Idle(deadline) => deadline,
+                Effect::Ended => continue,
+                effect => {
+                    let returned = self.call(effect).await;
+                    self.machine.returned(returned, self.now());
+                    continue;
+                }
+            };
+            let sleep_fut = match &mut sleep {
+                Some((d, s)) if *d == deadline => s,
+                _ => {
+                    let s = self.clock.sleep_until(deadline);
+                    &mut sleep.insert((deadline, s)).1
+                }
+            };
+            // Biased: shutdown first, then requests, timers and change notices, in that order,
+            // so a run is the same for the same inputs.
+            let wake = tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => Wake::Shutdown,
+                msg = self.rx.recv() => match msg {
+                    Some(first) => {
+                        let mut batch = vec![first];
+                        while batch.len() < self.machine.settings.max_batch {
+                            match self.rx.try_recv() {
+                                Ok(m) => batch.push(m),
+                                Err(_) => break,
+                            }
+                        }
+                        Wake::Batch(batch)
+                    }
+                    None => Wake::Closed,
+                },
+                () = sleep_fut => Wake::Timer,
+                ok = changed(&mut self.change_rx) => {
+                    if !ok {
+                        self.change_rx = None;
+                    }
+                    Wake::Changed
+                }
+            };
+            match wake {
+                Wake::Shutdown | Wake::Closed => break,
+                Wake::Batch(batch) => {
+                    // No timer while busy: one sleeper at most, and only when idle.
+                    sleep = None;
+                    let batch = batch.into_iter().map(Work::from_envelope).collect();
+                    self.machine.arrived(batch, self.now());
+                }
+                Wake::Timer => sleep = None,
+                Wake::Changed => self.machine.change_noticed(self.change_rx.is_some()),
+            }
+        }
+        drop(sleep);
+        self.finish();
+    }
+
+    /// Answers everyone `Aborted` and closes the channel.
+    fn finish(mut self) {
+        tracing::debug!("lease manager stopping");
+        self.rx.close();
+        let now = self.now();
+        self.machine.finish(now);
+        while let Ok(env) = self.rx.try_recv() {
+            env.command.fail(Error::Aborted);
+        }
+        self.done.cancel();
+    }
+
+    /// Makes the store call the machine asked for, guarded; `None` when it was abandoned.
+    async fn call(&mut self, effect: Effect) -> Option<Returned> {
+        let recorder = &self.machine.recorder;
+        let guard = &mut self.guard;
+        let store = &mut self.store;
+        match effect {
+            Effect::Apply(ops) => guard
+                .run("apply", recorder, store.apply(ops))
+                .await
+                .map(Returned::Applied),
+            Effect::Read(keys) => guard
+                .run("leases", recorder, store.leases(&keys))
+                .await
+                .map(Returned::Read),
+            Effect::Poll => guard
+                .run("poll_changes", recorder, store.poll_changes())
+                .await
+                .map(Returned::Polled),
+            Effect::Pin { key, entity, span } => guard
+                .run("pin_lease", recorder, store.pin_lease(&key, &entity))
+                .instrument(span)
+                .await
+                .map(Returned::Done),
+            Effect::Unpin { key, entity, span } => guard
+                .run("unpin_lease", recorder, store.unpin_lease(&key, &entity))
+                .instrument(span)
+                .await
+                .map(Returned::Done),
+            Effect::Pinned { span } => guard
+                .run("pinned", recorder, store.pinned())
+                .instrument(span)
+                .await
+                .map(Returned::Pins),
+            Effect::LeaseGroup {
+                namespace,
+                model,
+                span,
+            } => guard
+                .run(
+                    "lease_group",
+                    recorder,
+                    store.lease_group(&namespace, &model),
+                )
+                .instrument(span)
+                .await
+                .map(Returned::Group),
+            Effect::Ended | Effect::Idle(_) => None,
+        }
+    }
+}
