@@ -185,7 +185,8 @@ fn ci() -> Result<(), String> {
     tests?;
     k8s_examples?;
     // A short torture run, after the suite: SQLite workers under kill -9, and leader candidates
-    // on a dedicated local API server (its own ports) whose etcd is restarted mid-run.
+    // on a dedicated local API server (its own ports) whose etcd is restarted mid-run, and on a
+    // dedicated local Postgres server (its own directory and port) that is crashed mid-run.
     torture::run(&workspace_root(), &["--short".to_owned()])?;
     // A short fuzz pass (the same properties also ran above as proptests): about a minute on
     // a warm machine; see fuzz/README.md.

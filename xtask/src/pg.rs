@@ -9,6 +9,10 @@
 //!   directory. Password authentication over TCP (scram-sha-256), so tests can try bad
 //!   credentials. Idempotent: a server that answers is left alone.
 //! * `down`: stops it (`pg_ctl stop -m fast`) and removes the directory.
+//! * `stop [--kill]`, `start`, `restart [--kill]`: stop the server (`-m fast`, or `-m
+//!   immediate` with `--kill`: a crash, no shutdown checkpoint) keeping its data, start it again
+//!   on its port, or both: the outages of the torture's Postgres scenario, which runs them on a
+//!   dedicated server (its own `LEASE_PG_DIR` and `LEASE_PG_PORT`), never the tests' one.
 //! * `env`: prints `export LEASE_TEST_POSTGRES_URL=postgres://…` (the superuser `postgres`, the
 //!   `postgres` database) and `LEASE_TEST_POSTGRES_BIN` (the directory with `initdb` and
 //!   `pg_ctl`, for tests that start a dedicated server of their own).
@@ -24,11 +28,14 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 pub(crate) const USAGE: &str = "\
-usage: cargo xtask pg <up|down|env>
+usage: cargo xtask pg <up|down|env|stop [--kill]|start|restart [--kill]>
 
-  up    install postgresql with apt if missing, initdb and start a server on 127.0.0.1
-  down  stop it and remove its data (idempotent)
-  env   print `export LEASE_TEST_POSTGRES_URL=...` and `export LEASE_TEST_POSTGRES_BIN=...`
+  up       install postgresql with apt if missing, initdb and start a server on 127.0.0.1
+  down     stop it and remove its data (idempotent)
+  env      print `export LEASE_TEST_POSTGRES_URL=...` and `export LEASE_TEST_POSTGRES_BIN=...`
+  stop     stop it, keeping its data (`--kill`: `pg_ctl stop -m immediate`, as a crash)
+  start    start a stopped server again on its port
+  restart  stop, then start (`--kill` as for stop)
 
 environment:
   LEASE_PG_DIR   the server's directory (default /tmp/lease-xtask-pg)
@@ -50,6 +57,27 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
             Ok(())
         }
         Some("down") => down(),
+        Some(verb @ ("stop" | "start" | "restart")) => {
+            let kill = args[1..].iter().any(|a| a == "--kill");
+            let config = Config::from_env();
+            let bin = bin_dir()?;
+            if verb != "start" {
+                let mode = if kill { "immediate" } else { "fast" };
+                run(as_server_user(&mut Command::new(bin.join("pg_ctl")))
+                    .arg("-D")
+                    .arg(config.data())
+                    .args(["-m", mode, "-w", "-t", "30", "stop"]))?;
+            }
+            if verb != "stop" {
+                let port: u16 = fs::read_to_string(config.port_file())
+                    .ok()
+                    .and_then(|p| p.trim().parse().ok())
+                    .ok_or("no server was set up here: run `cargo xtask pg up` first")?;
+                pg_ctl_start(&bin, &config.dir, port)?;
+            }
+            println!("xtask pg: {verb} done");
+            Ok(())
+        }
         Some("env") => {
             let config = Config::from_env();
             let port = config
@@ -284,6 +312,12 @@ fn start(bin: &Path, dir: &Path, port: u16) -> Result<(), String> {
         .arg(format!("--pwfile={}", pwfile.display()))
         .args(["-E", "UTF8", "--no-locale"]))?;
     let _ = fs::remove_file(&pwfile);
+    pg_ctl_start(bin, dir, port)
+}
+
+/// Starts the cluster in `dir/data` on `port`, waiting until it accepts connections.
+fn pg_ctl_start(bin: &Path, dir: &Path, port: u16) -> Result<(), String> {
+    let data = dir.join("data");
     let options = format!(
         "-h 127.0.0.1 -p {port} -k {} -c max_connections=400 -c fsync=on",
         dir.display()

@@ -3,7 +3,7 @@
 //! never happened; writes the figures to `RELIABILITY.md`.
 //!
 //! ```text
-//! cargo xtask torture [--short] [--sqlite-only|--k8s-only] [--seconds N] [--workers N] [--leases M]
+//! cargo xtask torture [--short] [--sqlite-only|--k8s-only|--pg-only] [--seconds N] [--workers N] [--leases M]
 //! ```
 //!
 //! * SQLite: N worker processes × M leases on one file, kill -9 and restart of random workers.
@@ -20,6 +20,11 @@
 //!   stopping its etcd and kube-apiserver never disturbs a server someone else uses), with both
 //!   stopped and restarted mid-run, the leader SIGKILLed, and bursts of 5 candidates started at
 //!   once on a fresh and on a stale lease. The server is stopped at the end.
+//! * Postgres: the same leader candidates over `lease-store-postgres` on a *dedicated* local
+//!   PostgreSQL server (`cargo xtask pg` with its own directory and port 17532, so restarting it
+//!   never disturbs the tests' server), which is crashed (`pg_ctl stop -m immediate`) and
+//!   stopped cleanly mid-run and started again; the leader SIGKILLed, then random candidates;
+//!   bursts. The server is removed at the end.
 //!
 //! A full run (release build) replaces its sections of `RELIABILITY.md` at the workspace root
 //! (between `<!-- torture:NAME:begin -->` markers; the rest of the file is kept). `--short` (the
@@ -34,13 +39,15 @@ use std::process::Command;
 use crate::cargo;
 
 pub(crate) const USAGE: &str = "\
-usage: cargo xtask torture [--short] [--sqlite-only|--k8s-only] [--seconds N] [--workers N] [--leases M]
+usage: cargo xtask torture [--short] [--sqlite-only|--k8s-only|--pg-only] [--seconds N] [--workers N] [--leases M]
 
   --short        CI size (debug build; SQLite 4 workers × 3 leases for 8 s; the elector for 15 s;
-                 `lease run` 3 loops for 10 s; one etcd restart and one burst round); writes
+                 `lease run` 3 loops for 10 s; one etcd restart and one burst round; one
+                 Postgres crash, 2 random kills and one burst round); writes
                  target/torture/RELIABILITY-short.md
   --sqlite-only  only the SQLite scenarios (workers, the mutation runs, the elector, `lease run`)
   --k8s-only     only the Kubernetes scenario
+  --pg-only      only the Postgres scenario
   --seconds N    length of the SQLite and `lease run` runs (default 60; 8 and 10 with --short)
   --workers N    SQLite worker processes (default 8; 4 with --short)
   --leases M     SQLite leases (default 3)
@@ -49,11 +56,14 @@ usage: cargo xtask torture [--short] [--sqlite-only|--k8s-only] [--seconds N] [-
 /// The dedicated local API server's ports (not the tests' 17443/17379).
 const K8S_PORT: &str = "17543";
 const ETCD_PORT: &str = "17579";
+/// The dedicated local Postgres server's port (not the tests' 17432).
+const PG_PORT: &str = "17532";
 
 struct Options {
     short: bool,
     sqlite: bool,
     k8s: bool,
+    pg: bool,
     seconds: u64,
     workers: u32,
     leases: u32,
@@ -64,6 +74,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         short: args.iter().any(|a| a == "--short"),
         sqlite: true,
         k8s: true,
+        pg: true,
         seconds: 0,
         workers: 0,
         leases: 3,
@@ -80,8 +91,9 @@ fn parse(args: &[String]) -> Result<Options, String> {
         };
         match arg.as_str() {
             "--short" => {}
-            "--sqlite-only" => o.k8s = false,
-            "--k8s-only" => o.sqlite = false,
+            "--sqlite-only" => (o.k8s, o.pg) = (false, false),
+            "--k8s-only" => (o.sqlite, o.pg) = (false, false),
+            "--pg-only" => (o.sqlite, o.k8s) = (false, false),
             "--seconds" => o.seconds = number("--seconds")?,
             "--workers" => o.workers = u32::try_from(number("--workers")?).unwrap_or(u32::MAX),
             "--leases" => o.leases = u32::try_from(number("--leases")?).unwrap_or(u32::MAX),
@@ -89,9 +101,9 @@ fn parse(args: &[String]) -> Result<Options, String> {
             other => return Err(format!("unknown torture option {other:?}\n\n{USAGE}")),
         }
     }
-    if !o.sqlite && !o.k8s {
+    if [o.sqlite, o.k8s, o.pg].iter().filter(|&&on| on).count() == 0 {
         return Err(format!(
-            "--sqlite-only and --k8s-only exclude each other\n\n{USAGE}"
+            "--sqlite-only, --k8s-only and --pg-only exclude each other\n\n{USAGE}"
         ));
     }
     Ok(o)
@@ -226,12 +238,22 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<(), String> {
         sections.push(("k8s", read(&report)));
     }
 
+    if o.pg {
+        let report = work.join("postgres.md");
+        let ok = pg_torture(&exe, &work, &report, o.short)?;
+        if !ok {
+            failures.push("the Postgres torture found violations or problems");
+        }
+        sections.push(("postgres", read(&report)));
+    }
+
     let destination = if o.short {
         work.join("RELIABILITY-short.md")
     } else {
         root.join("RELIABILITY.md")
     };
-    write_sections(&destination, &sections, args, profile)?;
+    let everything = o.sqlite && o.k8s && o.pg;
+    write_sections(&destination, &sections, args, profile, everything)?;
     println!("xtask torture: wrote {}", destination.display());
     if failures.is_empty() {
         println!("xtask torture: passed (0 violations)");
@@ -427,12 +449,114 @@ fn k8s_torture(exe: &Path, work: &Path, report: &Path, short: bool) -> Result<bo
     result
 }
 
-/// Replaces (or appends) each section between its markers in `path`, keeping the rest.
+/// The environment that points `cargo xtask pg` at the dedicated server (the server's user
+/// must reach the directory, hence `/tmp`).
+fn pg_server_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("LEASE_PG_DIR", "/tmp/lease-torture-pg".to_owned()),
+        ("LEASE_PG_PORT", PG_PORT.to_owned()),
+    ]
+}
+
+/// Runs this xtask binary's `pg <args>` against the dedicated server; returns its stdout.
+fn xtask_pg(me: &Path, args: &[&str]) -> Result<String, String> {
+    let output = Command::new(me)
+        .arg("pg")
+        .args(args)
+        .envs(pg_server_env())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", me.display()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if output.status.success() {
+        Ok(stdout)
+    } else {
+        print!("{stdout}");
+        Err(format!("`cargo xtask pg {}` failed", args.join(" ")))
+    }
+}
+
+/// The leader-candidates scenario over `lease-store-postgres` on a dedicated server.
+fn pg_torture(exe: &Path, work: &Path, report: &Path, short: bool) -> Result<bool, String> {
+    let me = env::current_exe().map_err(|e| format!("cannot find xtask's binary: {e}"))?;
+    // A fresh server every run: nothing left of an earlier one.
+    xtask_pg(&me, &["down"])?;
+    xtask_pg(&me, &["up"])?;
+    let result = (|| {
+        let env_text = xtask_pg(&me, &["env"])?;
+        let url = env_text
+            .lines()
+            .find_map(|l| l.strip_prefix("export LEASE_TEST_POSTGRES_URL="))
+            .map(|v| v.trim_matches('\'').to_owned())
+            .ok_or("`cargo xtask pg env` printed no LEASE_TEST_POSTGRES_URL")?;
+        let mut envs = pg_server_env();
+        envs.push(("LEASE_TORTURE_POSTGRES_URL", url));
+        let dir = path_str(&work.join("postgres"));
+        let me = path_str(&me);
+        let report = path_str(report);
+        let mut args = vec![
+            "k8s",
+            "--backend",
+            "postgres",
+            "--namespace",
+            "lease_torture",
+            "--dir",
+            &dir,
+            "--server-ctl",
+            &me,
+            "--title",
+            "Postgres: leader candidates over lease-store-postgres, server crash and restart, kill -9",
+            "--report",
+            &report,
+        ];
+        if short {
+            args.extend([
+                "--outage",
+                "postgres:kill",
+                "--outage-seconds",
+                "4",
+                "--random-kills",
+                "2",
+                "--quiet-seconds",
+                "2",
+                "--burst-rounds",
+                "1",
+            ]);
+        } else {
+            args.extend([
+                "--candidates",
+                "4",
+                "--outage",
+                "postgres:kill",
+                "--outage",
+                "postgres",
+                "--outage",
+                "postgres:kill",
+                "--outage-seconds",
+                "5",
+                "--random-kills",
+                "12",
+                "--burst-rounds",
+                "3",
+            ]);
+        }
+        run_torture(exe, &args, &envs)
+    })();
+    if let Err(e) = xtask_pg(&me, &["down"]) {
+        eprintln!("xtask torture: removing the dedicated Postgres server: {e}");
+    }
+    result
+}
+
+/// Replaces (or appends) each section between its markers in `path`, keeping the rest. A run
+/// of only some scenarios (`everything` false) leaves the introduction, which dates the full
+/// run, alone and dates each of its own sections instead.
 fn write_sections(
     path: &Path,
     sections: &[(&str, String)],
     args: &[String],
     profile: &str,
+    everything: bool,
 ) -> Result<(), String> {
     let mut text = fs::read_to_string(path).unwrap_or_else(|_| "# Reliability\n".to_owned());
     let date = Command::new("date")
@@ -457,8 +581,21 @@ fn write_sections(
             format!(" {}", args.join(" "))
         }
     );
-    let mut all: Vec<(&str, String)> = vec![("intro", intro)];
-    all.extend(sections.iter().map(|(n, t)| (*n, t.clone())));
+    let mut all: Vec<(&str, String)> = Vec::new();
+    if everything {
+        all.push(("intro", intro));
+        all.extend(sections.iter().map(|(n, t)| (*n, t.clone())));
+    } else {
+        let written = format!(
+            "\nWritten by `cargo xtask torture {}` on {date} ({profile} build, {cores} cores).\n",
+            args.join(" ")
+        );
+        all.extend(
+            sections
+                .iter()
+                .map(|(n, t)| (*n, format!("{}\n{written}", t.trim_end()))),
+        );
+    }
     for (name, body) in all {
         let begin = format!("<!-- torture:{name}:begin -->");
         let end = format!("<!-- torture:{name}:end -->");

@@ -212,7 +212,41 @@ async fn join_in_order<'a>(
 /// Runs `ops` (all valid) as one transaction in one round trip: `BEGIN`, one function call per
 /// op, `COMMIT`, pipelined. Any failure fails the whole batch (the caller then drops the
 /// connection, so the server rolls back whatever the transaction had done).
+///
+/// The ops run sorted by key (stably, so ops on one key keep their order), and the outcomes are
+/// answered in the caller's order: every batch takes its row locks in one canonical order, so
+/// two batches of the same keys in different orders never wait on each other in a cycle (a
+/// deadlock the server would only break after its `deadlock_timeout`, failing a batch).
+/// (Within one key the order stays the caller's: a batch that extends or revokes a key and then
+/// claims it can still meet a claim of that key in a cycle; the server breaks it and the batch
+/// fails as a `Timeout`, never with a wrong answer.)
 pub(crate) async fn apply(
+    conn: &Conn,
+    settings: &Settings,
+    moment: Moment,
+    ops: &[&Op],
+) -> Result<Vec<lease_core::Result<Outcome>>, PostgresStoreError> {
+    let mut order: Vec<usize> = (0..ops.len()).collect();
+    order.sort_by(|&a, &b| lock_order(ops[a].key()).cmp(&lock_order(ops[b].key())));
+    let sorted: Vec<&Op> = order.iter().map(|&i| ops[i]).collect();
+    let outcomes = apply_in_order(conn, settings, moment, &sorted).await?;
+    let mut answers: Vec<Option<lease_core::Result<Outcome>>> = ops.iter().map(|_| None).collect();
+    for (&i, outcome) in order.iter().zip(outcomes) {
+        answers[i] = Some(outcome);
+    }
+    Ok(answers
+        .into_iter()
+        .map(|a| a.unwrap_or_else(|| Err(Error::store_msg("operation was not applied"))))
+        .collect())
+}
+
+/// The order in which a batch locks its keys' rows.
+fn lock_order(key: &Key) -> (&str, &str, &str) {
+    (&key.namespace, &key.model, &key.lease)
+}
+
+/// [`apply`] with the ops run in the order given.
+async fn apply_in_order(
     conn: &Conn,
     settings: &Settings,
     moment: Moment,

@@ -1,6 +1,8 @@
-//! The Kubernetes scenario: [`LeaderElector`] candidates as separate processes on a real
-//! kube-apiserver (the `KUBECONFIG` they inherit), each with its own manager and
-//! [`LeaseStore`].
+//! The Kubernetes scenario: [`LeaderElector`](lease_manager::LeaderElector) candidates as
+//! separate processes on a real kube-apiserver (the `KUBECONFIG` they inherit), each with its
+//! own manager and [`LeaseStore`](lease_store_k8s::LeaseStore). With [`Backend::Postgres`] the
+//! same phases (but deletions) run over `lease-store-postgres`, the outages crashing and
+//! stopping the PostgreSQL server, and the main phase also SIGKILLs candidates at random.
 //!
 //! - **Main phase**: a few candidates contend for one lease while the orchestrator stops
 //!   kube-apiserver, and later etcd, for longer than the renew deadline and starts them again
@@ -22,29 +24,53 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
-
-use lease_core::{Clock, DefaultSecretary, SystemClock};
-use lease_manager::{Callbacks, ElectionConfig, LeaderElector, Manager, ManagerConfig};
-use lease_store_k8s::{LeaseStore, StoreOptions};
 
 use crate::check::{K8sVerdict, Term, TermEnd, check_terms, terms};
 use crate::event::{self, Event, EventLog};
-use crate::proc::{die_with_parent, kill9, wait_timeout};
+use crate::proc::{kill9, wait_timeout};
 use crate::{now, secs};
 
+mod candidate;
 mod deletions;
+mod kills;
+pub use candidate::{CandidateArgs, POSTGRES_URL_ENV, candidate};
 pub use deletions::DELETIONS;
 use deletions::deletion_phase;
+
+/// The store the candidates elect their leader over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `lease-store-k8s` on the cluster of `KUBECONFIG`.
+    Kubernetes,
+    /// `lease-store-postgres` on the server of [`POSTGRES_URL_ENV`]; outages stop and start it
+    /// (`cargo xtask pg stop [--kill]`, `cargo xtask pg start`); no deletion phase.
+    Postgres,
+}
+
+impl Backend {
+    /// How an outage stops the server: crashed (`kill`) or asked to stop.
+    pub fn stop_how(self, kill: bool) -> &'static str {
+        match (self, kill) {
+            (Backend::Kubernetes, true) => "kill -9",
+            (Backend::Kubernetes, false) => "SIGTERM",
+            (Backend::Postgres, true) => "crash: `pg_ctl stop -m immediate`",
+            (Backend::Postgres, false) => "`pg_ctl stop -m fast`",
+        }
+    }
+
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Kubernetes => "k8s",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
 
 /// The manager namespace and model of the election leases.
 const NAMESPACE: &str = "torture";
 const MODEL: &str = "k8s";
-/// How often a leader looks at its lock record (to learn of renewals) and its stop conditions.
-const POLL: Duration = Duration::from_millis(25);
-/// Bound on a candidate's terms, besides its deadline.
-const MAX_TERMS: u32 = 10_000;
 
 /// Leader-election timing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,167 +96,6 @@ impl Default for Timing {
     }
 }
 
-/// What a candidate does.
-#[derive(Debug, Clone)]
-pub struct CandidateArgs {
-    /// Its identity (unique per process).
-    pub identity: String,
-    /// The lease contended for.
-    pub lease: String,
-    /// The Kubernetes namespace of the Lease objects.
-    pub namespace: String,
-    /// The event log to append to.
-    pub log: PathBuf,
-    /// Start contending at this instant (ns on `CLOCK_BOOTTIME`), after setting everything up.
-    pub start_at: Option<u64>,
-    /// Stop at this instant at the latest.
-    pub until: u64,
-    /// Stop as soon as this file exists.
-    pub stop_file: PathBuf,
-    /// Timing.
-    pub timing: Timing,
-}
-
-/// Runs one candidate until its deadline or its stop file.
-///
-/// # Errors
-///
-/// When the client, manager, elector or log cannot be set up.
-pub fn candidate(args: CandidateArgs) -> Result<(), String> {
-    die_with_parent();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start a runtime: {e}"))?;
-    runtime.block_on(candidate_async(args))
-}
-
-fn should_stop(args: &CandidateArgs) -> bool {
-    now() >= args.until || args.stop_file.exists()
-}
-
-async fn candidate_async(args: CandidateArgs) -> Result<(), String> {
-    let config = kube::Config::infer()
-        .await
-        .map_err(|e| format!("cannot load the kubeconfig: {e}"))?;
-    let client =
-        kube::Client::try_from(config).map_err(|e| format!("cannot build a client: {e}"))?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
-    let store = LeaseStore::with_options(
-        client,
-        args.namespace.clone(),
-        Arc::clone(&clock),
-        StoreOptions::default().request_timeout(args.timing.request_timeout),
-    );
-    let manager = Manager::start(
-        ManagerConfig::new(store, Arc::clone(&clock))
-            .with_default_secretary(Arc::new(DefaultSecretary)),
-    )
-    .map_err(|e| format!("cannot start the manager: {e}"))?;
-    let t = args.timing;
-    let elector = LeaderElector::new(
-        &manager,
-        clock,
-        ElectionConfig::new(NAMESPACE, MODEL, &*args.lease, &*args.identity).with_timing(
-            t.lease_duration,
-            t.renew_deadline,
-            t.retry_period,
-        ),
-        Callbacks::new(),
-    )
-    .map_err(|e| format!("cannot create the elector: {e}"))?;
-    let mut log = EventLog::open(&args.log)
-        .map_err(|e| format!("cannot open {}: {e}", args.log.display()))?;
-    let mut write = |event: Event| {
-        if let Err(e) = log.write(&event) {
-            eprintln!("{}: cannot write the log: {e}", args.identity);
-            std::process::exit(3);
-        }
-    };
-    if let Some(at) = args.start_at {
-        let wait = at.saturating_sub(now());
-        tokio::time::sleep(Duration::from_nanos(wait)).await;
-    }
-    let mut terms = 0;
-    while !should_stop(&args) && terms < MAX_TERMS {
-        let lock = elector.lock();
-        tokio::pin!(lock);
-        let guard = loop {
-            tokio::select! {
-                r = &mut lock => break Some(r),
-                () = tokio::time::sleep(POLL) => {
-                    if should_stop(&args) {
-                        break None;
-                    }
-                }
-            }
-        };
-        let guard = match guard {
-            None => break,
-            Some(Ok(guard)) => guard,
-            Some(Err(e)) => {
-                eprintln!("{}: lock failed: {e}", args.identity);
-                tokio::time::sleep(t.retry_period).await;
-                continue;
-            }
-        };
-        terms += 1;
-        let at = now();
-        let generation = guard.generation().get();
-        let record = elector.lock_record();
-        let claim_start = record.as_ref().map_or(at, |r| r.acquire_time.as_nanos());
-        let mut last_renew = record
-            .as_ref()
-            .map_or(claim_start, |r| r.renew_time.as_nanos());
-        let mut renewals = 0;
-        write(Event::Lead {
-            lease: args.lease.clone(),
-            holder: args.identity.clone(),
-            generation,
-            claim_start,
-            at,
-        });
-        loop {
-            tokio::select! {
-                biased;
-                () = guard.lost().cancelled() => {
-                    write(Event::Lost {
-                        lease: args.lease.clone(),
-                        holder: args.identity.clone(),
-                        generation,
-                        at: now(),
-                        last_renew,
-                        renewals,
-                    });
-                    break;
-                }
-                () = tokio::time::sleep(POLL) => {
-                    if let Some(r) = elector.lock_record()
-                        && r.renew_time.as_nanos() > last_renew
-                    {
-                        last_renew = r.renew_time.as_nanos();
-                        renewals += 1;
-                    }
-                    if should_stop(&args) {
-                        // Stop acting first, then give the lease up.
-                        write(Event::Stop {
-                            lease: args.lease.clone(),
-                            holder: args.identity.clone(),
-                            generation,
-                            at: now(),
-                            last_renew,
-                            renewals,
-                        });
-                        let _ = tokio::time::timeout(Duration::from_secs(3), guard.release()).await;
-                        return Ok(());
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
 /// How to run the Kubernetes scenario.
 #[derive(Debug, Clone)]
 pub struct RunArgs {
@@ -238,6 +103,8 @@ pub struct RunArgs {
     pub dir: PathBuf,
     /// The `lease-torture` binary to start candidates from.
     pub exe: PathBuf,
+    /// The store.
+    pub backend: Backend,
     /// `cargo xtask`'s binary, which stops and starts the server's processes (`k8s stop-one
     /// NAME`, `k8s start-one NAME`); `None` skips the outages.
     pub server_ctl: Option<PathBuf>,
@@ -252,6 +119,9 @@ pub struct RunArgs {
     pub outage_length: Duration,
     /// Whether to SIGKILL the leader once in the main phase.
     pub kill_leader: bool,
+    /// Candidates of the main phase SIGKILLed at random moments after that (leader or not),
+    /// each replaced by a new process.
+    pub random_kills: u32,
     /// How long to let the main phase run quietly before, between and after its events.
     pub quiet: Duration,
     /// Burst rounds (each: a fresh lease and a stale one).
@@ -305,6 +175,8 @@ pub struct Summary {
     pub outages: Vec<Outage>,
     /// The main phase's leader kill: from the kill to the next leader (s).
     pub takeover_after_leader_kill: Option<f64>,
+    /// The random kills that hit the leader: from each kill to the next leader (s).
+    pub takeovers_after_random_kills: Vec<f64>,
     /// The bursts.
     pub bursts: Vec<Burst>,
     /// The deletion phase: from each deletion of the Lease object to the next leader (s).
@@ -338,6 +210,7 @@ struct Run {
     running: Vec<Candidate>,
     processes: u32,
     kills: u32,
+    takeovers: Vec<f64>,
     problems: Vec<String>,
 }
 
@@ -353,6 +226,7 @@ impl Run {
         let mut command = Command::new(&self.args.exe);
         command
             .arg("k8s-candidate")
+            .args(["--backend", self.args.backend.name()])
             .args(["--identity", identity, "--lease", lease])
             .args(["--namespace", &self.args.namespace])
             .arg("--log")
@@ -478,8 +352,13 @@ impl Run {
         let Some(ctl) = &self.args.server_ctl else {
             return Err("no --server-ctl".to_owned());
         };
-        let status = Command::new(ctl)
-            .args(["k8s", verb, what])
+        let mut command = Command::new(ctl);
+        match self.args.backend {
+            Backend::Kubernetes => command.args(["k8s", verb, what]),
+            // One process to stop: `what` only names it in the report.
+            Backend::Postgres => command.args(["pg", verb.trim_end_matches("-one")]),
+        };
+        let status = command
             .args(kill.then_some("--kill"))
             .stdin(Stdio::null())
             .status()
@@ -488,8 +367,9 @@ impl Run {
             Ok(())
         } else {
             Err(format!(
-                "`{} k8s {verb} {what}` failed: {status}",
-                ctl.display()
+                "`{} {} {verb} {what}` failed: {status}",
+                ctl.display(),
+                self.args.backend.name()
             ))
         }
     }
@@ -515,6 +395,7 @@ pub fn run(args: RunArgs) -> Result<Summary, String> {
         running: Vec::new(),
         processes: 0,
         kills: 0,
+        takeovers: Vec::new(),
         problems: Vec::new(),
     };
     let result = scenario(&mut run);
@@ -536,6 +417,7 @@ pub fn run(args: RunArgs) -> Result<Summary, String> {
         verdict,
         outages,
         takeover_after_leader_kill,
+        takeovers_after_random_kills: run.takeovers,
         bursts,
         deletions,
         kills: run.kills,
@@ -555,7 +437,10 @@ fn scenario(run: &mut Run) -> Result<Phases, String> {
         bursts.push(fresh_burst(run, &id, round)?);
         bursts.push(stale_burst(run, &id, round)?);
     }
-    let deletions = deletion_phase(run, &id)?;
+    let deletions = match run.args.backend {
+        Backend::Kubernetes => deletion_phase(run, &id)?,
+        Backend::Postgres => Vec::new(),
+    };
     Ok((outages, takeover, bursts, deletions))
 }
 
@@ -641,11 +526,7 @@ fn main_phase(run: &mut Run, id: &str) -> Result<(Vec<Outage>, Option<f64>), Str
             regained_after_up.map_or("never".to_owned(), |s| format!("{s:.2} s"))
         ));
         outages.push(Outage {
-            what: if kill {
-                format!("{what} (kill -9)")
-            } else {
-                format!("{what} (SIGTERM)")
-            },
+            what: format!("{what} ({})", run.args.backend.stop_how(kill)),
             down_for: secs(up_at - down_at),
             lost_after_down,
             regained_after_down,
@@ -678,6 +559,7 @@ fn main_phase(run: &mut Run, id: &str) -> Result<(Vec<Outage>, Option<f64>), Str
                 .push("no leader to kill in the main phase".to_owned());
         }
     }
+    kills::random_kills(run, &lease, &stop)?;
     run.reap_crashed();
     run.stop_all(&stop)?;
     Ok((outages, takeover))

@@ -7,7 +7,9 @@
 //! - [`k8s`]: [`LeaderElector`](lease_manager::LeaderElector) candidates as separate processes
 //!   on a real kube-apiserver, while the orchestrator stops and restarts kube-apiserver and etcd
 //!   and kills the leader; plus bursts of candidates started at the same instant on a fresh
-//!   lease and on a stale lease left by a vanished holder.
+//!   lease and on a stale lease left by a vanished holder. The same scenario runs over
+//!   `lease-store-postgres` ([`k8s::Backend::Postgres`]) on a dedicated PostgreSQL server that
+//!   the orchestrator crashes and restarts, with candidates SIGKILLed at random.
 //! - [`elector`]: [`LeaderElector`](lease_manager::LeaderElector) candidates in one process on
 //!   a multi-thread runtime over one SQLite file, calling `lock()` concurrently on one elector
 //!   and again from their lost-token handlers, while stores stall at random.

@@ -69,11 +69,18 @@ enum Cmd {
         #[arg(long)]
         expect_violations: bool,
     },
-    /// Run the Kubernetes scenario on the cluster of `KUBECONFIG`.
+    /// Run the leader-candidates scenario: on the cluster of `KUBECONFIG`, or with `--backend
+    /// postgres` on the Postgres server of `LEASE_TORTURE_POSTGRES_URL`.
     K8s {
         /// Folder for the logs (emptied first).
         #[arg(long, default_value = "target/torture/k8s")]
         dir: PathBuf,
+        /// The store: `k8s` or `postgres`.
+        #[arg(long, default_value = "k8s", value_parser = parse_backend)]
+        backend: k8s::Backend,
+        /// Candidates of the main phase SIGKILLed at random after the leader kill.
+        #[arg(long, default_value_t = 0)]
+        random_kills: u32,
         /// `cargo xtask`'s binary, to stop and start the server's processes; without it, no
         /// outages.
         #[arg(long)]
@@ -84,8 +91,8 @@ enum Cmd {
         /// Candidates of the main phase.
         #[arg(long, default_value_t = 3)]
         candidates: u32,
-        /// Server processes to stop and restart, in order (`kube-apiserver`, `etcd`; `NAME:kill`
-        /// to SIGKILL it).
+        /// Server processes to stop and restart, in order (`kube-apiserver`, `etcd`, or
+        /// `postgres`; `NAME:kill` to SIGKILL it).
         #[arg(long = "outage")]
         outages: Vec<String>,
         /// How long each stays down.
@@ -220,6 +227,9 @@ enum Cmd {
     },
     /// One leader-election candidate (started by `k8s`).
     K8sCandidate {
+        /// The store: `k8s` or `postgres`.
+        #[arg(long, default_value = "k8s", value_parser = parse_backend)]
+        backend: k8s::Backend,
         /// The identity.
         #[arg(long)]
         identity: String,
@@ -322,6 +332,14 @@ fn run_elector(a: ElectorArgs) -> Result<bool, String> {
     Ok(summary.passed())
 }
 
+fn parse_backend(name: &str) -> Result<k8s::Backend, String> {
+    match name {
+        "k8s" => Ok(k8s::Backend::Kubernetes),
+        "postgres" => Ok(k8s::Backend::Postgres),
+        other => Err(format!("unknown backend {other:?} (k8s or postgres)")),
+    }
+}
+
 fn main() -> ExitCode {
     match run(Cli::parse().command) {
         Ok(true) => ExitCode::SUCCESS,
@@ -391,6 +409,8 @@ fn run(command: Cmd) -> Result<bool, String> {
         }
         Cmd::K8s {
             dir,
+            backend,
+            random_kills,
             server_ctl,
             namespace,
             candidates,
@@ -406,12 +426,14 @@ fn run(command: Cmd) -> Result<bool, String> {
             let args = k8s::RunArgs {
                 dir,
                 exe: exe()?,
+                backend,
                 server_ctl,
                 namespace,
                 candidates,
                 outages,
                 outage_length: Duration::from_secs(outage_seconds),
                 kill_leader: !no_kill_leader,
+                random_kills,
                 quiet: Duration::from_secs(quiet_seconds),
                 burst_rounds,
                 burst_size,
@@ -522,6 +544,7 @@ fn run(command: Cmd) -> Result<bool, String> {
             Ok(true)
         }
         Cmd::K8sCandidate {
+            backend,
             identity,
             lease,
             namespace,
@@ -535,6 +558,7 @@ fn run(command: Cmd) -> Result<bool, String> {
             request_ms,
         } => {
             k8s::candidate(k8s::CandidateArgs {
+                backend,
                 identity,
                 lease,
                 namespace,

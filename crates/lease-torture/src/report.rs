@@ -138,16 +138,22 @@ pub fn k8s_section(title: &str, s: &k8s::Summary) -> String {
                 "stopped and restarted: {} (each down {:.0} s)",
                 a.outages
                     .iter()
-                    .map(|o| o.replace(":kill", " (kill -9)"))
+                    .map(|o| match o.strip_suffix(":kill") {
+                        Some(name) => format!("{name} ({})", a.backend.stop_how(true)),
+                        None => format!("{o} ({})", a.backend.stop_how(false)),
+                    })
                     .collect::<Vec<_>>()
                     .join(", then "),
                 a.outage_length.as_secs_f64()
             )
         },
-        if a.kill_leader {
-            "then the leader is SIGKILLed"
-        } else {
-            "no leader kill"
+        match (a.kill_leader, a.random_kills) {
+            (true, 0) => "then the leader is SIGKILLed".to_owned(),
+            (true, n) => format!(
+                "then the leader is SIGKILLed, then {n} candidates at random (the leader half of the time), each replaced"
+            ),
+            (false, 0) => "no leader kill".to_owned(),
+            (false, n) => format!("then {n} candidates SIGKILLed at random, each replaced"),
         }
     );
     let _ = writeln!(
@@ -191,6 +197,17 @@ pub fn k8s_section(title: &str, s: &k8s::Summary) -> String {
             "| takeover after kill -9 of the leader, from the kill (the lease runs from its last renewal, up to retry_period earlier) | {tk:.2} s |"
         );
     }
+    if !s.takeovers_after_random_kills.is_empty() {
+        let mut sorted = s.takeovers_after_random_kills.clone();
+        sorted.sort_by(f64::total_cmp);
+        let _ = writeln!(
+            out,
+            "| takeover after a random kill -9 that hit the leader, from the kill ({} times) | median {:.2} s, max {:.2} s |",
+            sorted.len(),
+            sorted[sorted.len() / 2],
+            sorted[sorted.len() - 1]
+        );
+    }
     let _ = writeln!(
         out,
         "| **violations** (overlapping terms, generation faults, late lost tokens, unended terms) | **{}** |",
@@ -200,7 +217,7 @@ pub fn k8s_section(title: &str, s: &k8s::Summary) -> String {
     if !s.outages.is_empty() {
         let _ = writeln!(
             out,
-            "\n| server process stopped | down for | leader's lost token, after it stopped | leader again, after it stopped | … after the restart command returned (negative: a leader before `/readyz` answered) |\n| --- | --- | --- | --- | --- |"
+            "\n| server process stopped | down for | leader's lost token, after it stopped | leader again, after it stopped | … after the restart command returned (negative: a leader before the command saw the server ready) |\n| --- | --- | --- | --- | --- |"
         );
         for o in &s.outages {
             let _ = writeln!(
