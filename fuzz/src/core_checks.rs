@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use lease_core::leaser::PathKey;
+use lease_core::PathKey;
 use lease_core::{Error, MAX_NAME_BYTES, validate_duration, validate_string};
 
 /// Any text: parsing never panics; whatever parses has a canonical text form that is a valid

@@ -22,7 +22,10 @@
 //! most [`MAX_METADATA_BYTES`] (64 KiB) of compact JSON. The limits are the same for every
 //! store and are checked before any I/O, with an error naming the field, the length and the
 //! limit. Durations have no upper limit: expiries saturate at [`Timestamp::MAX`], and no
-//! duration makes the lease code overflow. See [`validate`] for why these numbers.
+//! duration makes the lease code overflow. Why these numbers: they keep a key comfortably
+//! inside what every backing system stores in one row or object (a Kubernetes object keeps the
+//! exact key, holder and metadata in annotations, which share 256 KiB, and the API server
+//! refuses a larger write), and keep error messages, tables and logs readable.
 //!
 //! It does no I/O: stores live in `lease-store-sqlite` and `lease-store-k8s`, the worker that
 //! serialises store calls in `lease-manager`, test doubles in `lease-testkit`.
@@ -58,20 +61,27 @@
 //! # Ok::<(), lease_core::Error>(())
 //! ```
 
-pub mod clock;
-pub mod error;
-pub mod facade;
-pub mod leaser;
+// One public path per item: every item is exported at the crate root, the modules are private.
+mod clock;
+mod error;
+mod facade;
+mod leaser;
 mod pathkey;
-pub mod secretary;
-pub mod store;
-pub mod types;
-pub mod validate;
+mod secretary;
+mod store;
+mod types;
+mod validate;
 
 pub use clock::{Clock, Sleep, SystemClock};
-pub use error::{BoxError, Error, ErrorKind, Result};
+pub use error::{
+    BoxError, Error, ErrorKind, Result, has_kind, is_aborted, is_claim_denied, is_held, is_invalid,
+    is_not_held, is_timeout, is_wait_cancelled,
+};
 pub use facade::{Checker, Claimer, Manager, Pinner, Reader, Revoker, Token};
-pub use leaser::{LeaseGuard, LeaseInfo, Leaser, LeaserError, LeaserExt, PathKey, PathKeyError};
+pub use leaser::{
+    LeaseGuard, LeaseHandle, LeaseInfo, Leaser, LeaserError, LeaserExt, MIN_TTL, PathKey,
+    PathKeyError, validate_ttl,
+};
 pub use secretary::{
     APPLICATION_LEADERSHIP_NAMESPACE, DefaultSecretary, LeadershipSecretary,
     SINGULAR_CONTROLLER_NAMESPACE, Secretary, SingularSecretary, standard_secretaries,
@@ -79,7 +89,8 @@ pub use secretary::{
 pub use store::{Op, Outcome, Store};
 pub use types::{Generation, Info, Key, Request, Timestamp};
 pub use validate::{
-    MAX_METADATA_BYTES, MAX_NAME_BYTES, validate_duration, validate_metadata, validate_string,
+    FORBIDDEN_CHARS, MAX_METADATA_BYTES, MAX_NAME_BYTES, validate_duration, validate_metadata,
+    validate_string,
 };
 
 /// Re-exported so implementors of the facades name the same cancellation type.

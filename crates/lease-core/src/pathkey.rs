@@ -79,7 +79,7 @@ impl From<PathKeyError> for Error {
 /// its escaped length and the limit, rather than let the claim fail later.
 ///
 /// ```
-/// use lease_core::leaser::PathKey;
+/// use lease_core::PathKey;
 ///
 /// let key = PathKey::module("idv", ["user", "bob.smith@example.com"])?;
 /// assert_eq!(key.to_string(), "/module/idv/user/bob%2Esmith@example%2Ecom");
@@ -98,7 +98,7 @@ impl From<PathKeyError> for Error {
 ///     err.reason,
 ///     "is 1208 bytes long once escaped, over the limit of 1024 bytes for a lease name"
 /// );
-/// # Ok::<(), lease_core::leaser::PathKeyError>(())
+/// # Ok::<(), lease_core::PathKeyError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PathKey {

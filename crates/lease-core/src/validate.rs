@@ -59,7 +59,7 @@ pub(crate) fn shortened(value: &str) -> String {
 /// limit.
 ///
 /// ```
-/// use lease_core::validate::{MAX_NAME_BYTES, validate_string};
+/// use lease_core::{MAX_NAME_BYTES, validate_string};
 /// assert!(validate_string("lease", "mysql").is_ok());
 /// let err = validate_string("holder", "unit 0").unwrap_err();
 /// assert_eq!(err.to_string(), r#"invalid holder "unit 0": contains whitespace"#);
@@ -130,7 +130,7 @@ impl std::io::Write for Budget {
 /// limit.
 ///
 /// ```
-/// use lease_core::validate::validate_metadata;
+/// use lease_core::validate_metadata;
 /// assert!(validate_metadata(&serde_json::json!({"pid": 42})).is_ok());
 /// let big = serde_json::Value::String("x".repeat(100_000));
 /// let err = validate_metadata(&big).unwrap_err();

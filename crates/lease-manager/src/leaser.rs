@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use lease_core::leaser::{LeaseHandle, validate_ttl};
 use lease_core::{
     CancellationToken, Claimer, Clock, Error, Generation, LeaseGuard, LeaseInfo, Leaser,
     LeaserError, MAX_NAME_BYTES, PathKey, Reader, Request, Revoker, Timestamp, validate_string,
 };
+use lease_core::{LeaseHandle, validate_ttl};
 use tokio::task::JoinHandle;
 
 use crate::error::shortened;

@@ -504,6 +504,6 @@ mod tests {
             e.to_string(),
             "taking over lease l: lease operation timed out"
         );
-        assert!(lease_core::error::is_timeout(&e));
+        assert!(lease_core::is_timeout(&e));
     }
 }

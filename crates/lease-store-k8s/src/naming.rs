@@ -262,9 +262,7 @@ mod tests {
             "\\PC{1,80}".prop_map(|s| {
                 let s: String = s
                     .chars()
-                    .filter(|c| {
-                        !c.is_whitespace() && !lease_core::validate::FORBIDDEN_CHARS.contains(c)
-                    })
+                    .filter(|c| !c.is_whitespace() && !lease_core::FORBIDDEN_CHARS.contains(c))
                     .collect();
                 if s.is_empty() { "x".to_owned() } else { s }
             }),

@@ -14,10 +14,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::FutureExt;
-use lease_core::leaser::{
-    LeaseGuard, LeaseHandle, LeaseInfo, Leaser, LeaserError, PathKey, validate_ttl,
-};
 use lease_core::{CancellationToken, Key, Request, Store};
+use lease_core::{LeaseGuard, LeaseHandle, LeaseInfo, Leaser, LeaserError, PathKey, validate_ttl};
 use tokio::sync::Mutex;
 
 use crate::{FakeClock, InMemoryStore};
@@ -80,7 +78,7 @@ fn store_key(key: &PathKey) -> Key {
 ///
 /// ```
 /// use std::time::Duration;
-/// use lease_core::leaser::{Leaser, LeaserError, LeaserExt, PathKey};
+/// use lease_core::{Leaser, LeaserError, LeaserExt, PathKey};
 /// use lease_testkit::{FakeClock, FakeLeaser};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {

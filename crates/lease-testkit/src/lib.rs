@@ -11,7 +11,7 @@
 //! - [`ScriptedStore`]: a `Store` that expects an exact sequence of [`Call`]s.
 //! - [`FakeManager`] and the fake facades ([`FakeChecker`]/[`FakeToken`], [`FakeClaimer`],
 //!   [`FakeRevoker`], [`FakePinner`], [`FakeReader`]) for unit tests of code that uses leases.
-//! - [`FakeLeaser`]: a [`Leaser`](lease_core::leaser::Leaser) that renews perfectly until the
+//! - [`FakeLeaser`]: a [`Leaser`](lease_core::Leaser) that renews perfectly until the
 //!   test makes it lose a lease.
 //! - [`FaultyStore`]: wraps any `Store` and injects timeouts (before or after the write took
 //!   effect), `Invalid`, hard errors and latency at seeded, configurable rates.

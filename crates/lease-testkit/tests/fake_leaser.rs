@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use lease_core::leaser::{LeaseInfo, Leaser, LeaserError, LeaserExt, PathKey};
 use lease_core::{Key, Store};
+use lease_core::{LeaseInfo, Leaser, LeaserError, LeaserExt, PathKey};
 use lease_testkit::{FAKE_LEASER_MODEL, FAKE_LEASER_NAMESPACE, FakeClock, FakeLeaser};
 use serde::{Deserialize, Serialize};
 
