@@ -81,12 +81,19 @@ impl View {
     /// Sets the entry of `key`, returning the one it replaces.
     pub(crate) fn insert(&mut self, key: &Key, entry: Entry) -> Option<Entry> {
         let own = entry.own();
-        let leases = self
-            .scopes
-            .entry(key.namespace.as_str().into())
-            .or_default()
-            .entry(key.model.as_str().into())
-            .or_default();
+        // Look the scope up by `&str` first: `entry` would allocate the namespace's and the
+        // model's boxed copies on every call, and this runs once per claim and extend.
+        let models = match self.scopes.get_mut(key.namespace.as_str()) {
+            Some(models) => models,
+            None => self
+                .scopes
+                .entry(key.namespace.as_str().into())
+                .or_default(),
+        };
+        let leases = match models.get_mut(key.model.as_str()) {
+            Some(leases) => leases,
+            None => models.entry(key.model.as_str().into()).or_default(),
+        };
         let old = match leases.get_mut(key.lease.as_str()) {
             Some(slot) => Some(std::mem::replace(slot, entry)),
             None => {
