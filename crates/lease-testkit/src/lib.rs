@@ -13,6 +13,8 @@
 //!   [`FakeRevoker`], [`FakePinner`], [`FakeReader`]) for unit tests of code that uses leases.
 //! - [`FakeLeaser`]: a [`Leaser`](lease_core::leaser::Leaser) that renews perfectly until the
 //!   test makes it lose a lease.
+//! - [`CountingStore`]: wraps any `Store` and counts the calls that reach it, by method and by
+//!   op ([`CallCounts`]).
 //! - [`FaultyStore`]: wraps any `Store` and injects timeouts (before or after the write took
 //!   effect), `Invalid`, hard errors and latency at seeded, configurable rates.
 //!
@@ -45,6 +47,7 @@
 //! ```
 
 pub mod clock;
+pub mod counting;
 pub mod fake;
 pub mod faulty;
 pub mod leaser;
@@ -54,6 +57,7 @@ pub mod store;
 pub mod suite;
 
 pub use clock::{FAKE_CLOCK_START, FakeClock, WAIT_FOR_SLEEPERS_TIMEOUT};
+pub use counting::{CallCounts, CountHandle, CountingStore};
 pub use fake::{
     FakeChecker, FakeClaimer, FakeManager, FakePinner, FakeReader, FakeRevoker, FakeToken,
 };
