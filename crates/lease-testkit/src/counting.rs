@@ -330,7 +330,13 @@ mod tests {
         assert!(results.iter().all(Result::is_ok), "{results:?}");
         let seen = handle.counts();
         assert_eq!(
-            (seen.applies, seen.ops, seen.claims, seen.extends, seen.revokes),
+            (
+                seen.applies,
+                seen.ops,
+                seen.claims,
+                seen.extends,
+                seen.revokes
+            ),
             (1, 4, 2, 1, 1)
         );
         assert_eq!(seen.claim_lease, 0, "ops in a batch are not single calls");
@@ -359,13 +365,20 @@ mod tests {
 
         assert!(!store.poll_changes().await.unwrap());
         other.claim_lease(&key("a"), &req("o")).await.unwrap();
-        assert!(store.poll_changes().await.unwrap(), "a sibling's write is news");
+        assert!(
+            store.poll_changes().await.unwrap(),
+            "a sibling's write is news"
+        );
         let seen = handle.counts();
         assert_eq!((seen.polls, seen.changed_polls), (2, 1));
         let kept = handle.notifier().expect("kept");
         assert_eq!(*kept.borrow(), *rx.expect("handed out").borrow());
         // The inner store was reached only through the wrapper's own calls.
         assert_eq!(store.inner_mut().leases(&[]).await.unwrap().len(), 1);
-        assert_eq!(handle.counts().leases, 0, "calls through inner_mut are not counted");
+        assert_eq!(
+            handle.counts().leases,
+            0,
+            "calls through inner_mut are not counted"
+        );
     }
 }

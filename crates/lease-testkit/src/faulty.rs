@@ -243,6 +243,8 @@ pub struct FaultyStore<S> {
     default_rates: FaultRates,
     rates: BTreeMap<OpKind, FaultRates>,
     max_latency: Duration,
+    /// The text of injected hard errors; `None`: one naming the kind of call.
+    store_error_message: Option<String>,
     control: Arc<Control>,
 }
 
@@ -269,6 +271,7 @@ impl<S> FaultyStore<S> {
             default_rates: FaultRates::NONE,
             rates: BTreeMap::new(),
             max_latency: Duration::from_millis(100),
+            store_error_message: None,
             control: Arc::new(Control {
                 enabled: AtomicBool::new(true),
                 counters: Counters::default(),
@@ -297,6 +300,15 @@ impl<S> FaultyStore<S> {
         self
     }
 
+    /// Makes every injected hard [`Error::Store`] say `message` (unless set, it is
+    /// `injected store failure (KIND)`), for tests that check an error's text reaches the
+    /// caller unchanged.
+    #[must_use]
+    pub fn with_store_error_message(mut self, message: impl Into<String>) -> Self {
+        self.store_error_message = Some(message.into());
+        self
+    }
+
     /// A handle to read the counts and switch faults off, kept after the store is moved away.
     pub fn handle(&self) -> FaultHandle {
         FaultHandle {
@@ -317,6 +329,24 @@ impl<S> FaultyStore<S> {
     /// The rates of `kind`.
     pub fn rates_for(&self, kind: OpKind) -> FaultRates {
         self.rates.get(&kind).copied().unwrap_or(self.default_rates)
+    }
+
+    /// The error a fault injects before the call (`None` for no fault or a fault after it).
+    fn before(&self, fault: Fault, kind: OpKind) -> Option<Error> {
+        match fault {
+            Fault::None | Fault::TimeoutAfter => None,
+            Fault::TimeoutBefore => Some(Error::Timeout),
+            Fault::Invalid => Some(Error::Invalid),
+            Fault::StoreError => Some(self.store_error(kind)),
+        }
+    }
+
+    /// An injected hard error for a call of `kind`.
+    fn store_error(&self, kind: OpKind) -> Error {
+        match &self.store_error_message {
+            Some(message) => Error::store_msg(message.clone()),
+            None => Error::store_msg(format!("injected store failure ({kind:?})")),
+        }
     }
 
     /// Rolls for a delay and a fault for one call of `kind`, and sleeps the delay.
@@ -374,24 +404,12 @@ impl<S> FaultyStore<S> {
     }
 }
 
-/// The error a fault injects before the call (`None` for no fault or a fault after it).
-fn before(fault: Fault, kind: OpKind) -> Option<Error> {
-    match fault {
-        Fault::None | Fault::TimeoutAfter => None,
-        Fault::TimeoutBefore => Some(Error::Timeout),
-        Fault::Invalid => Some(Error::Invalid),
-        Fault::StoreError => Some(Error::store_msg(format!(
-            "injected store failure ({kind:?})"
-        ))),
-    }
-}
-
 /// Runs one call of `kind` through the fault roll: `$call` is the inner call's future.
 macro_rules! faulty {
     ($self:ident, $kind:expr, $call:expr) => {{
         let kind = $kind;
         let fault = $self.roll(kind).await;
-        if let Some(err) = before(fault, kind) {
+        if let Some(err) = $self.before(fault, kind) {
             return Err(err);
         }
         let out = $call.await;
@@ -440,7 +458,7 @@ impl<S: Store> Store for FaultyStore<S> {
     /// in order.
     async fn apply(&mut self, ops: Vec<Op>) -> Vec<Result<Outcome>> {
         let batch = self.roll(OpKind::Batch).await;
-        if let Some(err) = before(batch, OpKind::Batch) {
+        if let Some(err) = self.before(batch, OpKind::Batch) {
             let kind = err.kind();
             return ops
                 .iter()
@@ -448,7 +466,7 @@ impl<S: Store> Store for FaultyStore<S> {
                     Err(match kind {
                         lease_core::ErrorKind::Timeout => Error::Timeout,
                         lease_core::ErrorKind::Invalid => Error::Invalid,
-                        _ => Error::store_msg("injected store failure (Batch)"),
+                        _ => self.store_error(OpKind::Batch),
                     })
                 })
                 .collect();
@@ -457,7 +475,7 @@ impl<S: Store> Store for FaultyStore<S> {
         for op in ops {
             let kind = OpKind::of(&op);
             let fault = self.roll(kind).await;
-            if let Some(err) = before(fault, kind) {
+            if let Some(err) = self.before(fault, kind) {
                 results.push(Err(err));
                 continue;
             }
@@ -562,6 +580,28 @@ mod tests {
             assert!(check(results[0].as_ref().unwrap_err()));
             assert!(model.leases(&[]).await.unwrap().is_empty(), "{rates:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn hard_errors_say_the_message_set() {
+        let (_clock, mut model, store) = only(FaultRates {
+            store_error: 1.0,
+            ..FaultRates::NONE
+        });
+        let mut store = store.with_store_error_message("disk on fire");
+        let err = store.claim_lease(&key("a"), &req("h")).await.unwrap_err();
+        assert_eq!(err.to_string(), "disk on fire");
+        let batch = store
+            .apply(vec![Op::Revoke {
+                key: key("a"),
+                holder: "h".into(),
+            }])
+            .await;
+        let [Err(err)] = batch.as_slice() else {
+            panic!("{batch:?}")
+        };
+        assert_eq!(err.to_string(), "disk on fire");
+        assert!(model.leases(&[]).await.unwrap().is_empty());
     }
 
     #[tokio::test]
