@@ -1,15 +1,18 @@
 //! [`CountingStore`]: a [`Store`] wrapper that counts the calls reaching the store it wraps, by
 //! method and by op, and keeps a copy of the change notifier it handed out, so a test can
 //! assert how much store traffic the code under test made (a denial that needed no store call,
-//! a batch of many ops in one transaction, a change noticed without a poll).
+//! a batch of many ops in one transaction, a change noticed without a poll), and, if asked,
+//! every call with its arguments, in order.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use lease_core::{Info, Key, Op, Outcome, Request, Result, Store};
 use tokio::sync::watch;
+
+use crate::StoreCall;
 
 /// How many calls a [`CountingStore`] has passed to the store it wraps, by kind. Every call is
 /// counted when it is made, whatever it returns.
@@ -75,6 +78,21 @@ struct Shared {
     counters: Counters,
     /// A clone of the last receiver [`Store::change_notifier`] handed out.
     notifier: Mutex<Option<watch::Receiver<u64>>>,
+    /// Every call, in order, when recording ([`CountingStore::with_call_log`]).
+    log: Mutex<Option<Vec<StoreCall>>>,
+}
+
+impl Shared {
+    fn log(&self) -> MutexGuard<'_, Option<Vec<StoreCall>>> {
+        self.log.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds the call `call` makes to the log, if recording (built only then).
+    fn record(&self, call: impl FnOnce() -> StoreCall) {
+        if let Some(log) = self.log().as_mut() {
+            log.push(call());
+        }
+    }
 }
 
 /// A cloneable handle on a [`CountingStore`]'s counts, kept by the test after the store itself
@@ -117,6 +135,19 @@ impl CountHandle {
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
+
+    /// Every call made so far (since the last [`CountHandle::clear_calls`]), in order, with its
+    /// arguments; empty unless the store was built [`with_call_log`](CountingStore::with_call_log).
+    pub fn calls(&self) -> Vec<StoreCall> {
+        self.shared.log().clone().unwrap_or_default()
+    }
+
+    /// Empties the log of calls (the counts stay).
+    pub fn clear_calls(&self) {
+        if let Some(log) = self.shared.log().as_mut() {
+            log.clear();
+        }
+    }
 }
 
 /// A [`Store`] that passes every call to the store it wraps, unchanged, and counts it
@@ -157,6 +188,14 @@ impl<S> CountingStore<S> {
         }
     }
 
+    /// The same store, also keeping every call with its arguments, in order
+    /// ([`CountHandle::calls`]).
+    #[must_use]
+    pub fn with_call_log(self) -> CountingStore<S> {
+        *self.shared.log() = Some(Vec::new());
+        self
+    }
+
     /// A handle to read the counts, kept after the store is moved away.
     pub fn handle(&self) -> CountHandle {
         CountHandle {
@@ -183,45 +222,80 @@ impl<S> CountingStore<S> {
 impl<S: Store> Store for CountingStore<S> {
     async fn claim_lease(&mut self, key: &Key, request: &Request) -> Result<Info> {
         bump(&self.counters().claim_lease);
+        self.shared.record(|| {
+            StoreCall::Op(Op::Claim {
+                key: key.clone(),
+                request: request.clone(),
+            })
+        });
         self.inner.claim_lease(key, request).await
     }
 
     async fn extend_lease(&mut self, key: &Key, request: &Request) -> Result<Info> {
         bump(&self.counters().extend_lease);
+        self.shared.record(|| {
+            StoreCall::Op(Op::Extend {
+                key: key.clone(),
+                request: request.clone(),
+            })
+        });
         self.inner.extend_lease(key, request).await
     }
 
     async fn revoke_lease(&mut self, key: &Key, holder: &str) -> Result<()> {
         bump(&self.counters().revoke_lease);
+        self.shared.record(|| {
+            StoreCall::Op(Op::Revoke {
+                key: key.clone(),
+                holder: holder.to_owned(),
+            })
+        });
         self.inner.revoke_lease(key, holder).await
     }
 
     async fn leases(&mut self, keys: &[Key]) -> Result<BTreeMap<Key, Info>> {
         bump(&self.counters().leases);
+        self.shared.record(|| StoreCall::Leases {
+            keys: keys.to_vec(),
+        });
         self.inner.leases(keys).await
     }
 
     async fn lease_group(&mut self, namespace: &str, model: &str) -> Result<BTreeMap<Key, Info>> {
         bump(&self.counters().lease_group);
+        self.shared.record(|| StoreCall::LeaseGroup {
+            namespace: namespace.to_owned(),
+            model: model.to_owned(),
+        });
         self.inner.lease_group(namespace, model).await
     }
 
     async fn pin_lease(&mut self, key: &Key, entity: &str) -> Result<()> {
         bump(&self.counters().pin_lease);
+        self.shared.record(|| StoreCall::Pin {
+            key: key.clone(),
+            entity: entity.to_owned(),
+        });
         self.inner.pin_lease(key, entity).await
     }
 
     async fn unpin_lease(&mut self, key: &Key, entity: &str) -> Result<()> {
         bump(&self.counters().unpin_lease);
+        self.shared.record(|| StoreCall::Unpin {
+            key: key.clone(),
+            entity: entity.to_owned(),
+        });
         self.inner.unpin_lease(key, entity).await
     }
 
     async fn pinned(&mut self) -> Result<BTreeMap<Key, Vec<String>>> {
         bump(&self.counters().pinned);
+        self.shared.record(|| StoreCall::Pinned);
         self.inner.pinned().await
     }
 
     async fn apply(&mut self, ops: Vec<Op>) -> Vec<Result<Outcome>> {
+        self.shared.record(|| StoreCall::Apply { ops: ops.clone() });
         let c = self.counters();
         bump(&c.applies);
         for op in &ops {
@@ -237,6 +311,7 @@ impl<S: Store> Store for CountingStore<S> {
 
     async fn poll_changes(&mut self) -> Result<bool> {
         bump(&self.counters().polls);
+        self.shared.record(|| StoreCall::PollChanges);
         let changed = self.inner.poll_changes().await;
         if matches!(changed, Ok(true)) {
             bump(&self.counters().changed_polls);
@@ -379,6 +454,47 @@ mod tests {
             handle.counts().leases,
             0,
             "calls through inner_mut are not counted"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_call_log_keeps_every_call_in_order_only_when_asked() {
+        let clock = FakeClock::new();
+        let mut plain = CountingStore::new(InMemoryStore::new(clock.as_clock()));
+        plain.leases(&[]).await.unwrap();
+        assert!(plain.handle().calls().is_empty(), "no log unless asked");
+
+        let mut store = CountingStore::new(InMemoryStore::new(clock.as_clock())).with_call_log();
+        let handle = store.handle();
+        let claim = Op::Claim {
+            key: key("a"),
+            request: req("h"),
+        };
+        store.apply(vec![claim.clone()]).await;
+        store.revoke_lease(&key("a"), "h").await.unwrap();
+        store.leases(&[key("a")]).await.unwrap();
+        store.poll_changes().await.unwrap();
+        assert_eq!(
+            handle.calls(),
+            [
+                StoreCall::Apply { ops: vec![claim] },
+                StoreCall::Op(Op::Revoke {
+                    key: key("a"),
+                    holder: "h".into()
+                }),
+                StoreCall::Leases {
+                    keys: vec![key("a")]
+                },
+                StoreCall::PollChanges,
+            ]
+        );
+        handle.clear_calls();
+        store.pinned().await.unwrap();
+        assert_eq!(handle.calls(), [StoreCall::Pinned]);
+        assert_eq!(
+            handle.counts().applies,
+            1,
+            "clearing the log keeps the counts"
         );
     }
 }

@@ -14,9 +14,11 @@
 //! - [`FakeLeaser`]: a [`Leaser`](lease_core::leaser::Leaser) that renews perfectly until the
 //!   test makes it lose a lease.
 //! - [`CountingStore`]: wraps any `Store` and counts the calls that reach it, by method and by
-//!   op ([`CallCounts`]).
+//!   op ([`CallCounts`]), and can keep every call in order ([`CountHandle::calls`]).
 //! - [`FaultyStore`]: wraps any `Store` and injects timeouts (before or after the write took
-//!   effect), `Invalid`, hard errors and latency at seeded, configurable rates.
+//!   effect), `Invalid`, hard errors and latency at seeded, configurable rates, or exactly
+//!   where the test plans them ([`FaultHandle::plan_ops`]); it can also hold batches until
+//!   the test releases them.
 //!
 //! # When to pick it
 //!
@@ -61,7 +63,7 @@ pub use counting::{CallCounts, CountHandle, CountingStore};
 pub use fake::{
     FakeChecker, FakeClaimer, FakeManager, FakePinner, FakeReader, FakeRevoker, FakeToken,
 };
-pub use faulty::{FaultCounts, FaultHandle, FaultRates, FaultyStore, OpKind};
+pub use faulty::{Fault, FaultCounts, FaultHandle, FaultRates, FaultyStore, OpKind};
 pub use leaser::{FAKE_LEASER_MODEL, FAKE_LEASER_NAMESPACE, FakeLeaser};
 pub use mock::MockStore;
 pub use script::{Call, Canned, CannedReply, Expect, ScriptHandle, ScriptedStore, StoreCall};
