@@ -339,6 +339,8 @@ pub struct FaultyStore<S> {
     control: Arc<Control>,
     /// Whether each batch waits for [`FaultHandle::release_batches`].
     hold_batches: bool,
+    /// Whether [`Store::change_notifier`] answers `None` whatever the inner store offers.
+    hide_notifier: bool,
 }
 
 impl<S: fmt::Debug> fmt::Debug for FaultyStore<S> {
@@ -372,6 +374,7 @@ impl<S> FaultyStore<S> {
                 batch_permits: Semaphore::new(0),
             }),
             hold_batches: false,
+            hide_notifier: false,
         }
     }
 
@@ -411,6 +414,14 @@ impl<S> FaultyStore<S> {
     #[must_use]
     pub fn with_held_batches(mut self) -> Self {
         self.hold_batches = true;
+        self
+    }
+
+    /// Offers no change notifier ([`Store::change_notifier`] is `None`), as a store that has
+    /// none: its user learns of changes only by polling.
+    #[must_use]
+    pub fn without_change_notifier(mut self) -> Self {
+        self.hide_notifier = true;
         self
     }
 
@@ -613,6 +624,9 @@ impl<S: Store> Store for FaultyStore<S> {
     }
 
     fn change_notifier(&mut self) -> Option<watch::Receiver<u64>> {
+        if self.hide_notifier {
+            return None;
+        }
         self.inner.change_notifier()
     }
 }

@@ -302,3 +302,14 @@ async fn held_batches_wait_for_a_release() {
     assert!(results[0].is_ok(), "{results:?}");
     assert_eq!(model.leases(&[]).await.unwrap().len(), 1);
 }
+
+#[test]
+fn the_change_notifier_can_be_hidden() {
+    let (_clock, _model, mut store) = only(FaultRates::NONE);
+    assert!(
+        store.change_notifier().is_some(),
+        "the inner store's, by default"
+    );
+    let mut store = store.without_change_notifier();
+    assert!(store.change_notifier().is_none());
+}
