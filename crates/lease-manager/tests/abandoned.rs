@@ -45,7 +45,7 @@ fn claims_in(log: &[String]) -> Vec<String> {
 async fn leaser_release_case() {
     let clock = FakeClock::new();
     let store = ScriptStore::new(&clock);
-    let manager = start(store.clone(), &clock);
+    let manager = start(store.take_store(), &clock);
     let leaser = ManagerLeaser::new(
         &manager,
         clock.as_clock(),
@@ -99,7 +99,7 @@ async fn a_released_leasers_renewal_in_retry_does_not_reclaim_the_lease() {
 async fn resource_lock_case(renewer_stays: bool) {
     let clock = FakeClock::new();
     let store = ScriptStore::new(&clock);
-    let manager = start(store.clone(), &clock);
+    let manager = start(store.take_store(), &clock);
     let locks = ResourceLocks::new(&manager, NS, MODEL).unwrap();
     let resource = ResourceKey::new("apps", "Deployment", "prod", "web");
     let locked = locks.acquire(&resource, "txn-1", secs(30)).await.unwrap();
@@ -174,7 +174,7 @@ enum Gone {
 async fn retried_extend_case(gone: Gone) {
     let clock = FakeClock::new();
     let store = ScriptStore::new(&clock);
-    let manager = start(store.clone(), &clock);
+    let manager = start(store.take_store(), &clock);
     let claimer = manager.claimer(NS, MODEL).unwrap();
     let first = claimer.claim("a", req("h1", secs(10))).await.unwrap();
     // The extend times out and waits for its retry.
@@ -254,7 +254,7 @@ async fn a_retried_extend_never_becomes_a_claim() {
 async fn revoke_retry_case() {
     let clock = FakeClock::new();
     let store = ScriptStore::new(&clock);
-    let manager = start(store.clone(), &clock);
+    let manager = start(store.take_store(), &clock);
     let claimer = manager.claimer(NS, MODEL).unwrap();
     claimer.claim("a", req("h1", secs(30))).await.unwrap();
     store.fail_ops([Some(Fail::Timeout)]);
@@ -299,8 +299,8 @@ async fn a_revoke_in_retry_whose_caller_has_gone_is_dropped() {
 #[tokio::test]
 async fn a_queued_claim_whose_caller_has_gone_is_not_sent() {
     let clock = FakeClock::new();
-    let store = ScriptStore::new(&clock).gated();
-    let manager = start(store.clone(), &clock);
+    let store = ScriptStore::gated(&clock);
+    let manager = start(store.take_store(), &clock);
     let claimer = manager.claimer(NS, MODEL).unwrap();
     // The first claim holds the store; the second waits in the queue behind it.
     let first = tokio::spawn({
@@ -330,7 +330,7 @@ async fn a_queued_claim_whose_caller_has_gone_is_not_sent() {
 async fn duration_max_through_the_facades_does_not_panic() {
     let clock = FakeClock::new();
     let store = ScriptStore::new(&clock);
-    let manager = start(store.clone(), &clock);
+    let manager = start(store.take_store(), &clock);
     let claimer = manager.claimer(NS, MODEL).unwrap();
     let info = claimer.claim("a", req("h1", Duration::MAX)).await.unwrap();
     let token = manager.token(NS, MODEL, "a", "h1").unwrap();

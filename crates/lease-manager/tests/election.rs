@@ -12,7 +12,7 @@ use lease_core::{Error, Generation, Key, Store as _};
 use lease_manager::{
     Callbacks, ElectionConfig, ElectionError, Fence, LeaderElector, Leadership, LockRecord, Manager,
 };
-use lease_testkit::{FakeClock, InMemoryStore};
+use lease_testkit::{CountingStore, FakeClock, FaultyStore, InMemoryStore};
 use support::*;
 
 const LEASE: &str = "controller";
@@ -557,78 +557,6 @@ async fn five_candidates_started_together_have_one_leader_at_every_instant() {
     assert_eq!(max_leaders.load(Ordering::SeqCst), 1);
 }
 
-/// A store whose next batch of claims stalls until the test lets it go: a claim the manager keeps
-/// retrying through an outage, returning long after it started.
-#[derive(Clone)]
-struct StallingStore {
-    inner: Arc<tokio::sync::Mutex<InMemoryStore>>,
-    stall_next: Arc<std::sync::atomic::AtomicBool>,
-    stalled: Arc<std::sync::atomic::AtomicBool>,
-    gate: Arc<tokio::sync::Notify>,
-    applies: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-#[async_trait::async_trait]
-impl lease_core::Store for StallingStore {
-    async fn claim_lease(
-        &mut self,
-        key: &Key,
-        request: &lease_core::Request,
-    ) -> lease_core::Result<lease_core::Info> {
-        self.inner.lock().await.claim_lease(key, request).await
-    }
-    async fn extend_lease(
-        &mut self,
-        key: &Key,
-        request: &lease_core::Request,
-    ) -> lease_core::Result<lease_core::Info> {
-        self.inner.lock().await.extend_lease(key, request).await
-    }
-    async fn revoke_lease(&mut self, key: &Key, holder: &str) -> lease_core::Result<()> {
-        self.inner.lock().await.revoke_lease(key, holder).await
-    }
-    async fn leases(
-        &mut self,
-        keys: &[Key],
-    ) -> lease_core::Result<std::collections::BTreeMap<Key, lease_core::Info>> {
-        self.inner.lock().await.leases(keys).await
-    }
-    async fn lease_group(
-        &mut self,
-        namespace: &str,
-        model: &str,
-    ) -> lease_core::Result<std::collections::BTreeMap<Key, lease_core::Info>> {
-        self.inner.lock().await.lease_group(namespace, model).await
-    }
-    async fn pin_lease(&mut self, key: &Key, entity: &str) -> lease_core::Result<()> {
-        self.inner.lock().await.pin_lease(key, entity).await
-    }
-    async fn unpin_lease(&mut self, key: &Key, entity: &str) -> lease_core::Result<()> {
-        self.inner.lock().await.unpin_lease(key, entity).await
-    }
-    async fn pinned(&mut self) -> lease_core::Result<std::collections::BTreeMap<Key, Vec<String>>> {
-        self.inner.lock().await.pinned().await
-    }
-    async fn apply(
-        &mut self,
-        ops: Vec<lease_core::Op>,
-    ) -> Vec<lease_core::Result<lease_core::Outcome>> {
-        self.applies.fetch_add(1, Ordering::SeqCst);
-        let claims = ops.iter().any(|op| {
-            matches!(
-                op,
-                lease_core::Op::Claim { .. } | lease_core::Op::Extend { .. }
-            )
-        });
-        if claims && self.stall_next.swap(false, Ordering::SeqCst) {
-            let released = self.gate.notified();
-            self.stalled.store(true, Ordering::SeqCst);
-            released.await;
-        }
-        self.inner.lock().await.apply(ops).await
-    }
-}
-
 /// Regression (found by `cargo xtask torture` during an API server outage): a claim that
 /// returns only after its renew deadline has passed guarantees nothing any more, so `lock()`
 /// must not start a term on it. It claims again (an extend, as the holder) and leads from that
@@ -637,14 +565,18 @@ impl lease_core::Store for StallingStore {
 async fn a_claim_returning_after_its_renew_deadline_starts_no_term() {
     let clock = FakeClock::new();
     let backing = InMemoryStore::new(clock.as_clock());
-    let store = StallingStore {
-        inner: Arc::new(tokio::sync::Mutex::new(backing.sibling())),
-        stall_next: Arc::new(true.into()),
-        stalled: Arc::default(),
-        gate: Arc::default(),
-        applies: Arc::default(),
-    };
-    let m = manager(store.clone(), &clock);
+    // Every batch waits for a release; the first (lock()'s revoke of an earlier lease) may go,
+    // the second (the claim) stalls until the test lets it go: a claim the manager keeps
+    // retrying through an outage, returning long after it started. No change notifier, as
+    // before this store was the testkit's.
+    let stalling = FaultyStore::new(backing.sibling(), clock.as_clock(), 0)
+        .with_held_batches()
+        .without_change_notifier();
+    let gate = stalling.handle();
+    gate.release_batches(1);
+    let store = CountingStore::new(stalling);
+    let counts = store.handle();
+    let m = manager(store, &clock);
     let a = elector(&m, &clock, "a");
     let started = clock.now();
     let locking = tokio::spawn(async move {
@@ -652,12 +584,12 @@ async fn a_claim_returning_after_its_renew_deadline_starts_no_term() {
         (a, guard)
     });
     until("the first claim is in the store", || {
-        store.stalled.load(Ordering::SeqCst)
+        counts.counts().applies == 2
     })
     .await;
     // The claim is stuck past its renew deadline (10 s) before the store answers.
     clock.advance(secs(11));
-    store.gate.notify_one();
+    gate.release_batches(1_000);
 
     let (a, guard) = tokio::time::timeout(Duration::from_secs(10), locking)
         .await
@@ -670,7 +602,7 @@ async fn a_claim_returning_after_its_renew_deadline_starts_no_term() {
         "the term must start from the fresh claim, not end at once"
     );
     assert_eq!(
-        store.applies.load(Ordering::SeqCst),
+        counts.counts().applies,
         3,
         "lock()'s revoke of an earlier lease, then the stale claim, then exactly one fresh \
          claim (an extend)"

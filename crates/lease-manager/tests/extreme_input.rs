@@ -193,8 +193,8 @@ fn backoff_is_monotonic_capped_and_exact_at_the_extremes() {
 #[tokio::test]
 async fn oversized_metadata_is_refused_before_any_store_call() {
     let clock = FakeClock::new();
-    let store = FlakyStore::new(InMemoryStore::new(clock.as_clock()));
-    let manager = support::manager(store.clone(), &clock);
+    let (store, flaky_store) = flaky(InMemoryStore::new(clock.as_clock()), &clock);
+    let manager = support::manager(flaky_store, &clock);
     let claimer = manager.claimer(NS, MODEL).unwrap();
     let big = serde_json::Value::String("x".repeat(MAX_METADATA_BYTES));
 
@@ -272,8 +272,8 @@ async fn a_leaser_identity_too_long_for_its_holder_suffix_is_refused_by_new() {
 #[tokio::test]
 async fn a_resource_key_part_too_long_once_escaped_is_named() {
     let clock = FakeClock::new();
-    let store = FlakyStore::new(InMemoryStore::new(clock.as_clock()));
-    let manager = support::manager(store.clone(), &clock);
+    let (store, flaky_store) = flaky(InMemoryStore::new(clock.as_clock()), &clock);
+    let manager = support::manager(flaky_store, &clock);
     let locks = ResourceLocks::new(&manager, NS, MODEL).unwrap();
     // What the four escaped parts may take together.
     let room = MAX_NAME_BYTES - lease_name(&ResourceKey::new("", "", "", "")).len();

@@ -22,7 +22,7 @@ fn count(log: &[String], prefix: &str) -> usize {
 async fn claim_then_extend_with_exact_store_calls() {
     let clock = FakeClock::new();
     let store = ScriptStore::new(&clock);
-    let manager = start(store.clone(), &clock);
+    let manager = start(store.take_store(), &clock);
     let claimer = manager.claimer(NS, MODEL).unwrap();
 
     let info = claimer.claim("a", req("h1", secs(10))).await.unwrap();
@@ -48,7 +48,7 @@ async fn claim_then_extend_with_exact_store_calls() {
 async fn a_claim_on_a_validly_held_lease_is_denied_without_a_store_call() {
     let clock = FakeClock::new();
     let store = ScriptStore::new(&clock);
-    let manager = start(store.clone(), &clock);
+    let manager = start(store.take_store(), &clock);
     let claimer = manager.claimer(NS, MODEL).unwrap();
     claimer.claim("a", req("h1", secs(10))).await.unwrap();
     store.clear_log();
@@ -79,7 +79,7 @@ async fn held_in_the_store_is_denied_at_once_without_retry() {
         )
         .await
         .unwrap();
-    let manager = start(store.clone(), &clock);
+    let manager = start(store.take_store(), &clock);
     let claimer = manager.claimer(NS, MODEL).unwrap();
     let err = claimer.claim("a", req("h1", secs(10))).await.unwrap_err();
     assert!(err.is_claim_denied(), "{err}");
@@ -91,7 +91,7 @@ async fn held_in_the_store_is_denied_at_once_without_retry() {
 async fn validation_happens_before_any_store_call() {
     let clock = FakeClock::new();
     let store = ScriptStore::new(&clock);
-    let manager = start(store.clone(), &clock);
+    let manager = start(store.take_store(), &clock);
     let claimer = manager.claimer(NS, MODEL).unwrap();
 
     let err = claimer
@@ -154,7 +154,7 @@ async fn validation_happens_before_any_store_call() {
 async fn a_namespace_without_a_secretary_is_refused() {
     let clock = FakeClock::new();
     let store = ScriptStore::new(&clock);
-    let config = ManagerConfig::new(store.clone(), clock.as_clock())
+    let config = ManagerConfig::new(store.take_store(), clock.as_clock())
         .with_secretaries(lease_core::standard_secretaries("ctrl"));
     let manager = Manager::start(config).unwrap();
     let err = manager.claimer("nope", MODEL).err().unwrap();
@@ -192,36 +192,37 @@ async fn config_errors_name_the_field() {
     let clock = FakeClock::new();
     let cases: Vec<(ManagerConfig, &str)> = vec![
         (
-            config(ScriptStore::new(&clock), &clock).with_max_sleep(Duration::ZERO),
+            config(ScriptStore::new(&clock).take_store(), &clock).with_max_sleep(Duration::ZERO),
             "max_sleep",
         ),
         (
-            config(ScriptStore::new(&clock), &clock).with_refresh_interval(Duration::ZERO),
+            config(ScriptStore::new(&clock).take_store(), &clock)
+                .with_refresh_interval(Duration::ZERO),
             "refresh_interval",
         ),
         (
-            config(ScriptStore::new(&clock), &clock)
+            config(ScriptStore::new(&clock).take_store(), &clock)
                 .with_max_sleep(secs(1))
                 .with_refresh_interval(secs(2)),
             "refresh_interval",
         ),
         (
-            config(ScriptStore::new(&clock), &clock).with_retry(RetryPolicy {
+            config(ScriptStore::new(&clock).take_store(), &clock).with_retry(RetryPolicy {
                 attempts: 0,
                 ..RetryPolicy::default()
             }),
             "retry.attempts",
         ),
         (
-            config(ScriptStore::new(&clock), &clock).with_max_batch(0),
+            config(ScriptStore::new(&clock).take_store(), &clock).with_max_batch(0),
             "max_batch",
         ),
         (
-            config(ScriptStore::new(&clock), &clock).with_channel_capacity(0),
+            config(ScriptStore::new(&clock).take_store(), &clock).with_channel_capacity(0),
             "channel_capacity",
         ),
         (
-            config(ScriptStore::new(&clock), &clock)
+            config(ScriptStore::new(&clock).take_store(), &clock)
                 .with_secretary("bad ns", Arc::new(DefaultSecretary)),
             "secretaries",
         ),
@@ -237,7 +238,7 @@ async fn config_errors_name_the_field() {
 #[test]
 fn starting_outside_a_runtime_is_an_error() {
     let clock = FakeClock::new();
-    let err = Manager::start(config(ScriptStore::new(&clock), &clock)).unwrap_err();
+    let err = Manager::start(config(ScriptStore::new(&clock).take_store(), &clock)).unwrap_err();
     assert_eq!(err, ManagerError::NoRuntime);
 }
 
@@ -250,7 +251,7 @@ async fn timeouts_are_retried_with_exact_backoff_on_timers() {
         Some(Fail::Timeout),
         Some(Fail::Timeout),
     ]);
-    let manager = start(store.clone(), &clock);
+    let manager = start(store.take_store(), &clock);
     let claimer = manager.claimer(NS, MODEL).unwrap();
     let task = tokio::spawn(async move { claimer.claim("a", req("h1", secs(10))).await });
 
@@ -288,7 +289,7 @@ async fn exhaust(fail: Fail) -> (Error, Vec<String>, lease_manager::Report) {
     let clock = FakeClock::new();
     let store = ScriptStore::new(&clock);
     store.fail_ops([Some(fail); 3]);
-    let config = config(store.clone(), &clock).with_retry(RetryPolicy {
+    let config = config(store.take_store(), &clock).with_retry(RetryPolicy {
         attempts: 3,
         jitter: Jitter::None,
         ..RetryPolicy::default()
@@ -341,7 +342,7 @@ async fn invalid_rereads_and_the_retry_is_decided_from_the_fresh_view() {
         )
         .await
         .unwrap();
-    let manager = start(store.clone(), &clock);
+    let manager = start(store.take_store(), &clock);
     let claimer = manager.claimer(NS, MODEL).unwrap();
     let task = tokio::spawn(async move { claimer.claim("a", req("h1", secs(10))).await });
     until("the retry is scheduled", || manager.report().retries == 1).await;
@@ -359,7 +360,7 @@ async fn full_jitter_is_seeded_and_within_the_backoff() {
         let clock = FakeClock::new();
         let store = ScriptStore::new(&clock);
         store.fail_ops([Some(Fail::Timeout)]);
-        let config = config(store.clone(), &clock)
+        let config = config(store.take_store(), &clock)
             .with_retry(RetryPolicy::default())
             .with_rng_seed(seed);
         let manager = Manager::start(config).unwrap();
@@ -386,7 +387,7 @@ async fn full_jitter_is_seeded_and_within_the_backoff() {
 async fn queued_requests_go_to_the_store_as_one_batch() {
     let clock = FakeClock::new();
     let store = ScriptStore::new(&clock);
-    let manager = start(store.clone(), &clock);
+    let manager = start(store.take_store(), &clock);
     let claimer = manager.claimer(NS, MODEL).unwrap();
     // All five send before the worker runs (current-thread runtime, spawned in order).
     let tasks: Vec<_> = ["a", "b", "c", "d", "e"]
@@ -414,7 +415,7 @@ async fn queued_requests_go_to_the_store_as_one_batch() {
 async fn two_requests_for_one_key_in_a_batch_are_decided_in_turn() {
     let clock = FakeClock::new();
     let store = ScriptStore::new(&clock);
-    let manager = start(store.clone(), &clock);
+    let manager = start(store.take_store(), &clock);
     let claimer = manager.claimer(NS, MODEL).unwrap();
     let c1 = Arc::clone(&claimer);
     let t1 = tokio::spawn(async move { c1.claim("a", req("h1", secs(10))).await });
@@ -433,7 +434,7 @@ async fn two_requests_for_one_key_in_a_batch_are_decided_in_turn() {
 async fn a_waiter_wakes_at_the_expiry_instant_not_a_nanosecond_before() {
     let clock = FakeClock::new();
     let store = ScriptStore::new(&clock);
-    let manager = start(store.clone(), &clock);
+    let manager = start(store.take_store(), &clock);
     let claimer = manager.claimer(NS, MODEL).unwrap();
     claimer.claim("a", req("h1", secs(10))).await.unwrap();
     let expiry = clock.now().saturating_add(secs(10));
@@ -459,7 +460,7 @@ async fn a_waiter_wakes_at_the_expiry_instant_not_a_nanosecond_before() {
 async fn an_extend_moves_the_waiters_deadline() {
     let clock = FakeClock::new();
     let store = ScriptStore::new(&clock);
-    let manager = start(store.clone(), &clock);
+    let manager = start(store.take_store(), &clock);
     let claimer = manager.claimer(NS, MODEL).unwrap();
     claimer.claim("a", req("h1", secs(10))).await.unwrap();
     let w = Arc::clone(&claimer);
@@ -482,7 +483,7 @@ async fn an_extend_moves_the_waiters_deadline() {
 async fn waiting_on_an_absent_lease_returns_at_once() {
     let clock = FakeClock::new();
     let store = ScriptStore::new(&clock);
-    let manager = start(store.clone(), &clock);
+    let manager = start(store.take_store(), &clock);
     let claimer = manager.claimer(NS, MODEL).unwrap();
     claimer
         .wait_until_expired("nothing", &CancellationToken::new())
@@ -495,7 +496,7 @@ async fn waiting_on_an_absent_lease_returns_at_once() {
 async fn a_revoke_through_the_manager_wakes_waiters_at_once() {
     let clock = FakeClock::new();
     let store = ScriptStore::new(&clock);
-    let manager = start(store.clone(), &clock);
+    let manager = start(store.take_store(), &clock);
     let claimer = manager.claimer(NS, MODEL).unwrap();
     let revoker = manager.revoker(NS, MODEL).unwrap();
     claimer.claim("a", req("h1", secs(10))).await.unwrap();
@@ -516,7 +517,7 @@ async fn a_revoke_through_the_manager_wakes_waiters_at_once() {
 #[tokio::test]
 async fn a_cancelled_wait_gives_wait_cancelled() {
     let clock = FakeClock::new();
-    let manager = start(ScriptStore::new(&clock), &clock);
+    let manager = start(ScriptStore::new(&clock).take_store(), &clock);
     let claimer = manager.claimer(NS, MODEL).unwrap();
     claimer.claim("a", req("h1", secs(10))).await.unwrap();
     let cancel = CancellationToken::new();
@@ -534,7 +535,7 @@ async fn a_cancelled_wait_gives_wait_cancelled() {
 async fn namespaces_and_models_are_isolated() {
     let clock = FakeClock::new();
     let store = ScriptStore::new(&clock);
-    let manager = start(store.clone(), &clock);
+    let manager = start(store.take_store(), &clock);
     let m1 = manager.claimer("ns1", "m1").unwrap();
     let m2 = manager.claimer("ns1", "m2").unwrap();
     let n2 = manager.claimer("ns2", "m1").unwrap();
@@ -578,7 +579,7 @@ async fn namespaces_and_models_are_isolated() {
 async fn a_pinned_lease_keeps_its_waiters_until_unpinned_and_expired() {
     let clock = FakeClock::new();
     let store = ScriptStore::new(&clock);
-    let manager = start(store.clone(), &clock);
+    let manager = start(store.take_store(), &clock);
     let claimer = manager.claimer(NS, MODEL).unwrap();
     let pinner = manager.pinner(NS, MODEL).unwrap();
     claimer.claim("a", req("h1", secs(10))).await.unwrap();
@@ -613,7 +614,7 @@ async fn a_pinned_lease_keeps_its_waiters_until_unpinned_and_expired() {
 async fn unpinning_before_expiry_reschedules_the_waiters_for_expiry() {
     let clock = FakeClock::new();
     let store = ScriptStore::new(&clock);
-    let manager = start(store.clone(), &clock);
+    let manager = start(store.take_store(), &clock);
     let claimer = manager.claimer(NS, MODEL).unwrap();
     let pinner = manager.pinner(NS, MODEL).unwrap();
     claimer.claim("a", req("h1", secs(10))).await.unwrap();
@@ -646,7 +647,7 @@ async fn a_failed_read_after_unpinning_does_not_strand_the_waiters() {
     let clock = FakeClock::new();
     let store = ScriptStore::new(&clock);
     let manager =
-        Manager::start(config(store.clone(), &clock).with_refresh_interval(ms(100))).unwrap();
+        Manager::start(config(store.take_store(), &clock).with_refresh_interval(ms(100))).unwrap();
     let claimer = manager.claimer(NS, MODEL).unwrap();
     let pinner = manager.pinner(NS, MODEL).unwrap();
     claimer.claim("a", req("h1", secs(10))).await.unwrap();
@@ -683,7 +684,7 @@ async fn a_failed_refresh_read_is_made_again_at_the_next_refresh() {
     let clock = FakeClock::new();
     let store = ScriptStore::new(&clock);
     let manager =
-        Manager::start(config(store.clone(), &clock).with_refresh_interval(ms(100))).unwrap();
+        Manager::start(config(store.take_store(), &clock).with_refresh_interval(ms(100))).unwrap();
     let claimer = manager.claimer(NS, MODEL).unwrap();
     claimer.claim("a", req("h1", secs(10))).await.unwrap();
     let expiry = clock.now().saturating_add(secs(10));
@@ -720,7 +721,7 @@ async fn a_failed_refresh_read_is_made_again_at_the_next_refresh() {
 async fn token_checks_come_from_memory_inside_the_window_and_from_the_store_outside() {
     let clock = FakeClock::new();
     let store = ScriptStore::new(&clock);
-    let manager = start(store.clone(), &clock);
+    let manager = start(store.take_store(), &clock);
     let claimer = manager.claimer(NS, MODEL).unwrap();
     let token = manager.token(NS, MODEL, "a", "h1").unwrap();
     assert_eq!(token.check_now(), None, "nothing claimed yet");
@@ -766,7 +767,7 @@ async fn token_checks_come_from_memory_inside_the_window_and_from_the_store_outs
 async fn a_token_made_after_the_claim_learns_the_window_on_its_first_check() {
     let clock = FakeClock::new();
     let store = ScriptStore::new(&clock);
-    let manager = start(store.clone(), &clock);
+    let manager = start(store.take_store(), &clock);
     let info = manager
         .claimer(NS, MODEL)
         .unwrap()
@@ -789,7 +790,7 @@ async fn a_token_made_after_the_claim_learns_the_window_on_its_first_check() {
 async fn a_lease_lost_to_another_process_ends_the_fast_path() {
     let clock = FakeClock::new();
     let store = ScriptStore::new(&clock);
-    let config = config(store.clone(), &clock).with_refresh_interval(ms(100));
+    let config = config(store.take_store(), &clock).with_refresh_interval(ms(100));
     let manager = Manager::start(config).unwrap();
     let claimer = manager.claimer(NS, MODEL).unwrap();
     let info = claimer.claim("a", req("h1", secs(1))).await.unwrap();
@@ -857,7 +858,7 @@ async fn a_failing_store_request_fails_alone() {
     let clock = FakeClock::new();
     let store = ScriptStore::new(&clock);
     store.fail_ops([None, Some(Fail::Broken), None]);
-    let manager = start(store.clone(), &clock);
+    let manager = start(store.take_store(), &clock);
     let claimer = manager.claimer(NS, MODEL).unwrap();
     let tasks: Vec<_> = ["a", "b", "c"]
         .into_iter()
@@ -885,9 +886,9 @@ async fn a_failing_store_request_fails_alone() {
 #[tokio::test]
 async fn stop_answers_pending_callers_aborted_and_ends_the_worker() {
     let clock = FakeClock::new();
-    let store = ScriptStore::new(&clock).gated();
+    let store = ScriptStore::gated(&clock);
     let manager =
-        Manager::start(config(store.clone(), &clock).with_shutdown_grace(secs(2))).unwrap();
+        Manager::start(config(store.take_store(), &clock).with_shutdown_grace(secs(2))).unwrap();
     let claimer = manager.claimer(NS, MODEL).unwrap();
     // One claim is stuck in the store, one waiter waits.
     let c = Arc::clone(&claimer);
@@ -928,9 +929,9 @@ async fn stop_answers_pending_callers_aborted_and_ends_the_worker() {
 #[tokio::test]
 async fn stop_lets_the_store_call_in_flight_finish_within_the_grace() {
     let clock = FakeClock::new();
-    let store = ScriptStore::new(&clock).gated();
+    let store = ScriptStore::gated(&clock);
     let manager =
-        Manager::start(config(store.clone(), &clock).with_shutdown_grace(secs(2))).unwrap();
+        Manager::start(config(store.take_store(), &clock).with_shutdown_grace(secs(2))).unwrap();
     let claimer = manager.claimer(NS, MODEL).unwrap();
     let c = Arc::clone(&claimer);
     let in_flight = tokio::spawn(async move { c.claim("a", req("h1", secs(10))).await });
@@ -948,7 +949,7 @@ async fn stop_lets_the_store_call_in_flight_finish_within_the_grace() {
 #[tokio::test]
 async fn dropping_the_last_handle_stops_the_worker() {
     let clock = FakeClock::new();
-    let manager = start(ScriptStore::new(&clock), &clock);
+    let manager = start(ScriptStore::new(&clock).take_store(), &clock);
     let claimer = manager.claimer(NS, MODEL).unwrap();
     claimer.claim("a", req("h1", secs(10))).await.unwrap();
     let join = manager.take_worker_handle().unwrap();
@@ -965,8 +966,8 @@ async fn dropping_the_last_handle_stops_the_worker() {
 #[tokio::test]
 async fn report_counts_outstanding_requests_and_latency() {
     let clock = FakeClock::new();
-    let store = ScriptStore::new(&clock).gated();
-    let manager = start(store.clone(), &clock);
+    let store = ScriptStore::gated(&clock);
+    let manager = start(store.take_store(), &clock);
     let claimer = manager.claimer(NS, MODEL).unwrap();
     let c = Arc::clone(&claimer);
     let task = tokio::spawn(async move { c.claim("a", req("h1", secs(10))).await });
@@ -987,7 +988,7 @@ async fn report_counts_outstanding_requests_and_latency() {
 #[tokio::test]
 async fn the_view_forgets_expired_leases_after_max_sleep() {
     let clock = FakeClock::new();
-    let config = config(ScriptStore::new(&clock), &clock)
+    let config = config(ScriptStore::new(&clock).take_store(), &clock)
         .with_max_sleep(secs(60))
         .with_refresh_interval(secs(60));
     let manager = Manager::start(config).unwrap();
@@ -1011,7 +1012,7 @@ async fn generation_is_returned_by_checks_of_other_processes_leases() {
         .claim_lease(&key, &req("other", secs(10)))
         .await
         .unwrap();
-    let manager = start(store.clone(), &clock);
+    let manager = start(store.take_store(), &clock);
     let token = manager.checker(NS, MODEL).unwrap().token("a", "other");
     assert_eq!(token.check().await.unwrap(), info.generation);
     assert_ne!(info.generation, Generation(0));

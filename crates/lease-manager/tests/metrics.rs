@@ -93,7 +93,7 @@ async fn manager_counters_gauges_and_latencies_after_a_scenario() {
         None,
         None,
     ]);
-    let config = config(store.clone(), &clock).with_retry(RetryPolicy {
+    let config = config(store.take_store(), &clock).with_retry(RetryPolicy {
         attempts: 2,
         jitter: Jitter::None,
         ..RetryPolicy::default()

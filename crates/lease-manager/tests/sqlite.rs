@@ -5,75 +5,21 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use common::{MODEL, NS, config, ms, req, secs, settle, until};
-use lease_core::{
-    CancellationToken, Info, Key, Manager as _, Op, Outcome, Request, Result, Store, Token as _,
-};
+use lease_core::{CancellationToken, Manager as _, Token as _};
 use lease_manager::Manager;
 use lease_store_sqlite::SqliteStore;
-use lease_testkit::FakeClock;
-
-/// An SQLite store that counts the calls that reach it.
-struct Counted {
-    inner: SqliteStore,
-    applies: Arc<AtomicUsize>,
-    ops: Arc<AtomicUsize>,
-    reads: Arc<AtomicUsize>,
-}
-
-#[async_trait]
-impl Store for Counted {
-    async fn claim_lease(&mut self, key: &Key, request: &Request) -> Result<Info> {
-        self.inner.claim_lease(key, request).await
-    }
-    async fn extend_lease(&mut self, key: &Key, request: &Request) -> Result<Info> {
-        self.inner.extend_lease(key, request).await
-    }
-    async fn revoke_lease(&mut self, key: &Key, holder: &str) -> Result<()> {
-        self.inner.revoke_lease(key, holder).await
-    }
-    async fn leases(&mut self, keys: &[Key]) -> Result<BTreeMap<Key, Info>> {
-        self.reads.fetch_add(1, Ordering::SeqCst);
-        self.inner.leases(keys).await
-    }
-    async fn lease_group(&mut self, namespace: &str, model: &str) -> Result<BTreeMap<Key, Info>> {
-        self.inner.lease_group(namespace, model).await
-    }
-    async fn pin_lease(&mut self, key: &Key, entity: &str) -> Result<()> {
-        self.inner.pin_lease(key, entity).await
-    }
-    async fn unpin_lease(&mut self, key: &Key, entity: &str) -> Result<()> {
-        self.inner.unpin_lease(key, entity).await
-    }
-    async fn pinned(&mut self) -> Result<BTreeMap<Key, Vec<String>>> {
-        self.inner.pinned().await
-    }
-    async fn apply(&mut self, ops: Vec<Op>) -> Vec<Result<Outcome>> {
-        self.applies.fetch_add(1, Ordering::SeqCst);
-        self.ops.fetch_add(ops.len(), Ordering::SeqCst);
-        self.inner.apply(ops).await
-    }
-    async fn poll_changes(&mut self) -> Result<bool> {
-        self.inner.poll_changes().await
-    }
-    fn change_notifier(&mut self) -> Option<tokio::sync::watch::Receiver<u64>> {
-        self.inner.change_notifier()
-    }
-}
+use lease_testkit::{CountHandle, CountingStore, FakeClock};
 
 struct Fixture {
     clock: FakeClock,
     manager: Manager,
-    applies: Arc<AtomicUsize>,
-    ops: Arc<AtomicUsize>,
-    reads: Arc<AtomicUsize>,
+    /// The calls that reached the SQLite store.
+    counts: CountHandle,
     _dir: tempfile::TempDir,
 }
 
@@ -88,24 +34,13 @@ fn open(path: &Path, clock: &FakeClock) -> SqliteStore {
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let clock = FakeClock::new();
-    let store = Counted {
-        inner: open(&dir.path().join("leases.db"), &clock),
-        applies: Arc::default(),
-        ops: Arc::default(),
-        reads: Arc::default(),
-    };
-    let (applies, ops, reads) = (
-        Arc::clone(&store.applies),
-        Arc::clone(&store.ops),
-        Arc::clone(&store.reads),
-    );
+    let store = CountingStore::new(open(&dir.path().join("leases.db"), &clock));
+    let counts = store.handle();
     let manager = Manager::start(config(store, &clock)).unwrap();
     Fixture {
         clock,
         manager,
-        applies,
-        ops,
-        reads,
+        counts,
         _dir: dir,
     }
 }
@@ -121,12 +56,12 @@ async fn claim_extend_deny_and_revoke() {
     let extended = claimer.claim("a", req("h1", secs(10))).await.unwrap();
     assert_eq!(extended.generation, info.generation);
     assert_eq!(extended.expiry, f.clock.now().saturating_add(secs(10)));
-    assert_eq!(f.applies.load(Ordering::SeqCst), 2);
+    assert_eq!(f.counts.counts().applies, 2);
 
     // Denied from the view: no store call.
     let err = claimer.claim("a", req("h2", secs(10))).await.unwrap_err();
     assert!(err.is_claim_denied());
-    assert_eq!(f.applies.load(Ordering::SeqCst), 2);
+    assert_eq!(f.counts.counts().applies, 2);
 
     f.manager
         .revoker(NS, MODEL)
@@ -164,8 +99,8 @@ async fn queued_claims_commit_as_one_transaction() {
     for t in tasks {
         t.await.unwrap().unwrap();
     }
-    assert_eq!(f.applies.load(Ordering::SeqCst), 1);
-    assert_eq!(f.ops.load(Ordering::SeqCst), 8);
+    assert_eq!(f.counts.counts().applies, 1);
+    assert_eq!(f.counts.counts().ops, 8);
     let leases = f.manager.reader(NS, MODEL).unwrap().leases().await.unwrap();
     assert_eq!(leases.len(), 8);
 }
@@ -181,16 +116,12 @@ async fn token_checks_from_memory_then_from_the_store() {
         .claim("a", req("h1", secs(10)))
         .await
         .unwrap();
-    let reads = f.reads.load(Ordering::SeqCst);
+    let reads = f.counts.counts().leases;
     assert_eq!(token.check().await.unwrap(), info.generation);
     assert_eq!(token.check_now(), Some(info.generation));
-    assert_eq!(
-        f.reads.load(Ordering::SeqCst),
-        reads,
-        "answered from memory"
-    );
+    assert_eq!(f.counts.counts().leases, reads, "answered from memory");
     assert_eq!(token.check_store().await.unwrap(), info.generation);
-    assert_eq!(f.reads.load(Ordering::SeqCst), reads + 1);
+    assert_eq!(f.counts.counts().leases, reads + 1);
     f.clock.advance(secs(10));
     assert_eq!(token.check_now(), None);
     assert!(token.check().await.unwrap_err().is_not_held());

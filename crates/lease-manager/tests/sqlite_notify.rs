@@ -6,19 +6,15 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use common::{MODEL, NS, config, req, secs};
-use lease_core::{CancellationToken, Info, Key, Manager as _, Op, Outcome, Request, Result, Store};
+use lease_core::{CancellationToken, Key, Manager as _, Store};
 use lease_manager::Manager;
 use lease_store_sqlite::SqliteStore;
-use lease_testkit::FakeClock;
-use tokio::sync::watch;
+use lease_testkit::{CountHandle, CountingStore, FakeClock};
 use tokio::time::timeout;
 
 /// Far longer than a notification takes (milliseconds); only a broken notifier reaches it.
@@ -33,79 +29,24 @@ fn open(path: &Path, clock: &FakeClock) -> SqliteStore {
 }
 
 /// What the counting store saw.
-#[derive(Default)]
-struct Seen {
-    polls: AtomicUsize,
-    changed_polls: AtomicUsize,
-    reads: AtomicUsize,
-    /// A clone of the receiver the store handed the manager.
-    notifier: Mutex<Option<watch::Receiver<u64>>>,
-}
+struct Seen(CountHandle);
 
 impl Seen {
-    fn polls(&self) -> usize {
-        self.polls.load(Ordering::SeqCst)
+    fn polls(&self) -> u64 {
+        self.0.counts().polls
     }
-    fn reads(&self) -> usize {
-        self.reads.load(Ordering::SeqCst)
+    fn changed_polls(&self) -> u64 {
+        self.0.counts().changed_polls
+    }
+    fn reads(&self) -> u64 {
+        self.0.counts().leases
     }
     fn bumps(&self) -> u64 {
-        let guard = self.notifier.lock().unwrap();
-        *guard
-            .as_ref()
+        *self
+            .0
+            .notifier()
             .expect("the manager asked for the notifier")
             .borrow()
-    }
-}
-
-/// An SQLite store that counts polls and reads and keeps a copy of its notifier.
-struct Counted {
-    inner: SqliteStore,
-    seen: Arc<Seen>,
-}
-
-#[async_trait]
-impl Store for Counted {
-    async fn claim_lease(&mut self, key: &Key, request: &Request) -> Result<Info> {
-        self.inner.claim_lease(key, request).await
-    }
-    async fn extend_lease(&mut self, key: &Key, request: &Request) -> Result<Info> {
-        self.inner.extend_lease(key, request).await
-    }
-    async fn revoke_lease(&mut self, key: &Key, holder: &str) -> Result<()> {
-        self.inner.revoke_lease(key, holder).await
-    }
-    async fn leases(&mut self, keys: &[Key]) -> Result<BTreeMap<Key, Info>> {
-        self.seen.reads.fetch_add(1, Ordering::SeqCst);
-        self.inner.leases(keys).await
-    }
-    async fn lease_group(&mut self, namespace: &str, model: &str) -> Result<BTreeMap<Key, Info>> {
-        self.inner.lease_group(namespace, model).await
-    }
-    async fn pin_lease(&mut self, key: &Key, entity: &str) -> Result<()> {
-        self.inner.pin_lease(key, entity).await
-    }
-    async fn unpin_lease(&mut self, key: &Key, entity: &str) -> Result<()> {
-        self.inner.unpin_lease(key, entity).await
-    }
-    async fn pinned(&mut self) -> Result<BTreeMap<Key, Vec<String>>> {
-        self.inner.pinned().await
-    }
-    async fn apply(&mut self, ops: Vec<Op>) -> Vec<Result<Outcome>> {
-        self.inner.apply(ops).await
-    }
-    async fn poll_changes(&mut self) -> Result<bool> {
-        let changed = self.inner.poll_changes().await?;
-        self.seen.polls.fetch_add(1, Ordering::SeqCst);
-        if changed {
-            self.seen.changed_polls.fetch_add(1, Ordering::SeqCst);
-        }
-        Ok(changed)
-    }
-    fn change_notifier(&mut self) -> Option<watch::Receiver<u64>> {
-        let rx = self.inner.change_notifier();
-        *self.seen.notifier.lock().unwrap() = rx.clone();
-        rx
     }
 }
 
@@ -170,11 +111,8 @@ async fn an_idle_manager_with_a_live_notifier_does_not_spin() {
         .await
         .unwrap();
 
-    let seen = Arc::new(Seen::default());
-    let store = Counted {
-        inner: open(&path, &clock),
-        seen: Arc::clone(&seen),
-    };
+    let store = CountingStore::new(open(&path, &clock));
+    let seen = Seen(store.handle());
     let manager = Manager::start(config(store, &clock)).unwrap();
     let claimer = manager.claimer(NS, MODEL).unwrap();
     // Interest, so the manager acts on notifications: a waiter on "theirs" and a lease of its
@@ -201,13 +139,13 @@ async fn an_idle_manager_with_a_live_notifier_does_not_spin() {
     eventually("our own commit is reported", || seen.bumps() >= 1).await;
     eventually("the manager polls for it", || seen.polls() > polls).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let bumps = usize::try_from(seen.bumps()).unwrap();
+    let bumps = seen.bumps();
     assert!(
         seen.polls() - polls <= bumps,
         "one poll per notification at most: {} polls for {bumps}",
         seen.polls() - polls
     );
-    assert_eq!(seen.changed_polls.load(Ordering::SeqCst), 0);
+    assert_eq!(seen.changed_polls(), 0);
     assert_eq!(
         seen.reads(),
         reads,

@@ -13,8 +13,12 @@
 //!   [`FakeRevoker`], [`FakePinner`], [`FakeReader`]) for unit tests of code that uses leases.
 //! - [`FakeLeaser`]: a [`Leaser`](lease_core::Leaser) that renews perfectly until the
 //!   test makes it lose a lease.
+//! - [`CountingStore`]: wraps any `Store` and counts the calls that reach it, by method and by
+//!   op ([`CallCounts`]), and can keep every call in order ([`CountHandle::calls`]).
 //! - [`FaultyStore`]: wraps any `Store` and injects timeouts (before or after the write took
-//!   effect), `Invalid`, hard errors and latency at seeded, configurable rates.
+//!   effect), `Invalid`, hard errors and latency at seeded, configurable rates, or exactly
+//!   where the test plans them ([`FaultHandle::plan_ops`]); it can also hold batches until
+//!   the test releases them.
 //!
 //! # When to pick it
 //!
@@ -45,6 +49,7 @@
 //! ```
 
 pub mod clock;
+pub mod counting;
 pub mod fake;
 pub mod faulty;
 pub mod leaser;
@@ -54,10 +59,11 @@ pub mod store;
 pub mod suite;
 
 pub use clock::{FAKE_CLOCK_START, FakeClock, WAIT_FOR_SLEEPERS_TIMEOUT};
+pub use counting::{CallCounts, CountHandle, CountingStore};
 pub use fake::{
     FakeChecker, FakeClaimer, FakeManager, FakePinner, FakeReader, FakeRevoker, FakeToken,
 };
-pub use faulty::{FaultCounts, FaultHandle, FaultRates, FaultyStore, OpKind};
+pub use faulty::{Fault, FaultCounts, FaultHandle, FaultRates, FaultyStore, OpKind};
 pub use leaser::{FAKE_LEASER_MODEL, FAKE_LEASER_NAMESPACE, FakeLeaser};
 pub use mock::MockStore;
 pub use script::{Call, Canned, CannedReply, Expect, ScriptHandle, ScriptedStore, StoreCall};

@@ -16,29 +16,15 @@ use lease_core::{Info, Key, Op, Outcome, Request, Result, Store};
 use tokio::sync::watch;
 
 /// The arguments of one [`Store`] call, as the script expects them or as they were made.
+///
+/// The three single-lease writes are the [`Op`] they would be in a batch, so the two cannot
+/// disagree: `claim_lease(key, request)` is `StoreCall::Op(Op::Claim { key, request })` (also
+/// `StoreCall::from(op)`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreCall {
-    /// [`Store::claim_lease`].
-    Claim {
-        /// The lease.
-        key: Key,
-        /// The request.
-        request: Request,
-    },
-    /// [`Store::extend_lease`].
-    Extend {
-        /// The lease.
-        key: Key,
-        /// The request.
-        request: Request,
-    },
-    /// [`Store::revoke_lease`].
-    Revoke {
-        /// The lease.
-        key: Key,
-        /// The holder giving it up.
-        holder: String,
-    },
+    /// [`Store::claim_lease`] ([`Op::Claim`]), [`Store::extend_lease`] ([`Op::Extend`]) or
+    /// [`Store::revoke_lease`] ([`Op::Revoke`]).
+    Op(Op),
     /// [`Store::leases`].
     Leases {
         /// The keys asked for (empty: all).
@@ -79,9 +65,15 @@ pub enum StoreCall {
 impl fmt::Display for StoreCall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StoreCall::Claim { key, request } => write!(f, "claim_lease({key}, {request:?})"),
-            StoreCall::Extend { key, request } => write!(f, "extend_lease({key}, {request:?})"),
-            StoreCall::Revoke { key, holder } => write!(f, "revoke_lease({key}, {holder:?})"),
+            StoreCall::Op(Op::Claim { key, request }) => {
+                write!(f, "claim_lease({key}, {request:?})")
+            }
+            StoreCall::Op(Op::Extend { key, request }) => {
+                write!(f, "extend_lease({key}, {request:?})")
+            }
+            StoreCall::Op(Op::Revoke { key, holder }) => {
+                write!(f, "revoke_lease({key}, {holder:?})")
+            }
             StoreCall::Leases { keys } => {
                 let keys: Vec<String> = keys.iter().map(ToString::to_string).collect();
                 write!(f, "leases([{}])", keys.join(", "))
@@ -95,6 +87,13 @@ impl fmt::Display for StoreCall {
             StoreCall::Apply { ops } => write!(f, "apply({ops:?})"),
             StoreCall::PollChanges => f.write_str("poll_changes()"),
         }
+    }
+}
+
+impl From<Op> for StoreCall {
+    /// The single-lease call that does `op`.
+    fn from(op: Op) -> Self {
+        StoreCall::Op(op)
     }
 }
 
@@ -196,20 +195,20 @@ fn expect<T>(call: StoreCall) -> Expect<T> {
 impl Call {
     /// Expects `claim_lease(key, request)`.
     pub fn claim(key: Key, request: Request) -> Expect<Result<Info>> {
-        expect(StoreCall::Claim { key, request })
+        expect(StoreCall::Op(Op::Claim { key, request }))
     }
 
     /// Expects `extend_lease(key, request)`.
     pub fn extend(key: Key, request: Request) -> Expect<Result<Info>> {
-        expect(StoreCall::Extend { key, request })
+        expect(StoreCall::Op(Op::Extend { key, request }))
     }
 
     /// Expects `revoke_lease(key, holder)`.
     pub fn revoke(key: Key, holder: impl Into<String>) -> Expect<Result<()>> {
-        expect(StoreCall::Revoke {
+        expect(StoreCall::Op(Op::Revoke {
             key,
             holder: holder.into(),
-        })
+        }))
     }
 
     /// Expects `leases(keys)`, the keys in this order.
@@ -455,10 +454,10 @@ impl Store for ScriptedStore {
     async fn claim_lease(&mut self, key: &Key, request: &Request) -> Result<Info> {
         reply!(
             self,
-            StoreCall::Claim {
+            StoreCall::Op(Op::Claim {
                 key: key.clone(),
                 request: request.clone()
-            },
+            }),
             Info
         )
     }
@@ -466,10 +465,10 @@ impl Store for ScriptedStore {
     async fn extend_lease(&mut self, key: &Key, request: &Request) -> Result<Info> {
         reply!(
             self,
-            StoreCall::Extend {
+            StoreCall::Op(Op::Extend {
                 key: key.clone(),
                 request: request.clone()
-            },
+            }),
             Info
         )
     }
@@ -477,10 +476,10 @@ impl Store for ScriptedStore {
     async fn revoke_lease(&mut self, key: &Key, holder: &str) -> Result<()> {
         reply!(
             self,
-            StoreCall::Revoke {
+            StoreCall::Op(Op::Revoke {
                 key: key.clone(),
                 holder: holder.to_owned()
-            },
+            }),
             Unit
         )
     }

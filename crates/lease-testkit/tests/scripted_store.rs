@@ -107,10 +107,10 @@ async fn a_matched_script_passes_and_replies_in_order() {
     assert_eq!(script.calls().len(), 11);
     assert_eq!(
         script.calls()[0],
-        StoreCall::Claim {
+        StoreCall::Op(Op::Claim {
             key: key("a"),
             request: request("h")
-        }
+        })
     );
     script.finish();
     drop(store); // nothing missing: dropping is fine
@@ -212,4 +212,26 @@ async fn the_change_notifier_is_given_not_scripted() {
     notifier.changed().await.unwrap();
     assert_eq!(*notifier.borrow(), 5);
     store.handle().finish();
+}
+
+/// A single-lease write is recorded as the `Op` it would be in a batch, and shown as the call.
+#[test]
+fn a_single_write_is_recorded_as_its_op() {
+    let mut store = ScriptedStore::new(vec![Call::revoke(key("a"), "h").returns(Ok(()))]);
+    let script = store.handle();
+    store
+        .revoke_lease(&key("a"), "h")
+        .now_or_never()
+        .unwrap()
+        .unwrap();
+    let op = Op::Revoke {
+        key: key("a"),
+        holder: "h".into(),
+    };
+    assert_eq!(script.calls(), [StoreCall::from(op)]);
+    assert_eq!(
+        script.calls()[0].to_string(),
+        format!("revoke_lease({}, \"h\")", key("a"))
+    );
+    script.finish();
 }

@@ -1,56 +1,52 @@
-//! Shared helpers of the manager's integration tests: a store that records every call, can be
-//! scripted to fail chosen operations and can be held mid-call; a manager builder; and polling
-//! helpers for the fake clock.
+//! Shared helpers of the manager's integration tests: a store (the testkit's doubles, stacked)
+//! that records every call, can be scripted to fail chosen operations and can be held
+//! mid-call; a manager builder; and polling helpers for the fake clock.
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use lease_core::{DefaultSecretary, Error, Info, Key, Op, Outcome, Request, Result, Store};
+use lease_core::{DefaultSecretary, Op, Request, Store};
 use lease_manager::{Jitter, Manager, ManagerConfig, RetryPolicy};
-use lease_testkit::{FakeClock, InMemoryStore};
-use tokio::sync::Semaphore;
+use lease_testkit::{
+    CountHandle, CountingStore, FakeClock, Fault, FaultHandle, FaultyStore, InMemoryStore,
+    StoreCall,
+};
 
 /// What a scripted op or read does instead of reaching the backing store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fail {
     Timeout,
     Invalid,
-    Held,
     Broken,
 }
 
-impl Fail {
-    fn error(self) -> Error {
-        match self {
-            Fail::Timeout => Error::Timeout,
-            Fail::Invalid => Error::Invalid,
-            Fail::Held => Error::Held,
-            Fail::Broken => Error::store_msg("disk on fire"),
+impl From<Fail> for Fault {
+    fn from(fail: Fail) -> Fault {
+        match fail {
+            Fail::Timeout => Fault::TimeoutBefore,
+            Fail::Invalid => Fault::Invalid,
+            // Says "disk on fire" (see `ScriptStore::new`).
+            Fail::Broken => Fault::StoreError,
         }
     }
 }
 
-#[derive(Debug, Default)]
-struct Script {
-    log: Vec<String>,
-    /// Consumed one per op of `apply` (front first); `None` passes the op through.
-    ops: VecDeque<Option<Fail>>,
-    /// Consumed one per `leases` call.
-    reads: VecDeque<Option<Fail>>,
-    applies: usize,
-}
+/// The store the manager tests run on: an [`InMemoryStore`] behind the testkit's
+/// [`FaultyStore`] (no random faults; planned ones, and batches held if asked), behind a
+/// [`CountingStore`] that logs every call.
+pub type Scripted = CountingStore<FaultyStore<InMemoryStore>>;
 
-/// A store over an [`InMemoryStore`] that logs each call, fails scripted ops, and can be held
-/// before `apply` until the test lets it go.
+/// A test's hold on a [`Scripted`] store: the store itself until [`ScriptStore::take_store`]
+/// moves it into a manager, and what stays with the test: the call log, the planned faults,
+/// the batch gate and the backing.
 #[derive(Clone)]
 pub struct ScriptStore {
-    inner: Arc<tokio::sync::Mutex<InMemoryStore>>,
-    script: Arc<Mutex<Script>>,
-    gate: Option<Arc<Semaphore>>,
+    store: Arc<Mutex<Option<Scripted>>>,
+    calls: CountHandle,
+    faults: FaultHandle,
+    backing: Arc<InMemoryStore>,
 }
 
 fn op_text(op: &Op) -> String {
@@ -61,124 +57,97 @@ fn op_text(op: &Op) -> String {
     }
 }
 
+/// A call as the tests' logs spell it.
+fn call_text(call: &StoreCall) -> String {
+    match call {
+        StoreCall::Op(Op::Claim { key, .. }) => format!("claim_lease {}", key.lease),
+        StoreCall::Op(Op::Extend { key, .. }) => format!("extend_lease {}", key.lease),
+        StoreCall::Op(Op::Revoke { key, .. }) => format!("revoke_lease {}", key.lease),
+        StoreCall::Leases { keys } => {
+            let names: Vec<&str> = keys.iter().map(|k| k.lease.as_str()).collect();
+            format!("leases [{}]", names.join(", "))
+        }
+        StoreCall::LeaseGroup { namespace, model } => format!("lease_group {namespace} {model}"),
+        StoreCall::Pin { key, entity } => format!("pin {} {entity}", key.lease),
+        StoreCall::Unpin { key, entity } => format!("unpin {} {entity}", key.lease),
+        StoreCall::Pinned => "pinned".into(),
+        StoreCall::Apply { ops } => {
+            let text: Vec<String> = ops.iter().map(op_text).collect();
+            format!("apply [{}]", text.join(", "))
+        }
+        StoreCall::PollChanges => "poll_changes".into(),
+    }
+}
+
 impl ScriptStore {
     pub fn new(clock: &FakeClock) -> Self {
-        ScriptStore::over(InMemoryStore::new(clock.as_clock()))
+        ScriptStore::build(clock, false)
     }
 
-    pub fn over(store: InMemoryStore) -> Self {
+    /// A store holding every `apply` until [`ScriptStore::release`].
+    pub fn gated(clock: &FakeClock) -> Self {
+        ScriptStore::build(clock, true)
+    }
+
+    fn build(clock: &FakeClock, gated: bool) -> Self {
+        let store = InMemoryStore::new(clock.as_clock());
+        let backing = store.sibling();
+        // No change notifier: the manager learns of changes only when a test makes it poll.
+        let mut faulty = FaultyStore::new(store, clock.as_clock(), 0)
+            .with_store_error_message("disk on fire")
+            .without_change_notifier();
+        if gated {
+            faulty = faulty.with_held_batches();
+        }
+        let faults = faulty.handle();
+        let counting = CountingStore::new(faulty).with_call_log();
         ScriptStore {
-            inner: Arc::new(tokio::sync::Mutex::new(store)),
-            script: Arc::new(Mutex::new(Script::default())),
-            gate: None,
+            calls: counting.handle(),
+            store: Arc::new(Mutex::new(Some(counting))),
+            faults,
+            backing: Arc::new(backing),
         }
     }
 
-    /// The same store, holding every `apply` until [`ScriptStore::release`].
-    pub fn gated(mut self) -> Self {
-        self.gate = Some(Arc::new(Semaphore::new(0)));
-        self
+    /// The store, to move into a manager (once).
+    pub fn take_store(&self) -> Scripted {
+        self.store
+            .lock()
+            .unwrap()
+            .take()
+            .expect("the scripted store was taken already")
     }
 
     pub fn release(&self, n: usize) {
-        if let Some(gate) = &self.gate {
-            gate.add_permits(n);
-        }
+        self.faults.release_batches(n);
     }
 
     pub fn fail_ops(&self, fails: impl IntoIterator<Item = Option<Fail>>) {
-        self.script.lock().unwrap().ops.extend(fails);
+        self.faults
+            .plan_ops(fails.into_iter().map(|f| f.map(Fault::from)));
     }
 
     pub fn fail_reads(&self, fails: impl IntoIterator<Item = Option<Fail>>) {
-        self.script.lock().unwrap().reads.extend(fails);
+        self.faults
+            .plan_reads(fails.into_iter().map(|f| f.map(Fault::from)));
     }
 
     pub fn log(&self) -> Vec<String> {
-        self.script.lock().unwrap().log.clone()
+        self.calls.calls().iter().map(call_text).collect()
     }
 
     pub fn clear_log(&self) {
-        self.script.lock().unwrap().log.clear();
+        self.calls.clear_calls();
     }
 
     /// How many `apply` calls have started.
     pub fn applies(&self) -> usize {
-        self.script.lock().unwrap().applies
-    }
-
-    fn note(&self, entry: String) {
-        self.script.lock().unwrap().log.push(entry);
+        usize::try_from(self.calls.counts().applies).expect("fits")
     }
 
     /// A direct handle on the backing store, bypassing the manager (another process).
     pub async fn sibling(&self) -> InMemoryStore {
-        self.inner.lock().await.sibling()
-    }
-}
-
-#[async_trait]
-impl Store for ScriptStore {
-    async fn claim_lease(&mut self, key: &Key, request: &Request) -> Result<Info> {
-        self.note(format!("claim_lease {}", key.lease));
-        self.inner.lock().await.claim_lease(key, request).await
-    }
-    async fn extend_lease(&mut self, key: &Key, request: &Request) -> Result<Info> {
-        self.note(format!("extend_lease {}", key.lease));
-        self.inner.lock().await.extend_lease(key, request).await
-    }
-    async fn revoke_lease(&mut self, key: &Key, holder: &str) -> Result<()> {
-        self.note(format!("revoke_lease {}", key.lease));
-        self.inner.lock().await.revoke_lease(key, holder).await
-    }
-    async fn leases(&mut self, keys: &[Key]) -> Result<BTreeMap<Key, Info>> {
-        let names: Vec<&str> = keys.iter().map(|k| k.lease.as_str()).collect();
-        self.note(format!("leases [{}]", names.join(", ")));
-        let fail = self.script.lock().unwrap().reads.pop_front().flatten();
-        if let Some(fail) = fail {
-            return Err(fail.error());
-        }
-        self.inner.lock().await.leases(keys).await
-    }
-    async fn lease_group(&mut self, namespace: &str, model: &str) -> Result<BTreeMap<Key, Info>> {
-        self.note(format!("lease_group {namespace} {model}"));
-        self.inner.lock().await.lease_group(namespace, model).await
-    }
-    async fn pin_lease(&mut self, key: &Key, entity: &str) -> Result<()> {
-        self.note(format!("pin {} {entity}", key.lease));
-        self.inner.lock().await.pin_lease(key, entity).await
-    }
-    async fn unpin_lease(&mut self, key: &Key, entity: &str) -> Result<()> {
-        self.note(format!("unpin {} {entity}", key.lease));
-        self.inner.lock().await.unpin_lease(key, entity).await
-    }
-    async fn pinned(&mut self) -> Result<BTreeMap<Key, Vec<String>>> {
-        self.note("pinned".into());
-        self.inner.lock().await.pinned().await
-    }
-    async fn apply(&mut self, ops: Vec<Op>) -> Vec<Result<Outcome>> {
-        let text: Vec<String> = ops.iter().map(op_text).collect();
-        self.note(format!("apply [{}]", text.join(", ")));
-        self.script.lock().unwrap().applies += 1;
-        if let Some(gate) = &self.gate {
-            gate.acquire().await.expect("gate closed").forget();
-        }
-        let mut results = Vec::new();
-        for op in ops {
-            let fail = self.script.lock().unwrap().ops.pop_front().flatten();
-            match fail {
-                Some(fail) => results.push(Err(fail.error())),
-                None => {
-                    let mut r = self.inner.lock().await.apply(vec![op]).await;
-                    results.push(r.pop().expect("one result"));
-                }
-            }
-        }
-        results
-    }
-    async fn poll_changes(&mut self) -> Result<bool> {
-        self.note("poll_changes".into());
-        self.inner.lock().await.poll_changes().await
+        self.backing.sibling()
     }
 }
 

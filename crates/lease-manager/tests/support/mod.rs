@@ -4,131 +4,71 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use lease_core::{DefaultSecretary, Error, Info, Key, Op, Outcome, Request, Result, Store};
+use lease_core::{DefaultSecretary, Store};
 use lease_manager::{Jitter, Manager, ManagerConfig, RetryPolicy};
-use lease_testkit::{FakeClock, InMemoryStore};
+use lease_testkit::{
+    CountHandle, CountingStore, FakeClock, FaultHandle, FaultRates, FaultyStore, InMemoryStore,
+};
 
 pub const NS: &str = "apis";
 pub const MODEL: &str = "model-1";
 
-/// An [`InMemoryStore`] that fails every call with a (non-retryable) store error while broken,
-/// and counts the ops it applied.
+/// The store each test process runs on: an [`InMemoryStore`] that counts the calls reaching
+/// it, behind a [`FaultyStore`] that fails every call with a (non-retryable) store error while
+/// broken.
+pub type FlakyStore = FaultyStore<CountingStore<InMemoryStore>>;
+
+/// What a test keeps of a [`FlakyStore`] after the store has moved into a manager: the switch
+/// that breaks it and the counts of what reached the backing.
 #[derive(Clone)]
-pub struct FlakyStore {
-    inner: Arc<tokio::sync::Mutex<InMemoryStore>>,
-    broken: Arc<AtomicBool>,
-    extends: Arc<AtomicUsize>,
-    claims: Arc<AtomicUsize>,
-    revokes: Arc<AtomicUsize>,
-    group_reads: Arc<AtomicUsize>,
+pub struct Flaky {
+    faults: FaultHandle,
+    counts: CountHandle,
 }
 
-impl FlakyStore {
-    pub fn new(store: InMemoryStore) -> Self {
-        FlakyStore {
-            inner: Arc::new(tokio::sync::Mutex::new(store)),
-            broken: Arc::new(AtomicBool::new(false)),
-            extends: Arc::default(),
-            claims: Arc::default(),
-            revokes: Arc::default(),
-            group_reads: Arc::default(),
-        }
-    }
+/// A [`FlakyStore`] over `store`, working until [`Flaky::set_broken`].
+pub fn flaky(store: InMemoryStore, clock: &FakeClock) -> (Flaky, FlakyStore) {
+    let counting = CountingStore::new(store);
+    let counts = counting.handle();
+    let store = FaultyStore::new(counting, clock.as_clock(), 0)
+        .with_rates(FaultRates {
+            store_error: 1.0,
+            ..FaultRates::NONE
+        })
+        .with_store_error_message("injected failure");
+    let faults = store.handle();
+    faults.set_enabled(false);
+    (Flaky { faults, counts }, store)
+}
 
+impl Flaky {
     pub fn set_broken(&self, broken: bool) {
-        self.broken.store(broken, Ordering::SeqCst);
+        self.faults.set_enabled(broken);
     }
 
+    /// Extends applied (in batches) while working.
     pub fn extends(&self) -> usize {
-        self.extends.load(Ordering::SeqCst)
+        count(self.counts.counts().extends)
     }
 
     pub fn claims(&self) -> usize {
-        self.claims.load(Ordering::SeqCst)
+        count(self.counts.counts().claims)
     }
 
     pub fn revokes(&self) -> usize {
-        self.revokes.load(Ordering::SeqCst)
+        count(self.counts.counts().revokes)
     }
 
     pub fn group_reads(&self) -> usize {
-        self.group_reads.load(Ordering::SeqCst)
-    }
-
-    fn check(&self) -> Result<()> {
-        if self.broken.load(Ordering::SeqCst) {
-            Err(Error::store_msg("injected failure"))
-        } else {
-            Ok(())
-        }
+        count(self.counts.counts().lease_group)
     }
 }
 
-#[async_trait]
-impl Store for FlakyStore {
-    async fn claim_lease(&mut self, key: &Key, request: &Request) -> Result<Info> {
-        self.check()?;
-        self.inner.lock().await.claim_lease(key, request).await
-    }
-    async fn extend_lease(&mut self, key: &Key, request: &Request) -> Result<Info> {
-        self.check()?;
-        self.inner.lock().await.extend_lease(key, request).await
-    }
-    async fn revoke_lease(&mut self, key: &Key, holder: &str) -> Result<()> {
-        self.check()?;
-        self.inner.lock().await.revoke_lease(key, holder).await
-    }
-    async fn leases(&mut self, keys: &[Key]) -> Result<BTreeMap<Key, Info>> {
-        self.check()?;
-        self.inner.lock().await.leases(keys).await
-    }
-    async fn lease_group(&mut self, namespace: &str, model: &str) -> Result<BTreeMap<Key, Info>> {
-        self.check()?;
-        self.group_reads.fetch_add(1, Ordering::SeqCst);
-        self.inner.lock().await.lease_group(namespace, model).await
-    }
-    async fn pin_lease(&mut self, key: &Key, entity: &str) -> Result<()> {
-        self.check()?;
-        self.inner.lock().await.pin_lease(key, entity).await
-    }
-    async fn unpin_lease(&mut self, key: &Key, entity: &str) -> Result<()> {
-        self.check()?;
-        self.inner.lock().await.unpin_lease(key, entity).await
-    }
-    async fn pinned(&mut self) -> Result<BTreeMap<Key, Vec<String>>> {
-        self.check()?;
-        self.inner.lock().await.pinned().await
-    }
-    async fn apply(&mut self, ops: Vec<Op>) -> Vec<Result<Outcome>> {
-        if self.check().is_err() {
-            return ops
-                .iter()
-                .map(|_| Err(Error::store_msg("injected failure")))
-                .collect();
-        }
-        for op in &ops {
-            let counter = match op {
-                Op::Claim { .. } => &self.claims,
-                Op::Extend { .. } => &self.extends,
-                Op::Revoke { .. } => &self.revokes,
-            };
-            counter.fetch_add(1, Ordering::SeqCst);
-        }
-        self.inner.lock().await.apply(ops).await
-    }
-    async fn poll_changes(&mut self) -> Result<bool> {
-        self.check()?;
-        self.inner.lock().await.poll_changes().await
-    }
-    fn change_notifier(&mut self) -> Option<tokio::sync::watch::Receiver<u64>> {
-        self.inner.try_lock().ok()?.change_notifier()
-    }
+fn count(n: u64) -> usize {
+    usize::try_from(n).expect("a count fits usize")
 }
 
 /// A manager over `store` with a default secretary, unjittered retries and a 1 s refresh.
@@ -148,13 +88,12 @@ pub fn manager(store: impl Store + 'static, clock: &FakeClock) -> Manager {
 
 /// A fresh in-memory backing with `n` flaky sibling stores over it, each with its own manager
 /// (`n` processes sharing one database), and a direct handle on the backing.
-pub fn processes(clock: &FakeClock, n: usize) -> (InMemoryStore, Vec<(FlakyStore, Manager)>) {
+pub fn processes(clock: &FakeClock, n: usize) -> (InMemoryStore, Vec<(Flaky, Manager)>) {
     let backing = InMemoryStore::new(clock.as_clock());
     let procs = (0..n)
         .map(|_| {
-            let store = FlakyStore::new(backing.sibling());
-            let m = manager(store.clone(), clock);
-            (store, m)
+            let (handle, store) = flaky(backing.sibling(), clock);
+            (handle, manager(store, clock))
         })
         .collect();
     (backing, procs)

@@ -46,6 +46,11 @@
 //! To add a case: write it as a `pub async fn` in its clause's file, and add its name under
 //! that clause in the list.
 //!
+//! To add a clause: a file `src/suite/clauses/<clause>.rs` whose module documentation states
+//! the clause, with its cases as above; `pub(super) mod <clause>;` in `clauses/mod.rs`; and
+//! `<clause> { <case>, ... }` in the list, after a `///` line that states the clause. Each
+//! store's tests then get a module `<clause>` with one test per case, with no edit to them.
+//!
 //! `tests/suite_list.rs` checks the rest by reading the sources: every `clauses/*.rs` file
 //! (but `support.rs`) is a clause of the list, each case function is listed under its file's
 //! clause, and no name is listed twice.

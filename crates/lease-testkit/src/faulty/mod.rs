@@ -2,15 +2,15 @@
 //! took effect), `Invalid`, hard store errors and latency at configurable, seeded rates, so
 //! property tests can run the manager and the APIs above it against an unreliable backing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use lease_core::{Clock, Error, Info, Key, Op, Outcome, Request, Result, Store};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 /// What kind of store call a fault is rolled for; each kind can have its own [`FaultRates`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -147,10 +147,76 @@ struct Counters {
     delays: AtomicU64,
 }
 
+/// A fault a test plans for one particular upcoming call, instead of leaving it to a roll
+/// ([`FaultHandle::plan_ops`], [`FaultHandle::plan_reads`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fault {
+    /// [`Error::Timeout`] before the inner store is called: nothing happened.
+    TimeoutBefore,
+    /// [`Error::Timeout`] after the inner store applied the call (for a read, the same as
+    /// `TimeoutBefore`).
+    TimeoutAfter,
+    /// [`Error::Invalid`] before the inner store is called.
+    Invalid,
+    /// A hard [`Error::Store`] before the inner store is called.
+    StoreError,
+}
+
+impl From<Option<Fault>> for Roll {
+    fn from(fault: Option<Fault>) -> Roll {
+        match fault {
+            None => Roll::None,
+            Some(Fault::TimeoutBefore) => Roll::TimeoutBefore,
+            Some(Fault::TimeoutAfter) => Roll::TimeoutAfter,
+            Some(Fault::Invalid) => Roll::Invalid,
+            Some(Fault::StoreError) => Roll::StoreError,
+        }
+    }
+}
+
+/// The planned faults not yet used, front first; `None` lets a call through.
+#[derive(Debug, Default)]
+struct Plans {
+    ops: VecDeque<Option<Fault>>,
+    reads: VecDeque<Option<Fault>>,
+}
+
+impl Counters {
+    fn count_fault(&self, fault: Roll) {
+        let counter = match fault {
+            Roll::None => return,
+            Roll::TimeoutBefore => &self.timeouts_before,
+            Roll::TimeoutAfter => &self.timeouts_after,
+            Roll::Invalid => &self.invalid,
+            Roll::StoreError => &self.store_errors,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 #[derive(Debug)]
 struct Control {
     enabled: AtomicBool,
     counters: Counters,
+    plans: Mutex<Plans>,
+    /// Permits for batches when the store holds them ([`FaultyStore::with_held_batches`]).
+    batch_permits: Semaphore,
+}
+
+impl Control {
+    /// The planned fault of the next call of `kind`, if one was planned.
+    fn planned(&self, kind: OpKind) -> Option<Option<Fault>> {
+        let mut plans = self.plans.lock().unwrap_or_else(PoisonError::into_inner);
+        match kind {
+            OpKind::Claim | OpKind::Extend | OpKind::Revoke => plans.ops.pop_front(),
+            OpKind::Read => plans.reads.pop_front(),
+            OpKind::Batch | OpKind::Pin | OpKind::Pinned | OpKind::Poll => None,
+        }
+    }
+
+    fn plans(&self) -> MutexGuard<'_, Plans> {
+        self.plans.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// A cloneable handle on a [`FaultyStore`] that stays with the test after the store itself has
@@ -184,11 +250,31 @@ impl FaultHandle {
     pub fn is_enabled(&self) -> bool {
         self.control.enabled.load(Ordering::SeqCst)
     }
+
+    /// Plans the faults of the next claims, extends and revokes, in the order they reach the
+    /// store and whatever their kind (single calls or ops of a batch), one each, after those
+    /// planned before: `None` lets that call through. A planned call is not rolled for, even
+    /// while rolls are switched off ([`FaultHandle::set_enabled`]), and is counted as a roll.
+    pub fn plan_ops(&self, faults: impl IntoIterator<Item = Option<Fault>>) {
+        self.control.plans().ops.extend(faults);
+    }
+
+    /// Plans the faults of the next snapshot reads ([`Store::leases`] or
+    /// [`Store::lease_group`]), as [`FaultHandle::plan_ops`] does for writes.
+    pub fn plan_reads(&self, faults: impl IntoIterator<Item = Option<Fault>>) {
+        self.control.plans().reads.extend(faults);
+    }
+
+    /// Lets `n` more batches through a store built
+    /// [`with_held_batches`](FaultyStore::with_held_batches).
+    pub fn release_batches(&self, n: usize) {
+        self.control.batch_permits.add_permits(n);
+    }
 }
 
-/// The fault one roll decided on.
+/// The fault one roll (or plan) decided on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fault {
+enum Roll {
     None,
     TimeoutBefore,
     TimeoutAfter,
@@ -205,6 +291,11 @@ enum Fault {
 /// a [`FakeClock`](crate::FakeClock) the test must advance it). A batch ([`Store::apply`]) is
 /// rolled once as a whole ([`OpKind::Batch`]: the transaction fails) and then op by op, each op
 /// reaching the inner store as a batch of one, in order.
+///
+/// A test can also plan the faults of particular calls ([`FaultHandle::plan_ops`],
+/// [`FaultHandle::plan_reads`]): a planned call takes its planned fault (or none) instead of a
+/// roll. And it can hold every batch until it lets it through
+/// ([`FaultyStore::with_held_batches`]).
 ///
 /// Faults other than the "after" timeout leave the inner store untouched. Timeouts after the
 /// fact are injected only into writes ([`OpKind::is_write`]); change polling is never made to
@@ -243,7 +334,13 @@ pub struct FaultyStore<S> {
     default_rates: FaultRates,
     rates: BTreeMap<OpKind, FaultRates>,
     max_latency: Duration,
+    /// The text of injected hard errors; `None`: one naming the kind of call.
+    store_error_message: Option<String>,
     control: Arc<Control>,
+    /// Whether each batch waits for [`FaultHandle::release_batches`].
+    hold_batches: bool,
+    /// Whether [`Store::change_notifier`] answers `None` whatever the inner store offers.
+    hide_notifier: bool,
 }
 
 impl<S: fmt::Debug> fmt::Debug for FaultyStore<S> {
@@ -269,10 +366,15 @@ impl<S> FaultyStore<S> {
             default_rates: FaultRates::NONE,
             rates: BTreeMap::new(),
             max_latency: Duration::from_millis(100),
+            store_error_message: None,
             control: Arc::new(Control {
                 enabled: AtomicBool::new(true),
                 counters: Counters::default(),
+                plans: Mutex::default(),
+                batch_permits: Semaphore::new(0),
             }),
+            hold_batches: false,
+            hide_notifier: false,
         }
     }
 
@@ -294,6 +396,32 @@ impl<S> FaultyStore<S> {
     #[must_use]
     pub fn with_max_latency(mut self, max_latency: Duration) -> Self {
         self.max_latency = max_latency;
+        self
+    }
+
+    /// Makes every injected hard [`Error::Store`] say `message` (unless set, it is
+    /// `injected store failure (KIND)`), for tests that check an error's text reaches the
+    /// caller unchanged.
+    #[must_use]
+    pub fn with_store_error_message(mut self, message: impl Into<String>) -> Self {
+        self.store_error_message = Some(message.into());
+        self
+    }
+
+    /// Holds every [`Store::apply`] call, before anything is rolled, until the test lets it
+    /// through with [`FaultHandle::release_batches`] (one permit per batch): a store call
+    /// in flight for as long as the test wants.
+    #[must_use]
+    pub fn with_held_batches(mut self) -> Self {
+        self.hold_batches = true;
+        self
+    }
+
+    /// Offers no change notifier ([`Store::change_notifier`] is `None`), as a store that has
+    /// none: its user learns of changes only by polling.
+    #[must_use]
+    pub fn without_change_notifier(mut self) -> Self {
+        self.hide_notifier = true;
         self
     }
 
@@ -319,10 +447,38 @@ impl<S> FaultyStore<S> {
         self.rates.get(&kind).copied().unwrap_or(self.default_rates)
     }
 
+    /// The error a fault injects before the call (`None` for no fault or a fault after it).
+    fn before(&self, fault: Roll, kind: OpKind) -> Option<Error> {
+        match fault {
+            Roll::None | Roll::TimeoutAfter => None,
+            Roll::TimeoutBefore => Some(Error::Timeout),
+            Roll::Invalid => Some(Error::Invalid),
+            Roll::StoreError => Some(self.store_error(kind)),
+        }
+    }
+
+    /// An injected hard error for a call of `kind`.
+    fn store_error(&self, kind: OpKind) -> Error {
+        match &self.store_error_message {
+            Some(message) => Error::store_msg(message.clone()),
+            None => Error::store_msg(format!("injected store failure ({kind:?})")),
+        }
+    }
+
     /// Rolls for a delay and a fault for one call of `kind`, and sleeps the delay.
-    async fn roll(&mut self, kind: OpKind) -> Fault {
+    async fn roll(&mut self, kind: OpKind) -> Roll {
+        if let Some(planned) = self.control.planned(kind) {
+            let roll = match Roll::from(planned) {
+                Roll::TimeoutAfter if !kind.is_write() => Roll::TimeoutBefore,
+                roll => roll,
+            };
+            let c = &self.control.counters;
+            c.calls.fetch_add(1, Ordering::Relaxed);
+            c.count_fault(roll);
+            return roll;
+        }
         if !self.control.enabled.load(Ordering::SeqCst) {
-            return Fault::None;
+            return Roll::None;
         }
         let rates = self.rates_for(kind);
         let (delay, draw) = {
@@ -346,43 +502,22 @@ impl<S> FaultyStore<S> {
             draw < edge
         };
         let fault = if pick(rates.timeout_before) {
-            Fault::TimeoutBefore
+            Roll::TimeoutBefore
         } else if pick(rates.timeout_after) {
             if kind.is_write() {
-                Fault::TimeoutAfter
+                Roll::TimeoutAfter
             } else {
-                Fault::TimeoutBefore
+                Roll::TimeoutBefore
             }
         } else if pick(rates.invalid) {
-            Fault::Invalid
+            Roll::Invalid
         } else if pick(rates.store_error) {
-            Fault::StoreError
+            Roll::StoreError
         } else {
-            Fault::None
+            Roll::None
         };
-        let counter = match fault {
-            Fault::None => None,
-            Fault::TimeoutBefore => Some(&c.timeouts_before),
-            Fault::TimeoutAfter => Some(&c.timeouts_after),
-            Fault::Invalid => Some(&c.invalid),
-            Fault::StoreError => Some(&c.store_errors),
-        };
-        if let Some(counter) = counter {
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
+        c.count_fault(fault);
         fault
-    }
-}
-
-/// The error a fault injects before the call (`None` for no fault or a fault after it).
-fn before(fault: Fault, kind: OpKind) -> Option<Error> {
-    match fault {
-        Fault::None | Fault::TimeoutAfter => None,
-        Fault::TimeoutBefore => Some(Error::Timeout),
-        Fault::Invalid => Some(Error::Invalid),
-        Fault::StoreError => Some(Error::store_msg(format!(
-            "injected store failure ({kind:?})"
-        ))),
     }
 }
 
@@ -391,11 +526,11 @@ macro_rules! faulty {
     ($self:ident, $kind:expr, $call:expr) => {{
         let kind = $kind;
         let fault = $self.roll(kind).await;
-        if let Some(err) = before(fault, kind) {
+        if let Some(err) = $self.before(fault, kind) {
             return Err(err);
         }
         let out = $call.await;
-        if fault == Fault::TimeoutAfter {
+        if fault == Roll::TimeoutAfter {
             return Err(Error::Timeout);
         }
         out
@@ -439,8 +574,14 @@ impl<S: Store> Store for FaultyStore<S> {
     /// Rolls once for the batch, then for each op; each op reaches the inner store on its own,
     /// in order.
     async fn apply(&mut self, ops: Vec<Op>) -> Vec<Result<Outcome>> {
+        if self.hold_batches {
+            // The semaphore is never closed, so this only fails if it were; then go on.
+            if let Ok(permit) = self.control.batch_permits.acquire().await {
+                permit.forget();
+            }
+        }
         let batch = self.roll(OpKind::Batch).await;
-        if let Some(err) = before(batch, OpKind::Batch) {
+        if let Some(err) = self.before(batch, OpKind::Batch) {
             let kind = err.kind();
             return ops
                 .iter()
@@ -448,7 +589,7 @@ impl<S: Store> Store for FaultyStore<S> {
                     Err(match kind {
                         lease_core::ErrorKind::Timeout => Error::Timeout,
                         lease_core::ErrorKind::Invalid => Error::Invalid,
-                        _ => Error::store_msg("injected store failure (Batch)"),
+                        _ => self.store_error(OpKind::Batch),
                     })
                 })
                 .collect();
@@ -457,7 +598,7 @@ impl<S: Store> Store for FaultyStore<S> {
         for op in ops {
             let kind = OpKind::of(&op);
             let fault = self.roll(kind).await;
-            if let Some(err) = before(fault, kind) {
+            if let Some(err) = self.before(fault, kind) {
                 results.push(Err(err));
                 continue;
             }
@@ -468,7 +609,7 @@ impl<S: Store> Store for FaultyStore<S> {
                 .pop()
                 .unwrap_or_else(|| Err(Error::store_msg("inner store returned no result")));
             results.push(
-                if fault == Fault::TimeoutAfter || batch == Fault::TimeoutAfter {
+                if fault == Roll::TimeoutAfter || batch == Roll::TimeoutAfter {
                     Err(Error::Timeout)
                 } else {
                     result
@@ -483,211 +624,12 @@ impl<S: Store> Store for FaultyStore<S> {
     }
 
     fn change_notifier(&mut self) -> Option<watch::Receiver<u64>> {
+        if self.hide_notifier {
+            return None;
+        }
         self.inner.change_notifier()
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::{FakeClock, InMemoryStore};
-
-    fn key(lease: &str) -> Key {
-        Key::new("ns", "model", lease)
-    }
-
-    fn req(holder: &str) -> Request {
-        Request::new(holder, Duration::from_secs(10))
-    }
-
-    fn only(rates: FaultRates) -> (FakeClock, InMemoryStore, FaultyStore<InMemoryStore>) {
-        let clock = FakeClock::new();
-        let model = InMemoryStore::new(clock.as_clock());
-        let store = FaultyStore::new(model.sibling(), clock.as_clock(), 1).with_rates(rates);
-        (clock, model, store)
-    }
-
-    #[tokio::test]
-    async fn no_rates_pass_everything_through() {
-        let (_clock, mut model, mut store) = only(FaultRates::NONE);
-        store.claim_lease(&key("a"), &req("h")).await.unwrap();
-        store.extend_lease(&key("a"), &req("h")).await.unwrap();
-        store.pin_lease(&key("a"), "e").await.unwrap();
-        assert_eq!(store.pinned().await.unwrap().len(), 1);
-        store.unpin_lease(&key("a"), "e").await.unwrap();
-        assert_eq!(store.leases(&[]).await.unwrap().len(), 1);
-        assert_eq!(store.lease_group("ns", "model").await.unwrap().len(), 1);
-        store.revoke_lease(&key("a"), "h").await.unwrap();
-        assert!(model.leases(&[]).await.unwrap().is_empty());
-        let counts = store.handle().counts();
-        assert_eq!(counts.calls, 8);
-        assert_eq!(counts.failures(), 0);
-        assert_eq!(counts.delays, 0);
-    }
-
-    #[tokio::test]
-    async fn faults_before_leave_the_inner_store_alone() {
-        for (rates, check) in [
-            (
-                FaultRates {
-                    timeout_before: 1.0,
-                    ..FaultRates::NONE
-                },
-                Error::is_timeout as fn(&Error) -> bool,
-            ),
-            (
-                FaultRates {
-                    invalid: 1.0,
-                    ..FaultRates::NONE
-                },
-                Error::is_invalid,
-            ),
-            (
-                FaultRates {
-                    store_error: 1.0,
-                    ..FaultRates::NONE
-                },
-                |e: &Error| e.kind() == lease_core::ErrorKind::Store,
-            ),
-        ] {
-            let (_clock, mut model, mut store) = only(rates);
-            let err = store.claim_lease(&key("a"), &req("h")).await.unwrap_err();
-            assert!(check(&err), "{err}");
-            let results = store
-                .apply(vec![Op::Claim {
-                    key: key("b"),
-                    request: req("h"),
-                }])
-                .await;
-            assert!(check(results[0].as_ref().unwrap_err()));
-            assert!(model.leases(&[]).await.unwrap().is_empty(), "{rates:?}");
-        }
-    }
-
-    #[tokio::test]
-    async fn a_timeout_after_the_fact_applies_the_write() {
-        let (_clock, mut model, mut store) = only(FaultRates {
-            timeout_after: 1.0,
-            ..FaultRates::NONE
-        });
-        let handle = store.handle();
-        assert!(
-            store
-                .claim_lease(&key("a"), &req("h"))
-                .await
-                .unwrap_err()
-                .is_timeout()
-        );
-        let results = store
-            .apply(vec![
-                Op::Claim {
-                    key: key("b"),
-                    request: req("h"),
-                },
-                Op::Revoke {
-                    key: key("a"),
-                    holder: "h".into(),
-                },
-            ])
-            .await;
-        assert!(results.iter().all(|r| r.as_ref().unwrap_err().is_timeout()));
-        let leases = model.leases(&[]).await.unwrap();
-        assert_eq!(leases.keys().cloned().collect::<Vec<_>>(), vec![key("b")]);
-        // Reads are never "after": they time out without reaching the store.
-        assert!(store.leases(&[]).await.unwrap_err().is_timeout());
-        let counts = handle.counts();
-        // Two single calls, one batch roll and two op rolls... of which the batch roll is also
-        // "after", and the read is counted as a timeout before.
-        assert_eq!(counts.timeouts_after, 4);
-        assert_eq!(counts.timeouts_before, 1);
-    }
-
-    #[tokio::test]
-    async fn per_kind_rates_override_the_default_and_can_be_switched_off() {
-        let clock = FakeClock::new();
-        let model = InMemoryStore::new(clock.as_clock());
-        let mut store = FaultyStore::new(model.sibling(), clock.as_clock(), 3)
-            .with_rates(FaultRates::uniform(1.0))
-            .with_rates_for(OpKind::Claim, FaultRates::NONE);
-        assert_eq!(store.rates_for(OpKind::Claim), FaultRates::NONE);
-        store.claim_lease(&key("a"), &req("h")).await.unwrap();
-        assert!(store.extend_lease(&key("a"), &req("h")).await.is_err());
-        let handle = store.handle();
-        handle.set_enabled(false);
-        assert!(!handle.is_enabled());
-        store.extend_lease(&key("a"), &req("h")).await.unwrap();
-        handle.set_enabled(true);
-        assert!(store.leases(&[]).await.is_err());
-    }
-
-    #[tokio::test]
-    async fn rates_are_honoured_and_rolls_reproduce_from_the_seed() {
-        async fn run(seed: u64) -> (Vec<bool>, FaultCounts) {
-            let clock = FakeClock::new();
-            let model = InMemoryStore::new(clock.as_clock());
-            let mut store = FaultyStore::new(model, clock.as_clock(), seed)
-                .with_rates(FaultRates::uniform(0.4));
-            let mut outcomes = Vec::new();
-            for _ in 0..2000 {
-                outcomes.push(store.leases(&[]).await.is_ok());
-            }
-            (outcomes, store.handle().counts())
-        }
-        let (a, counts) = run(42).await;
-        let (b, _) = run(42).await;
-        let (c, _) = run(43).await;
-        assert_eq!(a, b);
-        assert_ne!(a, c);
-        let failed = a.iter().filter(|ok| !**ok).count();
-        // 40 % of 2000, give or take: far outside this would mean the rates are wrong.
-        assert!((650..950).contains(&failed), "{failed} failures");
-        assert_eq!(counts.failures() as usize, failed);
-        assert!(
-            counts.invalid > 100 && counts.store_errors > 100,
-            "{counts:?}"
-        );
-    }
-
-    #[tokio::test]
-    async fn latency_sleeps_on_the_injected_clock() {
-        let clock = FakeClock::new();
-        let model = InMemoryStore::new(clock.as_clock());
-        let mut store = FaultyStore::new(model, clock.as_clock(), 9)
-            .with_rates(FaultRates::NONE.with_latency(1.0))
-            .with_max_latency(Duration::from_secs(1));
-        let handle = store.handle();
-        let task = tokio::spawn(async move {
-            let mut n = 0;
-            for _ in 0..5 {
-                store.leases(&[]).await.unwrap();
-                n += 1;
-            }
-            n
-        });
-        let mut advanced = Duration::ZERO;
-        while !task.is_finished() {
-            tokio::task::yield_now().await;
-            if clock.sleepers() > 0 {
-                clock.advance(Duration::from_millis(100));
-                advanced += Duration::from_millis(100);
-            }
-            assert!(advanced < Duration::from_secs(10), "delays are bounded");
-        }
-        assert_eq!(task.await.unwrap(), 5);
-        assert_eq!(handle.counts().delays, 5);
-        assert!(
-            advanced > Duration::ZERO,
-            "at least one delay needed the clock"
-        );
-    }
-
-    #[test]
-    fn write_kinds() {
-        assert!(OpKind::Claim.is_write() && OpKind::Batch.is_write() && OpKind::Pin.is_write());
-        assert!(!OpKind::Read.is_write() && !OpKind::Poll.is_write() && !OpKind::Pinned.is_write());
-        let rates = FaultRates::timeouts(0.5);
-        assert_eq!(rates.timeout_before, 0.25);
-        assert_eq!(rates.timeout_after, 0.25);
-        assert_eq!(FaultRates::uniform(0.4).with_latency(0.5).latency, 0.5);
-    }
-}
+mod tests;
