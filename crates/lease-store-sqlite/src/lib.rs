@@ -85,6 +85,7 @@ pub mod kernel;
 pub mod open;
 mod ops;
 pub mod schema;
+pub mod session;
 pub mod store;
 
 pub use boot::{BOOT_ID_PATH, host_boot_id};
@@ -96,4 +97,5 @@ pub use open::{
     DEFAULT_BUSY_TIMEOUT, DEFAULT_PURGE_BATCH, MAX_BUSY_TIMEOUT, NEW_FILE_MODE, SqliteStoreBuilder,
 };
 pub use schema::{APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION};
+pub use session::SessionScope;
 pub use store::SqliteStore;
