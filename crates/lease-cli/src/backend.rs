@@ -180,13 +180,22 @@ pub(crate) fn clock() -> Arc<dyn Clock> {
 
 /// Opens the store `spec` names.
 pub(crate) async fn open(spec: &StoreSpec) -> Result<Box<dyn Store>, CliError> {
-    match spec {
+    Ok(open_with_session(spec).await?.0)
+}
+
+/// As [`open`], with the SQLite store's holder session (`None` for other stores), whose lock
+/// `lease run` hands to its command.
+pub(crate) async fn open_with_session(
+    spec: &StoreSpec,
+) -> Result<(Box<dyn Store>, Option<lease_store_sqlite::SessionHandle>), CliError> {
+    let store = match spec {
         StoreSpec::Sqlite(_) | StoreSpec::DefaultSqlite(_) => {
             let path = sqlite_path(spec, true)?;
             let store = lease_store_sqlite::SqliteStore::builder(path)
                 .clock(clock())
                 .open()?;
-            Ok(Box::new(store))
+            let session = store.session_handle();
+            return Ok((Box::new(store), session));
         }
         StoreSpec::K8s(namespace) => open_k8s(namespace.as_deref(), None).await,
         StoreSpec::K8sObject {
@@ -195,7 +204,8 @@ pub(crate) async fn open(spec: &StoreSpec) -> Result<Box<dyn Store>, CliError> {
             object,
         } => open_k8s(namespace.as_deref(), Some((key, object))).await,
         StoreSpec::Postgres(url) => open_postgres(url).await,
-    }
+    }?;
+    Ok((store, None))
 }
 
 /// Connects to Postgres; every configuration error names what is wrong, never the password.

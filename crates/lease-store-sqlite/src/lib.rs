@@ -98,4 +98,4 @@ pub use open::{
 };
 pub use schema::{APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION};
 pub use session::SessionScope;
-pub use store::SqliteStore;
+pub use store::{SessionHandle, SqliteStore};

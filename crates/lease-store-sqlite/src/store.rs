@@ -157,6 +157,32 @@ impl Settings {
     }
 }
 
+/// A handle on a process's holder session on one database file (see [`crate::session`]),
+/// from [`SqliteStore::session_handle`].
+#[derive(Clone)]
+pub struct SessionHandle(Arc<SessionSlot>);
+
+impl fmt::Debug for SessionHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionHandle")
+            .field("session", &self.0.own())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionHandle {
+    /// As [`SqliteStore::inheritable_session_lock`]: a new descriptor of the session's lock,
+    /// without close-on-exec, for a child process to inherit; `None` before the process's
+    /// first claim or extend on the file.
+    ///
+    /// # Errors
+    ///
+    /// When the descriptor cannot be duplicated.
+    pub fn inheritable_lock(&self) -> Option<std::io::Result<std::os::fd::OwnedFd>> {
+        self.0.inheritable_lock()
+    }
+}
+
 /// A lease [`Store`] on an SQLite file, safe for many processes of one host sharing the file.
 ///
 /// Every operation is one short transaction: writes begin with `BEGIN IMMEDIATE`, so each
@@ -316,6 +342,12 @@ impl SqliteStore {
             .session
             .as_deref()
             .and_then(SessionSlot::inheritable_lock)
+    }
+
+    /// A handle on this process's holder session on the file, usable after the store has been
+    /// moved away (boxed as a `dyn Store`, say); `None` when death-awareness is off.
+    pub fn session_handle(&self) -> Option<SessionHandle> {
+        self.settings.session.clone().map(SessionHandle)
     }
 
     /// The clock expiries are measured on.
