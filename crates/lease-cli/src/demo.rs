@@ -126,6 +126,20 @@ impl Verdict {
     }
 }
 
+/// Ends each window of a killed worker at its death (when it was reaped, no earlier): a dead
+/// process cannot act on its lease, which is why the store may free it then.
+fn cut_at_deaths(windows: Vec<Window>, deaths: &[(u32, Timestamp)]) -> Vec<Window> {
+    windows
+        .into_iter()
+        .map(|mut w| {
+            if let Some((_, dead)) = deaths.iter().find(|(id, _)| *id == w.worker) {
+                w.end = w.end.min(*dead);
+            }
+            w
+        })
+        .collect()
+}
+
 fn verify(windows: &[Window]) -> Verdict {
     let mut verdict = Verdict::default();
     let mut acquisitions: Vec<Window> = windows.iter().copied().filter(|w| w.acquire).collect();
@@ -216,6 +230,11 @@ struct Demo {
     view: View,
     /// Since when the current leader (holder, generation) has led, as the demo first saw it.
     since: Option<(String, Generation, Timestamp)>,
+    /// Each killed worker and when it was known dead (reaped): it can act no more after that,
+    /// so its guaranteed windows end there. SQLite frees a dead holder's lease at once.
+    deaths: Vec<(u32, Timestamp)>,
+    /// Where the deaths are written, one `dead ID NANOS` line each, for an outside check.
+    deaths_log: PathBuf,
 }
 
 impl Demo {
@@ -309,7 +328,19 @@ impl Demo {
         }
         let _ = worker.child.wait();
         worker.alive = false;
-        Some(worker.child.id())
+        let (id, pid) = (worker.id, worker.child.id());
+        let dead_by = self.clock.now();
+        self.deaths.push((id, dead_by));
+        let line = format!("dead {id} {}\n", dead_by.as_nanos());
+        if let Err(e) = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.deaths_log)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()))
+        {
+            eprintln!("lease: warning: cannot record a death in {}: {e}", self.deaths_log.display());
+        }
+        Some(pid)
     }
 
     fn stop_all(&mut self) {
@@ -334,7 +365,7 @@ impl Demo {
             };
             all.extend(parse_log(w.id, &text));
         }
-        Ok(all)
+        Ok(cut_at_deaths(all, &self.deaths))
     }
 
     /// The acquisition of `generation` by `holder`, from its log.
@@ -410,6 +441,8 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<u8, CliError> {
             printed: None,
         },
         since: None,
+        deaths: Vec::new(),
+        deaths_log: dir.join("deaths"),
     };
     for id in 1..=args.workers {
         let log = dir.join(format!("worker-{id}.log"));
@@ -733,6 +766,21 @@ mod tests {
         let now = tokio::time::Instant::now();
         assert!(after(Duration::MAX) > now);
         assert!(after(Duration::from_secs(1)) > now);
+    }
+
+    #[test]
+    fn a_killed_workers_windows_end_at_its_death() {
+        let windows = vec![w(1, true, 1, 10, 20), w(2, true, 2, 14, 30)];
+        assert_eq!(verify(&windows).overlaps.len(), 1);
+        let cut = cut_at_deaths(windows, &[(1, Timestamp::from_nanos(13))]);
+        assert_eq!(cut[0].end, Timestamp::from_nanos(13));
+        assert!(verify(&cut).overlaps.is_empty());
+        // Dying after the other's start is still an overlap.
+        let late = cut_at_deaths(
+            vec![w(1, true, 1, 10, 20), w(2, true, 2, 14, 30)],
+            &[(1, Timestamp::from_nanos(15))],
+        );
+        assert_eq!(verify(&late).overlaps.len(), 1);
     }
 
     #[test]

@@ -92,8 +92,10 @@ impl SqliteStoreBuilder {
     }
 
     /// Whose holder session this store writes under: the process's
-    /// ([`SessionScope::Process`], the default) or its own ([`SessionScope::Store`], for tests
-    /// that simulate another process: its leases free when it is dropped).
+    /// ([`SessionScope::Process`], the default), its own ([`SessionScope::Store`], for tests
+    /// that simulate another process: its leases free when it is dropped), or none
+    /// ([`SessionScope::Unbound`], for one-shot commands whose holder outlives the process:
+    /// their leases free at expiry only).
     #[must_use]
     pub fn session_scope(mut self, scope: SessionScope) -> Self {
         self.session_scope = scope;
@@ -296,19 +298,18 @@ impl SqliteStoreBuilder {
                     Migrate::Sqlite(action, e) => sql(action)(e),
                     Migrate::Store(e) => e,
                 })?;
-        let session = if self.death_aware {
-            let dir = sessions_dir(&path);
-            Some(
-                SessionSlot::for_file(&path, dir, boot_seq, self.session_scope).map_err(
+        let dir = self.death_aware.then(|| sessions_dir(&path));
+        let session = match &dir {
+            Some(dir) if self.session_scope != SessionScope::Unbound => Some(
+                SessionSlot::for_file(&path, dir.clone(), boot_seq, self.session_scope).map_err(
                     |source| SqliteStoreError::Io {
                         action: "inspecting lease database",
                         path: path.clone(),
                         source,
                     },
                 )?,
-            )
-        } else {
-            None
+            ),
+            _ => None,
         };
         SqliteStore::from_parts(
             conn,
@@ -323,6 +324,7 @@ impl SqliteStoreBuilder {
                 busy_timeout: self.busy_timeout,
                 purge_batch: self.purge_batch,
                 session,
+                sessions_dir: dir,
                 liveness: std::sync::Mutex::default(),
                 death_watch: std::sync::OnceLock::new(),
             },

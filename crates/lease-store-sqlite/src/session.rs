@@ -82,6 +82,11 @@ pub enum SessionScope {
     /// at once, as if its process had died). For tests simulating several processes inside
     /// one; unsafe for a program that keeps acting on a lease after dropping its store.
     Store,
+    /// No session: this store's claims and extends are written without one, so they free at
+    /// their expiry only, whatever becomes of this process. For one-shot commands whose holder
+    /// outlives them (`lease claim` run from a script, whose holder is the script). Other
+    /// holders' deaths are still seen.
+    Unbound,
 }
 
 /// What a probe tells of a session.
@@ -203,11 +208,6 @@ impl SessionSlot {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         Ok(Arc::clone(registry.entry(key).or_insert_with(|| fresh(dir))))
-    }
-
-    /// The directory of the session files.
-    pub(crate) fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// The established session's number, if any.

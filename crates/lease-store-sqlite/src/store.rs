@@ -88,9 +88,12 @@ pub(crate) struct Settings {
     pub(crate) busy_timeout: Duration,
     /// Rows per opportunistic purge; 0 for none.
     pub(crate) purge_batch: usize,
-    /// The holder session this store writes under; `None` when death-awareness is off (leases
-    /// are then judged by their expiry alone, whoever wrote them).
+    /// The holder session this store writes under; `None` when death-awareness is off or the
+    /// session scope is [`SessionScope::Unbound`](crate::SessionScope::Unbound).
     pub(crate) session: Option<Arc<SessionSlot>>,
+    /// The directory of the session files, when death-awareness is on (other holders' deaths
+    /// are seen); `None` judges every lease by its expiry alone.
+    pub(crate) sessions_dir: Option<PathBuf>,
     /// Which other sessions were found alive (this transaction) or dead (for good).
     pub(crate) liveness: std::sync::Mutex<LivenessCache>,
     /// Set when the change notifier starts: the sessions found alive are watched for death.
@@ -100,7 +103,7 @@ pub(crate) struct Settings {
 impl Settings {
     /// The directory of the session files, when death-awareness is on.
     pub(crate) fn sessions_dir(&self) -> Option<&Path> {
-        self.session.as_deref().map(SessionSlot::dir)
+        self.sessions_dir.as_deref()
     }
 
     fn liveness_cache(&self) -> std::sync::MutexGuard<'_, LivenessCache> {
@@ -119,10 +122,10 @@ impl Settings {
     /// file is probed (once per transaction). A live session of another process is handed to
     /// the death watch, if the change notifier runs, so waiters hear of its death at once.
     pub(crate) fn judge(&self, seq: i64, boot: Option<i64>) -> Liveness {
-        let Some(slot) = &self.session else {
+        let Some(dir) = &self.sessions_dir else {
             return Liveness::Unknown;
         };
-        if slot.own() == Some(seq) {
+        if self.session.as_deref().and_then(SessionSlot::own) == Some(seq) {
             return Liveness::Alive;
         }
         if let Some(known) = self.liveness_cache().get(seq) {
@@ -131,7 +134,7 @@ impl Settings {
         let liveness = match boot {
             None => Liveness::Unknown,
             Some(boot) if boot != self.boot_seq => Liveness::Dead,
-            Some(_) => probe(slot.dir(), seq),
+            Some(_) => probe(dir, seq),
         };
         self.liveness_cache().put(seq, liveness);
         if liveness == Liveness::Alive
