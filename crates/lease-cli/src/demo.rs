@@ -338,7 +338,10 @@ impl Demo {
             .open(&self.deaths_log)
             .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()))
         {
-            eprintln!("lease: warning: cannot record a death in {}: {e}", self.deaths_log.display());
+            eprintln!(
+                "lease: warning: cannot record a death in {}: {e}",
+                self.deaths_log.display()
+            );
         }
         Some(pid)
     }

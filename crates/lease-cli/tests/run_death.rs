@@ -50,12 +50,17 @@ fn the_lease_outlives_a_sigkilled_lease_run_until_its_last_process_is_gone() {
          wait\n"
     );
     let mut run = lease(d)
-        .args(["run", "-l", "job", "--ttl", "120s", "--", "sh", "-c", &script])
+        .args([
+            "run", "-l", "job", "--ttl", "120s", "--", "sh", "-c", &script,
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    assert!(eventually(PATIENCE, || d.join("ready").exists()), "never started");
+    assert!(
+        eventually(PATIENCE, || d.join("ready").exists()),
+        "never started"
+    );
     let read = |name: &str| -> u32 {
         std::fs::read_to_string(d.join(name))
             .unwrap()
@@ -74,11 +79,17 @@ fn the_lease_outlives_a_sigkilled_lease_run_until_its_last_process_is_gone() {
     };
     signal(shim, "-STOP");
     // A stop takes effect asynchronously: wait for it, or the shim could still kill the tree.
-    assert!(eventually(PATIENCE, || state(shim) == Some('T')), "the shim never stopped");
+    assert!(
+        eventually(PATIENCE, || state(shim) == Some('T')),
+        "the shim never stopped"
+    );
     run.kill().unwrap();
     run.wait().unwrap();
     signal(shim, "-KILL");
-    assert!(eventually(PATIENCE, || process_gone(shim)), "the shim lives");
+    assert!(
+        eventually(PATIENCE, || process_gone(shim)),
+        "the shim lives"
+    );
     assert!(
         !process_gone(command) && !process_gone(grandchild),
         "command {} grandchild {}",

@@ -97,5 +97,5 @@ pub use open::{
     DEFAULT_BUSY_TIMEOUT, DEFAULT_PURGE_BATCH, MAX_BUSY_TIMEOUT, NEW_FILE_MODE, SqliteStoreBuilder,
 };
 pub use schema::{APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION};
-pub use session::SessionScope;
-pub use store::{SessionHandle, SqliteStore};
+pub use session::{SessionHandle, SessionScope};
+pub use store::SqliteStore;

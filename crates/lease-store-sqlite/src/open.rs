@@ -15,8 +15,8 @@ use crate::boot::{check_boot_id, host_boot_id};
 use crate::error::SqliteStoreError;
 use crate::filesystem::refuse_shared;
 use crate::kernel::{BootRecord, SystemWallClock, WallClock, host_machine_id, wall_column};
-use crate::session::{SessionScope, SessionSlot, sessions_dir};
 use crate::schema::{APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, read_schema_version};
+use crate::session::{SessionScope, SessionSlot, sessions_dir};
 use crate::store::{Settings, SqliteStore, StoreResult};
 
 /// How long an operation waits for another connection's write lock unless told otherwise.

@@ -46,6 +46,7 @@
 //! ones (file and row), so the table stays as small as the set of live sessions plus a few.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::OwnedFd;
@@ -207,7 +208,9 @@ impl SessionSlot {
             .get_or_init(Mutex::default)
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        Ok(Arc::clone(registry.entry(key).or_insert_with(|| fresh(dir))))
+        Ok(Arc::clone(
+            registry.entry(key).or_insert_with(|| fresh(dir)),
+        ))
     }
 
     /// The established session's number, if any.
@@ -328,9 +331,7 @@ fn still_ours(tx: &Connection, settings: &Settings, held: &Held) -> StoreResult<
 fn create(tx: &Connection, settings: &Settings, dir: &Path) -> StoreResult<Held> {
     let token = random_token();
     let seq: i64 = tx
-        .prepare_cached(
-            "INSERT INTO session (boot, pid, token) VALUES (?1, ?2, ?3) RETURNING seq",
-        )
+        .prepare_cached("INSERT INTO session (boot, pid, token) VALUES (?1, ?2, ?3) RETURNING seq")
         .and_then(|mut stmt| {
             stmt.query_row(
                 rusqlite::params![settings.boot_seq, i64::from(std::process::id()), token],
@@ -357,9 +358,9 @@ fn create(tx: &Connection, settings: &Settings, dir: &Path) -> StoreResult<Held>
     // Another process abandoning the same number may have unlinked the path between our open
     // and our lock: then the lock is on a file nobody else can find. Refuse it.
     if !same_file(&file, &path) {
-        return Err(io_error("locking a holder session file", &path)(io::Error::other(
-            "the file was replaced while it was being locked",
-        )));
+        return Err(io_error("locking a holder session file", &path)(
+            io::Error::other("the file was replaced while it was being locked"),
+        ));
     }
     Ok(Held {
         seq,
@@ -411,7 +412,9 @@ pub(crate) fn reap(tx: &Connection, settings: &Settings, seq: i64) -> StoreResul
         match fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => tracing::debug!(path = %path.display(), error = %e, "cannot remove a dead session's file"),
+            Err(e) => {
+                tracing::debug!(path = %path.display(), error = %e, "cannot remove a dead session's file")
+            }
         }
     }
     let sql = settings.sql("removing a dead holder session");
@@ -464,5 +467,78 @@ impl LivenessCache {
             }
             Liveness::Unknown => {}
         }
+    }
+}
+
+/// A handle on a process's holder session on one database file (see [`crate::session`]),
+/// from [`SqliteStore::session_handle`].
+#[derive(Clone)]
+pub struct SessionHandle(pub(crate) Arc<SessionSlot>);
+
+impl fmt::Debug for SessionHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionHandle")
+            .field("session", &self.0.own())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionHandle {
+    /// As [`SqliteStore::inheritable_session_lock`]: a new descriptor of the session's lock,
+    /// without close-on-exec, for a child process to inherit; `None` before the process's
+    /// first claim or extend on the file.
+    ///
+    /// # Errors
+    ///
+    /// When the descriptor cannot be duplicated.
+    pub fn inheritable_lock(&self) -> Option<std::io::Result<std::os::fd::OwnedFd>> {
+        self.0.inheritable_lock()
+    }
+}
+
+impl Settings {
+    fn liveness_cache(&self) -> std::sync::MutexGuard<'_, LivenessCache> {
+        self.liveness
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Starts a transaction's view of other sessions: which were alive is asked again.
+    pub(crate) fn new_transaction(&self) {
+        self.liveness_cache().new_transaction();
+    }
+
+    /// Whether session `seq` (of boot number `boot`, `None` when its row is missing) is
+    /// alive. This store's own session is; one of another boot is dead; otherwise its lock
+    /// file is probed (once per transaction). A live session of another process is handed to
+    /// the death watch, if the change notifier runs, so waiters hear of its death at once.
+    pub(crate) fn judge(&self, seq: i64, boot: Option<i64>) -> Liveness {
+        let Some(dir) = &self.sessions_dir else {
+            return Liveness::Unknown;
+        };
+        if self.session.as_deref().and_then(SessionSlot::own) == Some(seq) {
+            return Liveness::Alive;
+        }
+        if let Some(known) = self.liveness_cache().get(seq) {
+            return known;
+        }
+        let liveness = match boot {
+            None => Liveness::Unknown,
+            Some(boot) if boot != self.boot_seq => Liveness::Dead,
+            Some(_) => probe(dir, seq),
+        };
+        self.liveness_cache().put(seq, liveness);
+        if liveness == Liveness::Alive
+            && let Some(watch) = self.death_watch.get()
+        {
+            watch.watch(seq);
+        }
+        liveness
+    }
+
+    /// Whether a lease row written under `session` (of boot number `boot`) may still be acted
+    /// on by its holder: not when its session is known dead.
+    pub(crate) fn holder_may_act(&self, session: Option<i64>, boot: Option<i64>) -> bool {
+        session.is_none_or(|seq| self.judge(seq, boot) != Liveness::Dead)
     }
 }

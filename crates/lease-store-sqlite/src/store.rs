@@ -46,10 +46,10 @@ use crate::changes::{ChangeNotifier, DeathWatch};
 use crate::error::SqliteStoreError;
 use crate::kernel::{WallClock, record_write, refuse_other_kernels};
 use crate::open::SqliteStoreBuilder;
-use crate::session::{Liveness, LivenessCache, SessionSlot, SlotTx, probe};
 use crate::ops::{
     claim, extend, purge, revoke, snapshot_all, snapshot_group, snapshot_keys, validate_op,
 };
+use crate::session::{LivenessCache, SessionHandle, SessionSlot, SlotTx};
 
 /// How many successful writes pass between opportunistic purges.
 const PURGE_EVERY_WRITES: u64 = 64;
@@ -106,83 +106,12 @@ impl Settings {
         self.sessions_dir.as_deref()
     }
 
-    fn liveness_cache(&self) -> std::sync::MutexGuard<'_, LivenessCache> {
-        self.liveness
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Starts a transaction's view of other sessions: which were alive is asked again.
-    pub(crate) fn new_transaction(&self) {
-        self.liveness_cache().new_transaction();
-    }
-
-    /// Whether session `seq` (of boot number `boot`, `None` when its row is missing) is
-    /// alive. This store's own session is; one of another boot is dead; otherwise its lock
-    /// file is probed (once per transaction). A live session of another process is handed to
-    /// the death watch, if the change notifier runs, so waiters hear of its death at once.
-    pub(crate) fn judge(&self, seq: i64, boot: Option<i64>) -> Liveness {
-        let Some(dir) = &self.sessions_dir else {
-            return Liveness::Unknown;
-        };
-        if self.session.as_deref().and_then(SessionSlot::own) == Some(seq) {
-            return Liveness::Alive;
-        }
-        if let Some(known) = self.liveness_cache().get(seq) {
-            return known;
-        }
-        let liveness = match boot {
-            None => Liveness::Unknown,
-            Some(boot) if boot != self.boot_seq => Liveness::Dead,
-            Some(_) => probe(dir, seq),
-        };
-        self.liveness_cache().put(seq, liveness);
-        if liveness == Liveness::Alive
-            && let Some(watch) = self.death_watch.get()
-        {
-            watch.watch(seq);
-        }
-        liveness
-    }
-
-    /// Whether a lease row written under `session` (of boot number `boot`) may still be acted
-    /// on by its holder: not when its session is known dead.
-    pub(crate) fn holder_may_act(&self, session: Option<i64>, boot: Option<i64>) -> bool {
-        session.is_none_or(|seq| self.judge(seq, boot) != Liveness::Dead)
-    }
-
     /// A mapper from SQLite's errors to ours while doing `action`.
     pub(crate) fn sql(
         &self,
         action: &'static str,
     ) -> impl Fn(rusqlite::Error) -> SqliteStoreError + '_ {
         move |e| SqliteStoreError::from_sqlite(&self.path, self.busy_timeout, action, e)
-    }
-}
-
-/// A handle on a process's holder session on one database file (see [`crate::session`]),
-/// from [`SqliteStore::session_handle`].
-#[derive(Clone)]
-pub struct SessionHandle(Arc<SessionSlot>);
-
-impl fmt::Debug for SessionHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SessionHandle")
-            .field("session", &self.0.own())
-            .finish_non_exhaustive()
-    }
-}
-
-impl SessionHandle {
-    /// As [`SqliteStore::inheritable_session_lock`]: a new descriptor of the session's lock,
-    /// without close-on-exec, for a child process to inherit; `None` before the process's
-    /// first claim or extend on the file.
-    ///
-    /// # Errors
-    ///
-    /// When the descriptor cannot be duplicated.
-    pub fn inheritable_lock(&self) -> Option<std::io::Result<std::os::fd::OwnedFd>> {
-        self.0.inheritable_lock()
     }
 }
 

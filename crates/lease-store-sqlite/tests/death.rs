@@ -80,7 +80,12 @@ struct Holder {
 impl Holder {
     fn start(db: &Path, mode: &str, ttl: Duration) -> Holder {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "child_entry_point", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "child_entry_point",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD, mode)
             .env(DB, db)
             .env(TTL_MS, ttl.as_millis().to_string())
@@ -90,7 +95,10 @@ impl Holder {
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let generation = loop {
             let mut line = String::new();
-            assert!(out.read_line(&mut line).unwrap() > 0, "the holder ended early");
+            assert!(
+                out.read_line(&mut line).unwrap() > 0,
+                "the holder ended early"
+            );
             // The harness prints "test child_entry_point ... " on the same line.
             if let Some((_, g)) = line.trim().split_once("held ") {
                 break g.parse().unwrap();
@@ -176,7 +184,10 @@ async fn a_killed_holders_lease_is_free_at_once_and_its_waiter_wakes() {
     let info = store.claim_lease(&key(), &request).await.unwrap();
     let took = killed.elapsed();
     assert!(info.generation.0 > holder.generation, "{info:?}");
-    assert!(took < Duration::from_secs(30), "took {took:?} of a {ttl:?} lease");
+    assert!(
+        took < Duration::from_secs(30),
+        "took {took:?} of a {ttl:?} lease"
+    );
     eprintln!("takeover {took:?} after SIGKILL (ttl {ttl:?})");
     // The dead session's file went with it; ours is there.
     assert_eq!(sessions(&db).len(), 1, "{:?}", sessions(&db));
@@ -206,7 +217,11 @@ async fn a_stopped_holders_lease_frees_only_at_its_expiry_and_its_next_write_is_
     );
     assert!(info.generation.0 > holder.generation);
     holder.signal(Signal::CONT);
-    assert_eq!(holder.next_line(), "fenced", "the old holder's extend is refused");
+    assert_eq!(
+        holder.next_line(),
+        "fenced",
+        "the old holder's extend is refused"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,7 +304,10 @@ async fn a_session_of_another_boot_is_dead_even_while_locked() {
         .unwrap();
     assert_eq!(info.generation.0, 2);
     let now = sessions(&db);
-    assert!(!now.contains(&old[0]), "the old boot's session was removed: {now:?}");
+    assert!(
+        !now.contains(&old[0]),
+        "the old boot's session was removed: {now:?}"
+    );
     drop(before);
 }
 

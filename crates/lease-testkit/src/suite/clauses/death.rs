@@ -25,7 +25,14 @@ pub async fn dead_holders_lease_frees_early_with_a_higher_generation<Bu: StoreBu
         return Ok(());
     };
     let k = key("dies");
-    let held = claim_ok(&mut holder, &fx.clock, &k, &req(A, LEASE), "claim by the holder").await?;
+    let held = claim_ok(
+        &mut holder,
+        &fx.clock,
+        &k,
+        &req(A, LEASE),
+        "claim by the holder",
+    )
+    .await?;
     expect_err(
         fx.store.claim_lease(&k, &req(B, LEASE)).await,
         &[ErrorKind::Held],
@@ -34,7 +41,14 @@ pub async fn dead_holders_lease_frees_early_with_a_higher_generation<Bu: StoreBu
     drop(holder);
     fx.clock.advance(NANO);
     expect_holder(&mut fx.store, &k, None, "the dead holder's lease").await?;
-    let taken = claim_ok(&mut fx.store, &fx.clock, &k, &req(B, LEASE), "claim after the death").await?;
+    let taken = claim_ok(
+        &mut fx.store,
+        &fx.clock,
+        &k,
+        &req(B, LEASE),
+        "claim after the death",
+    )
+    .await?;
     ensure!(
         taken.generation > held.generation,
         "the takeover got generation {}, not above the dead holder's {}",
@@ -55,7 +69,14 @@ pub async fn silent_holders_lease_frees_only_at_its_expiry<Bu: StoreBuilder>(
     };
     let mut holder = holder;
     let k = key("silent");
-    let held = claim_ok(&mut holder, &fx.clock, &k, &req(A, LEASE), "claim by the holder").await?;
+    let held = claim_ok(
+        &mut holder,
+        &fx.clock,
+        &k,
+        &req(A, LEASE),
+        "claim by the holder",
+    )
+    .await?;
     fx.clock.set(held.expiry.saturating_sub(NANO));
     expect_err(
         fx.store.claim_lease(&k, &req(B, LEASE)).await,
@@ -90,7 +111,14 @@ pub async fn dead_holders_pinned_lease_stays_held<Bu: StoreBuilder>(builder: &Bu
         return Ok(());
     };
     let k = key("pinned");
-    claim_ok(&mut holder, &fx.clock, &k, &req(A, LEASE), "claim by the holder").await?;
+    claim_ok(
+        &mut holder,
+        &fx.clock,
+        &k,
+        &req(A, LEASE),
+        "claim by the holder",
+    )
+    .await?;
     fx.store.pin_lease(&k, "pinner").await.ctx("pin")?;
     drop(holder);
     expect_err(
