@@ -18,6 +18,16 @@
 //! is another connection); the manager's `poll_changes` tells them apart, and its re-reads
 //! write nothing, so they wake no one.
 //!
+//! # Deaths
+//!
+//! A holder's death changes nothing in the file (its leases simply become free, see
+//! [`crate::session`]), so no file event reports it. The [`DeathWatch`] does: the store hands it
+//! every live holder session of another process that it meets (a refused claim, a snapshot),
+//! and a thread per session blocks on a shared `flock` of the session's lock file, which the
+//! kernel grants once the holder's last process is gone. The counter is then bumped and the
+//! store's `poll_changes` says yes once. No polling, and the wake-up comes within
+//! milliseconds of the death.
+//!
 //! # Never on the runtime
 //!
 //! [`ChangeNotifier::start`] is called from async code, so it makes no SQLite call: it sets up

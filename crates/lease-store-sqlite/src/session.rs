@@ -42,7 +42,7 @@
 //! that records a lease (a claim or an extend that takes effect): one more row in the same
 //! commit (no extra transaction, no extra fsync), a file created and locked. Probing another
 //! session is an `open`, a non-blocking `flock` and a `close`, once per session per
-//! transaction. Creating a session also probes up to [`SWEEP`] others and removes the dead
+//! transaction. Creating a session also probes up to three others and removes the dead
 //! ones (file and row), so the table stays as small as the set of live sessions plus a few.
 
 use std::collections::HashMap;
@@ -471,7 +471,7 @@ impl LivenessCache {
 }
 
 /// A handle on a process's holder session on one database file (see [`crate::session`]),
-/// from [`SqliteStore::session_handle`].
+/// from [`SqliteStore::session_handle`](crate::SqliteStore::session_handle).
 #[derive(Clone)]
 pub struct SessionHandle(pub(crate) Arc<SessionSlot>);
 
@@ -484,7 +484,7 @@ impl fmt::Debug for SessionHandle {
 }
 
 impl SessionHandle {
-    /// As [`SqliteStore::inheritable_session_lock`]: a new descriptor of the session's lock,
+    /// As [`SqliteStore::inheritable_session_lock`](crate::SqliteStore::inheritable_session_lock): a new descriptor of the session's lock,
     /// without close-on-exec, for a child process to inherit; `None` before the process's
     /// first claim or extend on the file.
     ///
