@@ -45,11 +45,13 @@ pub fn sqlite_section(title: &str, s: &sqlite::Summary) -> String {
     );
     let _ = writeln!(
         out,
-        "| kill -9 | {} |",
+        "| kill -9 / SIGSTOP | {} |",
         a.kill_every.map_or("none".to_owned(), |(lo, hi)| format!(
-            "a random worker every {}–{}, restarted as a new incarnation (new holder name)",
+            "a random worker every {}–{}: two times in three killed and restarted as a new \
+             incarnation (new holder name), else stopped for up to {} and continued",
             ms(lo),
-            ms(hi)
+            ms(hi),
+            ms(a.durations.1 * 2)
         ))
     );
     if (a.stretch - 1.0).abs() > f64::EPSILON {
