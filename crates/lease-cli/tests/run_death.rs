@@ -69,27 +69,33 @@ fn the_lease_outlives_a_sigkilled_lease_run_until_its_last_process_is_gone() {
             .unwrap()
     };
     let (shim, command, grandchild) = (read("shim"), read("command"), read("grandchild"));
-    // Stop the shim so it cannot kill the tree, SIGKILL `lease run`, then the shim: only the
-    // command and its grandchild are left, holding the inherited session lock.
+    // Leave only the command and its grandchild, holding the inherited session lock: stop
+    // `lease run` and the shim (neither can then kill the tree), SIGKILL the shim (its
+    // children go to the stopped `lease run`, a subreaper), then `lease run` (they go to init).
+    // Killing `lease run` first would orphan a group with the stopped shim in it, and the
+    // kernel's SIGCONT would let the shim kill the tree.
     let stat = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let state = |pid: u32| {
         stat(pid)
             .rsplit_once(')')
             .and_then(|(_, rest)| rest.trim_start().chars().next())
     };
-    signal(shim, "-STOP");
-    // A stop takes effect asynchronously: wait for it, or the shim could still kill the tree.
-    assert!(
-        eventually(PATIENCE, || state(shim) == Some('T')),
-        "the shim never stopped"
-    );
-    run.kill().unwrap();
-    run.wait().unwrap();
+    let supervisor = run.id();
+    for pid in [supervisor, shim] {
+        signal(pid, "-STOP");
+        // A stop takes effect asynchronously: wait for it.
+        assert!(
+            eventually(PATIENCE, || state(pid) == Some('T')),
+            "{pid} never stopped"
+        );
+    }
     signal(shim, "-KILL");
     assert!(
         eventually(PATIENCE, || process_gone(shim)),
         "the shim lives"
     );
+    run.kill().unwrap();
+    run.wait().unwrap();
     assert!(
         !process_gone(command) && !process_gone(grandchild),
         "command {} grandchild {}",
@@ -110,4 +116,51 @@ fn the_lease_outlives_a_sigkilled_lease_run_until_its_last_process_is_gone() {
         "took {:?} of a 120 s lease",
         start.elapsed()
     );
+}
+
+/// `lease wait` (a manager's waiter) hears of the holder's death through the store's change
+/// notifier, with no poll: it returns within moments of the holder's tree dying, long before
+/// the 120 s expiry.
+#[test]
+fn a_waiter_wakes_when_the_holders_tree_dies() {
+    let dir = tempdir();
+    let d = dir.path();
+    let _cleanup = Cleanup(d);
+    let p = path_str(d);
+    let script = format!("echo $$ > {p}/command\ntouch {p}/ready\nexec sleep 300\n");
+    let mut run = lease(d)
+        .args([
+            "run", "-l", "job", "--ttl", "120s", "--", "sh", "-c", &script,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        eventually(PATIENCE, || d.join("ready").exists()),
+        "never started"
+    );
+    let mut wait = lease(d)
+        .args(["wait", "-l", "job", "--timeout", "100s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Give the waiter time to find the lease held (and start watching its holder).
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        wait.try_wait().unwrap().is_none(),
+        "the waiter returned while the lease is held"
+    );
+    let killed = Instant::now();
+    run.kill().unwrap(); // its shim then kills the tree
+    run.wait().unwrap();
+    let code = wait_code(wait, Duration::from_secs(60));
+    assert_eq!(code, 0, "lease wait failed");
+    let took = killed.elapsed();
+    assert!(
+        took < Duration::from_secs(60),
+        "woken after {took:?} of a 120 s lease"
+    );
+    eprintln!("lease wait returned {took:?} after the kill");
 }
