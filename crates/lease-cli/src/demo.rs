@@ -1,6 +1,7 @@
 //! `lease demo`: a leader election among worker processes on a fresh SQLite database, a
-//! SIGKILLed leader, the takeover, and a check of the workers' logs that no two ever led at
-//! once; and `__demo-worker`, one of those workers.
+//! SIGKILLed leader and the near-instant takeover (the store sees the death), then (not with
+//! `--short`) a leader stopped with SIGSTOP and the takeover at its expiry, and a check of the
+//! workers' logs that no two ever led at once; and `__demo-worker`, one of those workers.
 //!
 //! Each worker claims the lease `demo/demo#demo` through a manager with a short ttl, renews it
 //! every third of the ttl while leading, and otherwise waits with `wait_until_expired`. Every
@@ -346,6 +347,18 @@ impl Demo {
         Some(pid)
     }
 
+    /// Sends `signal` to the live worker `holder`; its pid.
+    fn signal(&mut self, holder: &str, signal: Signal) -> Option<u32> {
+        let worker = self
+            .workers
+            .iter()
+            .find(|w| w.alive && w.holder() == holder)?;
+        if let Some(pid) = worker.pid() {
+            let _ = rustix::process::kill_process(pid, signal);
+        }
+        Some(worker.child.id())
+    }
+
     fn stop_all(&mut self) {
         for w in &mut self.workers {
             if w.alive {
@@ -501,6 +514,7 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<u8, CliError> {
     demo.watch(watch_first).await;
 
     let mut failovers = Vec::new();
+    let mut stop_takeovers = Vec::new();
     let mut leaders = vec![leader.0.clone()];
     for round in 0..kills {
         // Take the leader as it stands now (it renews, it may even have changed).
@@ -508,14 +522,39 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<u8, CliError> {
             leader = current;
         }
         let killed_at = demo.clock.now();
-        let Some(pid) = demo.kill(&leader.0) else {
-            break;
+        // The full demo's last round stops the leader instead: alive but silent, it keeps the
+        // lease until its expiry.
+        let stop = !args.short && round + 1 == kills;
+        let found = if stop {
+            let Some(pid) = demo.signal(&leader.0, Signal::STOP) else {
+                break;
+            };
+            demo.view.event(&format!(
+                "kill -STOP {} (pid {pid}), the leader with generation {}: alive but silent, it \
+                 keeps the lease until its expiry",
+                leader.0, leader.1
+            ));
+            // Continued after the takeover, or after two ttls without one (stopped inside a
+            // transaction, it would hold the database's write lock).
+            let mut found = demo
+                .await_leader(Some(&leader), ttl.saturating_mul(2))
+                .await;
+            demo.signal(&leader.0, Signal::CONT);
+            if found.is_none() {
+                found = demo.await_leader(Some(&leader), patience).await;
+            }
+            found
+        } else {
+            let Some(pid) = demo.kill(&leader.0) else {
+                break;
+            };
+            demo.view.event(&format!(
+                "kill -9 {} (pid {pid}), the leader with generation {}",
+                leader.0, leader.1
+            ));
+            demo.await_leader(Some(&leader), patience).await
         };
-        demo.view.event(&format!(
-            "kill -9 {} (pid {pid}), the leader with generation {}",
-            leader.0, leader.1
-        ));
-        let Some(next) = demo.await_leader(Some(&leader), patience).await else {
+        let Some(next) = found else {
             demo.stop_all();
             return Err(CliError::new(
                 EXIT_HELD,
@@ -530,26 +569,36 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<u8, CliError> {
             .acquisition(&next.0, next.1)
             .map_or_else(|| demo.clock.now(), |w| w.start);
         let failover = acquired.saturating_duration_since(killed_at);
-        let gap = demo.last_window(&leader.0).map(|w| {
-            (
-                acquired.saturating_duration_since(w.end),
-                w.end.saturating_duration_since(w.start),
-            )
-        });
-        let after = match gap {
-            Some((gap, _)) => format!(
+        let after = match demo.last_window(&leader.0) {
+            Some(w) if acquired < w.end => format!(
+                ", {} before the old leader's guaranteed window would have ended",
+                format_duration(w.end.saturating_duration_since(acquired))
+            ),
+            Some(w) => format!(
                 ", {} after the old leader's guaranteed window ended",
-                format_duration(gap)
+                format_duration(acquired.saturating_duration_since(w.end))
             ),
             None => String::new(),
         };
-        demo.view.event(&format!(
-            "takeover: {} leads with generation {}, {} after the kill{after}",
-            next.0,
-            next.1,
-            format_duration(failover)
-        ));
-        failovers.push(failover);
+        if stop {
+            demo.view.event(&format!(
+                "takeover: {} leads with generation {}, {} after the SIGSTOP{after} (at the \
+                 expiry; the stopped leader was then continued, and its next renewal is refused)",
+                next.0,
+                next.1,
+                format_duration(failover)
+            ));
+            stop_takeovers.push(failover);
+        } else {
+            demo.view.event(&format!(
+                "takeover: {} leads with generation {}, {} after the kill{after} (the store \
+                 saw the leader's death)",
+                next.0,
+                next.1,
+                format_duration(failover)
+            ));
+            failovers.push(failover);
+        }
         leaders.push(next.0.clone());
         leader = next;
         let length = if round + 1 == kills {
@@ -586,10 +635,17 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<u8, CliError> {
     summary.push_str(&format!("  renewals         {}\n", verdict.renewals));
     let fo: Vec<String> = failovers.iter().map(|d| format_duration(*d)).collect();
     summary.push_str(&format!(
-        "  failover         {} after kill -9 (bounded by the ttl, {})\n",
+        "  failover         {} after kill -9 (ttl {}: a dead leader's lease is free at once)\n",
         fo.join(", "),
         format_duration(ttl)
     ));
+    if !stop_takeovers.is_empty() {
+        let st: Vec<String> = stop_takeovers.iter().map(|d| format_duration(*d)).collect();
+        summary.push_str(&format!(
+            "  after SIGSTOP    {} (a stopped leader keeps its lease until its expiry)\n",
+            st.join(", ")
+        ));
+    }
     summary.push_str(&format!(
         "  generations      {}\n",
         if verdict.generation_faults.is_empty() {
