@@ -24,6 +24,7 @@ use rustix::process::{Pid, Signal};
 use crate::backend;
 use crate::cli::{DemoArgs, DemoWorkerArgs};
 use crate::commands::out;
+use crate::demo_check::{Window, cut_at_deaths, parse_log, verify};
 use crate::error::{CliError, EXIT_HELD, EXIT_OK, EXIT_STORE, EXIT_USAGE, chain};
 use crate::human::format_duration;
 
@@ -77,99 +78,6 @@ fn key() -> Key {
 
 fn io_error(what: &str, path: &Path, e: &std::io::Error) -> CliError {
     CliError::store(format!("{what} {}: {e}", path.display()))
-}
-
-/// One logged guaranteed window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Window {
-    worker: u32,
-    acquire: bool,
-    generation: u64,
-    start: Timestamp,
-    end: Timestamp,
-}
-
-fn parse_log(worker: u32, text: &str) -> Vec<Window> {
-    text.lines()
-        .filter_map(|line| {
-            let mut parts = line.split_whitespace();
-            let acquire = match parts.next()? {
-                "acquire" => true,
-                "renew" => false,
-                _ => return None,
-            };
-            let generation = parts.next()?.parse().ok()?;
-            let start = Timestamp::from_nanos(parts.next()?.parse().ok()?);
-            let end = Timestamp::from_nanos(parts.next()?.parse().ok()?);
-            Some(Window {
-                worker,
-                acquire,
-                generation,
-                start,
-                end,
-            })
-        })
-        .collect()
-}
-
-/// What the logs show.
-#[derive(Debug, Default)]
-struct Verdict {
-    acquisitions: Vec<Window>,
-    renewals: usize,
-    overlaps: Vec<(Window, Window)>,
-    generation_faults: Vec<(Window, Window)>,
-}
-
-impl Verdict {
-    fn ok(&self) -> bool {
-        self.overlaps.is_empty() && self.generation_faults.is_empty()
-    }
-}
-
-/// Ends each window of a killed worker at its death (when it was reaped, no earlier): a dead
-/// process cannot act on its lease, which is why the store may free it then.
-fn cut_at_deaths(windows: Vec<Window>, deaths: &[(u32, Timestamp)]) -> Vec<Window> {
-    windows
-        .into_iter()
-        .map(|mut w| {
-            if let Some((_, dead)) = deaths.iter().find(|(id, _)| *id == w.worker) {
-                w.end = w.end.min(*dead);
-            }
-            w
-        })
-        .collect()
-}
-
-fn verify(windows: &[Window]) -> Verdict {
-    let mut verdict = Verdict::default();
-    let mut acquisitions: Vec<Window> = windows.iter().copied().filter(|w| w.acquire).collect();
-    acquisitions.sort_by_key(|w| (w.start, w.generation));
-    verdict.renewals = windows.len() - acquisitions.len();
-    for pair in acquisitions.windows(2) {
-        if pair[1].generation <= pair[0].generation {
-            verdict.generation_faults.push((pair[0], pair[1]));
-        }
-    }
-    // Renewals carry the generation of the worker's acquisition.
-    for w in windows.iter().filter(|w| !w.acquire) {
-        let owner = acquisitions
-            .iter()
-            .rev()
-            .find(|a| a.worker == w.worker && a.start <= w.start);
-        if owner.is_none_or(|a| a.generation != w.generation) {
-            verdict.generation_faults.push((*w, *w));
-        }
-    }
-    for (i, a) in windows.iter().enumerate() {
-        for b in &windows[i + 1..] {
-            if a.worker != b.worker && a.start < b.end && b.start < a.end {
-                verdict.overlaps.push((*a, *b));
-            }
-        }
-    }
-    verdict.acquisitions = acquisitions;
-    verdict
 }
 
 struct Worker {
