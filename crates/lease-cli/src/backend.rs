@@ -182,14 +182,40 @@ pub(crate) fn clock() -> Arc<dyn Clock> {
 }
 
 /// Opens the store `spec` names.
+///
+/// The SQLite store is opened without a holder session
+/// ([`SessionScope::Unbound`](lease_store_sqlite::SessionScope::Unbound)): the holder of a
+/// lease taken by a one-shot command (`lease claim`, `lease extend`) is whoever ran it (a
+/// script), not the short-lived `lease` process, so such leases free at their expiry only.
+/// Other holders' deaths are still seen.
 pub(crate) async fn open(spec: &StoreSpec) -> Result<Box<dyn Store>, CliError> {
-    match spec {
+    Ok(open_scoped(spec, lease_store_sqlite::SessionScope::Unbound)
+        .await?
+        .0)
+}
+
+/// As [`open`], but the SQLite store's leases belong to this process's holder session (they
+/// free as soon as every process holding its lock is gone), returned too (`None` for other
+/// stores) so `lease run` can hand its lock to its command.
+pub(crate) async fn open_with_session(
+    spec: &StoreSpec,
+) -> Result<(Box<dyn Store>, Option<lease_store_sqlite::SessionHandle>), CliError> {
+    open_scoped(spec, lease_store_sqlite::SessionScope::Process).await
+}
+
+async fn open_scoped(
+    spec: &StoreSpec,
+    scope: lease_store_sqlite::SessionScope,
+) -> Result<(Box<dyn Store>, Option<lease_store_sqlite::SessionHandle>), CliError> {
+    let store = match spec {
         StoreSpec::Sqlite(_) | StoreSpec::DefaultSqlite(_) => {
             let path = sqlite_path(spec, true)?;
             let store = lease_store_sqlite::SqliteStore::builder(path)
                 .clock(clock())
+                .session_scope(scope)
                 .open()?;
-            Ok(Box::new(store))
+            let session = store.session_handle();
+            return Ok((Box::new(store), session));
         }
         StoreSpec::K8s(namespace) => open_k8s(namespace.as_deref(), None).await,
         StoreSpec::K8sObject {
@@ -198,7 +224,8 @@ pub(crate) async fn open(spec: &StoreSpec) -> Result<Box<dyn Store>, CliError> {
             object,
         } => open_k8s(namespace.as_deref(), Some((key, object))).await,
         StoreSpec::Postgres(url) => open_postgres(url).await,
-    }
+    }?;
+    Ok((store, None))
 }
 
 /// Connects to Postgres; every configuration error names what is wrong, never the password.

@@ -122,7 +122,14 @@ The process tree: CMD runs in its own process group, under a small supervisor pr
 a child subreaper (descendants that double-fork or call setsid come back to it, not to init) \
 and has a parent-death signal armed. On a lost lease, when CMD exits, and when `lease run` dies, \
 even by SIGKILL, every remaining process of the tree is killed. (Being in its own process group, CMD cannot read from the \
-terminal.)";
+terminal.)
+
+A dead holder (SQLite): the lease is freed before its expiry once no process of its holder is \
+left, and only then; a stopped or stalled `lease run` keeps it until the window ends. CMD's \
+whole tree inherits the holder session's lock (descriptor $LEASE_SESSION_FD), so the lease is \
+not freed while any process of the tree runs, even after `lease run` was SIGKILLed. A daemon \
+that closes all its descriptors no longer keeps the lease, but it is still killed with the rest \
+of the tree.";
 
 /// Which namespace and model a lease is in.
 #[derive(Debug, Clone, Args)]

@@ -1,6 +1,7 @@
 //! `lease demo`: a leader election among worker processes on a fresh SQLite database, a
-//! SIGKILLed leader, the takeover, and a check of the workers' logs that no two ever led at
-//! once; and `__demo-worker`, one of those workers.
+//! SIGKILLed leader and the near-instant takeover (the store sees the death), then (not with
+//! `--short`) a leader stopped with SIGSTOP and the takeover at its expiry, and a check of the
+//! workers' logs that no two ever led at once; and `__demo-worker`, one of those workers.
 //!
 //! Each worker claims the lease `demo/demo#demo` through a manager with a short ttl, renews it
 //! every third of the ttl while leading, and otherwise waits with `wait_until_expired`. Every
@@ -23,6 +24,7 @@ use rustix::process::{Pid, Signal};
 use crate::backend;
 use crate::cli::{DemoArgs, DemoWorkerArgs};
 use crate::commands::out;
+use crate::demo_check::{Window, cut_at_deaths, parse_log, verify};
 use crate::error::{CliError, EXIT_HELD, EXIT_OK, EXIT_STORE, EXIT_USAGE, chain};
 use crate::human::format_duration;
 
@@ -76,85 +78,6 @@ fn key() -> Key {
 
 fn io_error(what: &str, path: &Path, e: &std::io::Error) -> CliError {
     CliError::store(format!("{what} {}: {e}", path.display()))
-}
-
-/// One logged guaranteed window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Window {
-    worker: u32,
-    acquire: bool,
-    generation: u64,
-    start: Timestamp,
-    end: Timestamp,
-}
-
-fn parse_log(worker: u32, text: &str) -> Vec<Window> {
-    text.lines()
-        .filter_map(|line| {
-            let mut parts = line.split_whitespace();
-            let acquire = match parts.next()? {
-                "acquire" => true,
-                "renew" => false,
-                _ => return None,
-            };
-            let generation = parts.next()?.parse().ok()?;
-            let start = Timestamp::from_nanos(parts.next()?.parse().ok()?);
-            let end = Timestamp::from_nanos(parts.next()?.parse().ok()?);
-            Some(Window {
-                worker,
-                acquire,
-                generation,
-                start,
-                end,
-            })
-        })
-        .collect()
-}
-
-/// What the logs show.
-#[derive(Debug, Default)]
-struct Verdict {
-    acquisitions: Vec<Window>,
-    renewals: usize,
-    overlaps: Vec<(Window, Window)>,
-    generation_faults: Vec<(Window, Window)>,
-}
-
-impl Verdict {
-    fn ok(&self) -> bool {
-        self.overlaps.is_empty() && self.generation_faults.is_empty()
-    }
-}
-
-fn verify(windows: &[Window]) -> Verdict {
-    let mut verdict = Verdict::default();
-    let mut acquisitions: Vec<Window> = windows.iter().copied().filter(|w| w.acquire).collect();
-    acquisitions.sort_by_key(|w| (w.start, w.generation));
-    verdict.renewals = windows.len() - acquisitions.len();
-    for pair in acquisitions.windows(2) {
-        if pair[1].generation <= pair[0].generation {
-            verdict.generation_faults.push((pair[0], pair[1]));
-        }
-    }
-    // Renewals carry the generation of the worker's acquisition.
-    for w in windows.iter().filter(|w| !w.acquire) {
-        let owner = acquisitions
-            .iter()
-            .rev()
-            .find(|a| a.worker == w.worker && a.start <= w.start);
-        if owner.is_none_or(|a| a.generation != w.generation) {
-            verdict.generation_faults.push((*w, *w));
-        }
-    }
-    for (i, a) in windows.iter().enumerate() {
-        for b in &windows[i + 1..] {
-            if a.worker != b.worker && a.start < b.end && b.start < a.end {
-                verdict.overlaps.push((*a, *b));
-            }
-        }
-    }
-    verdict.acquisitions = acquisitions;
-    verdict
 }
 
 struct Worker {
@@ -216,6 +139,11 @@ struct Demo {
     view: View,
     /// Since when the current leader (holder, generation) has led, as the demo first saw it.
     since: Option<(String, Generation, Timestamp)>,
+    /// Each killed worker and when it was known dead (reaped): it can act no more after that,
+    /// so its guaranteed windows end there. SQLite frees a dead holder's lease at once.
+    deaths: Vec<(u32, Timestamp)>,
+    /// Where the deaths are written, one `dead ID NANOS` line each, for an outside check.
+    deaths_log: PathBuf,
 }
 
 impl Demo {
@@ -309,6 +237,33 @@ impl Demo {
         }
         let _ = worker.child.wait();
         worker.alive = false;
+        let (id, pid) = (worker.id, worker.child.id());
+        let dead_by = self.clock.now();
+        self.deaths.push((id, dead_by));
+        let line = format!("dead {id} {}\n", dead_by.as_nanos());
+        if let Err(e) = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.deaths_log)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()))
+        {
+            eprintln!(
+                "lease: warning: cannot record a death in {}: {e}",
+                self.deaths_log.display()
+            );
+        }
+        Some(pid)
+    }
+
+    /// Sends `signal` to the live worker `holder`; its pid.
+    fn signal(&mut self, holder: &str, signal: Signal) -> Option<u32> {
+        let worker = self
+            .workers
+            .iter()
+            .find(|w| w.alive && w.holder() == holder)?;
+        if let Some(pid) = worker.pid() {
+            let _ = rustix::process::kill_process(pid, signal);
+        }
         Some(worker.child.id())
     }
 
@@ -334,7 +289,7 @@ impl Demo {
             };
             all.extend(parse_log(w.id, &text));
         }
-        Ok(all)
+        Ok(cut_at_deaths(all, &self.deaths))
     }
 
     /// The acquisition of `generation` by `holder`, from its log.
@@ -410,6 +365,8 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<u8, CliError> {
             printed: None,
         },
         since: None,
+        deaths: Vec::new(),
+        deaths_log: dir.join("deaths"),
     };
     for id in 1..=args.workers {
         let log = dir.join(format!("worker-{id}.log"));
@@ -465,6 +422,7 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<u8, CliError> {
     demo.watch(watch_first).await;
 
     let mut failovers = Vec::new();
+    let mut stop_takeovers = Vec::new();
     let mut leaders = vec![leader.0.clone()];
     for round in 0..kills {
         // Take the leader as it stands now (it renews, it may even have changed).
@@ -472,14 +430,39 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<u8, CliError> {
             leader = current;
         }
         let killed_at = demo.clock.now();
-        let Some(pid) = demo.kill(&leader.0) else {
-            break;
+        // The full demo's last round stops the leader instead: alive but silent, it keeps the
+        // lease until its expiry.
+        let stop = !args.short && round + 1 == kills;
+        let found = if stop {
+            let Some(pid) = demo.signal(&leader.0, Signal::STOP) else {
+                break;
+            };
+            demo.view.event(&format!(
+                "kill -STOP {} (pid {pid}), the leader with generation {}: alive but silent, it \
+                 keeps the lease until its expiry",
+                leader.0, leader.1
+            ));
+            // Continued after the takeover, or after two ttls without one (stopped inside a
+            // transaction, it would hold the database's write lock).
+            let mut found = demo
+                .await_leader(Some(&leader), ttl.saturating_mul(2))
+                .await;
+            demo.signal(&leader.0, Signal::CONT);
+            if found.is_none() {
+                found = demo.await_leader(Some(&leader), patience).await;
+            }
+            found
+        } else {
+            let Some(pid) = demo.kill(&leader.0) else {
+                break;
+            };
+            demo.view.event(&format!(
+                "kill -9 {} (pid {pid}), the leader with generation {}",
+                leader.0, leader.1
+            ));
+            demo.await_leader(Some(&leader), patience).await
         };
-        demo.view.event(&format!(
-            "kill -9 {} (pid {pid}), the leader with generation {}",
-            leader.0, leader.1
-        ));
-        let Some(next) = demo.await_leader(Some(&leader), patience).await else {
+        let Some(next) = found else {
             demo.stop_all();
             return Err(CliError::new(
                 EXIT_HELD,
@@ -494,26 +477,36 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<u8, CliError> {
             .acquisition(&next.0, next.1)
             .map_or_else(|| demo.clock.now(), |w| w.start);
         let failover = acquired.saturating_duration_since(killed_at);
-        let gap = demo.last_window(&leader.0).map(|w| {
-            (
-                acquired.saturating_duration_since(w.end),
-                w.end.saturating_duration_since(w.start),
-            )
-        });
-        let after = match gap {
-            Some((gap, _)) => format!(
+        let after = match demo.last_window(&leader.0) {
+            Some(w) if acquired < w.end => format!(
+                ", {} before the old leader's guaranteed window would have ended",
+                format_duration(w.end.saturating_duration_since(acquired))
+            ),
+            Some(w) => format!(
                 ", {} after the old leader's guaranteed window ended",
-                format_duration(gap)
+                format_duration(acquired.saturating_duration_since(w.end))
             ),
             None => String::new(),
         };
-        demo.view.event(&format!(
-            "takeover: {} leads with generation {}, {} after the kill{after}",
-            next.0,
-            next.1,
-            format_duration(failover)
-        ));
-        failovers.push(failover);
+        if stop {
+            demo.view.event(&format!(
+                "takeover: {} leads with generation {}, {} after the SIGSTOP{after} (at the \
+                 expiry; the stopped leader was then continued, and its next renewal is refused)",
+                next.0,
+                next.1,
+                format_duration(failover)
+            ));
+            stop_takeovers.push(failover);
+        } else {
+            demo.view.event(&format!(
+                "takeover: {} leads with generation {}, {} after the kill{after} (the store \
+                 saw the leader's death)",
+                next.0,
+                next.1,
+                format_duration(failover)
+            ));
+            failovers.push(failover);
+        }
         leaders.push(next.0.clone());
         leader = next;
         let length = if round + 1 == kills {
@@ -550,10 +543,17 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<u8, CliError> {
     summary.push_str(&format!("  renewals         {}\n", verdict.renewals));
     let fo: Vec<String> = failovers.iter().map(|d| format_duration(*d)).collect();
     summary.push_str(&format!(
-        "  failover         {} after kill -9 (bounded by the ttl, {})\n",
+        "  failover         {} after kill -9 (ttl {}: a dead leader's lease is free at once)\n",
         fo.join(", "),
         format_duration(ttl)
     ));
+    if !stop_takeovers.is_empty() {
+        let st: Vec<String> = stop_takeovers.iter().map(|d| format_duration(*d)).collect();
+        summary.push_str(&format!(
+            "  after SIGSTOP    {} (a stopped leader keeps its lease until its expiry)\n",
+            st.join(", ")
+        ));
+    }
     summary.push_str(&format!(
         "  generations      {}\n",
         if verdict.generation_faults.is_empty() {
@@ -733,6 +733,21 @@ mod tests {
         let now = tokio::time::Instant::now();
         assert!(after(Duration::MAX) > now);
         assert!(after(Duration::from_secs(1)) > now);
+    }
+
+    #[test]
+    fn a_killed_workers_windows_end_at_its_death() {
+        let windows = vec![w(1, true, 1, 10, 20), w(2, true, 2, 14, 30)];
+        assert_eq!(verify(&windows).overlaps.len(), 1);
+        let cut = cut_at_deaths(windows, &[(1, Timestamp::from_nanos(13))]);
+        assert_eq!(cut[0].end, Timestamp::from_nanos(13));
+        assert!(verify(&cut).overlaps.is_empty());
+        // Dying after the other's start is still an overlap.
+        let late = cut_at_deaths(
+            vec![w(1, true, 1, 10, 20), w(2, true, 2, 14, 30)],
+            &[(1, Timestamp::from_nanos(15))],
+        );
+        assert_eq!(verify(&late).overlaps.len(), 1);
     }
 
     #[test]

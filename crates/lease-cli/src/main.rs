@@ -17,6 +17,7 @@ mod backend;
 mod cli;
 mod commands;
 mod demo;
+mod demo_check;
 mod error;
 mod human;
 mod run;

@@ -51,6 +51,18 @@ fn the_short_demo_fails_over_without_overlap() {
             });
         }
     }
+    // A killed worker's windows end at its death (the demo records when it reaped it): the
+    // store frees a dead holder's lease at once, and a dead process cannot act on it.
+    let deaths = std::fs::read_to_string(logs.join("deaths")).unwrap_or_default();
+    for line in deaths.lines() {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(parts.len(), 3, "{line:?}");
+        let (worker, dead): (u32, u64) = (parts[1].parse().unwrap(), parts[2].parse().unwrap());
+        for w in windows.iter_mut().filter(|w| w.worker == worker) {
+            w.end = w.end.min(dead);
+        }
+    }
+    assert!(!deaths.is_empty(), "no death recorded");
     let mut acquisitions: Vec<Window> = windows.iter().copied().filter(|w| w.acquire).collect();
     assert!(acquisitions.len() >= 2, "no takeover logged: {windows:?}");
     acquisitions.sort_by_key(|w| w.start);

@@ -76,6 +76,12 @@ pub enum Outcome {
 ///   never makes a revoke fail.
 /// - **Expiry.** A lease is valid while the store's clock reads strictly before its expiry and
 ///   expired from the expiry instant on (`now >= expiry`).
+/// - **Early free only on death.** A store may free an unpinned lease before its expiry only
+///   when no process of its holder can act on it any more (the SQLite store knows this on one
+///   host, from the kernel's locks); a holder that is alive but silent (stopped, paused, its
+///   renewals hung) keeps it until the expiry. A lease so freed behaves as an expired one: the
+///   next claim gets a higher generation, the old holder's extend and revoke are refused.
+///   Stores that cannot tell (every other store) free leases at their expiry only.
 /// - **Snapshots** ([`Store::leases`], [`Store::lease_group`]) never report an expired,
 ///   unpinned lease.
 /// - **Pins.** A pinned lease does not expire. Pinning an absent lease applies to its next

@@ -96,6 +96,10 @@ const STALE_STAGGER: Duration = Duration::from_secs(3);
 /// than two SQLite refresh intervals).
 const SETTLE: Duration = Duration::from_secs(1);
 const SETTLE_JITTER: Duration = Duration::from_millis(250);
+/// The takeover target on SQLite, from the SIGKILL: the store frees a dead holder's lease at
+/// once and the follower is woken by the death.
+const SQLITE_DEATH_TAKEOVER: Duration = Duration::from_millis(50);
+
 /// How long the leader lives after a logged renewal before it is killed.
 const KILL_AFTER_RENEWAL: Duration = Duration::from_millis(300);
 /// Generous bounds for things that should take a second or two.
@@ -1359,15 +1363,28 @@ fn report(runs: &[Run], version: Option<&str>, window: Duration, trials: usize) 
     let target = LEASE_DURATION + TAKEOVER_SLACK;
     for run in runs {
         if let Some(t) = run.pair.takeover {
+            // SQLite sees the holder's death (its session lock goes with its last process):
+            // the target is counted from the kill. Elsewhere the lease must expire.
+            let (target_text, met) = if run.backend.is_k8s() {
+                (
+                    format!("≤ {} from the renewal", secs(target)),
+                    t.from_renewal <= target,
+                )
+            } else {
+                (
+                    format!("≤ {} ms from the kill", SQLITE_DEATH_TAKEOVER.as_millis()),
+                    t.from_kill <= SQLITE_DEATH_TAKEOVER,
+                )
+            };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | ≤ {} | {} |",
+                "| {} | {} | {} | {} | {} | {} |",
                 run.backend.label(),
                 secs(t.from_renewal),
                 secs(t.from_renewal_seen),
                 secs(t.from_kill),
-                secs(target),
-                verdict(t.from_renewal <= target),
+                target_text,
+                verdict(met),
             );
         }
     }

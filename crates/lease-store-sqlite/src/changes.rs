@@ -18,6 +18,16 @@
 //! is another connection); the manager's `poll_changes` tells them apart, and its re-reads
 //! write nothing, so they wake no one.
 //!
+//! # Deaths
+//!
+//! A holder's death changes nothing in the file (its leases simply become free, see
+//! [`crate::session`]), so no file event reports it. The [`DeathWatch`] does: the store hands it
+//! every live holder session of another process that it meets (a refused claim, a snapshot),
+//! and a thread per session blocks on a shared `flock` of the session's lock file, which the
+//! kernel grants once the holder's last process is gone. The counter is then bumped and the
+//! store's `poll_changes` says yes once. No polling, and the wake-up comes within
+//! milliseconds of the death.
+//!
 //! # Never on the runtime
 //!
 //! [`ChangeNotifier::start`] is called from async code, so it makes no SQLite call: it sets up
@@ -29,9 +39,12 @@
 //! Idle, nothing: the thread blocks on a channel and the watch thread on inotify. After each
 //! commit (anyone's): a few `data_version` reads, microseconds each.
 
+use std::collections::HashSet;
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -64,6 +77,67 @@ pub(crate) struct ChangeNotifier {
     rx: watch::Receiver<u64>,
     /// Kept for its `Drop`, which ends the watch (and so the thread).
     _watcher: RecommendedWatcher,
+    /// Waits for holder sessions' deaths, when the store is death-aware.
+    deaths: Option<Arc<DeathWatch>>,
+}
+
+/// Waits for the death of holder sessions (see [`crate::session`]): one thread per watched
+/// session, blocked on a shared `flock` of its lock file, which the kernel grants once no
+/// process holds the session's exclusive lock any more. The shared lock is released at once
+/// (a shared lock never makes a session look alive to a probe, which also asks for a shared
+/// one). Then the count of deaths goes up and the change counter is bumped.
+pub(crate) struct DeathWatch {
+    dir: PathBuf,
+    /// Weak: the channel closes when the notifier ends, whatever threads still wait.
+    sender: Weak<watch::Sender<u64>>,
+    watched: Mutex<HashSet<i64>>,
+    deaths: AtomicU64,
+}
+
+impl DeathWatch {
+    /// How many watched sessions have died so far.
+    pub(crate) fn deaths(&self) -> u64 {
+        self.deaths.load(Ordering::Acquire)
+    }
+
+    /// Starts waiting for session `seq`'s death, unless already waiting. The file is opened
+    /// here, so a session that is removed right after still has its wait.
+    pub(crate) fn watch(self: &Arc<Self>, seq: i64) {
+        {
+            let mut watched = self.watched.lock().unwrap_or_else(PoisonError::into_inner);
+            if !watched.insert(seq) {
+                return;
+            }
+        }
+        let forget = move |watch: &DeathWatch| {
+            watch
+                .watched
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&seq);
+        };
+        let Ok(file) = std::fs::File::open(self.dir.join(seq.to_string())) else {
+            forget(self);
+            return;
+        };
+        let this = Arc::clone(self);
+        let spawned = thread::Builder::new()
+            .name("lease-sqlite-death".to_owned())
+            .spawn(move || {
+                let locked = rustix::fs::flock(&file, rustix::fs::FlockOperation::LockShared);
+                drop(file);
+                if locked.is_ok() {
+                    this.deaths.fetch_add(1, Ordering::AcqRel);
+                    if let Some(sender) = this.sender.upgrade() {
+                        sender.send_modify(|n| *n = n.wrapping_add(1));
+                    }
+                }
+                forget(&this);
+            });
+        if spawned.is_err() {
+            forget(self);
+        }
+    }
 }
 
 impl ChangeNotifier {
@@ -75,7 +149,10 @@ impl ChangeNotifier {
     /// that does not support it) or the thread cannot be started. When the notifier's
     /// connection cannot be opened or read, the thread logs a warning and ends, closing the
     /// channel: receivers then fall back to polling, as when the notifier ends.
-    pub(crate) fn start(path: &Path) -> Result<ChangeNotifier, StartError> {
+    pub(crate) fn start(
+        path: &Path,
+        sessions_dir: Option<&Path>,
+    ) -> Result<ChangeNotifier, StartError> {
         let name = path
             .file_name()
             .ok_or_else(|| format!("{} names no file", path.display()))?
@@ -99,6 +176,15 @@ impl ChangeNotifier {
         // commit made after it is either in the baseline or followed by an event (kept in
         // the channel until the thread looks).
         let (tx, rx) = watch::channel(0_u64);
+        let tx = Arc::new(tx);
+        let deaths = sessions_dir.map(|dir| {
+            Arc::new(DeathWatch {
+                dir: dir.to_path_buf(),
+                sender: Arc::downgrade(&tx),
+                watched: Mutex::default(),
+                deaths: AtomicU64::new(0),
+            })
+        });
         let path = path.to_owned();
         thread::Builder::new()
             .name("lease-sqlite-notify".to_owned())
@@ -115,7 +201,13 @@ impl ChangeNotifier {
         Ok(ChangeNotifier {
             rx,
             _watcher: watcher,
+            deaths,
         })
+    }
+
+    /// The death watch, when the store is death-aware.
+    pub(crate) fn death_watch(&self) -> Option<Arc<DeathWatch>> {
+        self.deaths.clone()
     }
 
     /// A receiver of the counter, bumped once per confirmed change.

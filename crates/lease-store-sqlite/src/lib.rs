@@ -17,6 +17,20 @@
 //! creating or migrating it; [`check_file`] scans on demand, read-only, and a damaged page met
 //! by an operation fails it with [`SqliteStoreError::Corrupt`]. See [`schema`] for the tables.
 //!
+//! # A dead holder's lease is free at once; a silent one's at its expiry
+//!
+//! On one host the kernel knows when a process dies. Each process writing leases has a holder
+//! session on the file ([`session`]): a row and an exclusive `flock` on
+//! `<database>-sessions/<seq>`, held until the process exits (whatever becomes of its store
+//! handles) and inherited by its children. A lease live by its expiry whose session's lock is
+//! no longer held by anyone (every process that had it has exited) is free: the next claim takes
+//! it with a higher generation, within milliseconds. A holder that is alive but silent
+//! (stopped with `SIGSTOP`, paused, its renewals hung) keeps its lease until the expiry, and its
+//! next write after that is refused as usual. Waiters hear of a death at once: the change
+//! notifier waits on the sessions of live holders it has seen. On by default;
+//! [`SqliteStoreBuilder::death_aware`] turns it off, and [`SessionScope::Unbound`] writes
+//! leases that free at expiry only (for one-shot commands whose holder outlives them).
+//!
 //! # Never blocks the async runtime
 //!
 //! Every SQLite call runs on a blocking thread ([`tokio::task::spawn_blocking`]), never on a
@@ -85,6 +99,7 @@ pub mod kernel;
 pub mod open;
 mod ops;
 pub mod schema;
+pub mod session;
 pub mod store;
 
 pub use boot::{BOOT_ID_PATH, host_boot_id};
@@ -96,4 +111,5 @@ pub use open::{
     DEFAULT_BUSY_TIMEOUT, DEFAULT_PURGE_BATCH, MAX_BUSY_TIMEOUT, NEW_FILE_MODE, SqliteStoreBuilder,
 };
 pub use schema::{APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION};
+pub use session::{SessionHandle, SessionScope};
 pub use store::SqliteStore;

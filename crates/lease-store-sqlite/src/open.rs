@@ -16,6 +16,7 @@ use crate::error::SqliteStoreError;
 use crate::filesystem::refuse_shared;
 use crate::kernel::{BootRecord, SystemWallClock, WallClock, host_machine_id, wall_column};
 use crate::schema::{APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, read_schema_version};
+use crate::session::{SessionScope, SessionSlot, sessions_dir};
 use crate::store::{Settings, SqliteStore, StoreResult};
 
 /// How long an operation waits for another connection's write lock unless told otherwise.
@@ -54,13 +55,16 @@ pub struct SqliteStoreBuilder {
     integrity_check: bool,
     allow_network_filesystem: bool,
     purge_batch: usize,
+    death_aware: bool,
+    session_scope: SessionScope,
 }
 
 impl SqliteStoreBuilder {
     /// Options for the database at `path`, all at their defaults: [`SystemClock`], the host's
     /// boot id and machine id, [`SystemWallClock`], [`DEFAULT_BUSY_TIMEOUT`], no full
     /// integrity scan on opening an up-to-date file, file systems shared between kernels
-    /// refused, opportunistic purges of [`DEFAULT_PURGE_BATCH`] rows.
+    /// refused, opportunistic purges of [`DEFAULT_PURGE_BATCH`] rows, death-aware with one
+    /// holder session per process.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         SqliteStoreBuilder {
             path: path.into(),
@@ -72,7 +76,30 @@ impl SqliteStoreBuilder {
             integrity_check: false,
             allow_network_filesystem: false,
             purge_batch: DEFAULT_PURGE_BATCH,
+            death_aware: true,
+            session_scope: SessionScope::Process,
         }
+    }
+
+    /// Whether a lease whose holder's processes are all dead is free at once (on by default;
+    /// see [`crate::session`]). Off, this store writes leases without a holder session (they
+    /// then free at their expiry only, whoever reads them) and judges every lease by its
+    /// expiry alone; no session file is created.
+    #[must_use]
+    pub fn death_aware(mut self, on: bool) -> Self {
+        self.death_aware = on;
+        self
+    }
+
+    /// Whose holder session this store writes under: the process's
+    /// ([`SessionScope::Process`], the default), its own ([`SessionScope::Store`], for tests
+    /// that simulate another process: its leases free when it is dropped), or none
+    /// ([`SessionScope::Unbound`], for one-shot commands whose holder outlives the process:
+    /// their leases free at expiry only).
+    #[must_use]
+    pub fn session_scope(mut self, scope: SessionScope) -> Self {
+        self.session_scope = scope;
+        self
     }
 
     /// The clock expiries are measured on. Every process using the file must read the same
@@ -271,6 +298,19 @@ impl SqliteStoreBuilder {
                     Migrate::Sqlite(action, e) => sql(action)(e),
                     Migrate::Store(e) => e,
                 })?;
+        let dir = self.death_aware.then(|| sessions_dir(&path));
+        let session = match &dir {
+            Some(dir) if self.session_scope != SessionScope::Unbound => Some(
+                SessionSlot::for_file(&path, dir.clone(), boot_seq, self.session_scope).map_err(
+                    |source| SqliteStoreError::Io {
+                        action: "inspecting lease database",
+                        path: path.clone(),
+                        source,
+                    },
+                )?,
+            ),
+            _ => None,
+        };
         SqliteStore::from_parts(
             conn,
             Settings {
@@ -283,6 +323,10 @@ impl SqliteStoreBuilder {
                 wall: self.wall,
                 busy_timeout: self.busy_timeout,
                 purge_batch: self.purge_batch,
+                session,
+                sessions_dir: dir,
+                liveness: std::sync::Mutex::default(),
+                death_watch: std::sync::OnceLock::new(),
             },
         )
     }
@@ -579,7 +623,15 @@ pub(crate) mod tests {
         names.sort();
         assert_eq!(
             names,
-            ["boot", "generation", "lease", "lease_by_expiry", "pin"]
+            [
+                "boot",
+                "generation",
+                "lease",
+                "lease_by_expiry",
+                "lease_by_session",
+                "pin",
+                "session"
+            ]
         );
         let integrity: String = conn
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))

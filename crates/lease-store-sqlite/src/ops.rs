@@ -7,7 +7,8 @@ use lease_core::{Error, Generation, Info, Key, Op, Request, Timestamp, validate_
 use rusqlite::{Connection, OptionalExtension};
 
 use crate::error::SqliteStoreError;
-use crate::store::{OpResult, Settings, StoreResult};
+use crate::session::{Liveness, reap};
+use crate::store::{OpResult, Settings, Slot, StoreResult};
 
 /// Validates one op's inputs, as the single-op methods do.
 pub(crate) fn validate_op(op: &Op) -> lease_core::Result<()> {
@@ -54,6 +55,10 @@ struct Row {
     generation: u64,
     metadata: Option<String>,
     pinned: bool,
+    /// The holder session that claimed or last extended it (`None`: written without one).
+    session: Option<i64>,
+    /// That session's boot number (`None` when its row is missing).
+    session_boot: Option<i64>,
 }
 
 impl Row {
@@ -66,9 +71,18 @@ impl Row {
         }
     }
 
-    /// Held: pinned, or unexpired on this boot.
+    /// Held: pinned, or unexpired on this boot and written by a holder session that is not
+    /// known dead (see [`crate::session`]).
     fn is_valid(&self, settings: &Settings, now: Timestamp) -> bool {
-        self.pinned || now < self.effective_expiry(settings)
+        self.pinned
+            || (now < self.effective_expiry(settings)
+                && settings.holder_may_act(self.session, self.session_boot))
+    }
+
+    /// The holder session, when it is known dead: its leases are free and it may be removed.
+    fn dead_session(&self, settings: &Settings) -> Option<i64> {
+        self.session
+            .filter(|&seq| settings.judge(seq, self.session_boot) == Liveness::Dead)
     }
 
     fn info(self, settings: &Settings, key: &Key) -> StoreResult<Info> {
@@ -116,7 +130,8 @@ fn metadata_text(
 /// The columns every lease read selects, in [`row_from`]'s order, for a lease table aliased `l`.
 const LEASE_COLUMNS: &str = "l.namespace, l.model, l.name, l.holder, l.boot, l.expiry, \
     l.generation, l.metadata, EXISTS (SELECT 1 FROM pin p WHERE p.namespace = l.namespace \
-    AND p.model = l.model AND p.name = l.name)";
+    AND p.model = l.model AND p.name = l.name), l.session, \
+    (SELECT s.boot FROM session s WHERE s.seq = l.session)";
 
 fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Key, Row)> {
     Ok((
@@ -132,6 +147,8 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Key, Row)> {
             generation: stored_generation(r.get(6)?),
             metadata: r.get(7)?,
             pinned: r.get(8)?,
+            session: r.get(9)?,
+            session_boot: r.get(10)?,
         },
     ))
 }
@@ -164,6 +181,7 @@ pub(crate) fn claim(
     now: Timestamp,
     key: &Key,
     request: &Request,
+    slot: &mut Slot<'_>,
 ) -> OpResult<Info> {
     let pinned = match read_lease(tx, settings, key)? {
         Some(row) if row.is_valid(settings, now) => {
@@ -173,9 +191,18 @@ pub(crate) fn claim(
                 Error::Held
             }));
         }
-        Some(row) => row.pinned,
+        Some(row) => {
+            // Free by its holder's death (or expired, with a dead holder): remove the session,
+            // its file and its other leases, which are free too.
+            if let Some(dead) = row.dead_session(settings) {
+                reap(tx, settings, dead)?;
+            }
+            row.pinned
+        }
         None => is_pinned(tx, settings, key)?,
     };
+    // Only now, when the claim takes effect: a refused claim writes nothing.
+    let session = session_for_write(tx, settings, slot)?;
     let generation: i64 = tx
         .prepare_cached(
             "INSERT INTO generation (namespace, model, name, last) VALUES (?1, ?2, ?3, 1) \
@@ -187,11 +214,11 @@ pub(crate) fn claim(
     let expiry = now.saturating_add(request.duration);
     let metadata = metadata_text(settings, key, request.metadata.as_ref())?;
     tx.prepare_cached(
-        "INSERT INTO lease (namespace, model, name, holder, boot, expiry, generation, metadata) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+        "INSERT INTO lease (namespace, model, name, holder, boot, expiry, generation, metadata, \
+         session) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
          ON CONFLICT (namespace, model, name) DO UPDATE SET holder = excluded.holder, \
          boot = excluded.boot, expiry = excluded.expiry, generation = excluded.generation, \
-         metadata = excluded.metadata",
+         metadata = excluded.metadata, session = excluded.session",
     )
     .and_then(|mut stmt| {
         stmt.execute(rusqlite::params![
@@ -203,6 +230,7 @@ pub(crate) fn claim(
             encode(expiry),
             generation,
             metadata,
+            session,
         ])
     })
     .map_err(settings.sql("writing a claim"))?;
@@ -215,12 +243,25 @@ pub(crate) fn claim(
     }))
 }
 
+/// The session to record in a lease row this transaction writes (created if need be), or
+/// `None` when death-awareness is off.
+fn session_for_write(
+    tx: &Connection,
+    settings: &Settings,
+    slot: &mut Slot<'_>,
+) -> StoreResult<Option<i64>> {
+    slot.as_mut()
+        .map(|slot| slot.session(tx, settings))
+        .transpose()
+}
+
 pub(crate) fn extend(
     tx: &Connection,
     settings: &Settings,
     now: Timestamp,
     key: &Key,
     request: &Request,
+    slot: &mut Slot<'_>,
 ) -> OpResult<Info> {
     let row = match read_lease(tx, settings, key)? {
         Some(row) if row.is_valid(settings, now) && row.holder == request.holder => row,
@@ -230,9 +271,10 @@ pub(crate) fn extend(
         .effective_expiry(settings)
         .max(now.saturating_add(request.duration));
     let new_metadata = metadata_text(settings, key, request.metadata.as_ref())?;
+    let session = session_for_write(tx, settings, slot)?;
     tx.prepare_cached(
-        "UPDATE lease SET boot = ?4, expiry = ?5, metadata = coalesce(?6, metadata) \
-         WHERE namespace = ?1 AND model = ?2 AND name = ?3",
+        "UPDATE lease SET boot = ?4, expiry = ?5, metadata = coalesce(?6, metadata), \
+         session = ?7 WHERE namespace = ?1 AND model = ?2 AND name = ?3",
     )
     .and_then(|mut stmt| {
         stmt.execute(rusqlite::params![
@@ -242,6 +284,7 @@ pub(crate) fn extend(
             settings.boot_seq,
             encode(expiry),
             new_metadata,
+            session,
         ])
     })
     .map_err(settings.sql("writing an extension"))?;

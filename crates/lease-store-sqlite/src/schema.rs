@@ -36,17 +36,31 @@
 //!   last write.
 //! - `live_until_wall`: the wall-clock time until which the boot's leases may be live, as of
 //!   its last write (0: none).
+//!
+//! # Version 3
+//!
+//! Holder sessions ([`crate::session`]): a lease whose holder's processes are all dead is free
+//! before its expiry.
+//!
+//! - `session (seq, boot, pid, token)`: one row per holder session (a process writing leases
+//!   to the file), `seq` an `AUTOINCREMENT` key so a number is never reused, `boot` the boot
+//!   it ran in, `pid` for people reading the table, `token` a random number that tells the
+//!   session's row from one of the same number in a file that replaced this one. Its lock file is `<database>-sessions/<seq>`.
+//!   Deleted, with its file, by whoever finds it dead.
+//! - `lease.session`: the session that claimed or last extended the lease, a foreign key to
+//!   `session`; `NULL` for rows written before version 3 or by a store with death-awareness
+//!   off, which are judged by their expiry alone. Indexed, for removing a dead session's rows.
 
 /// The schema version this crate writes and understands. A file with a higher
 /// `PRAGMA user_version` was written by a newer version of the crate and is refused.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The `PRAGMA application_id` of a lease database: `"LEAS"` in ASCII.
 pub const APPLICATION_ID: i32 = 0x4C45_4153;
 
 /// The SQL of the steps from each version to the next: `MIGRATIONS[i]` takes version `i` to
 /// `i + 1`, so `MIGRATIONS.len() == SCHEMA_VERSION`.
-pub const MIGRATIONS: [&str; 2] = [V1, V2];
+pub const MIGRATIONS: [&str; 3] = [V1, V2, V3];
 
 /// Version 1; see the module documentation.
 const V1: &str = "
@@ -90,6 +104,18 @@ ALTER TABLE boot ADD COLUMN registered_tx INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE boot ADD COLUMN last_tx INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE boot ADD COLUMN last_write_wall INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE boot ADD COLUMN live_until_wall INTEGER NOT NULL DEFAULT 0;
+";
+
+/// Version 3; see the module documentation.
+const V3: &str = "
+CREATE TABLE session (
+    seq  INTEGER PRIMARY KEY AUTOINCREMENT,
+    boot INTEGER NOT NULL REFERENCES boot (seq),
+    pid   INTEGER NOT NULL,
+    token INTEGER NOT NULL
+);
+ALTER TABLE lease ADD COLUMN session INTEGER REFERENCES session (seq);
+CREATE INDEX lease_by_session ON lease (session) WHERE session IS NOT NULL;
 ";
 
 /// Reads the file's application id and schema version and refuses a file that is another

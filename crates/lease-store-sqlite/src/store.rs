@@ -42,13 +42,14 @@ use lease_core::{
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::changes::ChangeNotifier;
+use crate::changes::{ChangeNotifier, DeathWatch};
 use crate::error::SqliteStoreError;
 use crate::kernel::{WallClock, record_write, refuse_other_kernels};
 use crate::open::SqliteStoreBuilder;
 use crate::ops::{
     claim, extend, purge, revoke, snapshot_all, snapshot_group, snapshot_keys, validate_op,
 };
+use crate::session::{LivenessCache, SessionHandle, SessionSlot, SlotTx};
 
 /// How many successful writes pass between opportunistic purges.
 const PURGE_EVERY_WRITES: u64 = 64;
@@ -58,6 +59,9 @@ pub(crate) type StoreResult<T> = Result<T, SqliteStoreError>;
 /// The outcome of one lease operation inside a transaction: the outer error aborts the
 /// transaction (SQLite failed), the inner one is the operation's own answer (`Held`, …).
 pub(crate) type OpResult<T> = StoreResult<lease_core::Result<T>>;
+
+/// The holder session of one write transaction: `None` when death-awareness is off.
+pub(crate) type Slot<'a> = Option<SlotTx<'a>>;
 
 fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.prepare_cached("PRAGMA data_version")?
@@ -84,9 +88,24 @@ pub(crate) struct Settings {
     pub(crate) busy_timeout: Duration,
     /// Rows per opportunistic purge; 0 for none.
     pub(crate) purge_batch: usize,
+    /// The holder session this store writes under; `None` when death-awareness is off or the
+    /// session scope is [`SessionScope::Unbound`](crate::SessionScope::Unbound).
+    pub(crate) session: Option<Arc<SessionSlot>>,
+    /// The directory of the session files, when death-awareness is on (other holders' deaths
+    /// are seen); `None` judges every lease by its expiry alone.
+    pub(crate) sessions_dir: Option<PathBuf>,
+    /// Which other sessions were found alive (this transaction) or dead (for good).
+    pub(crate) liveness: std::sync::Mutex<LivenessCache>,
+    /// Set when the change notifier starts: the sessions found alive are watched for death.
+    pub(crate) death_watch: std::sync::OnceLock<Arc<DeathWatch>>,
 }
 
 impl Settings {
+    /// The directory of the session files, when death-awareness is on.
+    pub(crate) fn sessions_dir(&self) -> Option<&Path> {
+        self.sessions_dir.as_deref()
+    }
+
     /// A mapper from SQLite's errors to ours while doing `action`.
     pub(crate) fn sql(
         &self,
@@ -149,6 +168,8 @@ pub(crate) struct Conn {
     conn: Connection,
     /// `PRAGMA data_version` as of the last poll.
     data_version: i64,
+    /// The death watch's count of holder deaths as of the last poll.
+    deaths: u64,
     writes_since_purge: u64,
 }
 
@@ -171,6 +192,7 @@ impl SqliteStore {
             conn: Arc::new(Mutex::new(Conn {
                 conn,
                 data_version,
+                deaths: 0,
                 writes_since_purge: 0,
             })),
             settings: Arc::new(settings),
@@ -236,6 +258,30 @@ impl SqliteStore {
         &self.settings.boot_id
     }
 
+    /// A new descriptor of this process's holder-session lock on the file (see
+    /// [`crate::session`]), *without* close-on-exec, for a child process to inherit: the
+    /// leases this process holds are then not freed early while that child (or anything it
+    /// passes the descriptor on to) still runs. `lease run` hands it to its command.
+    ///
+    /// `None` when death-awareness is off, or before this process's first claim or extend on
+    /// the file (the session is created then).
+    ///
+    /// # Errors
+    ///
+    /// When the descriptor cannot be duplicated (the process is out of descriptors).
+    pub fn inheritable_session_lock(&self) -> Option<std::io::Result<std::os::fd::OwnedFd>> {
+        self.settings
+            .session
+            .as_deref()
+            .and_then(SessionSlot::inheritable_lock)
+    }
+
+    /// A handle on this process's holder session on the file, usable after the store has been
+    /// moved away (boxed as a `dyn Store`, say); `None` when death-awareness is off.
+    pub fn session_handle(&self) -> Option<SessionHandle> {
+        self.settings.session.clone().map(SessionHandle)
+    }
+
     /// The clock expiries are measured on.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.settings.clock
@@ -279,6 +325,7 @@ impl Conn {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(settings.sql("beginning a purge"))?;
+        settings.new_transaction();
         let (now, wall) = (settings.clock.now(), settings.wall.now());
         refuse_other_kernels(&tx, settings, now, wall)?;
         let deleted = purge(&tx, settings, now, limit)?;
@@ -294,16 +341,20 @@ impl Conn {
         &mut self,
         settings: &Settings,
         begin: &'static str,
-        f: impl FnOnce(&Transaction<'_>, &Settings, Timestamp) -> OpResult<T>,
+        f: impl FnOnce(&Transaction<'_>, &Settings, Timestamp, &mut Slot<'_>) -> OpResult<T>,
     ) -> lease_core::Result<T> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(settings.sql(begin))?;
+        settings.new_transaction();
+        // After BEGIN IMMEDIATE: see `SessionSlot::begin`. Dropped before `tx` on an early
+        // return, which abandons a session created in this transaction.
+        let mut slot: Slot<'_> = settings.session.as_deref().map(SessionSlot::begin);
         let (now, wall) = (settings.clock.now(), settings.wall.now());
         refuse_other_kernels(&tx, settings, now, wall)?;
         let changes = tx.total_changes();
-        let out = f(&tx, settings, now)?;
+        let out = f(&tx, settings, now, &mut slot)?;
         if out.is_ok() {
             self.writes_since_purge += 1;
             if settings.purge_batch > 0 && self.writes_since_purge >= PURGE_EVERY_WRITES {
@@ -316,6 +367,9 @@ impl Conn {
             record_write(&tx, settings, now, wall)?;
         }
         tx.commit().map_err(settings.sql("committing"))?;
+        if let Some(slot) = slot {
+            slot.committed();
+        }
         out
     }
 
@@ -329,6 +383,7 @@ impl Conn {
             .conn
             .transaction_with_behavior(TransactionBehavior::Deferred)
             .map_err(settings.sql("beginning a read"))?;
+        settings.new_transaction();
         let now = settings.clock.now();
         refuse_other_kernels(&tx, settings, now, settings.wall.now())?;
         let out = f(&tx, settings, now)?;
@@ -375,6 +430,8 @@ impl Conn {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(settings.sql("beginning a batch"))?;
+        settings.new_transaction();
+        let mut session: Slot<'_> = settings.session.as_deref().map(SessionSlot::begin);
         let (now, wall) = (settings.clock.now(), settings.wall.now());
         refuse_other_kernels(&tx, settings, now, wall)?;
         let changes = tx.total_changes();
@@ -385,10 +442,10 @@ impl Conn {
             }
             let result = match op {
                 Op::Claim { key, request } => {
-                    claim(&tx, settings, now, key, request)?.map(Outcome::Claimed)
+                    claim(&tx, settings, now, key, request, &mut session)?.map(Outcome::Claimed)
                 }
                 Op::Extend { key, request } => {
-                    extend(&tx, settings, now, key, request)?.map(Outcome::Extended)
+                    extend(&tx, settings, now, key, request, &mut session)?.map(Outcome::Extended)
                 }
                 Op::Revoke { key, holder } => {
                     revoke(&tx, settings, now, key, holder)?.map(|()| Outcome::Revoked)
@@ -408,6 +465,9 @@ impl Conn {
             record_write(&tx, settings, now, wall)?;
         }
         tx.commit().map_err(settings.sql("committing a batch"))?;
+        if let Some(session) = session {
+            session.committed();
+        }
         Ok(())
     }
 }
@@ -477,8 +537,8 @@ impl Store for SqliteStore {
         request.validate()?;
         let (key, request) = (key.clone(), request.clone());
         self.blocking(move |conn, settings| {
-            conn.write(settings, "beginning a claim", |tx, s, now| {
-                claim(tx, s, now, &key, &request)
+            conn.write(settings, "beginning a claim", |tx, s, now, slot| {
+                claim(tx, s, now, &key, &request, slot)
             })
         })
         .await?
@@ -489,8 +549,8 @@ impl Store for SqliteStore {
         request.validate()?;
         let (key, request) = (key.clone(), request.clone());
         self.blocking(move |conn, settings| {
-            conn.write(settings, "beginning an extension", |tx, s, now| {
-                extend(tx, s, now, &key, &request)
+            conn.write(settings, "beginning an extension", |tx, s, now, slot| {
+                extend(tx, s, now, &key, &request, slot)
             })
         })
         .await?
@@ -501,7 +561,7 @@ impl Store for SqliteStore {
         validate_string("holder", holder)?;
         let (key, holder) = (key.clone(), holder.to_owned());
         self.blocking(move |conn, settings| {
-            conn.write(settings, "beginning a revoke", |tx, s, now| {
+            conn.write(settings, "beginning a revoke", |tx, s, now, _| {
                 revoke(tx, s, now, &key, &holder)
             })
         })
@@ -546,7 +606,7 @@ impl Store for SqliteStore {
         validate_string("entity", entity)?;
         let (key, entity) = (key.clone(), entity.to_owned());
         self.blocking(move |conn, settings| {
-            conn.write(settings, "beginning a pin", |tx, s, _| {
+            conn.write(settings, "beginning a pin", |tx, s, _, _| {
                 tx.prepare_cached(
                     "INSERT INTO pin (namespace, model, name, entity) VALUES (?1, ?2, ?3, ?4) \
                      ON CONFLICT DO NOTHING",
@@ -566,7 +626,7 @@ impl Store for SqliteStore {
         validate_string("entity", entity)?;
         let (key, entity) = (key.clone(), entity.to_owned());
         self.blocking(move |conn, settings| {
-            conn.write(settings, "beginning an unpin", |tx, s, _| {
+            conn.write(settings, "beginning an unpin", |tx, s, _, _| {
                 tx.prepare_cached(
                     "DELETE FROM pin WHERE namespace = ?1 AND model = ?2 AND name = ?3 \
                      AND entity = ?4",
@@ -611,14 +671,18 @@ impl Store for SqliteStore {
     }
 
     /// `PRAGMA data_version`: true when another connection committed since the last poll (or
-    /// since opening). This store's own writes do not count.
+    /// since opening), or when the change notifier saw a holder session this store had found
+    /// alive die (its leases are free now, with nothing written). This store's own writes do
+    /// not count.
     async fn poll_changes(&mut self) -> lease_core::Result<bool> {
         let changed = self
             .blocking(|conn, settings| {
                 let version =
                     data_version(&conn.conn).map_err(settings.sql("polling for changes"))?;
-                let changed = version != conn.data_version;
+                let deaths = settings.death_watch.get().map_or(0, |w| w.deaths());
+                let changed = version != conn.data_version || deaths != conn.deaths;
                 conn.data_version = version;
+                conn.deaths = deaths;
                 Ok::<_, SqliteStoreError>(changed)
             })
             .await??;
@@ -633,7 +697,15 @@ impl Store for SqliteStore {
     /// connection of its own, used only to read, that bumps the counter once the commit behind
     /// such a write is visible (`PRAGMA data_version` changed), so a
     /// [`poll_changes`](Store::poll_changes) right after a bump sees another connection's
-    /// commit. Later calls return clones of the same receiver. The store's own commits bump it
+    /// commit. Later calls return clones of the same receiver.
+    ///
+    /// It bumps too when a holder dies: every holder session of another process that this
+    /// store has found alive (a refused claim, a snapshot) gets a thread blocked on a shared
+    /// `flock` of the session's lock file, which the kernel grants when the holder's last
+    /// process is gone; the thread then bumps the counter and ends, and the next
+    /// [`poll_changes`](Store::poll_changes) says yes. No polling: the holder's death wakes
+    /// its waiters within milliseconds. One thread per watched session, ended by that
+    /// session's death (not by dropping the store). The store's own commits bump it
     /// too; `poll_changes` then says no. Idle, it costs nothing; the watch and the thread end
     /// when the store is dropped, which closes the channel.
     ///
@@ -645,8 +717,13 @@ impl Store for SqliteStore {
     /// fallback.
     fn change_notifier(&mut self) -> Option<tokio::sync::watch::Receiver<u64>> {
         if self.notifier.is_none() {
-            match ChangeNotifier::start(&self.settings.path) {
-                Ok(notifier) => self.notifier = Some(notifier),
+            match ChangeNotifier::start(&self.settings.path, self.settings.sessions_dir()) {
+                Ok(notifier) => {
+                    if let Some(watch) = notifier.death_watch() {
+                        let _ = self.settings.death_watch.set(watch);
+                    }
+                    self.notifier = Some(notifier);
+                }
                 Err(error) => {
                     tracing::warn!(
                         path = %self.settings.path.display(),

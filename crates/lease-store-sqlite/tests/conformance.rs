@@ -1,12 +1,13 @@
 //! The `lease-testkit` Store conformance suite against [`SqliteStore`], one test per case
 //! (`cargo test -p lease-store-sqlite claim_holds_until` runs one), with the suite's fake
-//! clock; siblings are further connections to the same file.
+//! clock; siblings are further connections to the same file, and mortal siblings (the death
+//! clause) stores with a holder session of their own, ended by their drop.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use lease_core::Clock;
-use lease_store_sqlite::SqliteStore;
+use lease_store_sqlite::{SessionScope, SqliteStore};
 use lease_testkit::suite::StoreBuilder;
 use tempfile::TempDir;
 
@@ -17,6 +18,16 @@ fn open(dir: &TempDir, clock: Arc<dyn Clock>) -> lease_core::Result<SqliteStore>
     Ok(SqliteStore::builder(dir.path().join("leases.db"))
         .clock(clock)
         .boot_id("conformance-boot")
+        .open()?)
+}
+
+/// A store with a holder session of its own, which ends (as its process's would, dying) when
+/// the store is dropped.
+fn open_mortal(dir: &TempDir, clock: Arc<dyn Clock>) -> lease_core::Result<SqliteStore> {
+    Ok(SqliteStore::builder(dir.path().join("leases.db"))
+        .clock(clock)
+        .boot_id("conformance-boot")
+        .session_scope(SessionScope::Store)
         .open()?)
 }
 
@@ -37,6 +48,14 @@ impl StoreBuilder for Builder {
         clock: Arc<dyn Clock>,
     ) -> lease_core::Result<Option<SqliteStore>> {
         open(guard, clock).map(Some)
+    }
+
+    async fn build_mortal_sibling(
+        &self,
+        guard: &TempDir,
+        clock: Arc<dyn Clock>,
+    ) -> lease_core::Result<Option<SqliteStore>> {
+        open_mortal(guard, clock).map(Some)
     }
 }
 

@@ -205,7 +205,13 @@ async fn hammer() {
         }
         std::thread::sleep(Duration::from_micros(rng.below(3000)));
     }
-    log.extend(held.into_values());
+    // This process exits now, holding what it holds: its holds end here (a dead process
+    // cannot act on a lease, and the store frees a dead holder's leases at once).
+    let exiting = clock.now();
+    log.extend(held.into_values().map(|mut t| {
+        t.end = t.end.min(exiting);
+        t
+    }));
     let mut file = fs::File::create(&log_path).unwrap();
     for tenure in &log {
         file.write_all(tenure.line().as_bytes()).unwrap();

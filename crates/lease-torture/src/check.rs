@@ -138,6 +138,9 @@ pub struct SqliteVerdict {
     pub generation_faults: Vec<String>,
     /// The smallest handover margin seen (ns from one term's end to the next one's start).
     pub min_handover_gap: Option<u64>,
+    /// For each lease a SIGKILLed worker held when it was killed: ns from the kill to the next
+    /// holder's window.
+    pub takeovers_after_kill: Vec<u64>,
 }
 
 impl SqliteVerdict {
@@ -159,8 +162,20 @@ pub fn check_sqlite(events: &[Event]) -> SqliteVerdict {
     let mut windows: BTreeMap<&str, Vec<(Tenure, WindowKind, u64, u64)>> = BTreeMap::new();
     let mut releases: BTreeMap<(&str, Tenure), Vec<u64>> = BTreeMap::new();
     let mut stats: BTreeMap<&str, (u64, u64, u64)> = BTreeMap::new();
+    // When each holder acted last: SIGKILLed (after the orchestrator reaped it) or exited.
+    let mut deaths: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut killed: BTreeMap<&str, u64> = BTreeMap::new();
     for event in events {
         match event {
+            Event::Killed { holder, at } => {
+                killed.insert(holder, *at);
+                let d = deaths.entry(holder).or_insert(*at);
+                *d = (*d).min(*at);
+            }
+            Event::Exit { holder, at } => {
+                let d = deaths.entry(holder).or_insert(*at);
+                *d = (*d).min(*at);
+            }
             Event::Window {
                 lease,
                 holder,
@@ -215,12 +230,29 @@ pub fn check_sqlite(events: &[Event]) -> SqliteVerdict {
         let mut spans = Vec::new();
         let mut firsts: BTreeMap<Tenure, u64> = BTreeMap::new();
         let mut first_kind: BTreeMap<Tenure, (u64, WindowKind)> = BTreeMap::new();
+        // Claims' window starts, and the kills of a holder inside one of its windows.
+        let mut starts: Vec<(u64, String)> = Vec::new();
+        let mut held_at_kill: Vec<(u64, String, u64)> = Vec::new();
         for (tenure, kind, returned, end) in list {
             // A release cuts the windows that had begun before it.
             let cut = releases
                 .get(&(lease, tenure.clone()))
                 .and_then(|r| r.iter().copied().filter(|&at| at >= returned).min());
             let end = cut.map_or(end, |at| at.min(end));
+            // So does the holder's death: a dead process acts no more, and the store frees a
+            // dead holder's lease at once. (The SQLite orchestrator logs `Killed` when kill(2)
+            // has returned: the worker runs none of its own code after that; its exit, and the
+            // release of its session lock, come later.)
+            if let Some(&k) = killed.get(tenure.0.as_str())
+                && returned <= k
+                && k < end
+            {
+                held_at_kill.push((k, tenure.0.clone(), returned));
+            }
+            let end = deaths.get(tenure.0.as_str()).map_or(end, |&d| d.min(end));
+            if kind == WindowKind::Claim {
+                starts.push((returned, tenure.0.clone()));
+            }
             let entry = first_kind.entry(tenure.clone()).or_insert((returned, kind));
             if returned < entry.0 {
                 *entry = (returned, kind);
@@ -243,6 +275,15 @@ pub fn check_sqlite(events: &[Event]) -> SqliteVerdict {
                     "lease {lease}: {} extended generation {} without having claimed it",
                     tenure.0, tenure.1
                 ));
+            }
+        }
+        starts.sort_unstable();
+        held_at_kill.sort_unstable();
+        held_at_kill.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+        for (k, dead, since) in held_at_kill {
+            // The first claim by someone else after the dead holder's window began.
+            if let Some((next, _)) = starts.iter().find(|(s, h)| *s > since && *h != dead) {
+                verdict.takeovers_after_kill.push(next.saturating_sub(k));
             }
         }
         verdict.tenures += firsts.len();

@@ -50,6 +50,14 @@ pub enum Event {
         /// The instant it stopped acting.
         at: u64,
     },
+    /// SQLite: a worker stops acting at the end of its run, and exits holding what it holds
+    /// (its leases are free at its death: it acts no later than `at`).
+    Exit {
+        /// The worker incarnation's holder name.
+        holder: String,
+        /// The instant it stopped acting.
+        at: u64,
+    },
     /// SQLite: a worker's running totals (the last line of a file counts).
     Stats {
         /// The worker incarnation's holder name.

@@ -62,7 +62,7 @@ enum Cmd {
         /// The section's title.
         #[arg(
             long,
-            default_value = "SQLite: worker processes × leases on one file, kill -9"
+            default_value = "SQLite: worker processes × leases on one file, kill -9 and SIGSTOP"
         )]
         title: String,
         /// Succeed only if the checker finds violations (for a mutation run).

@@ -45,11 +45,13 @@ pub fn sqlite_section(title: &str, s: &sqlite::Summary) -> String {
     );
     let _ = writeln!(
         out,
-        "| kill -9 | {} |",
+        "| kill -9 / SIGSTOP | {} |",
         a.kill_every.map_or("none".to_owned(), |(lo, hi)| format!(
-            "a random worker every {}–{}, restarted as a new incarnation (new holder name)",
+            "a random worker every {}–{}: two times in three killed and restarted as a new \
+             incarnation (new holder name), else stopped for up to {} and continued",
             ms(lo),
-            ms(hi)
+            ms(hi),
+            ms(a.durations.1 * 2)
         ))
     );
     if (a.stretch - 1.0).abs() > f64::EPSILON {
@@ -80,6 +82,25 @@ pub fn sqlite_section(title: &str, s: &sqlite::Summary) -> String {
         v.revoked, v.errors
     );
     let _ = writeln!(out, "| kills survived | {} |", s.kills);
+    let _ = writeln!(
+        out,
+        "| workers stopped (SIGSTOP, then SIGCONT) | {} |",
+        s.stops
+    );
+    let mut takeovers = v.takeovers_after_kill.clone();
+    takeovers.sort_unstable();
+    let ms = |ns: u64| format!("{:.1} ms", ns as f64 / 1e6);
+    let _ = writeln!(
+        out,
+        "| takeover after a kill (kill -9 → next holder's window), median / max over {} leases | {} / {} (claim durations {} to {} ms) |",
+        takeovers.len(),
+        takeovers
+            .get(takeovers.len() / 2)
+            .map_or("–".to_owned(), |&n| ms(n)),
+        takeovers.last().map_or("–".to_owned(), |&n| ms(n)),
+        s.args.durations.0.as_millis(),
+        s.args.durations.1.as_millis()
+    );
     let _ = writeln!(out, "| worker incarnations | {} |", s.incarnations);
     let _ = writeln!(
         out,

@@ -1,6 +1,10 @@
 //! The SQLite scenario: N worker processes × M leases on one database file, each looping claim /
 //! hold / extend / revoke through a manager with short durations, while the orchestrator
-//! SIGKILLs workers at random and starts new incarnations of them.
+//! SIGKILLs workers at random and starts new incarnations of them, or stops one with SIGSTOP
+//! for a while and continues it with SIGCONT. A killed worker's leases are free at its death
+//! (the store's holder sessions); a stopped one's only at their expiry. The orchestrator logs
+//! each kill (after reaping the worker), and each worker its exit: the checker ends a holder's
+//! windows there, since a dead process acts no more.
 //!
 //! A worker logs every successful claim or extend with its window `[returned, start + duration)`
 //! and generation, and the instant it stops acting before each revoke; each incarnation has its
@@ -152,7 +156,12 @@ async fn worker_async(args: WorkerArgs) -> Result<(), String> {
     }
     stats.abort();
     shared.stats();
-    // Leases still held are left to expire, as a process that exits does.
+    // Leases still held are freed when this process exits (its holder session dies): act no
+    // more from here on.
+    shared.write(&Event::Exit {
+        holder: args.holder.clone(),
+        at: now(),
+    });
     Ok(())
 }
 
@@ -271,7 +280,9 @@ pub struct RunArgs {
     pub duration: Duration,
     /// Shortest and longest claim duration.
     pub durations: (Duration, Duration),
-    /// Shortest and longest time between two SIGKILLs; `None` kills nothing.
+    /// Shortest and longest time between two SIGKILLs; `None` kills nothing. One round in
+    /// three stops a worker with SIGSTOP instead, for up to twice the longest claim duration,
+    /// then lets it go on with SIGCONT: a live holder whose lease must not be freed early.
     pub kill_every: Option<(Duration, Duration)>,
     /// See [`WorkerArgs::stretch`].
     pub stretch: f64,
@@ -290,6 +301,8 @@ pub struct Summary {
     pub verdict: SqliteVerdict,
     /// Workers SIGKILLed (each was restarted as a new incarnation).
     pub kills: u32,
+    /// Workers stopped with SIGSTOP and continued with SIGCONT.
+    pub stops: u32,
     /// Worker incarnations started in all.
     pub incarnations: u32,
     /// Workers that exited with a failure on their own (must be 0).
@@ -360,6 +373,10 @@ pub fn run(args: RunArgs) -> Result<Summary, String> {
     }
     let mut incarnations = args.workers;
     let mut kills = 0u32;
+    let mut stops = 0u32;
+    let orchestrator_log = args.dir.join("orchestrator.jsonl");
+    let mut orchestrator = EventLog::open(&orchestrator_log)
+        .map_err(|e| format!("cannot open {}: {e}", orchestrator_log.display()))?;
     let mut crashes = Vec::new();
     // Kills stop half a second before the end, so the last incarnations get to work.
     let last_kill = until.saturating_sub(500_000_000);
@@ -387,7 +404,20 @@ pub fn run(args: RunArgs) -> Result<Summary, String> {
         }
         let victim = rng.usize(0..slots.len());
         let slot = &mut slots[victim];
-        kill9(&mut slot.child).map_err(|e| format!("cannot kill a worker: {e}"))?;
+        if rng.u8(0..3) == 0 {
+            // Alive but silent: its leases must stay its own until their expiry.
+            let pause = random_between(&mut rng, Duration::ZERO, args.durations.1 * 2);
+            stop_for(&slot.child, pause);
+            stops += 1;
+            continue;
+        }
+        let at = kill_now(&mut slot.child).map_err(|e| format!("cannot kill a worker: {e}"))?;
+        orchestrator
+            .write(&Event::Killed {
+                holder: format!("w{}-{}", slot.index, slot.incarnation),
+                at,
+            })
+            .map_err(|e| format!("cannot write {}: {e}", orchestrator_log.display()))?;
         kills += 1;
         // Sometimes restart at once, sometimes after a pause.
         std::thread::sleep(Duration::from_millis(rng.u64(0..150)));
@@ -414,11 +444,45 @@ pub fn run(args: RunArgs) -> Result<Summary, String> {
         args,
         verdict,
         kills,
+        stops,
         incarnations,
         crashes,
         torn_lines,
         elapsed: started.elapsed().as_secs_f64(),
     })
+}
+
+/// SIGKILLs `child` and reaps it; returns when `kill(2)` had returned. From then on every
+/// thread of the worker has the signal pending and dies on its next entry to the kernel (an
+/// interrupt included): it may finish a system call under way, but runs no more of its own
+/// code, so it logs nothing it could act on. Its lease is freed later still, when its exit
+/// releases its session lock. (The reap comes later, and on a loaded machine after the next
+/// holder's claim: the wrong instant to end the dead worker's windows.)
+fn kill_now(child: &mut Child) -> io::Result<u64> {
+    use rustix::process::{Pid, Signal, kill_process};
+    let pid = i32::try_from(child.id()).ok().and_then(Pid::from_raw);
+    let sent = match pid.map(|pid| kill_process(pid, Signal::KILL)) {
+        Some(Ok(())) => now(),
+        // Gone already (it exited on its own): the reap below says when at the latest.
+        _ => {
+            child.wait()?;
+            return Ok(now());
+        }
+    };
+    child.wait()?;
+    Ok(sent)
+}
+
+/// Stops `child` with SIGSTOP for `pause`, then continues it with SIGCONT.
+fn stop_for(child: &Child, pause: Duration) {
+    use rustix::process::{Pid, Signal, kill_process};
+    let Some(pid) = i32::try_from(child.id()).ok().and_then(Pid::from_raw) else {
+        return;
+    };
+    if kill_process(pid, Signal::STOP).is_ok() {
+        std::thread::sleep(pause);
+        let _ = kill_process(pid, Signal::CONT);
+    }
 }
 
 fn random_between(rng: &mut fastrand::Rng, min: Duration, max: Duration) -> Duration {

@@ -26,6 +26,7 @@ mod timing;
 mod tree;
 mod watchdog;
 
+use std::os::fd::AsRawFd as _;
 use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::process::ExitStatus;
 use std::sync::Arc;
@@ -66,7 +67,7 @@ pub(crate) async fn run(spec: &StoreSpec, args: RunArgs) -> Result<u8, CliError>
         .prefix("lease-run-")
         .tempdir()
         .map_err(|e| CliError::store(format!("cannot create a temporary folder: {e}")))?;
-    let mut store = backend::open(spec).await?;
+    let (mut store, session) = backend::open_with_session(spec).await?;
 
     let deadline = claim::wait_deadline(args.timeout);
     let claimed = loop {
@@ -121,7 +122,22 @@ pub(crate) async fn run(spec: &StoreSpec, args: RunArgs) -> Result<u8, CliError>
             )));
         }
     };
-    let spawned = std::process::Command::new(exe)
+    // The holder session's lock goes to the whole tree (see `session_lock`): the lease is not
+    // freed early while any process of the command holds it, even after our own death.
+    let session_lock = match session_lock(session.as_ref()) {
+        Ok(fd) => fd,
+        Err(e) => {
+            release(store.as_mut(), &key, &holder).await;
+            return Err(CliError::store(format!(
+                "cannot pass the lease's holder session to {program:?}: {e}"
+            )));
+        }
+    };
+    let mut command = std::process::Command::new(exe);
+    if let Some(fd) = &session_lock {
+        command.env("LEASE_SESSION_FD", fd.as_raw_fd().to_string());
+    }
+    let spawned = command
         .arg("__exec-child")
         .arg("--parent")
         .arg(pid.to_string())
@@ -133,6 +149,8 @@ pub(crate) async fn run(spec: &StoreSpec, args: RunArgs) -> Result<u8, CliError>
         .env("LEASE_FENCE", generation.to_string())
         .process_group(0)
         .spawn();
+    // The shim has its copy; ours would only keep the session alive in later children.
+    drop(session_lock);
     let mut shim = match spawned {
         Ok(child) => child,
         Err(e) => {
@@ -239,6 +257,24 @@ pub(crate) async fn run(spec: &StoreSpec, args: RunArgs) -> Result<u8, CliError>
     }
     let status = status.map_err(|e| CliError::store(format!("waiting for {program:?}: {e}")))?;
     Ok(exit_code(status))
+}
+
+/// A descriptor of this process's holder session lock (SQLite), without close-on-exec, for the
+/// shim and the command to inherit; `None` for stores without sessions.
+///
+/// The rule: a death-aware lease is freed before its expiry only when every process holding
+/// the session's lock is gone. `lease run` holds it, and the shim, CMD and every descendant
+/// inherit this descriptor, so the lease is not freed early while any of them runs, even when
+/// `lease run` was SIGKILLed. A process that closes all its descriptors (a daemon that
+/// daemonises by the book) drops its share: it no longer keeps the lease, but it is still part
+/// of the tree that `lease run` and the shim kill when the command exits, the lease is lost or
+/// `lease run` dies; only if both `lease run` and the shim are SIGKILLed could such a daemon
+/// outlive the lease's early free. A command that must close descriptors can keep the one
+/// named by `$LEASE_SESSION_FD`.
+fn session_lock(
+    session: Option<&lease_store_sqlite::SessionHandle>,
+) -> std::io::Result<Option<std::os::fd::OwnedFd>> {
+    session.and_then(|s| s.inheritable_lock()).transpose()
 }
 
 async fn recv(signals: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {

@@ -114,6 +114,15 @@ macro_rules! __conformance_case_list {
                 apply_failing_op_does_not_stop_the_others,
                 apply_empty_batch_returns_nothing,
             }
+            /// Death: a store may free a lease before its expiry only when no process of its
+            /// holder can act on it any more; the next claim then gets a higher generation.
+            /// A holder that is alive but silent keeps its lease until its expiry, and a pin
+            /// keeps a dead holder's lease held.
+            death {
+                dead_holders_lease_frees_early_with_a_higher_generation,
+                silent_holders_lease_frees_only_at_its_expiry,
+                dead_holders_pinned_lease_stays_held,
+            }
             /// Several instances over one backing: each sees and respects the others' writes,
             /// is told of them (change notification), and racing claims have one winner.
             sibling {

@@ -188,6 +188,23 @@ pub trait StoreBuilder: Send + Sync {
         let _ = (guard, clock);
         Ok(None)
     }
+
+    /// For a store that frees a dead holder's leases early (the `death` clause): another
+    /// instance over the same backing that stands for a separate holder process, whose death
+    /// is the instance being dropped. `None` (the default) for a store that frees leases at
+    /// their expiry only; the `death` cases then pass without checking anything.
+    ///
+    /// # Errors
+    ///
+    /// Whatever prevents building the instance; the case fails with it.
+    async fn build_mortal_sibling(
+        &self,
+        guard: &Self::Guard,
+        clock: Arc<dyn Clock>,
+    ) -> lease_core::Result<Option<Self::Store>> {
+        let _ = (guard, clock);
+        Ok(None)
+    }
 }
 
 /// The [`StoreBuilder`] of [`InMemoryStore`]: every built store has its own backing, and

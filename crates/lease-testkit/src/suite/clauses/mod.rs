@@ -12,6 +12,7 @@ mod support;
 
 pub(super) mod batch;
 pub(super) mod claim;
+pub(super) mod death;
 pub(super) mod extend;
 pub(super) mod generation;
 pub(super) mod metadata;

@@ -85,6 +85,23 @@ impl<Bu: StoreBuilder> Fx<Bu> {
         Ok(sibling)
     }
 
+    /// A sibling standing for a separate holder process that dies when dropped, or `None`
+    /// (said on stderr) when the store frees leases at their expiry only.
+    pub(super) async fn mortal(
+        &self,
+        builder: &Bu,
+        case: &str,
+    ) -> Result<Option<Bu::Store>, CaseFailure> {
+        let mortal = builder
+            .build_mortal_sibling(&self.guard, self.clock.as_clock())
+            .await
+            .map_err(|e| CaseFailure::new(format!("building a mortal holder failed: {e}")))?;
+        if mortal.is_none() {
+            eprintln!("conformance case {case}: skipped, the store frees leases at expiry only");
+        }
+        Ok(mortal)
+    }
+
     pub(super) fn now(&self) -> Timestamp {
         self.clock.now()
     }
