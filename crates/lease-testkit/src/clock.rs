@@ -160,6 +160,19 @@ impl FakeClock {
         self.shared.lock().sleepers.len()
     }
 
+    /// The earliest deadline of a pending sleeper that is still in the future, if any: where a
+    /// simulator that drives time from event to event moves the clock next.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        let state = self.shared.lock();
+        let now = state.now;
+        state
+            .sleepers
+            .range((now.saturating_add(Duration::from_nanos(1)), 0)..)
+            .next()
+            .map(|(&(deadline, _), _)| deadline)
+            .filter(|&deadline| deadline > now)
+    }
+
     /// Waits until exactly `n` sleepers are pending (see [`FakeClock::sleepers`]), letting the
     /// runtime run other tasks meanwhile. This is how a test knows the code under test has set
     /// its timers before it moves time: Juju's `WaitAdvance`.
