@@ -43,6 +43,32 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The kind named `name` (as `--kinds` spells it: `elector`, `elector-relock`,
+    /// `elector-concurrent`, `claimer`, `leaser`, `resource-lock`).
+    pub fn named(name: &str) -> Option<Kind> {
+        Some(match name {
+            "elector" => Kind::Elector,
+            "elector-relock" => Kind::ElectorRelock,
+            "elector-concurrent" => Kind::ElectorConcurrent,
+            "claimer" => Kind::Claimer,
+            "leaser" => Kind::Leaser,
+            "resource-lock" => Kind::ResourceLock,
+            _ => return None,
+        })
+    }
+
+    /// The name [`Kind::named`] reads.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Elector => "elector",
+            Kind::ElectorRelock => "elector-relock",
+            Kind::ElectorConcurrent => "elector-concurrent",
+            Kind::Claimer => "claimer",
+            Kind::Leaser => "leaser",
+            Kind::ResourceLock => "resource-lock",
+        }
+    }
+
     /// Every kind, for drawing one.
     pub const ALL: [Kind; 6] = [
         Kind::Elector,
@@ -99,7 +125,8 @@ impl Ctx {
     fn close(&self, windows: &[usize]) {
         let at = self.now();
         let p = self.process;
-        self.world.log(|| format!("p{p} stops acting: windows {windows:?}"));
+        self.world
+            .log(|| format!("p{p} stops acting: windows {windows:?}"));
         self.world.record(|r| {
             for &w in windows {
                 if let Some(w) = r.windows.get_mut(w) {

@@ -15,6 +15,8 @@ use lease_testkit::FakeClock;
 pub struct Gate {
     /// Nanoseconds of true time until which the process is paused (0: not paused).
     paused_until: AtomicU64,
+    /// Nanoseconds of true time until which the process cannot reach the store.
+    partitioned_until: AtomicU64,
     crashed: AtomicBool,
 }
 
@@ -22,6 +24,17 @@ impl Gate {
     /// Pauses the process until `until` (true time).
     pub fn pause_until(&self, until: Timestamp) {
         self.paused_until.store(until.as_nanos(), Ordering::SeqCst);
+    }
+
+    /// Cuts the process off the store until `until` (true time).
+    pub fn partition_until(&self, until: Timestamp) {
+        self.partitioned_until
+            .store(until.as_nanos(), Ordering::SeqCst);
+    }
+
+    /// Whether the process is cut off the store at true instant `now`.
+    pub fn partitioned(&self, now: Timestamp) -> bool {
+        now.as_nanos() < self.partitioned_until.load(Ordering::SeqCst)
     }
 
     /// Marks the process crashed: nothing it started ever completes again.
@@ -100,9 +113,7 @@ impl DriftClock {
     pub fn at(&self, t: Timestamp) -> Timestamp {
         let elapsed = i128::from(t.as_nanos().saturating_sub(self.true_origin));
         let own = elapsed * (MILLION + i128::from(self.ppm)) / MILLION;
-        Timestamp::from_nanos(
-            u64::try_from(i128::from(self.origin) + own).unwrap_or(u64::MAX),
-        )
+        Timestamp::from_nanos(u64::try_from(i128::from(self.origin) + own).unwrap_or(u64::MAX))
     }
 
     /// The first true instant at which this clock reads at least `own`.
@@ -137,10 +148,7 @@ impl Clock for DriftClock {
                 if clock.now() >= deadline {
                     return;
                 }
-                clock
-                    .truth
-                    .sleep_until_true(clock.true_at(deadline))
-                    .await;
+                clock.truth.sleep_until_true(clock.true_at(deadline)).await;
             }
         })
     }

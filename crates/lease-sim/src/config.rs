@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::client::Kind;
+
 /// The knobs of a simulated run. Everything random within them is decided by the seed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimConfig {
@@ -38,11 +40,18 @@ pub struct SimConfig {
     pub pauses_per_minute: f64,
     /// The longest pause.
     pub max_pause: Duration,
+    /// Expected partitions (the process cannot reach the store) per process per simulated
+    /// minute.
+    pub partitions_per_minute: f64,
+    /// The longest partition.
+    pub max_partition: Duration,
     /// Chance that a process crashes (and restarts under a new identity) during the run.
     pub crash: f64,
     /// How long, in true time, any bounded call (a claim, a revoke, an acquire) may stay
     /// unanswered while its process runs.
     pub answer_bound: Duration,
+    /// The client kinds processes draw from.
+    pub kinds: Vec<Kind>,
     /// Whether to keep the full event log (for determinism tests and replays).
     pub keep_log: bool,
 }
@@ -71,8 +80,11 @@ impl Default for SimConfig {
             split: 0.3,
             pauses_per_minute: 0.7,
             max_pause: Duration::from_secs(25),
+            partitions_per_minute: 0.5,
+            max_partition: Duration::from_secs(30),
             crash: 0.3,
             answer_bound: Duration::from_secs(120),
+            kinds: Kind::ALL.to_vec(),
             keep_log: false,
         }
     }

@@ -4,8 +4,8 @@
 //! ```text
 //! lease-sim [--seeds N] [--first S] [--threads T] [--replay SEED] [--log] [--no-shrink]
 //!           [--processes N] [--duration SECS] [--drift-ppm P] [--margin-ppm P]
-//!           [--election LD,RD,RP] [--crash F] [--pauses F] [--split F] [--invalid F]
-//!           [--timeout-before F] [--timeout-after F] [--latency F]
+//!           [--election LD,RD,RP] [--crash F] [--pauses F] [--partitions F] [--split F] [--invalid F]
+//!           [--timeout-before F] [--timeout-after F] [--latency F] [--kinds K,K,...]
 //! ```
 //!
 //! Exit status: 0 when no seed failed, 1 when one did, 2 on a usage error.
@@ -15,6 +15,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use lease_sim::client::Kind;
 use lease_sim::runner::{run_seeds, shrink};
 use lease_sim::{SimConfig, run_seed};
 
@@ -55,17 +56,22 @@ fn parse() -> Result<Args, String> {
             "--margin-ppm" => c.client_margin_ppm = num(&value()?)?,
             "--crash" => c.crash = num(&value()?)?,
             "--pauses" => c.pauses_per_minute = num(&value()?)?,
+            "--partitions" => c.partitions_per_minute = num(&value()?)?,
             "--split" => c.split = num(&value()?)?,
             "--invalid" => c.invalid = num(&value()?)?,
             "--timeout-before" => c.timeout_before = num(&value()?)?,
             "--timeout-after" => c.timeout_after = num(&value()?)?,
             "--latency" => c.latency = num(&value()?)?,
+            "--kinds" => {
+                let v = value()?;
+                c.kinds = v
+                    .split(',')
+                    .map(|k| Kind::named(k).ok_or_else(|| format!("no client kind {k}")))
+                    .collect::<Result<_, _>>()?;
+            }
             "--election" => {
                 let v = value()?;
-                let parts: Vec<u64> = v
-                    .split(',')
-                    .map(num)
-                    .collect::<Result<_, _>>()?;
+                let parts: Vec<u64> = v.split(',').map(num).collect::<Result<_, _>>()?;
                 let [ld, rd, rp] = parts[..] else {
                     return Err(format!("--election wants LD,RD,RP in seconds, not {v}"));
                 };
@@ -94,9 +100,21 @@ fn replay_command(seed: u64, c: &SimConfig) -> String {
             cmd.push_str(&format!(" --{name} {value}"));
         }
     };
-    flag("processes", c.processes != d.processes, c.processes.to_string());
-    flag("duration", c.duration != d.duration, c.duration.as_secs().to_string());
-    flag("drift-ppm", c.drift_ppm != d.drift_ppm, c.drift_ppm.to_string());
+    flag(
+        "processes",
+        c.processes != d.processes,
+        c.processes.to_string(),
+    );
+    flag(
+        "duration",
+        c.duration != d.duration,
+        c.duration.as_secs().to_string(),
+    );
+    flag(
+        "drift-ppm",
+        c.drift_ppm != d.drift_ppm,
+        c.drift_ppm.to_string(),
+    );
     flag(
         "margin-ppm",
         c.client_margin_ppm != d.client_margin_ppm,
@@ -118,6 +136,11 @@ fn replay_command(seed: u64, c: &SimConfig) -> String {
         c.pauses_per_minute != d.pauses_per_minute,
         c.pauses_per_minute.to_string(),
     );
+    flag(
+        "partitions",
+        c.partitions_per_minute != d.partitions_per_minute,
+        c.partitions_per_minute.to_string(),
+    );
     flag("split", c.split != d.split, c.split.to_string());
     flag("invalid", c.invalid != d.invalid, c.invalid.to_string());
     flag(
@@ -131,6 +154,8 @@ fn replay_command(seed: u64, c: &SimConfig) -> String {
         c.timeout_after.to_string(),
     );
     flag("latency", c.latency != d.latency, c.latency.to_string());
+    let kinds: Vec<&str> = c.kinds.iter().map(|k| k.name()).collect();
+    flag("kinds", c.kinds != d.kinds, kinds.join(","));
     cmd
 }
 

@@ -97,9 +97,13 @@ pub fn shrink(seed: u64, config: &SimConfig) -> SimConfig {
         return best;
     }
     type Step = fn(&mut SimConfig) -> bool;
-    let steps: [Step; 10] = [
+    let steps: [Step; 11] = [
         |c| {
             c.crash = 0.0;
+            true
+        },
+        |c| {
+            c.partitions_per_minute = 0.0;
             true
         },
         |c| {

@@ -35,6 +35,8 @@ enum Action {
     Start { slot: usize },
     /// Pause process slot `slot` for `ns` of true time.
     Pause { slot: usize, ns: u64 },
+    /// Cut process slot `slot` off the store for `ns` of true time.
+    Partition { slot: usize, ns: u64 },
     /// Crash process slot `slot`; it restarts `restart_after` ns later.
     Crash { slot: usize, restart_after: u64 },
 }
@@ -117,7 +119,10 @@ impl Sim {
         let clients = self.rng.usize(1..=3);
         let mut tasks = Vec::new();
         for c in 0..clients {
-            let kind = Kind::ALL[self.rng.usize(..Kind::ALL.len())];
+            let kinds = &world.config.kinds;
+            let Some(&kind) = kinds.get(self.rng.usize(..kinds.len().max(1))) else {
+                continue;
+            };
             let ctx = Ctx {
                 world: Arc::clone(&world),
                 clock: clock.clone(),
@@ -193,6 +198,15 @@ impl Sim {
                         .record(|r| r.pauses.entry(id).or_default().push((now, until)));
                 }
             }
+            Action::Partition { slot, ns } => {
+                if let Some(p) = self.live.get(&slot) {
+                    let until = now.saturating_add(ns);
+                    p.gate.partition_until(Timestamp::from_nanos(until));
+                    let id = p.id;
+                    self.world.fault("partition");
+                    self.world.log(|| format!("partition p{id} for {ns} ns"));
+                }
+            }
             Action::Crash {
                 slot,
                 restart_after,
@@ -233,7 +247,9 @@ async fn simulate(seed: u64, config: SimConfig) -> SeedRun {
         events.insert((at, seq), a);
     };
     let minutes = config.duration.as_secs_f64() / 60.0;
-    let max_pause = u64::try_from(config.max_pause.as_nanos()).unwrap_or(u64::MAX).max(1);
+    let max_pause = u64::try_from(config.max_pause.as_nanos())
+        .unwrap_or(u64::MAX)
+        .max(1);
     for slot in 0..config.processes {
         // Processes start within the first seconds, in an order the seed decides.
         schedule(
@@ -254,6 +270,19 @@ async fn simulate(seed: u64, config: SimConfig) -> SeedRun {
                 &mut events,
                 origin + rng.u64(3_000_000_000..duration.max(3_000_000_001)),
                 Action::Pause { slot, ns },
+            );
+        }
+        let expected = config.partitions_per_minute * minutes;
+        let partitions = expected.floor() as u64 + u64::from(rng.f64() < expected.fract());
+        let max_partition = u64::try_from(config.max_partition.as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1_000_001);
+        for _ in 0..partitions {
+            let ns = rng.u64(1_000_000..max_partition);
+            schedule(
+                &mut events,
+                origin + rng.u64(3_000_000_000..duration.max(3_000_000_001)),
+                Action::Partition { slot, ns },
             );
         }
         if rng.f64() < config.crash {
@@ -284,7 +313,13 @@ async fn simulate(seed: u64, config: SimConfig) -> SeedRun {
         tokio::spawn(async move { manager.stop().await });
     }
     let bound = u64::try_from(config.answer_bound.as_nanos()).unwrap_or(u64::MAX);
-    drive(&mut sim, &mut BTreeMap::new(), &mut seq, end.saturating_add(bound)).await;
+    drive(
+        &mut sim,
+        &mut BTreeMap::new(),
+        &mut seq,
+        end.saturating_add(bound),
+    )
+    .await;
     let hung: Vec<String> = sim
         .live
         .values()
@@ -313,12 +348,7 @@ async fn simulate(seed: u64, config: SimConfig) -> SeedRun {
 }
 
 /// Moves true time from event to event until `end`.
-async fn drive(
-    sim: &mut Sim,
-    events: &mut BTreeMap<(u64, u64), Action>,
-    seq: &mut u64,
-    end: u64,
-) {
+async fn drive(sim: &mut Sim, events: &mut BTreeMap<(u64, u64), Action>, seq: &mut u64, end: u64) {
     let truth = sim.world.truth.clone();
     loop {
         quiesce().await;

@@ -5,7 +5,8 @@
 //! Faults, each drawn from the run's one random source: a call that times out before taking
 //! effect or after it, an `Invalid` answer, latency from a long-tailed distribution before and
 //! after the effect, and batches split in two parts applied at different instants (the second
-//! part may then time out). A paused process's calls neither start nor return until it resumes
+//! part may then time out), and partitions (every call of a process times out for a while,
+//! as when it is cut off the network). A paused process's calls neither start nor return until it resumes
 //! (the answer waits in its socket); a crashed process's calls never complete.
 
 use std::collections::BTreeMap;
@@ -77,10 +78,21 @@ impl SimStore {
     async fn before(&self, what: &'static str, write: bool) -> Result<Plan> {
         self.clock.gate().pass(self.truth()).await;
         let start_own = self.clock.now();
-        let cfg = &self.world.config;
-        let (roll, slow_before, slow_after) =
+        if self.clock.gate().partitioned(self.truth().now()) {
+            // The request never arrives; the client gives up after its own timeout.
+            self.world.fault("partitioned call");
+            let wait = self.world.rng(|r| r.u64(1_000_000..2_000_000_000));
+            self.sleep(Duration::from_nanos(wait)).await;
+            self.clock.gate().pass(self.truth()).await;
+            let p = self.process;
             self.world
-                .rng(|r| (r.f64(), r.f64() < cfg.latency, r.f64() < cfg.latency));
+                .log(|| format!("p{p} {what} -> timeout (partitioned)"));
+            return Err(Error::Timeout);
+        }
+        let cfg = &self.world.config;
+        let (roll, slow_before, slow_after) = self
+            .world
+            .rng(|r| (r.f64(), r.f64() < cfg.latency, r.f64() < cfg.latency));
         let before = if slow_before {
             self.world.latency(cfg.max_latency)
         } else {
@@ -103,7 +115,8 @@ impl SimStore {
             self.world.fault("timeout before effect");
             self.sleep(after).await;
             self.clock.gate().pass(self.truth()).await;
-            self.world.log(|| format!("p{p} {what} -> timeout (before effect)"));
+            self.world
+                .log(|| format!("p{p} {what} -> timeout (before effect)"));
             return Err(Error::Timeout);
         }
         if invalid {
@@ -132,7 +145,8 @@ impl SimStore {
         self.clock.gate().pass(self.truth()).await;
         let p = self.process;
         if plan.timeout_after {
-            self.world.log(|| format!("p{p} {what} -> timeout (after effect)"));
+            self.world
+                .log(|| format!("p{p} {what} -> timeout (after effect)"));
             return Err(Error::Timeout);
         }
         self.world.log(|| match &result {
@@ -255,7 +269,9 @@ impl Store for SimStore {
         let p = self.process;
         for op in &ops {
             self.world.log(|| match op {
-                Op::Claim { key, request } => format!("p{p} +claim {}", describe(key, &request.holder)),
+                Op::Claim { key, request } => {
+                    format!("p{p} +claim {}", describe(key, &request.holder))
+                }
                 Op::Extend { key, request } => {
                     format!("p{p} +extend {}", describe(key, &request.holder))
                 }
