@@ -262,7 +262,7 @@ async fn simulate(seed: u64, config: SimConfig) -> SeedRun {
         for _ in 0..pauses {
             // Mostly short pauses, some past a lease's duration.
             let ns = if rng.bool() {
-                rng.u64(1_000_000..max_pause.min(2_000_000_000).max(1_000_001))
+                rng.u64(1_000_000..max_pause.clamp(1_000_001, 2_000_000_000))
             } else {
                 rng.u64(1_000_000..max_pause.max(1_000_001))
             };
