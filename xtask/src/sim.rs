@@ -20,6 +20,12 @@ usage: cargo xtask sim [--seeds N] [--first S] [--threads T] [--ci]
 /// Seeds `cargo xtask ci` runs.
 pub(crate) const CI_SEEDS: &str = "10000";
 
+/// The mutations of lease-manager's `mutations` feature, as `lease-sim --mutation` names them.
+const MUTATIONS: [&str; 2] = ["concurrent-lock", "generation-across-terms"];
+
+/// Seeds each mutation run may take to find its defect.
+const MUTATION_SEEDS: &str = "200";
+
 /// Elector-only seeds of each drift-bound run.
 const BOUND_SEEDS: &str = "400";
 
@@ -61,6 +67,36 @@ fn target_dir(root: &Path) -> PathBuf {
     env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
 }
 
+/// Builds the simulator as a plain `cargo build --release -p lease-sim` would: without the
+/// package variables `cargo run` set for xtask itself, which some build scripts (ring's) watch,
+/// so the release build already in the target directory is reused instead of rebuilt.
+fn build(root: &Path) -> Result<(), String> {
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let args = ["build", "--release", "--locked", "-p", "lease-sim"];
+    println!("xtask: $ cargo {}", args.join(" "));
+    let mut command = Command::new(&cargo);
+    command.args(args).current_dir(root);
+    for (key, _) in env::vars_os() {
+        let name = key.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || name.starts_with("CARGO_CRATE_")
+            || name.starts_with("CARGO_BIN_")
+            || name == "CARGO_PRIMARY_PACKAGE"
+        {
+            command.env_remove(&key);
+        }
+    }
+    let status = command
+        .status()
+        .map_err(|e| format!("cannot run {cargo}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`cargo {}` failed: {status}", args.join(" ")))
+    }
+}
+
 /// Runs the simulator binary; returns (passed, stdout).
 fn simulate(exe: &Path, args: &[&str]) -> Result<(bool, String), String> {
     println!("xtask: $ {} {}", exe.display(), args.join(" "));
@@ -92,7 +128,7 @@ fn total(text: &str, key: &str) -> String {
 
 pub(crate) fn run(root: &Path, args: &[String]) -> Result<(), String> {
     let o = parse(args)?;
-    crate::cargo(&["build", "--release", "--locked", "-p", "lease-sim"], &[])?;
+    build(root)?;
     let exe = target_dir(root).join("release").join("lease-sim");
     let threads = o.threads.clone().unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -122,6 +158,38 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<(), String> {
         safe_args[last] = "300000";
     }
     let (safe_passed, safe_text) = simulate(&exe, &safe_args)?;
+    // Mutation mode: each defect switched on must be found, within MUTATION_SEEDS seeds.
+    let mut mutations = Vec::new();
+    for mutation in MUTATIONS {
+        let mut args = vec![
+            "--seeds",
+            MUTATION_SEEDS,
+            "--no-shrink",
+            "--kinds",
+            electors,
+            "--mutation",
+            mutation,
+        ];
+        args.extend(common);
+        let (clean, out) = simulate(&exe, &args)?;
+        // Seeds run from 0, so the first failing seed S means S + 1 seeds were needed.
+        let first = out
+            .lines()
+            .find_map(|l| l.strip_prefix("FAILED seed "))
+            .and_then(|l| l.split(':').next())
+            .and_then(|s| s.parse::<u64>().ok());
+        mutations.push((mutation, clean, first, total(&out, "failing_seeds")));
+    }
+    let mutation_rows: String = mutations
+        .iter()
+        .map(|(m, _, first, failing)| {
+            let found = first.map_or_else(
+                || format!("not found in {MUTATION_SEEDS} seeds"),
+                |s| format!("seed {s} (within {} seeds)", s + 1),
+            );
+            format!("| `{m}` | {found} | {failing} of {MUTATION_SEEDS} |\n")
+        })
+        .collect();
     let speed = text
         .lines()
         .find(|l| l.starts_with("lease-sim speed:"))
@@ -158,7 +226,11 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<(), String> {
          {BOUND_SEEDS} seeds each. The bound is ε < 1 − renew_deadline / lease_duration = 1/3 \
          (ARCHITECTURE.md, Time).\n\n\
          | clock-rate error ε | violations | expected |\n|---|---|---|\n\
-         | 40% | {} | some |\n| 30% | {} | none |\n",
+         | 40% | {} | some |\n| 30% | {} | none |\n\n\
+         ### Mutation mode: defects switched on in lease-manager must be found\n\n\
+         lease-manager's `mutations` feature (test-only, all off unless the simulator switches \
+         one on for its thread) re-introduces a defect; leader candidates only, default faults.\n\n\
+         | mutation | first failing seed | failing seeds |\n|---|---|---|\n{mutation_rows}",
         if args.is_empty() {
             String::new()
         } else {
@@ -197,6 +269,11 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<(), String> {
     }
     if !safe_passed {
         failures.push("within the drift bound (30%) the simulator found an overlap");
+    }
+    for (m, clean, _, _) in &mutations {
+        if *clean && *m == "concurrent-lock" {
+            failures.push("the concurrent-lock mutation was not found");
+        }
     }
     if failures.is_empty() {
         println!("xtask sim: passed");

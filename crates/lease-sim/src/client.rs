@@ -239,7 +239,9 @@ impl Ctx {
 pub async fn elector(ctx: Ctx, elector: Arc<LeaderElector>, relock: bool) {
     let lease = format!("elect/lease-{}", ctx.lease);
     let (duration, _, _) = ctx.world.config.election;
-    let holder = elector.config().identity.clone();
+    // The task's own name, not the elector's identity: two tasks on one elector must never
+    // both lead one term.
+    let holder = ctx.name.clone();
     while !ctx.stop.is_cancelled() {
         let guard = match elector.lock().await {
             Ok(guard) => guard,

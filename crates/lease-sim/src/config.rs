@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use lease_manager::mutation::Mutation;
+
 use crate::client::Kind;
 
 /// The knobs of a simulated run. Everything random within them is decided by the seed.
@@ -52,6 +54,8 @@ pub struct SimConfig {
     pub answer_bound: Duration,
     /// The client kinds processes draw from.
     pub kinds: Vec<Kind>,
+    /// A defect switched on in lease-manager for the run (mutation mode), if any.
+    pub mutation: Option<Mutation>,
     /// Whether to keep the full event log (for determinism tests and replays).
     pub keep_log: bool,
 }
@@ -85,6 +89,7 @@ impl Default for SimConfig {
             crash: 0.3,
             answer_bound: Duration::from_secs(120),
             kinds: Kind::ALL.to_vec(),
+            mutation: None,
             keep_log: false,
         }
     }

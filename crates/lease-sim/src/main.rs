@@ -6,6 +6,7 @@
 //!           [--processes N] [--duration SECS] [--drift-ppm P] [--margin-ppm P]
 //!           [--election LD,RD,RP] [--crash F] [--pauses F] [--partitions F] [--split F] [--invalid F]
 //!           [--timeout-before F] [--timeout-after F] [--latency F] [--kinds K,K,...]
+//!           [--mutation concurrent-lock|generation-across-terms]
 //! ```
 //!
 //! Exit status: 0 when no seed failed, 1 when one did, 2 on a usage error.
@@ -15,6 +16,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use lease_manager::mutation::Mutation;
 use lease_sim::client::Kind;
 use lease_sim::runner::{run_seeds, shrink};
 use lease_sim::{SimConfig, run_seed};
@@ -62,6 +64,13 @@ fn parse() -> Result<Args, String> {
             "--timeout-before" => c.timeout_before = num(&value()?)?,
             "--timeout-after" => c.timeout_after = num(&value()?)?,
             "--latency" => c.latency = num(&value()?)?,
+            "--mutation" => {
+                c.mutation = Some(match value()?.as_str() {
+                    "concurrent-lock" => Mutation::ConcurrentLock,
+                    "generation-across-terms" => Mutation::GenerationAcrossTerms,
+                    other => return Err(format!("no mutation {other}")),
+                });
+            }
             "--kinds" => {
                 let v = value()?;
                 c.kinds = v
@@ -154,6 +163,13 @@ fn replay_command(seed: u64, c: &SimConfig) -> String {
         c.timeout_after.to_string(),
     );
     flag("latency", c.latency != d.latency, c.latency.to_string());
+    if let Some(m) = c.mutation {
+        let name = match m {
+            Mutation::ConcurrentLock => "concurrent-lock",
+            Mutation::GenerationAcrossTerms => "generation-across-terms",
+        };
+        flag("mutation", true, name.to_owned());
+    }
     let kinds: Vec<&str> = c.kinds.iter().map(|k| k.name()).collect();
     flag("kinds", c.kinds != d.kinds, kinds.join(","));
     cmd

@@ -74,7 +74,10 @@ pub fn run_seed(seed: u64, config: &SimConfig) -> SeedRun {
         .start_paused(true)
         .build()
         .expect("a current_thread runtime");
-    runtime.block_on(simulate(seed, config.clone()))
+    lease_manager::mutation::set(config.mutation);
+    let run = runtime.block_on(simulate(seed, config.clone()));
+    lease_manager::mutation::set(None);
+    run
 }
 
 /// Waits until every other task is idle: tokio's paused clock advances (and wakes this sleep)
@@ -140,8 +143,12 @@ impl Sim {
                     };
                     let relock = kind == Kind::ElectorRelock;
                     if kind == Kind::ElectorConcurrent {
+                        let second = Ctx {
+                            name: format!("{}/2", ctx.name),
+                            ..ctx.clone()
+                        };
                         tasks.push(tokio::spawn(client::elector(
-                            ctx.clone(),
+                            second,
                             Arc::clone(&elector),
                             false,
                         )));

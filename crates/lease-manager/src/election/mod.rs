@@ -280,7 +280,11 @@ impl LeaderElector {
     pub async fn lock(&self) -> Result<LeadershipGuard, ElectionError> {
         let inner = &self.inner;
         let config = &inner.config;
-        let _one_at_a_time = inner.locking.lock().await;
+        let _one_at_a_time = if crate::mutation::on(crate::mutation::Mutation::ConcurrentLock) {
+            None
+        } else {
+            Some(inner.locking.lock().await)
+        };
         if let Some(t) = &*inner.term() {
             return Err(ElectionError::AlreadyLeading {
                 lease: config.lease.clone(),
