@@ -24,6 +24,8 @@ pub struct Totals {
     pub faults: BTreeMap<String, u64>,
     /// Violations found.
     pub violations: u64,
+    /// Seeds with at least one violation.
+    pub failing_seeds: u64,
     /// The failing seeds (the first few) with their first violation.
     pub failures: Vec<(u64, String)>,
 }
@@ -44,7 +46,7 @@ impl Totals {
             self.tenures,
             self.fault_count(),
             self.violations,
-            self.failures.len()
+            self.failing_seeds
         )
     }
 }
@@ -73,6 +75,7 @@ pub fn run_seeds(first: u64, count: u64, threads: usize, config: &SimConfig) -> 
                         *t.faults.entry(k).or_default() += n;
                     }
                     t.violations += v.violations.len() as u64;
+                    t.failing_seeds += u64::from(!v.violations.is_empty());
                     if let Some(first) = v.violations.first()
                         && t.failures.len() < 20
                     {
