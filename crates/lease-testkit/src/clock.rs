@@ -357,6 +357,27 @@ mod tests {
     }
 
     #[test]
+    fn next_deadline_is_the_earliest_future_sleeper() {
+        let clock = FakeClock::new();
+        assert_eq!(clock.next_deadline(), None);
+        let start = clock.now();
+        let late = Clock::sleep_until(&clock, start.saturating_add(Duration::from_secs(5)));
+        let early = Clock::sleep_until(&clock, start.saturating_add(Duration::from_secs(2)));
+        assert_eq!(
+            clock.next_deadline(),
+            Some(start.saturating_add(Duration::from_secs(2)))
+        );
+        drop(early);
+        assert_eq!(
+            clock.next_deadline(),
+            Some(start.saturating_add(Duration::from_secs(5)))
+        );
+        clock.advance(Duration::from_secs(5));
+        assert_eq!(clock.next_deadline(), None);
+        drop(late);
+    }
+
+    #[test]
     fn starts_at_an_odd_instant() {
         let clock = FakeClock::new();
         assert_eq!(clock.now(), FAKE_CLOCK_START);
