@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! lease-sim [--seeds N] [--first S] [--threads T] [--replay SEED] [--log] [--no-shrink]
+//!           [--digests]
 //!           [--processes N] [--duration SECS] [--drift-ppm P] [--margin-ppm P]
 //!           [--election LD,RD,RP] [--crash F] [--pauses F] [--partitions F] [--split F] [--invalid F]
 //!           [--timeout-before F] [--timeout-after F] [--latency F] [--kinds K,K,...]
@@ -27,6 +28,7 @@ struct Args {
     threads: usize,
     replay: Option<u64>,
     log: bool,
+    digests: bool,
     shrink: bool,
     config: SimConfig,
 }
@@ -38,6 +40,7 @@ fn parse() -> Result<Args, String> {
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         replay: None,
         log: false,
+        digests: false,
         shrink: true,
         config: SimConfig::default(),
     };
@@ -51,6 +54,7 @@ fn parse() -> Result<Args, String> {
             "--threads" => args.threads = num(&value()?)?,
             "--replay" => args.replay = Some(num(&value()?)?),
             "--log" => args.log = true,
+            "--digests" => args.digests = true,
             "--no-shrink" => args.shrink = false,
             "--processes" => c.processes = num(&value()?)?,
             "--duration" => c.duration = Duration::from_secs(num(&value()?)?),
@@ -206,6 +210,19 @@ fn main() -> ExitCode {
         } else {
             ExitCode::from(1)
         };
+    }
+    if args.digests {
+        // One line per seed with a digest of its event log: compare two runs' outputs to find
+        // a seed that does not replay.
+        let mut config = args.config.clone();
+        config.keep_log = true;
+        for seed in args.first..args.first.saturating_add(args.seeds) {
+            let run = run_seed(seed, &config);
+            let mut hasher = std::hash::DefaultHasher::new();
+            std::hash::Hash::hash(&run.log, &mut hasher);
+            println!("seed {seed} {:016x}", std::hash::Hasher::finish(&hasher));
+        }
+        return ExitCode::SUCCESS;
     }
     let started = Instant::now();
     let totals = run_seeds(args.first, args.seeds, args.threads, &args.config);

@@ -7,10 +7,12 @@
 //! exactly then). Every random choice is drawn from the seed: the simulator's own source, each
 //! manager's retry jitter (`with_rng_seed`) and the thread-local `fastrand` source the elector's
 //! jitter and the leaser's holder names draw from (seeded on this thread before the run).
-//! lease-manager's `select!`s on the paths a simulation drives are `biased;` except the
-//! elector's wait-or-fallback one, whose two branches are ready together only when a lease's
-//! expiry falls on the very nanosecond of the fallback timer; the determinism test runs many
-//! seeds twice and compares their logs.
+//! tokio's `select!` picks among ready branches with tokio's own unseeded random source (its
+//! `rng_seed` needs `tokio_unstable`), so every `select!` in lease-manager is `biased;` (the
+//! elector's wait-or-fallback one was made so for this: without it, seed 266 of the elector
+//! drift run took either branch). Each process also has its own change channel (see
+//! [`World::changed`](crate::world::World::changed)). The determinism test runs seeds twice
+//! and compares their logs; `lease-sim --digests` prints one digest per seed to compare runs.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -32,6 +32,26 @@ fn a_seed_replays_the_same_event_log() {
     }
 }
 
+/// Seed 266 of the elector drift run took either branch of the elector's wait-or-fallback
+/// `select!` (tokio's unseeded choice) until that `select!` was made `biased;`.
+#[test]
+fn an_elector_seed_that_raced_two_ready_branches_replays() {
+    let config = SimConfig {
+        kinds: vec![
+            lease_sim::client::Kind::Elector,
+            lease_sim::client::Kind::ElectorRelock,
+            lease_sim::client::Kind::ElectorConcurrent,
+        ],
+        client_margin_ppm: 0,
+        drift_ppm: 400_000,
+        ..logged()
+    };
+    let first = run_seed(266, &config);
+    for _ in 0..6 {
+        assert_eq!(run_seed(266, &config).log, first.log);
+    }
+}
+
 #[test]
 fn different_seeds_make_different_runs() {
     let config = logged();

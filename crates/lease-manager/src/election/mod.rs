@@ -377,7 +377,10 @@ impl LeaderElector {
                 let cancel = CancellationToken::new();
                 let _cancel_on_exit = cancel.clone().drop_guard();
                 let mut sleep = inner.clock.sleep_until(fallback);
+                // Biased, so the same wake-ups take the same branch on every run (the
+                // deterministic simulator replays runs by seed).
                 woken = tokio::select! {
+                    biased;
                     woke = inner.claimer.wait_until_expired(&config.lease, &cancel) => {
                         match woke {
                             Ok(()) => true,
