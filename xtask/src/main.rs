@@ -20,7 +20,8 @@ usage: cargo xtask <task>
 
 tasks:
   ci      formatting, clippy (warnings denied), dependency trees, each crate alone, every
-          test, the examples, rustdoc (warnings denied), cargo package, tidy
+          test, the examples, short torture and fuzz runs, 10,000 simulation seeds, rustdoc
+          (warnings denied), cargo package, tidy
   tidy    the tidy checks alone (they also run as a test under `cargo test`)
   bench   every benchmark in release mode; writes BENCHMARKS.md (`cargo xtask bench [FILTER]`)
   ready   ci's readiness checks alone: dependency trees, each crate alone, the examples that
