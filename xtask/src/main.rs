@@ -7,6 +7,7 @@ mod fuzz;
 mod k8s;
 mod pg;
 mod release;
+mod sim;
 mod tidy;
 mod torture;
 
@@ -19,7 +20,8 @@ usage: cargo xtask <task>
 
 tasks:
   ci      formatting, clippy (warnings denied), dependency trees, each crate alone, every
-          test, the examples, rustdoc (warnings denied), cargo package, tidy
+          test, the examples, short torture and fuzz runs, 10,000 simulation seeds, rustdoc
+          (warnings denied), cargo package, tidy
   tidy    the tidy checks alone (they also run as a test under `cargo test`)
   bench   every benchmark in release mode; writes BENCHMARKS.md (`cargo xtask bench [FILTER]`)
   ready   ci's readiness checks alone: dependency trees, each crate alone, the examples that
@@ -29,6 +31,8 @@ tasks:
   fuzz    the cargo-fuzz targets, 300 s each (`cargo xtask fuzz [--seconds N] [TARGET]`)
   torture kill -9, server restarts and bursts vs. mutual exclusion; writes RELIABILITY.md
           (`cargo xtask torture --help`)
+  sim     the deterministic simulation over many seeds; writes RELIABILITY.md
+          (`cargo xtask sim --seeds N`)
 ";
 
 fn main() -> ExitCode {
@@ -42,6 +46,7 @@ fn main() -> ExitCode {
         Some("ready") => ready(),
         Some("bench") => bench::run(&workspace_root(), args.get(1).map(String::as_str)),
         Some("torture") => torture::run(&workspace_root(), &args[1..]),
+        Some("sim") => sim::run(&workspace_root(), &args[1..]),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             Ok(())
@@ -188,6 +193,16 @@ fn ci() -> Result<(), String> {
     // on a dedicated local API server (its own ports) whose etcd is restarted mid-run, and on a
     // dedicated local Postgres server (its own directory and port) that is crashed mid-run.
     torture::run(&workspace_root(), &["--short".to_owned()])?;
+    // The deterministic simulation: 10,000 seeds (a few minutes on two cores) and the drift
+    // bound check.
+    sim::run(
+        &workspace_root(),
+        &[
+            "--seeds".to_owned(),
+            sim::CI_SEEDS.to_owned(),
+            "--ci".to_owned(),
+        ],
+    )?;
     // A short fuzz pass (the same properties also ran above as proptests): about a minute on
     // a warm machine; see fuzz/README.md.
     fuzz::run(&workspace_root(), &fuzz::TARGETS, fuzz::SHORT_SECONDS)?;

@@ -85,6 +85,21 @@ mod fence;
 mod handle;
 mod leaser;
 pub mod metric;
+#[cfg(feature = "mutations")]
+#[doc(hidden)]
+pub mod mutation;
+#[cfg(not(feature = "mutations"))]
+mod mutation {
+    //! Mutations are compiled out: every check is `false`.
+    #[derive(Clone, Copy)]
+    pub(crate) enum Mutation {
+        ConcurrentLock,
+        GenerationAcrossTerms,
+    }
+    pub(crate) const fn on(_: Mutation) -> bool {
+        false
+    }
+}
 mod report;
 mod resource_locks;
 mod view;

@@ -160,6 +160,19 @@ impl FakeClock {
         self.shared.lock().sleepers.len()
     }
 
+    /// The earliest deadline of a pending sleeper that is still in the future, if any: where a
+    /// simulator that drives time from event to event moves the clock next.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        let state = self.shared.lock();
+        let now = state.now;
+        state
+            .sleepers
+            .range((now.saturating_add(Duration::from_nanos(1)), 0)..)
+            .next()
+            .map(|(&(deadline, _), _)| deadline)
+            .filter(|&deadline| deadline > now)
+    }
+
     /// Waits until exactly `n` sleepers are pending (see [`FakeClock::sleepers`]), letting the
     /// runtime run other tasks meanwhile. This is how a test knows the code under test has set
     /// its timers before it moves time: Juju's `WaitAdvance`.
@@ -341,6 +354,27 @@ mod tests {
 
     fn secs(s: u64) -> Duration {
         Duration::from_secs(s)
+    }
+
+    #[test]
+    fn next_deadline_is_the_earliest_future_sleeper() {
+        let clock = FakeClock::new();
+        assert_eq!(clock.next_deadline(), None);
+        let start = clock.now();
+        let late = Clock::sleep_until(&clock, start.saturating_add(Duration::from_secs(5)));
+        let early = Clock::sleep_until(&clock, start.saturating_add(Duration::from_secs(2)));
+        assert_eq!(
+            clock.next_deadline(),
+            Some(start.saturating_add(Duration::from_secs(2)))
+        );
+        drop(early);
+        assert_eq!(
+            clock.next_deadline(),
+            Some(start.saturating_add(Duration::from_secs(5)))
+        );
+        clock.advance(Duration::from_secs(5));
+        assert_eq!(clock.next_deadline(), None);
+        drop(late);
     }
 
     #[test]

@@ -280,7 +280,11 @@ impl LeaderElector {
     pub async fn lock(&self) -> Result<LeadershipGuard, ElectionError> {
         let inner = &self.inner;
         let config = &inner.config;
-        let _one_at_a_time = inner.locking.lock().await;
+        let _one_at_a_time = if crate::mutation::on(crate::mutation::Mutation::ConcurrentLock) {
+            None
+        } else {
+            Some(inner.locking.lock().await)
+        };
         if let Some(t) = &*inner.term() {
             return Err(ElectionError::AlreadyLeading {
                 lease: config.lease.clone(),
@@ -373,7 +377,10 @@ impl LeaderElector {
                 let cancel = CancellationToken::new();
                 let _cancel_on_exit = cancel.clone().drop_guard();
                 let mut sleep = inner.clock.sleep_until(fallback);
+                // Biased, so the same wake-ups take the same branch on every run (the
+                // deterministic simulator replays runs by seed).
                 woken = tokio::select! {
+                    biased;
                     woke = inner.claimer.wait_until_expired(&config.lease, &cancel) => {
                         match woke {
                             Ok(()) => true,

@@ -115,7 +115,10 @@ pub(super) async fn renew(
             r = inner.claimer.claim(&config.lease, request) => r,
         };
         match result {
-            Ok(info) if info.generation == generation => {
+            Ok(info)
+                if info.generation == generation
+                    || crate::mutation::on(crate::mutation::Mutation::GenerationAcrossTerms) =>
+            {
                 last_ok = attempt;
                 if let Some(t) = &mut *inner.term()
                     && t.id == term_id

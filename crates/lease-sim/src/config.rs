@@ -1,0 +1,96 @@
+//! What a run simulates: timings, fault rates and the clock-rate error bound.
+
+use std::time::Duration;
+
+use lease_manager::mutation::Mutation;
+
+use crate::client::Kind;
+
+/// The knobs of a simulated run. Everything random within them is decided by the seed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimConfig {
+    /// True time simulated.
+    pub duration: Duration,
+    /// Simulated processes at the start (each restart adds one incarnation).
+    pub processes: usize,
+    /// Leases the clients contend for (per client kind).
+    pub leases: usize,
+    /// The largest clock-rate error of a process, in parts per million of true time: each
+    /// process's clock runs at `1 + e` with `e` drawn uniformly from `[-ppm, ppm]`.
+    pub drift_ppm: i64,
+    /// The safety margin, in parts per million, by which a claimer's client stops acting before
+    /// the end of its guarantee as its own clock reads it (a client that knows its clock may be
+    /// off by up to this much).
+    pub client_margin_ppm: i64,
+    /// Leader election timing: lease duration, renew deadline, retry period.
+    pub election: (Duration, Duration, Duration),
+    /// Duration of a raw claim, a leaser's ttl and a resource lock's timeout.
+    pub claim_duration: Duration,
+    /// Chance that a store call times out before taking effect.
+    pub timeout_before: f64,
+    /// Chance that a write times out after taking effect.
+    pub timeout_after: f64,
+    /// Chance of an `Invalid` answer.
+    pub invalid: f64,
+    /// Chance of latency before and (separately) after a call takes effect.
+    pub latency: f64,
+    /// The longest latency of one call.
+    pub max_latency: Duration,
+    /// Chance that a batch of two or more operations is applied in two parts.
+    pub split: f64,
+    /// Expected pauses per process per simulated minute.
+    pub pauses_per_minute: f64,
+    /// The longest pause.
+    pub max_pause: Duration,
+    /// Expected partitions (the process cannot reach the store) per process per simulated
+    /// minute.
+    pub partitions_per_minute: f64,
+    /// The longest partition.
+    pub max_partition: Duration,
+    /// Chance that a process crashes (and restarts under a new identity) during the run.
+    pub crash: f64,
+    /// How long, in true time, any bounded call (a claim, a revoke, an acquire) may stay
+    /// unanswered while its process runs.
+    pub answer_bound: Duration,
+    /// The client kinds processes draw from.
+    pub kinds: Vec<Kind>,
+    /// A defect switched on in lease-manager for the run (mutation mode), if any.
+    pub mutation: Option<Mutation>,
+    /// Whether to keep the full event log (for determinism tests and replays).
+    pub keep_log: bool,
+}
+
+impl Default for SimConfig {
+    /// The CI configuration: client-go's election timing, 5 s claims, 1% clock-rate error, and
+    /// faults frequent enough that every run sees several of each kind.
+    fn default() -> Self {
+        SimConfig {
+            duration: Duration::from_secs(90),
+            processes: 3,
+            leases: 1,
+            drift_ppm: 10_000,
+            client_margin_ppm: 20_000,
+            election: (
+                Duration::from_secs(15),
+                Duration::from_secs(10),
+                Duration::from_secs(2),
+            ),
+            claim_duration: Duration::from_secs(5),
+            timeout_before: 0.03,
+            timeout_after: 0.03,
+            invalid: 0.02,
+            latency: 0.2,
+            max_latency: Duration::from_secs(8),
+            split: 0.3,
+            pauses_per_minute: 0.7,
+            max_pause: Duration::from_secs(25),
+            partitions_per_minute: 0.5,
+            max_partition: Duration::from_secs(30),
+            crash: 0.3,
+            answer_bound: Duration::from_secs(120),
+            kinds: Kind::ALL.to_vec(),
+            mutation: None,
+            keep_log: false,
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! The simulator's store layer: one [`InMemoryStore`] backing on true time (the reference
+//! semantics, a server with a perfect clock), seen by each process through a [`SimStore`] that
+//! injects the simulator's faults and converts expiries to the process's own clock.
+//!
+//! Faults, each drawn from the run's one random source: a call that times out before taking
+//! effect or after it, an `Invalid` answer, latency from a long-tailed distribution before and
+//! after the effect, and batches split in two parts applied at different instants (the second
+//! part may then time out), and partitions (every call of a process times out for a while,
+//! as when it is cut off the network). A paused process's calls neither start nor return until it resumes
+//! (the answer waits in its socket); a crashed process's calls never complete.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lease_core::{Clock, Error, Info, Key, Op, Outcome, Request, Result, Store, Timestamp};
+use lease_testkit::{FakeClock, InMemoryStore};
+use tokio::sync::watch;
+
+use crate::clock::DriftClock;
+use crate::world::World;
+
+/// What was decided for one call before it reaches the backing.
+struct Plan {
+    timeout_after: bool,
+    after: Duration,
+    start_own: Timestamp,
+}
+
+/// One process's view of the shared store.
+pub struct SimStore {
+    inner: InMemoryStore,
+    clock: DriftClock,
+    world: Arc<World>,
+    process: usize,
+    changes: Option<watch::Receiver<u64>>,
+}
+
+impl std::fmt::Debug for SimStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimStore")
+            .field("process", &self.process)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SimStore {
+    /// Process `process`'s view of `backing` (which must run on the world's true clock).
+    pub fn new(
+        backing: &InMemoryStore,
+        clock: DriftClock,
+        world: Arc<World>,
+        process: usize,
+    ) -> SimStore {
+        SimStore {
+            changes: Some(world.change_channel()),
+            inner: backing.sibling(),
+            clock,
+            world,
+            process,
+        }
+    }
+
+    fn truth(&self) -> &FakeClock {
+        &self.world.truth
+    }
+
+    async fn sleep(&self, d: Duration) {
+        if !d.is_zero() {
+            let until = self.truth().now().saturating_add(d);
+            Clock::sleep_until(self.truth(), until).await;
+        }
+    }
+
+    /// Waits for the process to run, rolls the faults, and returns early with an error for a
+    /// fault that strikes before the call takes effect.
+    async fn before(&self, what: &'static str, write: bool) -> Result<Plan> {
+        self.clock.gate().pass(self.truth()).await;
+        let start_own = self.clock.now();
+        if self.clock.gate().partitioned(self.truth().now()) {
+            // The request never arrives; the client gives up after its own timeout.
+            self.world.fault("partitioned call");
+            let wait = self.world.rng(|r| r.u64(1_000_000..2_000_000_000));
+            self.sleep(Duration::from_nanos(wait)).await;
+            self.clock.gate().pass(self.truth()).await;
+            let p = self.process;
+            self.world
+                .log(|| format!("p{p} {what} -> timeout (partitioned)"));
+            return Err(Error::Timeout);
+        }
+        let cfg = &self.world.config;
+        let (roll, slow_before, slow_after) = self
+            .world
+            .rng(|r| (r.f64(), r.f64() < cfg.latency, r.f64() < cfg.latency));
+        let before = if slow_before {
+            self.world.latency(cfg.max_latency)
+        } else {
+            Duration::ZERO
+        };
+        let after = if slow_after {
+            self.world.latency(cfg.max_latency)
+        } else {
+            Duration::ZERO
+        };
+        let mut edge = cfg.timeout_before;
+        let timeout_before = roll < edge;
+        edge += cfg.timeout_after;
+        let timeout_after = !timeout_before && roll < edge && write;
+        edge += cfg.invalid;
+        let invalid = !timeout_before && !timeout_after && roll < edge;
+        self.sleep(before).await;
+        let p = self.process;
+        if timeout_before {
+            self.world.fault("timeout before effect");
+            self.sleep(after).await;
+            self.clock.gate().pass(self.truth()).await;
+            self.world
+                .log(|| format!("p{p} {what} -> timeout (before effect)"));
+            return Err(Error::Timeout);
+        }
+        if invalid {
+            self.world.fault("invalid");
+            self.sleep(after).await;
+            self.clock.gate().pass(self.truth()).await;
+            self.world.log(|| format!("p{p} {what} -> invalid"));
+            return Err(Error::Invalid);
+        }
+        if timeout_after {
+            self.world.fault("timeout after effect");
+        }
+        if !before.is_zero() || !after.is_zero() {
+            self.world.fault("latency");
+        }
+        Ok(Plan {
+            timeout_after,
+            after,
+            start_own,
+        })
+    }
+
+    /// Delivers a result that took effect: late, or as a timeout, once the process runs.
+    async fn after<T>(&self, what: &'static str, plan: &Plan, result: Result<T>) -> Result<T> {
+        self.sleep(plan.after).await;
+        self.clock.gate().pass(self.truth()).await;
+        let p = self.process;
+        if plan.timeout_after {
+            self.world
+                .log(|| format!("p{p} {what} -> timeout (after effect)"));
+            return Err(Error::Timeout);
+        }
+        self.world.log(|| match &result {
+            Ok(_) => format!("p{p} {what} -> ok"),
+            Err(e) => format!("p{p} {what} -> {:?}", e.kind()),
+        });
+        result
+    }
+
+    /// `info` with its true-time expiry restated on this process's clock: the call's start
+    /// plus the time the store had left (what a server-clock store reports).
+    fn own(&self, start_own: Timestamp, mut info: Info) -> Info {
+        let left = info.expiry.saturating_duration_since(self.truth().now());
+        info.expiry = start_own.saturating_add(left);
+        info
+    }
+
+    fn own_map(&self, start_own: Timestamp, map: BTreeMap<Key, Info>) -> BTreeMap<Key, Info> {
+        map.into_iter()
+            .map(|(k, i)| (k, self.own(start_own, i)))
+            .collect()
+    }
+
+    fn own_outcome(&self, start_own: Timestamp, r: Result<Outcome>) -> Result<Outcome> {
+        r.map(|o| match o {
+            Outcome::Claimed(i) => Outcome::Claimed(self.own(start_own, i)),
+            Outcome::Extended(i) => Outcome::Extended(self.own(start_own, i)),
+            Outcome::Revoked => Outcome::Revoked,
+        })
+    }
+}
+
+/// The simulator's own errors (the only ones `before` and `after` make), for every op of a batch.
+fn again(e: &Error) -> Error {
+    if e.is_invalid() {
+        Error::Invalid
+    } else {
+        Error::Timeout
+    }
+}
+
+fn describe(key: &Key, holder: &str) -> String {
+    format!("{}/{} by {holder}", key.namespace, key.lease)
+}
+
+#[async_trait]
+impl Store for SimStore {
+    async fn claim_lease(&mut self, key: &Key, request: &Request) -> Result<Info> {
+        let plan = self.before("claim", true).await?;
+        let p = self.process;
+        self.world
+            .log(|| format!("p{p} claim {}", describe(key, &request.holder)));
+        let r = self.inner.claim_lease(key, request).await;
+        self.world.changed();
+        let r = r.map(|i| self.own(plan.start_own, i));
+        self.after("claim", &plan, r).await
+    }
+
+    async fn extend_lease(&mut self, key: &Key, request: &Request) -> Result<Info> {
+        let plan = self.before("extend", true).await?;
+        let p = self.process;
+        self.world
+            .log(|| format!("p{p} extend {}", describe(key, &request.holder)));
+        let r = self.inner.extend_lease(key, request).await;
+        self.world.changed();
+        let r = r.map(|i| self.own(plan.start_own, i));
+        self.after("extend", &plan, r).await
+    }
+
+    async fn revoke_lease(&mut self, key: &Key, holder: &str) -> Result<()> {
+        let plan = self.before("revoke", true).await?;
+        let p = self.process;
+        self.world
+            .log(|| format!("p{p} revoke {}", describe(key, holder)));
+        let r = self.inner.revoke_lease(key, holder).await;
+        self.world.changed();
+        self.after("revoke", &plan, r).await
+    }
+
+    async fn leases(&mut self, keys: &[Key]) -> Result<BTreeMap<Key, Info>> {
+        let plan = self.before("read", false).await?;
+        let r = self.inner.leases(keys).await;
+        let r = r.map(|m| self.own_map(plan.start_own, m));
+        self.after("read", &plan, r).await
+    }
+
+    async fn lease_group(&mut self, namespace: &str, model: &str) -> Result<BTreeMap<Key, Info>> {
+        let plan = self.before("read group", false).await?;
+        let r = self.inner.lease_group(namespace, model).await;
+        let r = r.map(|m| self.own_map(plan.start_own, m));
+        self.after("read group", &plan, r).await
+    }
+
+    async fn pin_lease(&mut self, key: &Key, entity: &str) -> Result<()> {
+        let plan = self.before("pin", true).await?;
+        let r = self.inner.pin_lease(key, entity).await;
+        self.world.changed();
+        self.after("pin", &plan, r).await
+    }
+
+    async fn unpin_lease(&mut self, key: &Key, entity: &str) -> Result<()> {
+        let plan = self.before("unpin", true).await?;
+        let r = self.inner.unpin_lease(key, entity).await;
+        self.world.changed();
+        self.after("unpin", &plan, r).await
+    }
+
+    async fn pinned(&mut self) -> Result<BTreeMap<Key, Vec<String>>> {
+        let plan = self.before("pinned", false).await?;
+        let r = self.inner.pinned().await;
+        self.after("pinned", &plan, r).await
+    }
+
+    async fn apply(&mut self, ops: Vec<Op>) -> Vec<Result<Outcome>> {
+        let n = ops.len();
+        let plan = match self.before("batch", true).await {
+            Ok(plan) => plan,
+            Err(e) => return (0..n).map(|_| Err(again(&e))).collect(),
+        };
+        let p = self.process;
+        for op in &ops {
+            self.world.log(|| match op {
+                Op::Claim { key, request } => {
+                    format!("p{p} +claim {}", describe(key, &request.holder))
+                }
+                Op::Extend { key, request } => {
+                    format!("p{p} +extend {}", describe(key, &request.holder))
+                }
+                Op::Revoke { key, holder } => format!("p{p} +revoke {}", describe(key, holder)),
+            });
+        }
+        let split = n >= 2 && self.world.rng(|r| r.f64() < self.world.config.split);
+        let mut results = Vec::with_capacity(n);
+        if split {
+            self.world.fault("batch split");
+            let at = self.world.rng(|r| r.usize(1..n));
+            let mut ops = ops;
+            let second = ops.split_off(at);
+            for r in self.inner.apply(ops).await {
+                results.push(self.own_outcome(plan.start_own, r));
+            }
+            self.world.changed();
+            let gap = self.world.latency(self.world.config.max_latency);
+            self.sleep(gap).await;
+            // The second part is a transaction of its own: it may fail as one.
+            let lost = self
+                .world
+                .rng(|r| r.f64() < self.world.config.timeout_before * 4.0);
+            if lost {
+                self.world.fault("timeout before effect");
+                results.extend((0..second.len()).map(|_| Err(Error::Timeout)));
+            } else {
+                for r in self.inner.apply(second).await {
+                    results.push(self.own_outcome(plan.start_own, r));
+                }
+                self.world.changed();
+            }
+        } else {
+            for r in self.inner.apply(ops).await {
+                results.push(self.own_outcome(plan.start_own, r));
+            }
+            self.world.changed();
+        }
+        match self.after("batch", &plan, Ok(())).await {
+            Ok(()) => results,
+            Err(e) => (0..n).map(|_| Err(again(&e))).collect(),
+        }
+    }
+
+    async fn poll_changes(&mut self) -> Result<bool> {
+        self.clock.gate().pass(&self.world.truth).await;
+        let r = self.inner.poll_changes().await;
+        self.clock.gate().pass(&self.world.truth).await;
+        r
+    }
+
+    fn change_notifier(&mut self) -> Option<watch::Receiver<u64>> {
+        self.changes.take()
+    }
+}

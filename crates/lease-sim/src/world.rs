@@ -1,0 +1,163 @@
+//! What every part of one simulated run shares: true time, the seeded random source of every
+//! store fault, the event log, and the record the checker reads.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use lease_core::Timestamp;
+use lease_testkit::FakeClock;
+use tokio::sync::watch;
+
+use crate::config::SimConfig;
+
+/// One interval in which a client may act as holder of a lease, on true time (ns).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    /// `namespace/lease`.
+    pub lease: String,
+    /// The holder name the client claimed with.
+    pub holder: String,
+    /// The fencing generation of the term.
+    pub generation: u64,
+    /// The simulated process (incarnation) the client ran in.
+    pub process: usize,
+    /// Whether this is a leader's term (it ends when the client stops or sees its lost token)
+    /// rather than a claim's guaranteed window.
+    pub term: bool,
+    /// Inclusive start.
+    pub start: u64,
+    /// Exclusive end; `u64::MAX` while open.
+    pub end: u64,
+}
+
+/// A call a client made and when (true ns) it was answered, for "every caller is answered".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// What was called.
+    pub what: &'static str,
+    /// The process.
+    pub process: usize,
+    /// Start, true ns.
+    pub start: u64,
+    /// When it returned; `None` while outstanding.
+    pub end: Option<u64>,
+}
+
+/// What the checker reads.
+#[derive(Debug, Default)]
+pub struct Record {
+    /// Every window logged.
+    pub windows: Vec<Window>,
+    /// Pauses by process: (start, end) on true time.
+    pub pauses: BTreeMap<usize, Vec<(u64, u64)>>,
+    /// Crashes by process, true ns.
+    pub crashes: BTreeMap<usize, u64>,
+    /// Bounded calls.
+    pub calls: Vec<Call>,
+    /// Faults injected, by kind.
+    pub faults: BTreeMap<&'static str, u64>,
+}
+
+/// Shared state of one run.
+#[derive(Debug)]
+pub struct World {
+    /// True time.
+    pub truth: FakeClock,
+    /// When the run started (true time).
+    pub origin: Timestamp,
+    /// The configuration.
+    pub config: SimConfig,
+    rng: Mutex<fastrand::Rng>,
+    log: Mutex<Vec<String>>,
+    record: Mutex<Record>,
+    /// One change channel per process, bumped in process order on every write. (tokio's watch
+    /// spreads the receivers of one channel over several `Notify`s chosen by tokio's own
+    /// unseeded random source, so one channel with many receivers would wake them in a
+    /// different order on every run.)
+    changes: Mutex<Vec<watch::Sender<u64>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl World {
+    /// A world for `config`, its faults drawn from `seed`.
+    pub fn new(config: SimConfig, truth: FakeClock, seed: u64) -> Arc<World> {
+        Arc::new(World {
+            origin: truth.now(),
+            truth,
+            config,
+            rng: Mutex::new(fastrand::Rng::with_seed(seed)),
+            log: Mutex::new(Vec::new()),
+            record: Mutex::new(Record::default()),
+            changes: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Nanoseconds of true time since the run started.
+    pub fn now(&self) -> u64 {
+        self.truth.now().as_nanos()
+    }
+
+    /// Runs `f` on the fault source.
+    pub fn rng<T>(&self, f: impl FnOnce(&mut fastrand::Rng) -> T) -> T {
+        f(&mut lock(&self.rng))
+    }
+
+    /// Appends to the event log, stamped with true time since the start.
+    pub fn log(&self, line: impl FnOnce() -> String) {
+        if self.config.keep_log {
+            let at = self.now().saturating_sub(self.origin.as_nanos());
+            lock(&self.log).push(format!("{at:>15} {}", line()));
+        }
+    }
+
+    /// The event log so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        lock(&self.log).clone()
+    }
+
+    /// Runs `f` on the record.
+    pub fn record<T>(&self, f: impl FnOnce(&mut Record) -> T) -> T {
+        f(&mut lock(&self.record))
+    }
+
+    /// A new process's change channel.
+    pub fn change_channel(&self) -> watch::Receiver<u64> {
+        let (tx, rx) = watch::channel(0);
+        lock(&self.changes).push(tx);
+        rx
+    }
+
+    /// Tells every process's manager that the store changed, in process order.
+    pub fn changed(&self) {
+        for tx in lock(&self.changes).iter() {
+            tx.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    /// Counts one injected fault of `kind`.
+    pub fn fault(&self, kind: &'static str) {
+        self.record(|r| *r.faults.entry(kind).or_default() += 1);
+    }
+
+    /// A latency drawn from a long-tailed distribution: mostly around a millisecond, one call
+    /// in ten up to 50 ms, one in a hundred Pareto-tailed up to `max`.
+    pub fn latency(&self, max: Duration) -> Duration {
+        self.rng(|rng| {
+            let roll = rng.f64();
+            let ns = if roll < 0.89 {
+                rng.u64(100_000..2_000_000)
+            } else if roll < 0.99 {
+                rng.u64(2_000_000..50_000_000)
+            } else {
+                // Pareto with alpha 1.1 and scale 50 ms.
+                let u = rng.f64().max(1e-9);
+                (50e6 / u.powf(1.0 / 1.1)) as u64
+            };
+            Duration::from_nanos(ns).min(max)
+        })
+    }
+}
