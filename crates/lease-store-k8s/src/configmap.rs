@@ -204,7 +204,7 @@ impl Codec for ConfigMapCodec {
     }
 }
 
-/// A [`Store`] on ConfigMaps in one Kubernetes namespace, one per key (names, labels and
+/// A [`Store`](lease_core::Store) on ConfigMaps in one Kubernetes namespace, one per key (names, labels and
 /// annotations as for [`LeaseStore`](crate::LeaseStore); the record in `data`, see
 /// [`DATA_HOLDER`] and the other `DATA_*` keys).
 ///
@@ -249,9 +249,10 @@ impl ConfigMapStoreBuilder {
         self
     }
 
-    /// Claims without expiry (the Go ConfigMap lock created with a negative timeout): a claim lasts
-    /// until it is revoked or its owner pod is deleted, whatever duration it asks for, and its
-    /// [`Info::expiry`] is [`Timestamp::MAX`](lease_core::Timestamp::MAX).
+    /// Claims without expiry (the Go ConfigMap lock created with a negative timeout): a claim
+    /// lasts until it is revoked or its owner pod is deleted, whatever duration it asks for, and
+    /// its [`Info::expiry`](lease_core::Info::expiry) is
+    /// [`Timestamp::MAX`](lease_core::Timestamp::MAX).
     pub fn without_expiry(mut self) -> Self {
         self.codec.no_expiry = true;
         self

@@ -80,7 +80,7 @@ impl Codec for LeaseCodec {
     }
 }
 
-/// A [`Store`] on `coordination.k8s.io/v1` Lease objects in one Kubernetes namespace.
+/// A [`Store`](lease_core::Store) on `coordination.k8s.io/v1` Lease objects in one Kubernetes namespace.
 ///
 /// See the [crate documentation](crate) for the object layout, how expiry is judged, the
 /// request pattern of each operation and the permissions it needs.
