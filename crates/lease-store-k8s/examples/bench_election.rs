@@ -25,9 +25,12 @@
 //! 2. **Handover after release**: the leader calls `unlock()`; the follower, waiting in `lock()`
 //!    (the manager's `wait_until_expired`), claims. From `unlocking` to the follower's `became`.
 //!    Then the old leader calls `lock()` again and becomes the follower; repeated.
-//! 3. **Takeover after SIGKILL**: 300 ms after a logged renewal the leader is killed with
-//!    SIGKILL; from the start of that renewal (what the holder's guarantee counts from) to the
-//!    follower's `became`.
+//! 3. **Takeover after SIGSTOP, then after SIGKILL**: 300 ms after a logged renewal the leader
+//!    is stopped with SIGSTOP; from the start of that renewal (what the holder's guarantee
+//!    counts from) to the follower's `became`, which must wait for the expiry on every store (a
+//!    stopped holder is alive). The stopped leader is continued, finds its term over and
+//!    follows; then the new leader is killed with SIGKILL the same way: on SQLite the store
+//!    sees the death and the follower takes over at once, elsewhere the lease must expire.
 //! 4. **Candidates started together**: 5 processes started, and once all are ready, `lock` is
 //!    written to their stdins back to back (the start barrier), on a fresh lease and on a stale
 //!    one (its holder vanished: on Kubernetes, a Lease our store claimed for `dead-holder`, then
@@ -41,8 +44,8 @@
 //!     [--window SECS] [--trials N] [--only k8s|sqlite]
 //! ```
 //!
-//! Defaults: 30 s windows, 5 trials; about 3.5 minutes in all (the two SIGKILL takeovers and the
-//! stale Kubernetes lease wait out 15 s leases). Every run works in a new Kubernetes namespace
+//! Defaults: 30 s windows, 5 trials; about 4 minutes in all (the SIGSTOP takeovers, the
+//! Kubernetes SIGKILL takeover and the stale Kubernetes lease wait out 15 s leases). Every run works in a new Kubernetes namespace
 //! (`bench-election-…`, left behind; `cargo xtask k8s down` removes it) and a new SQLite file in
 //! the temporary directory (removed at the end).
 
@@ -593,6 +596,31 @@ impl Session {
         Ok((ev.verbs, ev.t))
     }
 
+    /// Stops candidate `i` with SIGSTOP (`pause`) or continues it with SIGCONT; returns when
+    /// (just before the signal).
+    fn signal(&mut self, i: usize, stop: bool) -> Res<u64> {
+        let t = now_ns();
+        let proc = &self.procs[i];
+        push(
+            &self.log,
+            Ev {
+                who: proc.who.clone(),
+                kind: if stop { "paused" } else { "resumed" }.to_owned(),
+                t,
+                ..Ev::default()
+            },
+        );
+        let pid = rustix::process::Pid::from_child(&proc.child);
+        let signal = if stop {
+            rustix::process::Signal::STOP
+        } else {
+            rustix::process::Signal::CONT
+        };
+        rustix::process::kill_process(pid, signal)
+            .map_err(|e| format!("cannot signal candidate {}: {e}", proc.who))?;
+        Ok(t)
+    }
+
     /// Kills candidate `i` with SIGKILL; returns when (just before the signal).
     fn kill(&mut self, i: usize) -> u64 {
         let t = now_ns();
@@ -681,7 +709,9 @@ fn intervals(events: &[Ev]) -> Vec<Interval> {
             "became" => {
                 open.insert(&ev.who, (ev.t, ev.generation));
             }
-            "stopped" | "killed" | "exit" => {
+            // A stopped process cannot act: its interval ends at the SIGSTOP, and what it says
+            // after SIGCONT (its lost token firing) only confirms the end.
+            "stopped" | "killed" | "exit" | "paused" => {
                 if let Some((start, generation)) = open.remove(ev.who.as_str()) {
                     out.push(Interval {
                         who: ev.who.clone(),
@@ -829,6 +859,8 @@ struct PairResult {
     requests: Option<Requests>,
     handovers: Vec<Handover>,
     takeover: Option<Takeover>,
+    /// After SIGSTOP of the leader: `from_kill` is from the stop.
+    stop_takeover: Option<Takeover>,
     terms: usize,
     max_leaders: usize,
     problems: Vec<String>,
@@ -950,6 +982,44 @@ async fn pair(
         tokio::time::sleep(SETTLE + random_below(SETTLE_JITTER)).await;
         std::mem::swap(&mut leader, &mut follower);
     }
+
+    eprintln!(
+        "bench_election: {label}: SIGSTOP the leader, wait for the takeover at expiry (~{} s)...",
+        LEASE_DURATION.as_secs()
+    );
+    let (lw, fw) = (s.who(leader).to_owned(), s.who(follower).to_owned());
+    let from = s.mark();
+    s.wait(
+        from,
+        Some(&lw),
+        "renewed",
+        RETRY_PERIOD * 2 + EVENT_PATIENCE,
+    )
+    .await?;
+    tokio::time::sleep(KILL_AFTER_RENEWAL).await;
+    let last = s
+        .events()
+        .into_iter()
+        .rev()
+        .find(|e| e.who == lw && e.kind == "renewed")
+        .ok_or("the leader's renewal vanished from the log")?;
+    let stopped = s.signal(leader, true)?;
+    let became = s
+        .wait(from, Some(&fw), "became", LEASE_DURATION + EVENT_PATIENCE)
+        .await?;
+    result.stop_takeover = Some(Takeover {
+        from_renewal: span(last.t, became.t),
+        from_renewal_seen: span(last.seen, became.t),
+        from_kill: span(stopped, became.t),
+    });
+    // Continued, the old leader finds its term over (its lost token fires), then follows.
+    let from = s.mark();
+    s.signal(leader, false)?;
+    s.wait(from, Some(&lw), "stopped", EVENT_PATIENCE).await?;
+    s.send(leader, "lock")?;
+    s.wait(from, Some(&lw), "following", EVENT_PATIENCE).await?;
+    tokio::time::sleep(SETTLE + random_below(SETTLE_JITTER)).await;
+    std::mem::swap(&mut leader, &mut follower);
 
     eprintln!(
         "bench_election: {label}: SIGKILL the leader, wait for the takeover (~{} s)...",
@@ -1394,6 +1464,33 @@ fn report(runs: &[Run], version: Option<&str>, window: Duration, trials: usize) 
          the follower's claim returning. Measured elsewhere: kubert 15.0 s, kube-lease-manager \
          15.4–15.8 s, kube-leader-election 16.1–16.3 s, client-go 19.1–19.2 s, kube-coordinate \
          21–30 s.\n",
+        KILL_AFTER_RENEWAL.as_millis()
+    );
+    let _ = writeln!(
+        out,
+        "\n### Takeover after the leader is stopped (SIGSTOP)\n\n\
+         | store | from the start of its last renewal | from that renewal's success (seen ≤ 5 ms late) | from the stop | target | met |\n\
+         | --- | --- | --- | --- | --- | --- |"
+    );
+    for run in runs {
+        if let Some(t) = run.pair.stop_takeover {
+            // A stopped holder is alive: no store may free its lease before it expires.
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | ≥ {} from the renewal (it must expire) | {} |",
+                run.backend.label(),
+                secs(t.from_renewal),
+                secs(t.from_renewal_seen),
+                secs(t.from_kill),
+                secs(LEASE_DURATION),
+                verdict(t.from_renewal >= LEASE_DURATION),
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nOne stop per store, {} ms after a logged renewal, counted to the follower's claim \
+         returning; the stopped leader is then continued, sees its term over, and follows.",
         KILL_AFTER_RENEWAL.as_millis()
     );
 

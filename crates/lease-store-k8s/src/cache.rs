@@ -9,7 +9,7 @@ use kube::ResourceExt;
 use lease_core::Timestamp;
 use tokio::sync::watch;
 
-use crate::engine::Codec;
+use crate::codec::Codec;
 use crate::record::Record;
 
 /// What this process knows about one object.

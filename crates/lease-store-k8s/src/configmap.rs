@@ -11,7 +11,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff;
 use lease_core::{Clock, Key, Result};
 
-use crate::engine::{Codec, Engine};
+use crate::codec::Codec;
+use crate::engine::Engine;
 use crate::error::K8sStoreError;
 use crate::naming::key_labels;
 use crate::options::StoreOptions;

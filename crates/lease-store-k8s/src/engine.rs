@@ -12,17 +12,14 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Debug;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use kube::api::{ListParams, PostParams};
-use kube::core::NamespaceResourceScope;
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 use lease_core::{Clock, Error, Info, Key, Request, Result, Timestamp};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 use crate::cache::{CacheState, Entry, Shared, observe};
+use crate::codec::Codec;
 use crate::error::{K8sStoreError, has_code};
 use crate::naming::{
     group_selector, is_dns1123_subdomain, key_json, managed_selector, object_name,
@@ -33,44 +30,6 @@ use crate::record::{Judge, KeyField, Record, Status, Term};
 /// How many times an operation re-reads and re-decides after a write conflict before it gives
 /// up with [`Error::Invalid`] (retryable).
 const ATTEMPTS: usize = 5;
-
-/// How one kind of object carries a [`Record`].
-pub(crate) trait Codec: Send + Sync + 'static {
-    /// The object type.
-    type Object: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + Serialize
-        + Debug
-        + Send
-        + Sync
-        + 'static;
-
-    /// The API resource name (`leases`, `configmaps`), for errors.
-    const RESOURCE: &'static str;
-
-    /// Reads the record an object carries; never fails.
-    fn decode(&self, object: &Self::Object) -> Record;
-
-    /// The object to write: `base` (the object the write was decided on, keeping its
-    /// `resourceVersion` and anything else on it) carrying `record`, or a new object.
-    ///
-    /// # Errors
-    ///
-    /// When the record cannot be represented.
-    fn encode(
-        &self,
-        base: Option<&Self::Object>,
-        name: &str,
-        key: &Key,
-        record: &Record,
-    ) -> Result<Self::Object, K8sStoreError>;
-
-    /// The term a claim for `duration` gets.
-    fn term(&self, duration: Duration) -> Term {
-        Term::Finite(duration)
-    }
-}
 
 /// Aborts the watch task when the store is dropped.
 #[derive(Debug)]

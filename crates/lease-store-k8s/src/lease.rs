@@ -8,7 +8,8 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use lease_core::{Clock, Key, Result};
 
-use crate::engine::{Codec, Engine};
+use crate::codec::Codec;
+use crate::engine::Engine;
 use crate::error::K8sStoreError;
 use crate::generation;
 use crate::naming::{ANNOTATION_GENERATION, key_labels};

@@ -193,6 +193,7 @@
 //! stores still work, but the watch fails (logged) and every poll says "changed".
 
 mod cache;
+mod codec;
 mod configmap;
 mod configmap_lock;
 mod engine;

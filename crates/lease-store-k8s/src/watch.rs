@@ -14,7 +14,7 @@ use lease_core::Clock;
 use serde::de::DeserializeOwned;
 
 use crate::cache::{Shared, StreamState, observe};
-use crate::engine::Codec;
+use crate::codec::Codec;
 use crate::naming::managed_selector;
 
 /// The first pause before a failed watch starts again.
