@@ -33,6 +33,8 @@ tasks:
           (`cargo xtask torture --help`)
   sim     the deterministic simulation over many seeds; writes RELIABILITY.md
           (`cargo xtask sim --seeds N`)
+  loom    lease-manager's window table, model-checked with loom (every interleaving of the
+          worker's publishes and clears with tokens' reads), in its own target dir (loom/)
 ";
 
 fn main() -> ExitCode {
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(&workspace_root(), args.get(1).map(String::as_str)),
         Some("torture") => torture::run(&workspace_root(), &args[1..]),
         Some("sim") => sim::run(&workspace_root(), &args[1..]),
+        Some("loom") => loom(),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             Ok(())
@@ -89,6 +92,28 @@ fn cargo(args: &[&str], envs: &[(&str, &str)]) -> Result<(), String> {
     } else {
         Err(format!("`cargo {}` failed: {status}", args.join(" ")))
     }
+}
+
+/// lease-manager's loom tests. `--cfg loom` rebuilds every dependency, so they build in a
+/// `loom` folder of the target dir: the normal build's artifacts stay valid.
+fn loom() -> Result<(), String> {
+    let target = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+        .join("loom");
+    let target = target.to_string_lossy();
+    cargo(
+        &[
+            "test",
+            "-p",
+            "lease-manager",
+            "--release",
+            "--locked",
+            "--lib",
+            "loom",
+        ],
+        &[("CARGO_TARGET_DIR", &target), ("RUSTFLAGS", "--cfg loom")],
+    )
 }
 
 fn have_nextest() -> bool {

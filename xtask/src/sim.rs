@@ -20,8 +20,18 @@ usage: cargo xtask sim [--seeds N] [--first S] [--threads T] [--ci]
 /// Seeds `cargo xtask ci` runs.
 pub(crate) const CI_SEEDS: &str = "10000";
 
-/// The mutations of lease-manager's `mutations` feature, as `lease-sim --mutation` names them.
-const MUTATIONS: [&str; 2] = ["concurrent-lock", "generation-across-terms"];
+/// The mutations of lease-manager's `mutations` feature, as `lease-sim --mutation` names them,
+/// with the client kinds each run draws from (`None`: the leader candidates).
+const MUTATIONS: [(&str, Option<&str>); 4] = [
+    ("concurrent-lock", None),
+    ("generation-across-terms", None),
+    ("retried-extend-claims", Some(KINDS_RETRIED_EXTEND)),
+    ("revoke-racing-lock", None),
+];
+
+/// The kinds whose extends the worker retries (a leader's renewal that turns into a claim is
+/// caught by the elector itself, which ends the term).
+const KINDS_RETRIED_EXTEND: &str = "claimer,leaser,resource-lock";
 
 /// Seeds each mutation run may take to find its defect.
 const MUTATION_SEEDS: &str = "200";
@@ -160,13 +170,13 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<(), String> {
     let (safe_passed, safe_text) = simulate(&exe, &safe_args)?;
     // Mutation mode: each defect switched on must be found, within MUTATION_SEEDS seeds.
     let mut mutations = Vec::new();
-    for mutation in MUTATIONS {
+    for (mutation, kinds) in MUTATIONS {
         let mut args = vec![
             "--seeds",
             MUTATION_SEEDS,
             "--no-shrink",
             "--kinds",
-            electors,
+            kinds.unwrap_or(electors),
             "--mutation",
             mutation,
         ];
@@ -229,7 +239,8 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<(), String> {
          | 40% | {} | some |\n| 30% | {} | none |\n\n\
          ### Mutation mode: defects switched on in lease-manager must be found\n\n\
          lease-manager's `mutations` feature (test-only, all off unless the simulator switches \
-         one on for its thread) re-introduces a defect; leader candidates only, default faults.\n\n\
+         one on for its thread) re-introduces a defect; leader candidates only \
+         (`retried-extend-claims`: claimers, leasers and resource locks), default faults.\n\n\
          | mutation | first failing seed | failing seeds |\n|---|---|---|\n{mutation_rows}",
         if args.is_empty() {
             String::new()

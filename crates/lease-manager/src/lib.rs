@@ -95,6 +95,8 @@ mod mutation {
     pub(crate) enum Mutation {
         ConcurrentLock,
         GenerationAcrossTerms,
+        RetriedExtendClaims,
+        RevokeRacingLock,
     }
     pub(crate) const fn on(_: Mutation) -> bool {
         false

@@ -16,6 +16,13 @@ pub enum Mutation {
     /// A leader's renewal that claimed the lease anew (it had lapsed) continues the term under
     /// the new generation instead of ending it.
     GenerationAcrossTerms,
+    /// The worker retries an extend whose outcome was ambiguous (or that was re-read) as a
+    /// claim once its view no longer shows the holding valid, so a lapsed holding comes back
+    /// under a new generation as though it had never ended.
+    RetriedExtendClaims,
+    /// `LeaderElector::lock()` does not wait for its own earlier term's revokes still in
+    /// flight, so a late revoke can take away the lease the new term just won.
+    RevokeRacingLock,
 }
 
 thread_local! {

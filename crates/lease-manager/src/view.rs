@@ -2,7 +2,14 @@
 //! and the shared table of its own guaranteed windows that tokens read without asking it.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError};
+
+// Under `cfg(loom)` the window table's locks are loom's, so the model-checked test below can try
+// every interleaving of the worker's publishes and clears with tokens' reads.
+#[cfg(loom)]
+use loom::sync::RwLock;
+#[cfg(not(loom))]
+use std::sync::RwLock;
 
 use lease_core::{Generation, Info, Key, Timestamp};
 
@@ -358,5 +365,94 @@ mod tests {
         drop(slot);
         table.sweep();
         assert_eq!(table.len(), 0);
+    }
+}
+
+/// Model-checked (`RUSTFLAGS="--cfg loom" cargo test -p lease-manager --release --lib loom`,
+/// or `cargo xtask loom`): every interleaving of the worker's publish, its clear-before-revoke
+/// and a token's lock-free read.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::atomic::{AtomicBool, Ordering};
+    use loom::thread;
+
+    fn window(generation: u64, until: u64) -> Option<Window> {
+        Some(Window {
+            holder: Arc::from("h"),
+            generation: Generation(generation),
+            until: Timestamp::from_nanos(until),
+        })
+    }
+
+    /// The worker publishes a window, then gives the lease up: it clears the window, then
+    /// sends the revoke (here: sets `revoked`). A token that has seen the revoke go out never
+    /// reads "held", and no read says "held" at or past the window's end or with a generation
+    /// never published.
+    #[test]
+    fn loom_no_read_says_held_after_the_clear_before_revoke_or_past_the_window() {
+        loom::model(|| {
+            let table = Arc::new(SlotTable::default());
+            let key = Key::new("ns", "m", "a");
+            let slot = table.slot_for(&key);
+            let revoked = Arc::new(AtomicBool::new(false));
+            let worker = {
+                let (table, key, revoked) = (Arc::clone(&table), key.clone(), Arc::clone(&revoked));
+                thread::spawn(move || {
+                    table.publish(&key, window(1, 10));
+                    table.publish(&key, window(1, 20));
+                    // disown: clear first, then revoke.
+                    table.publish(&key, None);
+                    revoked.store(true, Ordering::Release);
+                })
+            };
+            let reader = {
+                let (slot, revoked) = (Arc::clone(&slot), Arc::clone(&revoked));
+                thread::spawn(move || {
+                    let seen_revoke = revoked.load(Ordering::Acquire);
+                    let at_15 = slot.held("h", || Timestamp::from_nanos(15));
+                    let at_20 = slot.held("h", || Timestamp::from_nanos(20));
+                    let other = slot.held("x", || Timestamp::from_nanos(1));
+                    assert!(!(seen_revoke && at_15.is_some()), "held after the revoke");
+                    assert_eq!(at_20, None, "held at the window's end");
+                    assert_eq!(other, None, "held by another holder");
+                    assert!(matches!(at_15, None | Some(Generation(1))));
+                })
+            };
+            // The main thread reads too: a second token, at an instant only the first window
+            // does not cover.
+            let at_12 = slot.held("h", || Timestamp::from_nanos(12));
+            worker.join().unwrap();
+            reader.join().unwrap();
+            assert!(matches!(at_12, None | Some(Generation(1))));
+            assert_eq!(slot.held("h", || Timestamp::from_nanos(1)), None);
+        });
+    }
+
+    /// A token making its slot while the worker publishes and then stops (`clear_all`): the
+    /// read sees the window or nothing (and then asks the worker), and once the stop is done
+    /// nothing reads "held".
+    #[test]
+    fn loom_a_slot_made_while_the_worker_publishes_and_stops() {
+        loom::model(|| {
+            let table = Arc::new(SlotTable::default());
+            let key = Key::new("ns", "m", "a");
+            let worker = {
+                let (table, key) = (Arc::clone(&table), key.clone());
+                thread::spawn(move || {
+                    table.publish(&key, window(3, 10));
+                    table.clear_all();
+                })
+            };
+            let slot = table.slot_for(&key);
+            let before = slot.held("h", || Timestamp::from_nanos(5));
+            assert!(matches!(before, None | Some(Generation(3))));
+            worker.join().unwrap();
+            assert_eq!(slot.held("h", || Timestamp::from_nanos(5)), None);
+            table.sweep();
+            drop(slot);
+            table.sweep();
+            assert_eq!(table.len(), 0);
+        });
     }
 }

@@ -7,7 +7,8 @@
 //!           [--processes N] [--duration SECS] [--drift-ppm P] [--margin-ppm P]
 //!           [--election LD,RD,RP] [--crash F] [--pauses F] [--partitions F] [--split F] [--invalid F]
 //!           [--timeout-before F] [--timeout-after F] [--latency F] [--kinds K,K,...]
-//!           [--mutation concurrent-lock|generation-across-terms]
+//!           [--mutation concurrent-lock|generation-across-terms|
+//!                       retried-extend-claims|revoke-racing-lock]
 //! ```
 //!
 //! Exit status: 0 when no seed failed, 1 when one did, 2 on a usage error.
@@ -72,6 +73,8 @@ fn parse() -> Result<Args, String> {
                 c.mutation = Some(match value()?.as_str() {
                     "concurrent-lock" => Mutation::ConcurrentLock,
                     "generation-across-terms" => Mutation::GenerationAcrossTerms,
+                    "retried-extend-claims" => Mutation::RetriedExtendClaims,
+                    "revoke-racing-lock" => Mutation::RevokeRacingLock,
                     other => return Err(format!("no mutation {other}")),
                 });
             }
@@ -171,6 +174,8 @@ fn replay_command(seed: u64, c: &SimConfig) -> String {
         let name = match m {
             Mutation::ConcurrentLock => "concurrent-lock",
             Mutation::GenerationAcrossTerms => "generation-across-terms",
+            Mutation::RetriedExtendClaims => "retried-extend-claims",
+            Mutation::RevokeRacingLock => "revoke-racing-lock",
         };
         flag("mutation", true, name.to_owned());
     }

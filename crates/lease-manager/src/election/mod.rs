@@ -297,7 +297,9 @@ impl LeaderElector {
         loop {
             // A revoke of an earlier term still in flight would end the term this call may
             // win. No new one can start meanwhile: there is no term to end until this returns.
-            let _ = inner.releasing.subscribe().wait_for(|n| *n == 0).await;
+            if !crate::mutation::on(crate::mutation::Mutation::RevokeRacingLock) {
+                let _ = inner.releasing.subscribe().wait_for(|n| *n == 0).await;
+            }
             if revoke_first {
                 match revoke(inner, Releasing::start(inner)).await {
                     Ok(()) => revoke_first = false,

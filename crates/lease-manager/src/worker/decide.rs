@@ -127,10 +127,14 @@ impl Machine {
                 }),
                 // The holding this extend was for has gone (revoked, lapsed): only the store
                 // may say so, and it answers `Invalid`; never a claim nobody asked for.
-                _ if pending.extend => Some(Op::Extend {
-                    key,
-                    request: request.clone(),
-                }),
+                _ if pending.extend
+                    && !crate::mutation::on(crate::mutation::Mutation::RetriedExtendClaims) =>
+                {
+                    Some(Op::Extend {
+                        key,
+                        request: request.clone(),
+                    })
+                }
                 _ => Some(Op::Claim {
                     key,
                     request: request.clone(),
