@@ -909,6 +909,42 @@ async fn measure(
     })
 }
 
+/// Waits for a renewal of `leader`, lets [`KILL_AFTER_RENEWAL`] pass (so none is in flight),
+/// then does `act` to it (a SIGSTOP or a SIGKILL, returning when) and times `follower`'s
+/// takeover.
+async fn takeover(
+    s: &mut Session,
+    leader: usize,
+    follower: usize,
+    act: impl FnOnce(&mut Session, usize) -> Res<u64>,
+) -> Res<Takeover> {
+    let (lw, fw) = (s.who(leader).to_owned(), s.who(follower).to_owned());
+    let from = s.mark();
+    s.wait(
+        from,
+        Some(&lw),
+        "renewed",
+        RETRY_PERIOD * 2 + EVENT_PATIENCE,
+    )
+    .await?;
+    tokio::time::sleep(KILL_AFTER_RENEWAL).await;
+    let last = s
+        .events()
+        .into_iter()
+        .rev()
+        .find(|e| e.who == lw && e.kind == "renewed")
+        .ok_or("the leader's renewal vanished from the log")?;
+    let acted = act(s, leader)?;
+    let became = s
+        .wait(from, Some(&fw), "became", LEASE_DURATION + EVENT_PATIENCE)
+        .await?;
+    Ok(Takeover {
+        from_renewal: span(last.t, became.t),
+        from_renewal_seen: span(last.seen, became.t),
+        from_kill: span(acted, became.t),
+    })
+}
+
 async fn pair(
     backend: &Backend,
     exe: &Path,
@@ -987,31 +1023,9 @@ async fn pair(
         "bench_election: {label}: SIGSTOP the leader, wait for the takeover at expiry (~{} s)...",
         LEASE_DURATION.as_secs()
     );
-    let (lw, fw) = (s.who(leader).to_owned(), s.who(follower).to_owned());
-    let from = s.mark();
-    s.wait(
-        from,
-        Some(&lw),
-        "renewed",
-        RETRY_PERIOD * 2 + EVENT_PATIENCE,
-    )
-    .await?;
-    tokio::time::sleep(KILL_AFTER_RENEWAL).await;
-    let last = s
-        .events()
-        .into_iter()
-        .rev()
-        .find(|e| e.who == lw && e.kind == "renewed")
-        .ok_or("the leader's renewal vanished from the log")?;
-    let stopped = s.signal(leader, true)?;
-    let became = s
-        .wait(from, Some(&fw), "became", LEASE_DURATION + EVENT_PATIENCE)
-        .await?;
-    result.stop_takeover = Some(Takeover {
-        from_renewal: span(last.t, became.t),
-        from_renewal_seen: span(last.seen, became.t),
-        from_kill: span(stopped, became.t),
-    });
+    result.stop_takeover =
+        Some(takeover(&mut s, leader, follower, |s, i| s.signal(i, true)).await?);
+    let lw = s.who(leader).to_owned();
     // Continued, the old leader finds its term over (its lost token fires), then follows.
     let from = s.mark();
     s.signal(leader, false)?;
@@ -1025,31 +1039,7 @@ async fn pair(
         "bench_election: {label}: SIGKILL the leader, wait for the takeover (~{} s)...",
         LEASE_DURATION.as_secs()
     );
-    let (lw, fw) = (s.who(leader).to_owned(), s.who(follower).to_owned());
-    let from = s.mark();
-    s.wait(
-        from,
-        Some(&lw),
-        "renewed",
-        RETRY_PERIOD * 2 + EVENT_PATIENCE,
-    )
-    .await?;
-    tokio::time::sleep(KILL_AFTER_RENEWAL).await;
-    let last = s
-        .events()
-        .into_iter()
-        .rev()
-        .find(|e| e.who == lw && e.kind == "renewed")
-        .ok_or("the leader's renewal vanished from the log")?;
-    let killed = s.kill(leader);
-    let became = s
-        .wait(from, Some(&fw), "became", LEASE_DURATION + EVENT_PATIENCE)
-        .await?;
-    result.takeover = Some(Takeover {
-        from_renewal: span(last.t, became.t),
-        from_renewal_seen: span(last.seen, became.t),
-        from_kill: span(killed, became.t),
-    });
+    result.takeover = Some(takeover(&mut s, leader, follower, |s, i| Ok(s.kill(i))).await?);
     // A moment as the only leader, then the end.
     tokio::time::sleep(Duration::from_millis(500)).await;
     s.shutdown().await;
