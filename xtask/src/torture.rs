@@ -391,16 +391,25 @@ fn xtask_k8s(me: &Path, args: &[&str]) -> Result<String, String> {
     }
 }
 
+/// The value of `export NAME='…'` in what `cargo xtask TASK env` printed.
+fn exported(env_text: &str, name: &str, task: &str) -> Result<String, String> {
+    env_text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("export ")?
+                .strip_prefix(name)?
+                .strip_prefix('=')
+        })
+        .map(|v| v.trim_matches('\'').to_owned())
+        .ok_or_else(|| format!("`cargo xtask {task} env` printed no {name}"))
+}
+
 fn k8s_torture(exe: &Path, work: &Path, report: &Path, short: bool) -> Result<bool, String> {
     let me = env::current_exe().map_err(|e| format!("cannot find xtask's binary: {e}"))?;
     xtask_k8s(&me, &["up"])?;
     let result = (|| {
         let env_text = xtask_k8s(&me, &["env"])?;
-        let kubeconfig = env_text
-            .lines()
-            .find_map(|l| l.strip_prefix("export KUBECONFIG="))
-            .map(|v| v.trim_matches('\'').to_owned())
-            .ok_or("`cargo xtask k8s env` printed no KUBECONFIG")?;
+        let kubeconfig = exported(&env_text, "KUBECONFIG", "k8s")?;
         let mut envs = server_env();
         envs.push(("KUBECONFIG", kubeconfig));
         let dir = path_str(&work.join("k8s"));
@@ -484,11 +493,7 @@ fn pg_torture(exe: &Path, work: &Path, report: &Path, short: bool) -> Result<boo
     xtask_pg(&me, &["up"])?;
     let result = (|| {
         let env_text = xtask_pg(&me, &["env"])?;
-        let url = env_text
-            .lines()
-            .find_map(|l| l.strip_prefix("export LEASE_TEST_POSTGRES_URL="))
-            .map(|v| v.trim_matches('\'').to_owned())
-            .ok_or("`cargo xtask pg env` printed no LEASE_TEST_POSTGRES_URL")?;
+        let url = exported(&env_text, "LEASE_TEST_POSTGRES_URL", "pg")?;
         let mut envs = pg_server_env();
         envs.push(("LEASE_TORTURE_POSTGRES_URL", url));
         let dir = path_str(&work.join("postgres"));
@@ -613,4 +618,22 @@ fn write_sections(
         }
     }
     fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exported;
+
+    #[test]
+    fn exported_finds_the_named_variable_only() {
+        let text = "export KUBECONFIG=/a/admin\nexport LEASE_TEST_RESTRICTED_KUBECONFIG=/a/user\n\
+                    export LEASE_TEST_POSTGRES_URL='postgres://u:p@h/db'\n";
+        assert_eq!(exported(text, "KUBECONFIG", "k8s").unwrap(), "/a/admin");
+        assert_eq!(
+            exported(text, "LEASE_TEST_POSTGRES_URL", "pg").unwrap(),
+            "postgres://u:p@h/db"
+        );
+        let err = exported(text, "KUBE", "k8s").unwrap_err();
+        assert_eq!(err, "`cargo xtask k8s env` printed no KUBE");
+    }
 }
