@@ -64,10 +64,9 @@ pub async fn silent_holders_lease_frees_only_at_its_expiry<Bu: StoreBuilder>(
 ) -> CaseResult {
     let mut fx = fx(builder).await?;
     let case = "silent_holders_lease_frees_only_at_its_expiry";
-    let Some(holder) = fx.mortal(builder, case).await? else {
+    let Some(mut holder) = fx.mortal(builder, case).await? else {
         return Ok(());
     };
-    let mut holder = holder;
     let k = key("silent");
     let held = claim_ok(
         &mut holder,
