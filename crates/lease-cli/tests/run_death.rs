@@ -32,6 +32,24 @@ fn try_run(d: &std::path::Path) -> i32 {
     out.code().unwrap_or(-1)
 }
 
+/// Starts `lease run -l job --ttl 120s -- sh -c SCRIPT` in `d` and waits until the script has
+/// touched `d/ready`.
+fn run_holding(d: &std::path::Path, script: &str) -> std::process::Child {
+    let run = lease(d)
+        .args([
+            "run", "-l", "job", "--ttl", "120s", "--", "sh", "-c", script,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        eventually(PATIENCE, || d.join("ready").exists()),
+        "never started"
+    );
+    run
+}
+
 #[test]
 fn the_lease_outlives_a_sigkilled_lease_run_until_its_last_process_is_gone() {
     let dir = tempdir();
@@ -49,18 +67,7 @@ fn the_lease_outlives_a_sigkilled_lease_run_until_its_last_process_is_gone() {
          touch {p}/ready\n\
          wait\n"
     );
-    let mut run = lease(d)
-        .args([
-            "run", "-l", "job", "--ttl", "120s", "--", "sh", "-c", &script,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(
-        eventually(PATIENCE, || d.join("ready").exists()),
-        "never started"
-    );
+    let mut run = run_holding(d, &script);
     let read = |name: &str| -> u32 {
         std::fs::read_to_string(d.join(name))
             .unwrap()
@@ -128,18 +135,7 @@ fn a_waiter_wakes_when_the_holders_tree_dies() {
     let _cleanup = Cleanup(d);
     let p = path_str(d);
     let script = format!("echo $$ > {p}/command\ntouch {p}/ready\nexec sleep 300\n");
-    let mut run = lease(d)
-        .args([
-            "run", "-l", "job", "--ttl", "120s", "--", "sh", "-c", &script,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(
-        eventually(PATIENCE, || d.join("ready").exists()),
-        "never started"
-    );
+    let mut run = run_holding(d, &script);
     let mut wait = lease(d)
         .args(["wait", "-l", "job", "--timeout", "100s"])
         .stdout(Stdio::null())
