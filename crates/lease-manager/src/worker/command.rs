@@ -1,17 +1,14 @@
-//! The requests the worker takes, and the one way each is answered.
+//! The requests the worker takes and the verdicts that end them: the worker's vocabulary.
 //!
-//! A caller's request arrives as a [`Command`] in an [`Envelope`]. Claims and revokes become a
-//! [`Pending`] (they may be batched, retried and re-decided); everything else stays a
-//! [`Command`]. A [`Pending`] is answered only by [`Pending::settle`], which also records the
-//! outcome; a [`Command`] the worker cannot serve is answered by [`Command::fail`].
+//! A caller's request arrives as a [`Command`] in an [`Envelope`]. A claim or revoke ends with
+//! a [`Verdict`], which [`Pending::settle`](super::pending::Pending::settle) turns into its
+//! caller's answer; a [`Command`] the worker cannot serve is answered by [`Command::fail`].
 
 use std::collections::BTreeMap;
 
 use lease_core::{Error, Generation, Info, Key, Request, Result, Timestamp};
 use tokio::sync::oneshot;
 use tracing::Span;
-
-use super::recorder::Recorder;
 
 /// A caller's one-shot reply.
 pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
@@ -87,33 +84,6 @@ pub(crate) struct Envelope {
     pub(crate) span: Span,
 }
 
-/// A claim or revoke, from its arrival to its answer (possibly through retries).
-#[derive(Debug)]
-pub(crate) struct Pending {
-    pub(crate) key: Key,
-    pub(crate) kind: PendingKind,
-    /// Store attempts made so far.
-    pub(crate) attempts: u32,
-    /// A claim that was sent as an extend: its holder held the lease, and the caller asked to
-    /// keep that holding. It stays an extend on every retry, so a retry can never re-claim a
-    /// lease that was revoked, lapsed or taken by another in the meantime.
-    pub(crate) extend: bool,
-    pub(crate) span: Span,
-}
-
-#[derive(Debug)]
-pub(crate) enum PendingKind {
-    Claim {
-        request: Request,
-        started: Timestamp,
-        reply: Reply<Info>,
-    },
-    Revoke {
-        holder: String,
-        reply: Reply<()>,
-    },
-}
-
 /// How a claim or revoke ends: what its caller is told (and what is counted).
 #[derive(Debug)]
 pub(crate) enum Verdict {
@@ -135,104 +105,6 @@ pub(crate) enum Verdict {
     Aborted,
     /// The store answered with the outcome of another kind of op (a broken store).
     Mismatched,
-}
-
-impl Pending {
-    /// Whether the caller has gone (its reply receiver is dropped: the call was cancelled or
-    /// timed out). Its request must not be acted on any more: a renewal retried after its
-    /// caller released the lease would re-claim it for nobody, and a revoke retried after its
-    /// caller claimed again would end a holding someone relies on.
-    pub(crate) fn caller_gone(&self) -> bool {
-        match &self.kind {
-            PendingKind::Claim { reply, .. } => reply.is_closed(),
-            PendingKind::Revoke { reply, .. } => reply.is_closed(),
-        }
-    }
-
-    pub(crate) fn is_claim(&self) -> bool {
-        matches!(self.kind, PendingKind::Claim { .. })
-    }
-
-    /// Answers the caller and records the outcome: the one place a claim or revoke ends.
-    pub(crate) fn settle(self, verdict: Verdict, recorder: &Recorder) {
-        let namespace = &self.key.namespace;
-        match self.kind {
-            PendingKind::Claim { reply, .. } => {
-                recorder.claim_answered(namespace, &verdict);
-                let result = match verdict {
-                    Verdict::Claimed(info) | Verdict::Extended(info) => Ok(info),
-                    Verdict::Denied => Err(Error::ClaimDenied),
-                    Verdict::Timeout => Err(Error::Timeout),
-                    Verdict::NotHeld => Err(Error::NotHeld),
-                    Verdict::Failed(e) => Err(e),
-                    Verdict::Aborted => Err(Error::Aborted),
-                    Verdict::Revoked | Verdict::Mismatched => Err(Error::store_msg(
-                        "lease store answered a claim with a revoke",
-                    )),
-                };
-                let _ = reply.send(result);
-            }
-            PendingKind::Revoke { reply, .. } => {
-                recorder.revoke_answered(namespace, &verdict);
-                let result = match verdict {
-                    Verdict::Revoked => Ok(()),
-                    Verdict::Denied | Verdict::NotHeld => Err(Error::NotHeld),
-                    Verdict::Timeout => Err(Error::Timeout),
-                    Verdict::Failed(e) => Err(e),
-                    Verdict::Aborted => Err(Error::Aborted),
-                    Verdict::Claimed(_) | Verdict::Extended(_) | Verdict::Mismatched => Err(
-                        Error::store_msg("lease store answered a revoke with a claim"),
-                    ),
-                };
-                let _ = reply.send(result);
-            }
-        }
-    }
-}
-
-/// A request as it arrives: a claim or revoke, or another command.
-#[derive(Debug)]
-pub(crate) enum Work {
-    Op(Pending),
-    Other(Command, Span),
-}
-
-impl Work {
-    pub(crate) fn from_envelope(env: Envelope) -> Work {
-        match env.command {
-            Command::Claim {
-                key,
-                request,
-                started,
-                reply,
-            } => Work::Op(Pending {
-                key,
-                kind: PendingKind::Claim {
-                    request,
-                    started,
-                    reply,
-                },
-                attempts: 0,
-                extend: false,
-                span: env.span,
-            }),
-            Command::Revoke { key, holder, reply } => Work::Op(Pending {
-                key,
-                kind: PendingKind::Revoke { holder, reply },
-                attempts: 0,
-                extend: false,
-                span: env.span,
-            }),
-            other => Work::Other(other, env.span),
-        }
-    }
-
-    pub(crate) fn abort(self, recorder: &Recorder) {
-        match self {
-            Work::Op(p) => p.settle(Verdict::Aborted, recorder),
-            Work::Other(command, _) => command.fail(Error::Aborted),
-        }
-    }
 }
 
 /// A copy of `e` (lease errors are not `Clone`): the same kind and message; a store error's

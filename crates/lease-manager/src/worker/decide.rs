@@ -8,8 +8,9 @@ use std::sync::Arc;
 use lease_core::{Error, Generation, Info, Key, Op, Outcome, Result, Timestamp};
 use tracing::Span;
 
-use super::command::{Command, Pending, PendingKind, Verdict, Work, dup_error, is_lease_outcome};
+use super::command::{Command, Verdict, dup_error, is_lease_outcome};
 use super::machine::{AmbiguousClaim, Machine};
+use super::pending::{Pending, PendingKind, Work};
 use super::queue::{Awaiting, InFlight};
 use crate::view::{Window, info_valid};
 

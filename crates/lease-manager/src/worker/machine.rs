@@ -17,7 +17,8 @@ use std::time::Duration;
 use lease_core::{Error, Info, Key, Result, Timestamp};
 
 use super::Settings;
-use super::command::{Pending, Reply, Work};
+use super::command::Reply;
+use super::pending::{Pending, Work};
 use super::queue::Queue;
 use super::recorder::Recorder;
 use super::task::Tasks;

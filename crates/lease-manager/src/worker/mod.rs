@@ -4,7 +4,9 @@
 //! notices other processes' changes, and on shutdown drains the store call in flight before
 //! answering everyone `Aborted`.
 //!
-//! - [`command`]: the requests, and the one way each is answered ([`command::Pending::settle`]);
+//! - [`command`]: the requests and the verdicts that end claims and revokes (the vocabulary);
+//! - [`pending`]: a claim or revoke until it is answered, and the one way it is answered
+//!   ([`pending::Pending::settle`]);
 //! - [`machine`] and [`decide`]: the state machine, with no store, clock or await, driven by
 //!   events and returning the store calls to make;
 //! - [`task`]: the machine's tasks as effects (the store calls to make) out and results in;
@@ -19,6 +21,7 @@ use crate::config::RetryPolicy;
 mod command;
 mod decide;
 mod machine;
+mod pending;
 mod queue;
 mod recorder;
 mod shell;

@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use lease_core::{Op, Timestamp};
 
-use super::command::{Pending, Work};
+use super::command::Verdict;
+use super::pending::{Pending, Work};
 use super::recorder::Recorder;
 
 /// What a claim or revoke awaiting the re-read is waiting to learn.
@@ -111,10 +112,10 @@ impl Queue {
             work.abort(recorder);
         }
         for (_, pending) in std::mem::take(&mut self.retry) {
-            pending.settle(super::command::Verdict::Aborted, recorder);
+            pending.settle(Verdict::Aborted, recorder);
         }
         for (_, pending) in self.awaiting.drain(..) {
-            pending.settle(super::command::Verdict::Aborted, recorder);
+            pending.settle(Verdict::Aborted, recorder);
         }
     }
 }

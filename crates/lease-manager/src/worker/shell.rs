@@ -12,8 +12,9 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use super::Settings;
-use super::command::{Envelope, Work};
+use super::command::Envelope;
 use super::machine::Machine;
+use super::pending::Work;
 use super::recorder::Recorder;
 use super::task::{Effect, Returned};
 use crate::report::Metrics;

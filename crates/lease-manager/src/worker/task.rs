@@ -12,9 +12,10 @@ use std::collections::{BTreeMap, VecDeque};
 use lease_core::{Info, Key, Op, Outcome, Result, Timestamp};
 use tracing::Span;
 
-use super::command::{Command, Pending, Reply, Verdict, Work};
+use super::command::{Command, Reply, Verdict};
 use super::decide::{Plan, read_keys};
 use super::machine::{Machine, Next};
+use super::pending::{Pending, Work};
 use super::queue::InFlight;
 
 /// A store call for the shell to make.
