@@ -9,18 +9,18 @@ use lease_core::{Error, Generation, Info, Key, Op, Outcome, Result, Timestamp};
 use tracing::Span;
 
 use super::command::{Command, Verdict, dup_error, is_lease_outcome};
-use super::machine::{AmbiguousClaim, Machine};
 use super::pending::{Pending, PendingKind, Work};
 use super::queue::{Awaiting, InFlight};
+use super::state::{AmbiguousClaim, State};
 use crate::view::{Window, info_valid};
 
 /// What one batch needs from the store.
 #[derive(Debug, Default)]
 pub(crate) struct Plan {
-    /// Claims, extends and revokes: one `apply`, then [`Machine::applied`].
+    /// Claims, extends and revokes: one `apply`, then [`State::applied`].
     pub(crate) apply: InFlight,
     /// Checks and waits the view cannot answer: one `leases` read of [`read_keys`], then
-    /// [`Machine::reads_answered`].
+    /// [`State::reads_answered`].
     pub(crate) reads: Vec<(Command, Span)>,
     /// Pins, unpins and group reads: one store call each, in order.
     pub(crate) singles: Vec<(Command, Span)>,
@@ -40,7 +40,7 @@ pub(crate) fn read_keys(reads: &[(Command, Span)]) -> Vec<Key> {
     keys
 }
 
-impl Machine {
+impl State {
     /// A batch of work is served at `now`: what the view answers is answered; the rest is
     /// planned as store calls. A second claim or revoke of a key already in the batch is
     /// queued again, to be decided from what the batch leaves behind.
@@ -176,7 +176,7 @@ impl Machine {
     /// The store applied a batch (returned at `now`; `None`: the call was abandoned at
     /// shutdown, and its callers are answered `Aborted`): answers what its results decide,
     /// puts the rest on retry timers or awaiting the re-read, and returns the keys to re-read
-    /// before [`Machine::reread_done`].
+    /// before [`State::reread_done`].
     pub(crate) fn applied(
         &mut self,
         pendings: Vec<Pending>,

@@ -4,19 +4,20 @@
 //! notices other processes' changes, and on shutdown drains the store call in flight before
 //! answering everyone `Aborted`.
 //!
-//! - [`command`]: the requests and the verdicts that end claims and revokes (the vocabulary);
+//! Its modules, from the top down (each uses only those below it):
+//!
+//! - [`shell`]: the async loop and the guarded store calls;
+//! - [`machine`]: the state machine, with no store, clock or await: events in, the store calls
+//!   to make out; it is a [`state::State`] and the [`task::Tasks`] under way;
+//! - [`task`]: the machine's tasks as effects (the store calls to make) out and results in;
+//! - [`decide`]: the decisions on the state (a batch, an op's result, a read);
+//! - [`state`]: what the machine knows (the view, waiters, timers, the queue) and how it keeps
+//!   it up to date;
+//! - [`queue`]: the one queue of claims and revokes, by state;
 //! - [`pending`]: a claim or revoke until it is answered, and the one way it is answered
 //!   ([`pending::Pending::settle`]);
-//! - [`machine`] and [`decide`]: the state machine, with no store, clock or await, driven by
-//!   events and returning the store calls to make;
-//! - [`task`]: the machine's tasks as effects (the store calls to make) out and results in;
-//! - [`queue`]: the one queue of claims and revokes, by state;
 //! - [`recorder`]: the one place outcomes are counted (the report and the `metrics` export);
-//! - [`shell`]: the async loop and the guarded store calls.
-
-use std::time::Duration;
-
-use crate::config::RetryPolicy;
+//! - [`command`]: the requests and the verdicts that end claims and revokes (the vocabulary).
 
 mod command;
 mod decide;
@@ -25,19 +26,11 @@ mod pending;
 mod queue;
 mod recorder;
 mod shell;
+mod state;
 mod task;
 #[cfg(test)]
 mod tests;
 
 pub(crate) use command::{Command, Envelope, Reply};
 pub(crate) use shell::{Parts, Worker};
-
-/// The settings the worker keeps from the configuration.
-#[derive(Debug, Clone)]
-pub(crate) struct Settings {
-    pub(crate) max_sleep: Duration,
-    pub(crate) retry: RetryPolicy,
-    pub(crate) refresh_interval: Duration,
-    pub(crate) shutdown_grace: Duration,
-    pub(crate) max_batch: usize,
-}
+pub(crate) use state::Settings;

@@ -11,11 +11,11 @@ use lease_core::{CancellationToken, Clock, Error, Sleep, Store, Timestamp};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
-use super::Settings;
 use super::command::Envelope;
 use super::machine::Machine;
 use super::pending::Work;
 use super::recorder::Recorder;
+use super::state::Settings;
 use super::task::{Effect, Returned};
 use crate::report::Metrics;
 use crate::view::SlotTable;
@@ -188,7 +188,7 @@ impl Worker {
                 msg = self.rx.recv() => match msg {
                     Some(first) => {
                         let mut batch = vec![first];
-                        while batch.len() < self.machine.settings.max_batch {
+                        while batch.len() < self.machine.max_batch() {
                             match self.rx.try_recv() {
                                 Ok(m) => batch.push(m),
                                 Err(_) => break,
@@ -236,7 +236,7 @@ impl Worker {
 
     /// Makes the store call the machine asked for, guarded; `None` when it was abandoned.
     async fn call(&mut self, effect: Effect) -> Option<Returned> {
-        let recorder = &self.machine.recorder;
+        let recorder = self.machine.recorder();
         let guard = &mut self.guard;
         let store = &mut self.store;
         match effect {

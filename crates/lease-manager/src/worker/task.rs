@@ -1,11 +1,11 @@
 //! The machine's tasks, as effects out and results in: a batch (its `apply`, the re-read
 //! that follows, its checks' and waits' read, its pins and group reads), the timers (the
 //! waiters' expiry read, the refresh, housekeeping) and a refresh (the change poll, then
-//! re-reads). [`Machine::poll`] returns the next store call to make (an [`Effect`]) or
-//! [`Effect::Idle`]; the shell makes the call and hands the result to [`Machine::returned`].
-//! One call is in flight at a time, and a task runs to its end before the next one starts
-//! (shutdown is noticed between tasks, as the store calls of a task may finish in the grace
-//! period).
+//! re-reads). [`Tasks::poll`] returns the next store call to make (an [`Effect`]) or
+//! [`Effect::Idle`]; the shell makes the call and hands the result to [`Tasks::returned`],
+//! which feeds it to the [`State`]'s decisions. One call is in flight at a time, and a task
+//! runs to its end before the next one starts (shutdown is noticed between tasks, as the store
+//! calls of a task may finish in the grace period).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -14,9 +14,9 @@ use tracing::Span;
 
 use super::command::{Command, Reply, Verdict};
 use super::decide::{Plan, read_keys};
-use super::machine::{Machine, Next};
 use super::pending::{Pending, Work};
 use super::queue::InFlight;
+use super::state::{Next, State};
 
 /// A store call for the shell to make.
 #[derive(Debug)]
@@ -149,57 +149,53 @@ pub(super) struct Tasks {
 /// Keys read by a refresh at most this many to a store call.
 const REFRESH_CHUNK: usize = 1024;
 
-impl Machine {
+impl Tasks {
     /// Whether no task is under way (the shell notices shutdown and updates gauges here).
-    pub(crate) fn between_tasks(&self) -> bool {
-        self.tasks.steps.is_empty() && self.tasks.waiting.is_none()
+    pub(super) fn between(&self) -> bool {
+        self.steps.is_empty() && self.waiting.is_none()
     }
 
-    /// A batch of requests arrived from the channel at `now`: serve it now.
-    pub(crate) fn arrived(&mut self, batch: Vec<Work>, now: Timestamp) {
-        self.start_batch(batch, now);
-    }
-
-    fn start_batch(&mut self, batch: Vec<Work>, now: Timestamp) {
+    /// Starts serving `batch` at `now`: plans it on `state` and queues its store calls.
+    pub(super) fn start_batch(&mut self, state: &mut State, batch: Vec<Work>, now: Timestamp) {
         let Plan {
             apply,
             reads,
             singles,
-        } = self.plan(batch, now);
+        } = state.plan(batch, now);
         if !apply.ops.is_empty() {
-            self.tasks.steps.push_back(Step::Apply(apply));
+            self.steps.push_back(Step::Apply(apply));
         }
         if !reads.is_empty() {
-            self.tasks.steps.push_back(Step::Reads(reads));
+            self.steps.push_back(Step::Reads(reads));
         }
         for (command, span) in singles {
-            self.tasks.steps.push_back(Step::Single(command, span));
+            self.steps.push_back(Step::Single(command, span));
         }
     }
 
     /// The next store call of the task under way at `now` ([`Effect::Ended`] when it ends
     /// without one). Between tasks, starts the next one (queued work first, then due timers,
     /// then a reported change), or says [`Effect::Idle`] until when there is none.
-    pub(crate) fn poll(&mut self, now: Timestamp) -> Effect {
-        if self.tasks.waiting.is_some() {
+    pub(super) fn poll(&mut self, state: &mut State, now: Timestamp) -> Effect {
+        if self.waiting.is_some() {
             // A call is in flight: nothing more until it returns.
             return Effect::Idle(now);
         }
-        if self.tasks.steps.is_empty() {
-            match self.next(now) {
-                Next::Batch(batch) => self.start_batch(batch, now),
-                Next::Timers => self.tasks.steps.push_back(Step::Timers),
-                Next::Refresh => self.tasks.steps.push_back(Step::Refresh),
+        if self.steps.is_empty() {
+            match state.next(now) {
+                Next::Batch(batch) => self.start_batch(state, batch, now),
+                Next::Timers => self.steps.push_back(Step::Timers),
+                Next::Refresh => self.steps.push_back(Step::Refresh),
                 Next::Sleep(deadline) => return Effect::Idle(deadline),
             }
         }
         loop {
-            let Some(step) = self.tasks.steps.pop_front() else {
+            let Some(step) = self.steps.pop_front() else {
                 return Effect::Ended;
             };
             let (waiting, effect) = match step {
                 Step::Apply(InFlight { ops, pendings }) => {
-                    self.recorder.batch(ops.len());
+                    state.recorder.batch(ops.len());
                     (Waiting::Applied(pendings), Effect::Apply(ops))
                 }
                 Step::Reread { keys, then } => {
@@ -262,8 +258,8 @@ impl Machine {
                 Step::Timers => {
                     // Due retries are queued; leases whose waiters' timers are due are
                     // confirmed with the store before the waiters are woken.
-                    let expiring = self.timers_due(now);
-                    self.tasks.steps.push_front(Step::RefreshIfDue);
+                    let expiring = state.timers_due(now);
+                    self.steps.push_front(Step::RefreshIfDue);
                     if expiring.is_empty() {
                         continue;
                     }
@@ -277,18 +273,18 @@ impl Machine {
                     )
                 }
                 Step::RefreshIfDue => {
-                    self.tasks.steps.push_front(Step::Housekeeping(now));
-                    if self.refresh_due(now) {
-                        self.tasks.steps.push_front(Step::Refresh);
+                    self.steps.push_front(Step::Housekeeping(now));
+                    if state.refresh_due(now) {
+                        self.steps.push_front(Step::Refresh);
                     }
                     continue;
                 }
                 Step::Housekeeping(at) => {
-                    self.housekeeping_due(at);
+                    state.housekeeping_due(at);
                     continue;
                 }
                 Step::Refresh => {
-                    if !self.has_interest() {
+                    if !state.has_interest() {
                         continue;
                     }
                     (Waiting::Polled, Effect::Poll)
@@ -298,7 +294,7 @@ impl Machine {
                     read_all,
                 } => {
                     let Some(keys) = chunks.pop_front() else {
-                        self.refreshed(read_all);
+                        state.refreshed(read_all);
                         continue;
                     };
                     let effect = Effect::Read(keys.clone());
@@ -312,15 +308,15 @@ impl Machine {
                     )
                 }
             };
-            self.tasks.waiting = Some(waiting);
+            self.waiting = Some(waiting);
             return effect;
         }
     }
 
     /// The store call in flight returned at `now` (`None`: it was abandoned at the end of the
     /// shutdown grace period).
-    pub(crate) fn returned(&mut self, out: Option<Returned>, now: Timestamp) {
-        let Some(waiting) = self.tasks.waiting.take() else {
+    pub(super) fn returned(&mut self, state: &mut State, out: Option<Returned>, now: Timestamp) {
+        let Some(waiting) = self.waiting.take() else {
             return;
         };
         match waiting {
@@ -329,11 +325,11 @@ impl Machine {
                     Some(Returned::Applied(results)) => Some(results),
                     _ => None,
                 };
-                let keys = self.applied(pendings, results, now);
+                let keys = state.applied(pendings, results, now);
                 if keys.is_empty() {
-                    self.reread_done(true, now);
+                    state.reread_done(true, now);
                 } else {
-                    self.tasks.steps.push_front(Step::Reread {
+                    self.steps.push_front(Step::Reread {
                         keys,
                         then: AfterRead::Batch,
                     });
@@ -341,20 +337,20 @@ impl Machine {
             }
             Waiting::Reread { keys, then } => {
                 let ok = match out {
-                    Some(Returned::Read(read)) => self.reread(&keys, read, now),
+                    Some(Returned::Read(read)) => state.reread(&keys, read, now),
                     _ => false,
                 };
                 match then {
-                    AfterRead::Batch => self.reread_done(ok, now),
+                    AfterRead::Batch => state.reread_done(ok, now),
                     AfterRead::Expiry => {
                         if !ok {
                             // Could not confirm: try again after a refresh interval.
-                            self.expiry_unconfirmed(keys, now);
+                            state.expiry_unconfirmed(keys, now);
                         }
                     }
                     AfterRead::Unpin { reply, result } => {
                         if !ok {
-                            self.expiry_unconfirmed(keys, now);
+                            state.expiry_unconfirmed(keys, now);
                         }
                         let _ = reply.send(result);
                     }
@@ -365,22 +361,22 @@ impl Machine {
                     Some(Returned::Read(read)) => Some(read),
                     _ => None,
                 };
-                self.reads_answered(reads, &keys, read, now);
+                state.reads_answered(reads, &keys, read, now);
             }
             Waiting::Pin { key, reply } => {
-                let result = self.settle(done(out), "pinning");
+                let result = state.settle(done(out), "pinning");
                 if result.is_ok() {
-                    self.pinned(&key);
+                    state.pinned(&key);
                 }
                 let _ = reply.send(result);
             }
             Waiting::Unpin { key, reply } => {
-                let result = self.settle(done(out), "unpinning");
-                if result.is_ok() && self.unpinned(&key) {
+                let result = state.settle(done(out), "unpinning");
+                if result.is_ok() && state.unpinned(&key) {
                     // Other entities may still pin it: ask the store, then reschedule expiry.
                     // If that read fails, the waiters (whose pinned lease had no expiry timer)
                     // would wait forever: read again a refresh interval later.
-                    self.tasks.steps.push_front(Step::Reread {
+                    self.steps.push_front(Step::Reread {
                         keys: vec![key],
                         then: AfterRead::Unpin { reply, result },
                     });
@@ -397,7 +393,7 @@ impl Machine {
                     Some(Returned::Pins(pins)) => Some(pins),
                     _ => None,
                 };
-                let result = self.settle(out, "reading pins").map(|all| {
+                let result = state.settle(out, "reading pins").map(|all| {
                     all.into_iter()
                         .filter(|(k, _)| k.namespace == namespace && k.model == model)
                         .collect()
@@ -413,18 +409,18 @@ impl Machine {
                     Some(Returned::Group(group)) => Some(group),
                     _ => None,
                 };
-                let result = self.settle(out, "reading a lease group");
+                let result = state.settle(out, "reading a lease group");
                 if let Ok(group) = &result {
-                    self.group_read(&namespace, &model, group, now);
+                    state.group_read(&namespace, &model, group, now);
                 }
                 let _ = reply.send(result);
             }
             Waiting::Polled => {
                 if let Some(Returned::Polled(polled)) = out
-                    && let Some(keys) = self.polled(polled, now)
+                    && let Some(keys) = state.polled(polled, now)
                 {
                     let chunks = keys.chunks(REFRESH_CHUNK).map(<[Key]>::to_vec).collect();
-                    self.tasks.steps.push_front(Step::RefreshReads {
+                    self.steps.push_front(Step::RefreshReads {
                         chunks,
                         read_all: true,
                     });
@@ -436,12 +432,12 @@ impl Machine {
                 read_all,
             } => {
                 let ok = match out {
-                    Some(Returned::Read(read)) => self.reread(&keys, read, now),
+                    Some(Returned::Read(read)) => state.reread(&keys, read, now),
                     _ => false,
                 };
                 // A change the store reported once is not reported again: a read that
                 // failed is owed until one succeeds.
-                self.tasks.steps.push_front(Step::RefreshReads {
+                self.steps.push_front(Step::RefreshReads {
                     chunks: rest,
                     read_all: read_all && ok,
                 });
@@ -451,15 +447,15 @@ impl Machine {
 
     /// Shutdown: answers the rest of the current task `Aborted` (the shell stops between
     /// tasks, so there is none unless a call was abandoned).
-    pub(super) fn abort_tasks(&mut self, now: Timestamp) {
-        if self.tasks.waiting.is_some() {
-            self.returned(None, now);
+    pub(super) fn abort(&mut self, state: &mut State, now: Timestamp) {
+        if self.waiting.is_some() {
+            self.returned(state, None, now);
         }
-        while let Some(step) = self.tasks.steps.pop_front() {
+        while let Some(step) = self.steps.pop_front() {
             match step {
                 Step::Apply(InFlight { pendings, .. }) => {
                     for pending in pendings {
-                        pending.settle(Verdict::Aborted, &self.recorder);
+                        pending.settle(Verdict::Aborted, &state.recorder);
                     }
                 }
                 Step::Reads(reads) => {

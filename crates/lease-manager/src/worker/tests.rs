@@ -20,10 +20,10 @@ use proptest::prelude::*;
 use tokio::sync::oneshot;
 use tracing::Span;
 
-use super::Settings;
 use super::command::{Command, Envelope};
 use super::machine::Machine;
 use super::recorder::Recorder;
+use super::state::Settings;
 use super::task::{Effect, Returned};
 use crate::config::{Jitter, RetryPolicy};
 use crate::report::Metrics;
@@ -502,7 +502,7 @@ impl Harness {
             .filter(|c| !matches!(c, Caller::Gone | Caller::Answered))
             .count();
         assert_eq!(unanswered, 0, "callers left without an answer at shutdown");
-        assert_eq!(self.machine.queue.len(), 0);
+        assert_eq!(self.machine.state.queue.len(), 0);
         // The recorder counted each outcome once, as the callers saw it.
         let report = self.metrics.snapshot();
         assert_eq!(report.claims + report.extends, self.held);
