@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 use crate::config::ManagerConfig;
 use crate::error::ManagerError;
-use crate::report::{Metrics, Report};
+use crate::metric::report::{Counters, Report};
 use crate::view::{Slot, SlotTable};
 use crate::worker::{Command, Envelope, Parts, Reply, Settings, Worker};
 
@@ -29,7 +29,7 @@ struct Shared {
     secretaries: BTreeMap<String, Arc<dyn Secretary>>,
     default_secretary: Option<Arc<dyn Secretary>>,
     slots: Arc<SlotTable>,
-    metrics: Arc<Metrics>,
+    counters: Arc<Counters>,
     shutdown: CancellationToken,
     done: CancellationToken,
     join: Mutex<Option<JoinHandle<()>>>,
@@ -49,7 +49,7 @@ impl Shared {
             return Err(Error::Aborted);
         }
         let (reply, answer) = oneshot::channel();
-        let _outstanding = Outstanding::new(&self.metrics);
+        let _outstanding = Outstanding::new(&self.counters);
         let envelope = Envelope {
             command: make(reply),
             span: tracing::Span::current(),
@@ -71,12 +71,12 @@ impl Shared {
 }
 
 /// Counts a request as outstanding while it lives.
-struct Outstanding<'a>(&'a Metrics);
+struct Outstanding<'a>(&'a Counters);
 
 impl<'a> Outstanding<'a> {
-    fn new(metrics: &'a Metrics) -> Self {
-        metrics.outstanding.fetch_add(1, Ordering::Relaxed);
-        Outstanding(metrics)
+    fn new(counters: &'a Counters) -> Self {
+        counters.outstanding.fetch_add(1, Ordering::Relaxed);
+        Outstanding(counters)
     }
 }
 
@@ -179,7 +179,7 @@ impl Manager {
         let (tx, rx) = mpsc::channel(channel_capacity);
         let shutdown = CancellationToken::new();
         let done = CancellationToken::new();
-        let metrics = Arc::new(Metrics::new());
+        let counters = Arc::new(Counters::new());
         let slots = Arc::new(SlotTable::default());
         let worker = Worker::new(Parts {
             store,
@@ -194,7 +194,7 @@ impl Manager {
                 shutdown_grace,
                 max_batch,
             },
-            metrics: Arc::clone(&metrics),
+            counters: Arc::clone(&counters),
             slots: Arc::clone(&slots),
             seed: rng_seed,
         });
@@ -207,7 +207,7 @@ impl Manager {
                 secretaries,
                 default_secretary,
                 slots,
-                metrics,
+                counters,
                 shutdown,
                 done,
                 join: Mutex::new(Some(join)),
@@ -270,7 +270,7 @@ impl Manager {
 
     /// What the manager has done so far: counts, outstanding requests and store latencies.
     pub fn report(&self) -> Report {
-        self.shared.metrics.snapshot()
+        self.shared.counters.snapshot()
     }
 
     /// A token for `holder` on `lease` in `namespace`/`model`, as the concrete type with the

@@ -84,7 +84,7 @@ impl Inner {
         {
             h.lost.cancel();
             held.remove(key);
-            crate::export::leaser_held(&self.config.namespace, false);
+            crate::metric::export::leaser_held(&self.config.namespace, false);
         }
     }
 }
@@ -256,7 +256,7 @@ impl Leaser for ManagerLeaser {
                         lost: lost.clone(),
                     },
                 );
-                crate::export::leaser_held(&self.inner.config.namespace, true);
+                crate::metric::export::leaser_held(&self.inner.config.namespace, true);
             }
             raced
         };
@@ -378,7 +378,7 @@ impl Renewal {
 
     fn lose(&self, why: &str) {
         tracing::warn!(key = %self.key, holder = %self.holder, why, "lease lost");
-        crate::export::leaser_lost(&self.inner.config.namespace);
+        crate::metric::export::leaser_lost(&self.inner.config.namespace);
         self.inner.forget(&self.key, &self.holder);
     }
 }

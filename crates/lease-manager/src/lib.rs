@@ -80,7 +80,6 @@
 mod config;
 mod election;
 mod error;
-mod export;
 mod fence;
 mod handle;
 mod leaser;
@@ -102,7 +101,6 @@ mod mutation {
         false
     }
 }
-mod report;
 mod resource_locks;
 mod view;
 mod worker;
@@ -116,7 +114,7 @@ pub use error::ManagerError;
 pub use fence::{Fence, StaleGeneration};
 pub use handle::{Manager, ManagerToken};
 pub use leaser::{LeaserConfig, ManagerLeaser};
-pub use report::Report;
+pub use metric::report::Report;
 pub use resource_locks::{
     LEASE_NAME_PREFIX, LeaseOp, LeaseOpError, LockedResource, ResourceKey, ResourceLockError,
     ResourceLocks, lease_name,

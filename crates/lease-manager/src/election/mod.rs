@@ -124,8 +124,8 @@ impl Inner {
         tracing::info!(lease = %self.config.name, identity = %self.config.identity, %generation, term = term_id, why, "stopped leading");
         term.stop.cancel();
         term.lost.cancel();
-        crate::export::leader(&self.config.name, false);
-        crate::export::leadership_change(&self.config.name, false);
+        crate::metric::export::leader(&self.config.name, false);
+        crate::metric::export::leadership_change(&self.config.name, false);
         self.state.send_replace(Leadership::Standby);
         if let Some(f) = &self.callbacks.stopped {
             f();
@@ -215,7 +215,7 @@ impl LeaderElector {
     ) -> Result<LeaderElector, ElectionError> {
         config.validate()?;
         let (state, _) = watch::channel(Leadership::Standby);
-        crate::export::leader(&config.name, false);
+        crate::metric::export::leader(&config.name, false);
         Ok(LeaderElector {
             inner: Arc::new(Inner {
                 claimer: manager.claimer(&config.namespace, &config.model)?,
@@ -426,8 +426,8 @@ impl LeaderElector {
             "lock() is serialised and refuses while leading"
         );
         tracing::info!(lease = %inner.config.name, identity = %inner.config.identity, %generation, term = term_id, "started leading");
-        crate::export::leader(&inner.config.name, true);
-        crate::export::leadership_change(&inner.config.name, true);
+        crate::metric::export::leader(&inner.config.name, true);
+        crate::metric::export::leadership_change(&inner.config.name, true);
         inner.state.send_replace(Leadership::Leading { generation });
         inner.observe_leader(&inner.config.identity);
         if let Some(f) = &inner.callbacks.started {

@@ -1,5 +1,5 @@
 //! The one place the worker counts what happened: each outcome updates both the report
-//! counters ([`Metrics`], read by [`Manager::report`](crate::Manager::report)) and the
+//! counters ([`Counters`], read by [`Manager::report`](crate::Manager::report)) and the
 //! `metrics` facade export ([`export`]), so the two cannot drift apart.
 
 use std::sync::Arc;
@@ -9,21 +9,21 @@ use std::time::Duration;
 use lease_core::Error;
 
 use super::command::Verdict;
-use crate::export::{self, outcome};
-use crate::report::Metrics;
+use crate::metric::export::{self, outcome};
+use crate::metric::report::Counters;
 
 /// Updates the report counters and the exported metrics together.
 #[derive(Debug)]
 pub(crate) struct Recorder {
-    metrics: Arc<Metrics>,
+    counters: Arc<Counters>,
     /// The gauges last exported (the `metrics` feature).
     gauges: export::Gauges,
 }
 
 impl Recorder {
-    pub(crate) fn new(metrics: Arc<Metrics>) -> Recorder {
+    pub(crate) fn new(counters: Arc<Counters>) -> Recorder {
         Recorder {
-            metrics,
+            counters,
             gauges: export::Gauges::new(),
         }
     }
@@ -32,19 +32,19 @@ impl Recorder {
     pub(crate) fn claim_answered(&self, namespace: &str, verdict: &Verdict) {
         let label = match verdict {
             Verdict::Claimed(_) => {
-                Metrics::bump(&self.metrics.claims);
+                Counters::bump(&self.counters.claims);
                 outcome::CLAIMED
             }
             Verdict::Extended(_) => {
-                Metrics::bump(&self.metrics.extends);
+                Counters::bump(&self.counters.extends);
                 outcome::EXTENDED
             }
             Verdict::Denied => {
-                Metrics::bump(&self.metrics.denials);
+                Counters::bump(&self.counters.denials);
                 outcome::DENIED
             }
             Verdict::Timeout => {
-                Metrics::bump(&self.metrics.timeouts);
+                Counters::bump(&self.counters.timeouts);
                 export::timeout(namespace);
                 outcome::TIMEOUT
             }
@@ -60,11 +60,11 @@ impl Recorder {
     pub(crate) fn revoke_answered(&self, namespace: &str, verdict: &Verdict) {
         match verdict {
             Verdict::Revoked => {
-                Metrics::bump(&self.metrics.revokes);
+                Counters::bump(&self.counters.revokes);
                 export::revoke(namespace);
             }
             Verdict::Timeout => {
-                Metrics::bump(&self.metrics.timeouts);
+                Counters::bump(&self.counters.timeouts);
                 export::timeout(namespace);
             }
             _ => {}
@@ -73,45 +73,45 @@ impl Recorder {
 
     /// A claim or revoke was put on a retry timer.
     pub(crate) fn retry(&self, namespace: &str) {
-        Metrics::bump(&self.metrics.retries);
+        Counters::bump(&self.counters.retries);
         export::retry(namespace);
     }
 
     /// A request was dropped because its caller had gone.
     pub(crate) fn abandoned(&self) {
-        Metrics::bump(&self.metrics.abandoned);
+        Counters::bump(&self.counters.abandoned);
     }
 
     /// A check the token could not answer from its window went to the worker.
     pub(crate) fn check_via_worker(&self) {
-        Metrics::bump(&self.metrics.checks_via_worker);
+        Counters::bump(&self.counters.checks_via_worker);
     }
 
     /// `ops` claims, extends and revokes went to the store as one batch.
     pub(crate) fn batch(&self, ops: usize) {
-        Metrics::bump(&self.metrics.batches);
-        self.metrics.batched_ops.fetch_add(ops as u64, Relaxed);
+        Counters::bump(&self.counters.batches);
+        self.counters.batched_ops.fetch_add(ops as u64, Relaxed);
     }
 
     /// The store itself failed (not a lease outcome) while the worker was doing `what`.
     pub(crate) fn store_failure(&self, what: &str, e: &Error) {
-        Metrics::bump(&self.metrics.store_errors);
+        Counters::bump(&self.counters.store_errors);
         export::store_error();
         tracing::warn!(error = %e, "lease store failed {what}");
-        self.metrics.set_last_error(format!("{what}: {e}"));
+        self.counters.set_last_error(format!("{what}: {e}"));
     }
 
     /// A store call named `call` took `took`.
     pub(crate) fn store_latency(&self, call: &'static str, took: Duration) {
-        self.metrics.latency.record(took);
+        self.counters.latency.record(took);
         export::store_latency(call, took);
     }
 
     /// The worker's gauges: leases it holds, leases it knows, callers waiting.
     pub(crate) fn gauges(&mut self, own: usize, known: usize, waiters: usize) {
         self.gauges.update(own, known, waiters);
-        self.metrics.waiters.store(waiters as u64, Relaxed);
-        self.metrics.known_leases.store(known as u64, Relaxed);
+        self.counters.waiters.store(waiters as u64, Relaxed);
+        self.counters.known_leases.store(known as u64, Relaxed);
     }
 
     /// The worker stopped: this manager holds nothing any more as far as the process's

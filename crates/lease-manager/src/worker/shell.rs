@@ -17,7 +17,7 @@ use super::pending::Work;
 use super::recorder::Recorder;
 use super::state::Settings;
 use super::task::{Effect, Returned};
-use crate::report::Metrics;
+use crate::metric::report::Counters;
 use crate::view::SlotTable;
 
 /// Runs store calls until shutdown has been asked for, then gives the call in flight until
@@ -110,7 +110,7 @@ pub(crate) struct Parts {
     /// Cancelled by the worker once it has answered everyone and stopped.
     pub(crate) done: CancellationToken,
     pub(crate) settings: Settings,
-    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) counters: Arc<Counters>,
     pub(crate) slots: Arc<SlotTable>,
     /// The seed of the retry jitter (`None`: random).
     pub(crate) seed: Option<u64>,
@@ -125,7 +125,7 @@ impl Worker {
             shutdown,
             done,
             settings,
-            metrics,
+            counters,
             slots,
             seed,
         } = parts;
@@ -137,7 +137,7 @@ impl Worker {
             deadline: None,
             abandoned: false,
         };
-        let machine = Machine::new(settings, Recorder::new(metrics), slots, seed, clock.now());
+        let machine = Machine::new(settings, Recorder::new(counters), slots, seed, clock.now());
         Worker {
             store,
             clock,

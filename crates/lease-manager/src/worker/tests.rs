@@ -26,7 +26,7 @@ use super::recorder::Recorder;
 use super::state::Settings;
 use super::task::{Effect, Returned};
 use crate::config::{Jitter, RetryPolicy};
-use crate::report::Metrics;
+use crate::metric::report::Counters;
 use crate::view::{Slot, SlotTable};
 
 const KEYS: u8 = 3;
@@ -207,7 +207,7 @@ struct Harness {
     callers: Vec<Caller>,
     /// Every key's token slot (kept alive, as a token would).
     slots: Vec<(Key, Arc<Slot>)>,
-    metrics: Arc<Metrics>,
+    counters: Arc<Counters>,
     /// A store call was abandoned: the shell would stop the machine now.
     stopped: bool,
     /// Answers seen: claims that got a holding, `ClaimDenied`s, `Timeout`s.
@@ -236,15 +236,15 @@ impl Harness {
             max_batch: 4,
         };
         let now = Timestamp::from_nanos(1_000_000_000);
-        let metrics = Arc::new(Metrics::new());
-        let recorder = Recorder::new(Arc::clone(&metrics));
+        let counters = Arc::new(Counters::new());
+        let recorder = Recorder::new(Arc::clone(&counters));
         Harness {
             machine: Machine::new(settings, recorder, table, Some(seed), now),
             model: Model::default(),
             now,
             callers: Vec::new(),
             slots,
-            metrics,
+            counters,
             stopped: false,
             held: 0,
             denied: 0,
@@ -504,7 +504,7 @@ impl Harness {
         assert_eq!(unanswered, 0, "callers left without an answer at shutdown");
         assert_eq!(self.machine.state.queue.len(), 0);
         // The recorder counted each outcome once, as the callers saw it.
-        let report = self.metrics.snapshot();
+        let report = self.counters.snapshot();
         assert_eq!(report.claims + report.extends, self.held);
         assert_eq!(report.denials, self.denied);
         assert_eq!(report.timeouts, self.timeouts);

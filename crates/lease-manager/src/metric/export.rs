@@ -1,7 +1,7 @@
 //! Metrics exported through the [`metrics`](https://docs.rs/metrics) facade when the
 //! `metrics` feature is on; without it every function here is empty and compiles away.
 //!
-//! The names and labels are in [`crate::metric`] and the crate docs. Gauges a process may have
+//! The names and labels are in [`crate::metric`]. Gauges a process may have
 //! several of (one per manager or leaser) are kept as deltas (`increment`/`decrement`), so two
 //! managers in one process add up instead of overwriting each other.
 
@@ -9,7 +9,7 @@
 mod imp {
     use std::time::Duration;
 
-    use crate::metric;
+    use crate::metric::names as metric;
 
     /// What became of one claim request.
     pub(crate) fn claim(namespace: &str, outcome: &'static str) {
