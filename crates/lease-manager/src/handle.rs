@@ -19,7 +19,7 @@ use tracing::Instrument;
 use crate::config::ManagerConfig;
 use crate::error::ManagerError;
 use crate::metric::report::{Counters, Report};
-use crate::view::{Slot, SlotTable};
+use crate::window::{Slot, SlotTable};
 use crate::worker::{Command, Envelope, Parts, Reply, Settings, Worker};
 
 /// What every handle shares. Dropping the last one stops the worker (the drop guard).

@@ -103,6 +103,7 @@ mod mutation {
 }
 mod resource_locks;
 mod view;
+mod window;
 mod worker;
 
 pub use config::{Jitter, ManagerConfig, RetryPolicy};

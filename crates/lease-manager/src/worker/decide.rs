@@ -12,7 +12,8 @@ use super::command::{Command, Verdict, dup_error, is_lease_outcome};
 use super::pending::{Pending, PendingKind, Work};
 use super::queue::{Awaiting, InFlight};
 use super::state::{AmbiguousClaim, State};
-use crate::view::{Window, info_valid};
+use crate::view::info_valid;
+use crate::window::Window;
 
 /// What one batch needs from the store.
 #[derive(Debug, Default)]

@@ -19,7 +19,7 @@ use super::pending::Work;
 use super::recorder::Recorder;
 use super::state::{Settings, State};
 use super::task::{Effect, Returned, Tasks};
-use crate::view::SlotTable;
+use crate::window::SlotTable;
 
 /// The worker's state and decisions, driven by events.
 #[derive(Debug)]

@@ -18,7 +18,7 @@ use super::recorder::Recorder;
 use super::state::Settings;
 use super::task::{Effect, Returned};
 use crate::metric::report::Counters;
-use crate::view::SlotTable;
+use crate::window::SlotTable;
 
 /// Runs store calls until shutdown has been asked for, then gives the call in flight until
 /// the end of the grace period before abandoning it.

@@ -16,7 +16,8 @@ use super::pending::{Pending, Work};
 use super::queue::Queue;
 use super::recorder::Recorder;
 use crate::config::{Jitter, RetryPolicy};
-use crate::view::{Entry, SlotTable, View, Window, info_valid};
+use crate::view::{Entry, View, info_valid};
+use crate::window::{SlotTable, Window};
 
 /// Callers of `wait_until_expired` on one key, and the instant their timer is set for.
 #[derive(Debug, Default)]

@@ -27,7 +27,7 @@ use super::state::Settings;
 use super::task::{Effect, Returned};
 use crate::config::{Jitter, RetryPolicy};
 use crate::metric::report::Counters;
-use crate::view::{Slot, SlotTable};
+use crate::window::{Slot, SlotTable};
 
 const KEYS: u8 = 3;
 const HOLDERS: [&str; 2] = ["a", "b"];
