@@ -93,13 +93,16 @@ pub mod boot;
 mod changes;
 mod check;
 mod default_path;
+mod encoding;
 pub mod error;
 pub mod filesystem;
 pub mod kernel;
 pub mod open;
 mod ops;
+mod paths;
 pub mod schema;
 pub mod session;
+mod settings;
 pub mod store;
 
 pub use boot::{BOOT_ID_PATH, host_boot_id};
