@@ -47,10 +47,10 @@ use crate::error::{DbFile, SqliteStoreError, StoreResult};
 
 /// Added to another boot's `live_until_wall` before judging it past: how far apart the wall
 /// clocks of two kernels sharing a file may be while its leases are still counted as live.
-pub const WALL_CLOCK_TOLERANCE: Duration = Duration::from_secs(2);
+pub(crate) const WALL_CLOCK_TOLERANCE: Duration = Duration::from_secs(2);
 
 /// Where machine ids are read from, in order.
-pub const MACHINE_ID_PATHS: [&str; 2] = ["/etc/machine-id", "/var/lib/dbus/machine-id"];
+pub(crate) const MACHINE_ID_PATHS: [&str; 2] = ["/etc/machine-id", "/var/lib/dbus/machine-id"];
 
 /// The wall clock (`CLOCK_REALTIME`): time since the Unix epoch, shared by kernels that keep
 /// their clocks in sync. Used only to tell another kernel writing the file from an earlier boot
@@ -72,8 +72,9 @@ impl WallClock for SystemWallClock {
     }
 }
 
-/// The host's machine id, from the first of [`MACHINE_ID_PATHS`] that holds one; `None` when
-/// none does (many containers), which makes machine ids no evidence either way.
+/// The host's machine id, from the first of `/etc/machine-id` and `/var/lib/dbus/machine-id`
+/// that holds one; `None` when none does (many containers), which makes machine ids no
+/// evidence either way.
 pub fn host_machine_id() -> Option<String> {
     MACHINE_ID_PATHS
         .iter()

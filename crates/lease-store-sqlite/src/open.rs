@@ -104,9 +104,11 @@ impl SqliteStoreBuilder {
     }
 
     /// Whether a lease whose holder's processes are all dead is free at once (on by default;
-    /// see [`crate::session`]). Off, this store writes leases without a holder session (they
-    /// then free at their expiry only, whoever reads them) and judges every lease by its
-    /// expiry alone; no session file is created.
+    /// see [the crate
+    /// documentation](crate#a-dead-holders-lease-is-free-at-once-a-silent-ones-at-its-expiry)).
+    /// Off, this store writes leases without a holder session (they then free at their expiry
+    /// only, whoever reads them) and judges every lease by its expiry alone; no session file is
+    /// created.
     #[must_use]
     pub fn death_aware(mut self, on: bool) -> Self {
         self.death_aware = on;
@@ -153,8 +155,9 @@ impl SqliteStoreBuilder {
     }
 
     /// The wall clock used to tell another kernel writing the file from an earlier boot of this
-    /// host ([`SystemWallClock`] by default; see [`crate::kernel`]). Expiry is never judged on
-    /// it. Tests simulating reboots or a second kernel pass a fake one.
+    /// host ([`SystemWallClock`] by default; see [one kernel per
+    /// file](crate#one-kernel-per-file)). Expiry is never judged on it. Tests simulating
+    /// reboots or a second kernel pass a fake one.
     #[must_use]
     pub fn wall_clock(mut self, wall: Arc<dyn WallClock>) -> Self {
         self.wall = wall;
@@ -162,7 +165,7 @@ impl SqliteStoreBuilder {
     }
 
     /// Accept a database on a file system other kernels can write too (NFS, SMB, 9p, FUSE or
-    /// virtiofs, cluster file systems: [`crate::filesystem::SHARED_FILESYSTEMS`]), which is
+    /// virtiofs, cluster file systems, and the shared folders of VirtualBox and VMware), which is
     /// refused by default with [`SqliteStoreError::SharedFileSystem`].
     ///
     /// Only for a file that one kernel alone ever opens (a FUSE overlay holding a rootless

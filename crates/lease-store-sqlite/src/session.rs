@@ -66,10 +66,10 @@ use crate::paths::session_file;
 pub(crate) const SWEEP: i64 = 3;
 
 /// The mode of the sessions directory: its owner's only.
-pub const SESSIONS_DIR_MODE: u32 = 0o700;
+pub(crate) const SESSIONS_DIR_MODE: u32 = 0o700;
 
 /// The mode of a session's lock file.
-pub const SESSION_FILE_MODE: u32 = 0o600;
+pub(crate) const SESSION_FILE_MODE: u32 = 0o600;
 
 /// Who a session belongs to: how long it lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -437,8 +437,8 @@ impl LivenessCache {
     }
 }
 
-/// A handle on a process's holder session on one database file (see [`crate::session`]),
-/// from [`SqliteStore::session_handle`](crate::SqliteStore::session_handle).
+/// A handle on a process's holder session on one database file (see [the crate
+/// documentation](crate#a-dead-holders-lease-is-free-at-once-a-silent-ones-at-its-expiry)), from [`SqliteStore::session_handle`](crate::SqliteStore::session_handle).
 #[derive(Clone)]
 pub struct SessionHandle(pub(crate) Arc<SessionSlot>);
 

@@ -187,10 +187,11 @@ impl SqliteStore {
         &self.settings.boot.id
     }
 
-    /// A new descriptor of this process's holder-session lock on the file (see
-    /// [`crate::session`]), *without* close-on-exec, for a child process to inherit: the
-    /// leases this process holds are then not freed early while that child (or anything it
-    /// passes the descriptor on to) still runs. `lease run` hands it to its command.
+    /// A new descriptor of this process's holder-session lock on the file (see [the crate
+    /// documentation](crate#a-dead-holders-lease-is-free-at-once-a-silent-ones-at-its-expiry)),
+    /// *without* close-on-exec, for a child process to inherit: the leases this process holds
+    /// are then not freed early while that child (or anything it passes the descriptor on to)
+    /// still runs. `lease run` hands it to its command.
     ///
     /// `None` when death-awareness is off, or before this process's first claim or extend on
     /// the file (the session is created then).
