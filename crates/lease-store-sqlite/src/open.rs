@@ -39,7 +39,8 @@ pub const NEW_FILE_MODE: u32 = 0o600;
 // (store.rs) need not know how a file is opened.
 impl SqliteStore {
     /// Opens (creating if need be) the database at `path` with every option at its default:
-    /// [`SystemClock`](lease_core::SystemClock) and the host's boot id. See [`SqliteStoreBuilder::open`].
+    /// [`SystemClock`](lease_core::SystemClock) and the host's boot id. See
+    /// [`SqliteStoreBuilder::open`].
     ///
     /// # Errors
     ///

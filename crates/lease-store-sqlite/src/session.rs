@@ -438,7 +438,8 @@ impl LivenessCache {
 }
 
 /// A handle on a process's holder session on one database file (see [the crate
-/// documentation](crate#a-dead-holders-lease-is-free-at-once-a-silent-ones-at-its-expiry)), from [`SqliteStore::session_handle`](crate::SqliteStore::session_handle).
+/// documentation](crate#a-dead-holders-lease-is-free-at-once-a-silent-ones-at-its-expiry)),
+/// from [`SqliteStore::session_handle`](crate::SqliteStore::session_handle).
 #[derive(Clone)]
 pub struct SessionHandle(pub(crate) Arc<SessionSlot>);
 
@@ -575,14 +576,19 @@ impl Sessions {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => {
-                    tracing::debug!(path = %path.display(), error = %e, "cannot remove a dead session's file")
+                    tracing::debug!(
+                        path = %path.display(),
+                        error = %e,
+                        "cannot remove a dead session's file"
+                    )
                 }
             }
         }
         let sql = db.sql("removing a dead holder session");
         tx.prepare_cached(
             "UPDATE lease SET session = NULL WHERE session = ?1 AND EXISTS (SELECT 1 FROM pin p \
-             WHERE p.namespace = lease.namespace AND p.model = lease.model AND p.name = lease.name)",
+             WHERE p.namespace = lease.namespace AND p.model = lease.model \
+             AND p.name = lease.name)",
         )
         .and_then(|mut stmt| stmt.execute([seq]))
         .map_err(&sql)?;
