@@ -321,9 +321,13 @@ fn problems_of(
         for (kind, dependency) in &manifest.dependencies {
             let dependency = dependency.as_str();
             if rule.never.contains("*") || rule.never.contains(dependency) {
+                let among = match kind {
+                    Kind::Normal => "dependencies",
+                    Kind::Dev => "dev-dependencies",
+                };
                 problems.push(format!(
-                    "{member}/Cargo.toml: `{name}` names `{dependency}`, which its dependency \
-                     rule never allows"
+                    "{member}/Cargo.toml: `{name}` names `{dependency}` among its {among}, which \
+                     its dependency rule never allows"
                 ));
                 continue;
             }
