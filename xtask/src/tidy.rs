@@ -1,5 +1,11 @@
-//! Tidy checks on the source tree: every crate and module documents itself with `//!`, and no
-//! debugging leftovers (`dbg!`, `todo!`, `unimplemented!`) remain outside tests.
+//! Tidy checks on the source tree: every crate and module documents itself with `//!`, no
+//! debugging leftovers (`dbg!`, `todo!`, `unimplemented!`) remain outside tests, ARCHITECTURE.md's
+//! code map names every crate and only paths that exist ([`code_map`]), and every crate's
+//! dependencies keep ARCHITECTURE.md's dependency rules ([`dependency_rules`]).
+
+mod code_map;
+mod dependency_rules;
+mod markdown;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -36,6 +42,8 @@ pub(crate) fn check(root: &Path) -> Result<(), Vec<String>> {
             .to_string();
         problems.extend(check_file(&shown, &text));
     }
+    code_map::check(root, &mut problems);
+    dependency_rules::check(root, &mut problems);
     if problems.is_empty() {
         println!("tidy: {} files checked, no problems", files.len());
         Ok(())

@@ -9,7 +9,7 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::AsyncMessage;
 
-use crate::config::Settings;
+use crate::connection::Settings;
 
 /// The first and the longest wait between reconnection attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);

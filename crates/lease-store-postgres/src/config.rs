@@ -10,6 +10,7 @@ use lease_core::{Clock, SystemClock};
 use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config};
 
+use crate::connection::Settings;
 use crate::error::{PostgresStoreError, Target};
 use crate::schema::{SCHEMA_VERSION, migrations};
 use crate::store::PostgresStore;
@@ -17,82 +18,21 @@ use crate::store::PostgresStore;
 /// The default schema the store keeps its tables in.
 pub const DEFAULT_SCHEMA: &str = "lease";
 
-/// What a store needs besides its connection; shared with the change listener.
-pub(crate) struct Settings {
-    pub(crate) config: Config,
-    pub(crate) target: Target,
-    pub(crate) schema: String,
-    /// The `LISTEN`/`NOTIFY` channel of the schema.
-    pub(crate) channel: String,
-    /// The clock the store reports expiries on (and decides them with, in local mode).
-    pub(crate) clock: Arc<dyn Clock>,
-    /// Decide expiry on `clock` instead of the server's `clock_timestamp()`.
-    pub(crate) local_expiry: bool,
-    pub(crate) operation_timeout: Duration,
-    pub(crate) connect_timeout: Duration,
-    /// How often the change listener checks its connection.
-    pub(crate) listener_heartbeat: Duration,
-    /// This store's id in notification payloads, so it ignores its own writes.
-    pub(crate) origin: String,
-    #[cfg(feature = "tls")]
-    pub(crate) tls: bool,
-}
-
-impl fmt::Debug for Settings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Settings")
-            .field("target", &self.target.display)
-            .field("schema", &self.schema)
-            .field("local_expiry", &self.local_expiry)
-            .finish_non_exhaustive()
+// The store's own constructors live here, beside the builder they start, so that the store
+// (store.rs) need not know how it is configured.
+impl PostgresStore {
+    /// Connects with every option at its default. See [`PostgresStoreBuilder::connect`].
+    ///
+    /// # Errors
+    ///
+    /// As [`PostgresStoreBuilder::connect`].
+    pub async fn connect(url: impl Into<String>) -> Result<PostgresStore, PostgresStoreError> {
+        PostgresStoreBuilder::new(url).connect().await
     }
-}
 
-impl Settings {
-    /// Opens one connection and spawns its driver task on the current tokio runtime.
-    pub(crate) async fn connect(&self) -> Result<(Client, ConnectionTask), PostgresStoreError> {
-        let attempt = async {
-            #[cfg(feature = "tls")]
-            if self.tls {
-                let tls = crate::tls::connector();
-                let (client, connection) = self.config.connect(tls).await?;
-                return Ok((client, ConnectionTask::spawn(connection)));
-            }
-            let (client, connection) = self.config.connect(tokio_postgres::NoTls).await?;
-            Ok::<_, tokio_postgres::Error>((client, ConnectionTask::spawn(connection)))
-        };
-        match tokio::time::timeout(self.connect_timeout, attempt).await {
-            Ok(Ok(pair)) => Ok(pair),
-            Ok(Err(e)) => Err(self.target.connect_error(&e)),
-            Err(_) => Err(PostgresStoreError::Unreachable {
-                target: self.target.display.clone(),
-                reason: format!("no answer within {:?}", self.connect_timeout),
-            }),
-        }
-    }
-}
-
-/// The task driving one connection; aborted (closing the connection) when dropped.
-#[derive(Debug)]
-pub(crate) struct ConnectionTask(tokio::task::JoinHandle<()>);
-
-impl ConnectionTask {
-    fn spawn<S, T>(connection: tokio_postgres::Connection<S, T>) -> ConnectionTask
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        ConnectionTask(tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "Postgres lease store connection ended");
-            }
-        }))
-    }
-}
-
-impl Drop for ConnectionTask {
-    fn drop(&mut self) {
-        self.0.abort();
+    /// Options for connecting with `url`.
+    pub fn builder(url: impl Into<String>) -> PostgresStoreBuilder {
+        PostgresStoreBuilder::new(url)
     }
 }
 
@@ -262,7 +202,7 @@ impl PostgresStoreBuilder {
         );
         let channel = format!("{}_lease_changes", self.schema);
         Ok(Settings {
-            target: crate::error::Target {
+            target: Target {
                 display: format!("{user}@{host}:{port}/{database}"),
                 user,
                 database,

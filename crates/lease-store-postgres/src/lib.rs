@@ -98,6 +98,7 @@
 
 mod changes;
 mod config;
+mod connection;
 mod error;
 mod ops;
 mod schema;

@@ -10,7 +10,7 @@ use lease_core::{Error, Generation, Info, Key, Op, Outcome, Timestamp};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Statement};
 
-use crate::config::{ConnectionTask, Settings};
+use crate::connection::{ConnectionTask, Settings};
 use crate::error::PostgresStoreError;
 
 /// One open connection with its prepared statements.

@@ -24,8 +24,13 @@
 //!   inside the caller's transaction under the key's row locks, and `pg_notify`s the schema's
 //!   change channel with the writer's id when it changed something, so a batch is one round trip.
 
-/// The schema version this crate writes and understands. A schema with a higher version was
-/// written by a newer version of the crate and is refused.
+/// The schema version this crate writes and understands (kept in the schema's `meta` table).
+///
+/// A store connecting to an older schema migrates it to this version; a schema with a higher
+/// version was written by a newer version of the crate and is refused with
+/// [`PostgresStoreError::SchemaVersion`](crate::PostgresStoreError::SchemaVersion), whose
+/// `supported` is this value. The only part of the schema that is public: the tables and
+/// functions themselves are the crate's business.
 pub const SCHEMA_VERSION: i32 = 1;
 
 /// The SQL of each step from one version to the next, for schema `schema` (already validated as

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tokio_postgres::Client;
 
 use crate::changes::Listener;
-use crate::config::{ConnectionTask, PostgresStoreBuilder, Settings};
+use crate::connection::{ConnectionTask, Settings};
 use crate::error::PostgresStoreError;
 use crate::ops::{self, Conn, Moment};
 
@@ -61,20 +61,6 @@ impl PostgresStore {
             listener: None,
             last_polled: None,
         })
-    }
-
-    /// Connects with every option at its default. See [`PostgresStoreBuilder::connect`].
-    ///
-    /// # Errors
-    ///
-    /// As [`PostgresStoreBuilder::connect`].
-    pub async fn connect(url: impl Into<String>) -> Result<PostgresStore, PostgresStoreError> {
-        PostgresStoreBuilder::new(url).connect().await
-    }
-
-    /// Options for connecting with `url`.
-    pub fn builder(url: impl Into<String>) -> PostgresStoreBuilder {
-        PostgresStoreBuilder::new(url)
     }
 
     /// The schema holding the store's tables.

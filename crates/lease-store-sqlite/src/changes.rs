@@ -53,7 +53,7 @@ use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::watch;
 
-use crate::open::parent_dir;
+use crate::paths::{parent_dir, session_file};
 
 /// How long after a file event the notifier keeps looking for a new commit to become visible
 /// (measured from the latest event). A commit whose sync takes longer is left to the poll.
@@ -116,7 +116,7 @@ impl DeathWatch {
                 .unwrap_or_else(PoisonError::into_inner)
                 .remove(&seq);
         };
-        let Ok(file) = std::fs::File::open(self.dir.join(seq.to_string())) else {
+        let Ok(file) = std::fs::File::open(session_file(&self.dir, seq)) else {
             forget(self);
             return;
         };

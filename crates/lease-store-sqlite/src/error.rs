@@ -6,6 +6,30 @@ use std::time::Duration;
 
 use rusqlite::ErrorCode;
 
+/// What the store's internal steps return.
+pub(crate) type StoreResult<T> = Result<T, SqliteStoreError>;
+
+/// The database file as an error reports it: its path, and the busy timeout a
+/// [`SqliteStoreError::Busy`] says was waited. Every step that runs SQL maps SQLite's failures
+/// through it.
+#[derive(Debug, Clone)]
+pub(crate) struct DbFile {
+    /// The database file.
+    pub(crate) path: PathBuf,
+    /// How long to wait for another connection's write lock.
+    pub(crate) busy_timeout: Duration,
+}
+
+impl DbFile {
+    /// A mapper from SQLite's errors to ours while doing `action`.
+    pub(crate) fn sql(
+        &self,
+        action: &'static str,
+    ) -> impl Fn(rusqlite::Error) -> SqliteStoreError + '_ {
+        move |e| SqliteStoreError::from_sqlite(&self.path, self.busy_timeout, action, e)
+    }
+}
+
 /// Everything that can go wrong opening or using a [`SqliteStore`](crate::SqliteStore).
 ///
 /// Every variant names the database file (or directory) it is about. The [`Store`] methods

@@ -16,7 +16,7 @@ use crate::error::SqliteStoreError;
 /// File systems another kernel may write at the same time as this one: network and
 /// cluster file systems, and the ways a host shares directories into VMs and sandboxes. Each
 /// is `(f_type magic, name)`, from `linux/magic.h` and the file systems' own sources.
-pub const SHARED_FILESYSTEMS: &[(u32, &str)] = &[
+pub(crate) const SHARED_FILESYSTEMS: &[(u32, &str)] = &[
     (0x6969, "NFS"),
     (0x517B, "SMB"),
     (0xFF53_4D42, "CIFS"),
@@ -43,7 +43,7 @@ pub const SHARED_FILESYSTEMS: &[(u32, &str)] = &[
 
 /// The name of the shared file system `magic` stands for, or `None` for one a single kernel
 /// owns (ext4, xfs, btrfs, tmpfs, overlayfs, ...).
-pub fn shared_filesystem(magic: u32) -> Option<&'static str> {
+pub(crate) fn shared_filesystem(magic: u32) -> Option<&'static str> {
     SHARED_FILESYSTEMS
         .iter()
         .find(|(m, _)| *m == magic)

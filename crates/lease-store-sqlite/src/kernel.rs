@@ -42,15 +42,15 @@ use lease_core::Timestamp;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension};
 
-use crate::error::SqliteStoreError;
-use crate::store::{Settings, StoreResult};
+use crate::encoding::{decode_expiry, wall_column};
+use crate::error::{DbFile, SqliteStoreError, StoreResult};
 
 /// Added to another boot's `live_until_wall` before judging it past: how far apart the wall
 /// clocks of two kernels sharing a file may be while its leases are still counted as live.
-pub const WALL_CLOCK_TOLERANCE: Duration = Duration::from_secs(2);
+pub(crate) const WALL_CLOCK_TOLERANCE: Duration = Duration::from_secs(2);
 
 /// Where machine ids are read from, in order.
-pub const MACHINE_ID_PATHS: [&str; 2] = ["/etc/machine-id", "/var/lib/dbus/machine-id"];
+pub(crate) const MACHINE_ID_PATHS: [&str; 2] = ["/etc/machine-id", "/var/lib/dbus/machine-id"];
 
 /// The wall clock (`CLOCK_REALTIME`): time since the Unix epoch, shared by kernels that keep
 /// their clocks in sync. Used only to tell another kernel writing the file from an earlier boot
@@ -72,8 +72,9 @@ impl WallClock for SystemWallClock {
     }
 }
 
-/// The host's machine id, from the first of [`MACHINE_ID_PATHS`] that holds one; `None` when
-/// none does (many containers), which makes machine ids no evidence either way.
+/// The host's machine id, from the first of `/etc/machine-id` and `/var/lib/dbus/machine-id`
+/// that holds one; `None` when none does (many containers), which makes machine ids no
+/// evidence either way.
 pub fn host_machine_id() -> Option<String> {
     MACHINE_ID_PATHS
         .iter()
@@ -86,11 +87,6 @@ fn read_machine_id(path: &Path) -> Option<String> {
     (!id.is_empty() && !id.chars().any(char::is_whitespace)).then(|| id.to_owned())
 }
 
-/// A wall-clock instant as stored: nanoseconds since the epoch, saturated at `i64::MAX`.
-pub(crate) fn wall_column(t: Timestamp) -> i64 {
-    i64::try_from(t.as_nanos()).unwrap_or(i64::MAX)
-}
-
 /// This boot's identity as the `boot` table records it.
 #[derive(Debug, Clone)]
 pub(crate) struct BootRecord {
@@ -98,15 +94,30 @@ pub(crate) struct BootRecord {
     pub(crate) machine_id: Option<String>,
 }
 
+/// This boot once registered in the file: what every transaction compares the other boots'
+/// records with.
+#[derive(Debug, Clone)]
+pub(crate) struct RegisteredBoot {
+    /// The host's boot, as given or read.
+    pub(crate) id: String,
+    /// Its number in the `boot` table.
+    pub(crate) seq: i64,
+    /// The value of the write counter when this boot was registered in the file.
+    pub(crate) registered_tx: i64,
+    /// This host's machine id, when it has one.
+    pub(crate) machine_id: Option<String>,
+}
+
 /// Fails when another kernel may hold live leases in the file; see the module documentation.
 /// Runs at the start of every transaction, on its snapshot.
 pub(crate) fn refuse_other_kernels(
     tx: &Connection,
-    settings: &Settings,
+    db: &DbFile,
+    boot: &RegisteredBoot,
     now: Timestamp,
     wall: Timestamp,
 ) -> StoreResult<()> {
-    let sql = settings.sql("reading the boots that wrote the file");
+    let sql = db.sql("reading the boots that wrote the file");
     // This boot began at about `wall - now` on the wall clock.
     let started = wall_column(Timestamp::from_nanos(
         wall.as_nanos().saturating_sub(now.as_nanos()),
@@ -121,7 +132,7 @@ pub(crate) fn refuse_other_kernels(
         )
         .map_err(&sql)?;
     let rows = stmt
-        .query_map(rusqlite::params![settings.boot_seq, horizon], |r| {
+        .query_map(rusqlite::params![boot.seq, horizon], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, Option<String>>(1)?,
@@ -133,7 +144,7 @@ pub(crate) fn refuse_other_kernels(
         .map_err(&sql)?;
     for row in rows {
         let (other, machine, last_tx, last_write, live_until) = row.map_err(&sql)?;
-        let evidence = if last_tx > settings.registered_tx {
+        let evidence = if last_tx > boot.registered_tx {
             "it wrote after this boot first opened the file".to_owned()
         } else if last_write > started {
             format!(
@@ -141,7 +152,7 @@ pub(crate) fn refuse_other_kernels(
                 last_write.saturating_sub(started) / 1_000_000
             )
         } else {
-            match (&machine, &settings.machine_id) {
+            match (&machine, &boot.machine_id) {
                 (Some(theirs), Some(ours)) if theirs != ours => {
                     format!("it runs on machine {theirs}, this is machine {ours}")
                 }
@@ -150,7 +161,7 @@ pub(crate) fn refuse_other_kernels(
         };
         let live_for = live_until.saturating_sub(wall_column(wall)).max(0) / 1_000_000;
         return Err(SqliteStoreError::AnotherKernel {
-            path: settings.path.clone(),
+            path: db.path.clone(),
             other_boot: other,
             evidence,
             live_for_ms: u64::try_from(live_for).unwrap_or(0),
@@ -167,26 +178,24 @@ pub(crate) const LATEST_EXPIRY: &str = "SELECT expiry FROM lease \
 /// and until when its leases may be live (its latest expiry, by the index on `(boot, expiry)`).
 pub(crate) fn record_write(
     tx: &Connection,
-    settings: &Settings,
+    db: &DbFile,
+    boot_seq: i64,
     now: Timestamp,
     wall: Timestamp,
 ) -> StoreResult<()> {
-    let sql = settings.sql("recording this boot's write");
+    let sql = db.sql("recording this boot's write");
     // The latest integer expiry, by one descent of the index: a hand-edited expiry of another
     // type (text sorts above every number) says nothing and must not stop every write.
     let latest: Option<i64> = tx
         .prepare_cached(LATEST_EXPIRY)
-        .and_then(|mut s| {
-            s.query_row([settings.boot_seq], |r| r.get::<_, Value>(0))
-                .optional()
-        })
+        .and_then(|mut s| s.query_row([boot_seq], |r| r.get::<_, Value>(0)).optional())
         .map_err(&sql)?
         .and_then(|v| match v {
             Value::Integer(i) => Some(i),
             _ => None,
         });
     let live_for = latest.map_or(Duration::ZERO, |e| {
-        crate::ops::decode_expiry(e).saturating_duration_since(now)
+        decode_expiry(e).saturating_duration_since(now)
     });
     tx.prepare_cached(
         "UPDATE boot SET last_tx = (SELECT max(last_tx) FROM boot) + 1, last_write_wall = ?2, \
@@ -194,7 +203,7 @@ pub(crate) fn record_write(
     )
     .and_then(|mut s| {
         s.execute(rusqlite::params![
-            settings.boot_seq,
+            boot_seq,
             wall_column(wall),
             wall_column(wall.saturating_add(live_for)),
         ])

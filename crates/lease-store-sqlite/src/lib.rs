@@ -15,12 +15,14 @@
 //! refused and left untouched. Opening costs the same whatever the file holds: it checks the
 //! header, application id and schema version, and scans the whole file for damage only before
 //! creating or migrating it; [`check_file`] scans on demand, read-only, and a damaged page met
-//! by an operation fails it with [`SqliteStoreError::Corrupt`]. See [`schema`] for the tables.
+//! by an operation fails it with [`SqliteStoreError::Corrupt`]. The tables are described in the
+//! source of the crate's `schema` module (`src/schema.rs`); the file's schema version is
+//! [`SCHEMA_VERSION`], and its `PRAGMA application_id` is `0x4C454153` (`"LEAS"`).
 //!
 //! # A dead holder's lease is free at once; a silent one's at its expiry
 //!
 //! On one host the kernel knows when a process dies. Each process writing leases has a holder
-//! session on the file ([`session`]): a row and an exclusive `flock` on
+//! session on the file: a row and an exclusive `flock` on
 //! `<database>-sessions/<seq>`, held until the process exits (whatever becomes of its store
 //! handles) and inherited by its children. A lease live by its expiry whose session's lock is
 //! no longer held by anyone (every process that had it has exited) is free: the next claim takes
@@ -48,9 +50,15 @@
 //!
 //! Expiries are instants on one kernel's clock, so a file must only ever be written by one
 //! kernel (any number of processes and containers on it). Opening refuses file systems other
-//! kernels can write too ([`filesystem`]: NFS, SMB, 9p, FUSE and virtiofs, cluster file
-//! systems), and every transaction refuses to act when another kernel's leases in the file may
-//! be live ([`kernel`]), rather than judging them expired. Across hosts or VMs, use
+//! kernels can write too (NFS, SMB, 9p, FUSE and virtiofs, cluster file systems:
+//! [`SqliteStoreError::SharedFileSystem`]), and every transaction refuses to act when another
+//! kernel's leases in the file may be live ([`SqliteStoreError::AnotherKernel`]), rather than
+//! judging them expired. The file tells another kernel from an earlier boot of this host by a
+//! write counter, the wall clock ([`WallClock`], with a tolerance of 2 s) and the machine id
+//! ([`host_machine_id`]). This assumes the wall clocks of the kernels involved agree to better
+//! than the time between a boot's last write and the start of the next boot of the same host; a
+//! clock wrong by more only makes the check refuse after a reboot, for at most the ttl of the
+//! leases the previous boot left: safe, not silent. Across hosts or VMs, use
 //! `lease-store-k8s`.
 //!
 //! # When to pick it
@@ -89,18 +97,21 @@
 //! # }
 //! ```
 
-pub mod boot;
+mod boot;
 mod changes;
 mod check;
 mod default_path;
-pub mod error;
-pub mod filesystem;
-pub mod kernel;
-pub mod open;
+mod encoding;
+mod error;
+mod filesystem;
+mod kernel;
+mod open;
 mod ops;
-pub mod schema;
-pub mod session;
-pub mod store;
+mod paths;
+mod schema;
+mod session;
+mod settings;
+mod store;
 
 pub use boot::{BOOT_ID_PATH, host_boot_id};
 pub use check::{IntegrityReport, check_file};
@@ -110,6 +121,6 @@ pub use kernel::{SystemWallClock, WallClock, host_machine_id};
 pub use open::{
     DEFAULT_BUSY_TIMEOUT, DEFAULT_PURGE_BATCH, MAX_BUSY_TIMEOUT, NEW_FILE_MODE, SqliteStoreBuilder,
 };
-pub use schema::{APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION};
+pub use schema::SCHEMA_VERSION;
 pub use session::{SessionHandle, SessionScope};
 pub use store::SqliteStore;

@@ -12,12 +12,15 @@ use lease_core::{Clock, SystemClock};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use crate::boot::{check_boot_id, host_boot_id};
-use crate::error::SqliteStoreError;
+use crate::encoding::wall_column;
+use crate::error::{DbFile, SqliteStoreError, StoreResult};
 use crate::filesystem::refuse_shared;
-use crate::kernel::{BootRecord, SystemWallClock, WallClock, host_machine_id, wall_column};
+use crate::kernel::{BootRecord, RegisteredBoot, SystemWallClock, WallClock, host_machine_id};
+use crate::paths::{parent_dir, sessions_dir};
 use crate::schema::{APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, read_schema_version};
-use crate::session::{SessionScope, SessionSlot, sessions_dir};
-use crate::store::{Settings, SqliteStore, StoreResult};
+use crate::session::{SessionScope, SessionSlot, Sessions};
+use crate::settings::Settings;
+use crate::store::SqliteStore;
 
 /// How long an operation waits for another connection's write lock unless told otherwise.
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(1);
@@ -31,6 +34,26 @@ pub const DEFAULT_PURGE_BATCH: usize = 256;
 
 /// The mode of a database file this store creates: readable and writable by its owner only.
 pub const NEW_FILE_MODE: u32 = 0o600;
+
+// The store's own constructors live here, beside the builder they start, so that the store
+// (store.rs) need not know how a file is opened.
+impl SqliteStore {
+    /// Opens (creating if need be) the database at `path` with every option at its default:
+    /// [`SystemClock`](lease_core::SystemClock) and the host's boot id. See
+    /// [`SqliteStoreBuilder::open`].
+    ///
+    /// # Errors
+    ///
+    /// As [`SqliteStoreBuilder::open`].
+    pub fn open(path: impl Into<PathBuf>) -> StoreResult<SqliteStore> {
+        SqliteStoreBuilder::new(path).open()
+    }
+
+    /// Options for opening the database at `path`.
+    pub fn builder(path: impl Into<PathBuf>) -> SqliteStoreBuilder {
+        SqliteStoreBuilder::new(path)
+    }
+}
 
 /// Options for opening a [`SqliteStore`]; start with [`SqliteStore::builder`].
 ///
@@ -82,9 +105,11 @@ impl SqliteStoreBuilder {
     }
 
     /// Whether a lease whose holder's processes are all dead is free at once (on by default;
-    /// see [`crate::session`]). Off, this store writes leases without a holder session (they
-    /// then free at their expiry only, whoever reads them) and judges every lease by its
-    /// expiry alone; no session file is created.
+    /// see [the crate
+    /// documentation](crate#a-dead-holders-lease-is-free-at-once-a-silent-ones-at-its-expiry)).
+    /// Off, this store writes leases without a holder session (they then free at their expiry
+    /// only, whoever reads them) and judges every lease by its expiry alone; no session file is
+    /// created.
     #[must_use]
     pub fn death_aware(mut self, on: bool) -> Self {
         self.death_aware = on;
@@ -131,8 +156,9 @@ impl SqliteStoreBuilder {
     }
 
     /// The wall clock used to tell another kernel writing the file from an earlier boot of this
-    /// host ([`SystemWallClock`] by default; see [`crate::kernel`]). Expiry is never judged on
-    /// it. Tests simulating reboots or a second kernel pass a fake one.
+    /// host ([`SystemWallClock`] by default; see [one kernel per
+    /// file](crate#one-kernel-per-file)). Expiry is never judged on it. Tests simulating
+    /// reboots or a second kernel pass a fake one.
     #[must_use]
     pub fn wall_clock(mut self, wall: Arc<dyn WallClock>) -> Self {
         self.wall = wall;
@@ -140,7 +166,7 @@ impl SqliteStoreBuilder {
     }
 
     /// Accept a database on a file system other kernels can write too (NFS, SMB, 9p, FUSE or
-    /// virtiofs, cluster file systems: [`crate::filesystem::SHARED_FILESYSTEMS`]), which is
+    /// virtiofs, cluster file systems, and the shared folders of VirtualBox and VMware), which is
     /// refused by default with [`SqliteStoreError::SharedFileSystem`].
     ///
     /// Only for a file that one kernel alone ever opens (a FUSE overlay holding a rootless
@@ -314,33 +340,26 @@ impl SqliteStoreBuilder {
         SqliteStore::from_parts(
             conn,
             Settings {
-                path,
+                db: DbFile {
+                    path,
+                    busy_timeout: self.busy_timeout,
+                },
                 clock: self.clock,
-                boot_id,
-                boot_seq,
-                registered_tx,
-                machine_id: record.machine_id,
+                boot: RegisteredBoot {
+                    id: boot_id,
+                    seq: boot_seq,
+                    registered_tx,
+                    machine_id: record.machine_id,
+                },
                 wall: self.wall,
-                busy_timeout: self.busy_timeout,
                 purge_batch: self.purge_batch,
-                session,
-                sessions_dir: dir,
-                liveness: std::sync::Mutex::default(),
-                death_watch: std::sync::OnceLock::new(),
+                sessions: Sessions::new(session, dir, boot_seq),
             },
         )
     }
 
     fn classify(&self, action: &'static str, e: rusqlite::Error) -> SqliteStoreError {
         SqliteStoreError::from_sqlite(&self.path, self.busy_timeout, action, e)
-    }
-}
-
-/// The directory holding `path`; `.` for a bare file name.
-pub(crate) fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
     }
 }
 
@@ -725,11 +744,5 @@ pub(crate) mod tests {
             .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
             .unwrap();
         assert_eq!(tables, 0, "nothing was created");
-    }
-
-    #[test]
-    fn parent_of_a_bare_name_is_the_current_directory() {
-        assert_eq!(parent_dir(Path::new("leases.db")), Path::new("."));
-        assert_eq!(parent_dir(Path::new("/a/b.db")), Path::new("/a"));
     }
 }

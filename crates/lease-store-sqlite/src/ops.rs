@@ -6,9 +6,14 @@ use std::collections::BTreeMap;
 use lease_core::{Error, Generation, Info, Key, Op, Request, Timestamp, validate_string};
 use rusqlite::{Connection, OptionalExtension};
 
-use crate::error::SqliteStoreError;
-use crate::session::{Liveness, reap};
-use crate::store::{OpResult, Settings, Slot, StoreResult};
+use crate::encoding::{decode_expiry, encode_expiry};
+use crate::error::{SqliteStoreError, StoreResult};
+use crate::session::{Liveness, Slot};
+use crate::settings::Settings;
+
+/// The outcome of one lease operation inside a transaction: the outer error aborts the
+/// transaction (SQLite failed), the inner one is the operation's own answer (`Held`, …).
+pub(crate) type OpResult<T> = StoreResult<lease_core::Result<T>>;
 
 /// Validates one op's inputs, as the single-op methods do.
 pub(crate) fn validate_op(op: &Op) -> lease_core::Result<()> {
@@ -22,24 +27,6 @@ pub(crate) fn validate_op(op: &Op) -> lease_core::Result<()> {
             validate_string("holder", holder)
         }
     }
-}
-
-/// The top bit, flipped so that a `u64` timestamp orders correctly as SQLite's signed integer.
-const SIGN: u64 = 1 << 63;
-
-/// A timestamp as stored: nanoseconds minus 2^63.
-fn encode(t: Timestamp) -> i64 {
-    i64::from_be_bytes((t.as_nanos() ^ SIGN).to_be_bytes())
-}
-
-/// A stored expiry back as a timestamp.
-fn decode(v: i64) -> Timestamp {
-    Timestamp::from_nanos(u64::from_be_bytes(v.to_be_bytes()) ^ SIGN)
-}
-
-/// A stored expiry back as a timestamp, for the other modules.
-pub(crate) fn decode_expiry(v: i64) -> Timestamp {
-    decode(v)
 }
 
 /// A generation as stored: always positive (a `CHECK` constraint), so the conversion is exact.
@@ -64,7 +51,7 @@ struct Row {
 impl Row {
     /// The expiry on this boot's timeline: an expiry from another boot has passed.
     fn effective_expiry(&self, settings: &Settings) -> Timestamp {
-        if self.boot == settings.boot_seq {
+        if self.boot == settings.boot.seq {
             self.expiry
         } else {
             Timestamp::ZERO
@@ -76,13 +63,15 @@ impl Row {
     fn is_valid(&self, settings: &Settings, now: Timestamp) -> bool {
         self.pinned
             || (now < self.effective_expiry(settings)
-                && settings.holder_may_act(self.session, self.session_boot))
+                && settings
+                    .sessions
+                    .holder_may_act(self.session, self.session_boot))
     }
 
     /// The holder session, when it is known dead: its leases are free and it may be removed.
     fn dead_session(&self, settings: &Settings) -> Option<i64> {
         self.session
-            .filter(|&seq| settings.judge(seq, self.session_boot) == Liveness::Dead)
+            .filter(|&seq| settings.sessions.judge(seq, self.session_boot) == Liveness::Dead)
     }
 
     fn info(self, settings: &Settings, key: &Key) -> StoreResult<Info> {
@@ -106,7 +95,7 @@ fn parse_metadata(
     text.map(serde_json::from_str)
         .transpose()
         .map_err(|source| SqliteStoreError::Metadata {
-            path: settings.path.clone(),
+            path: settings.db.path.clone(),
             key: key.to_string(),
             source,
         })
@@ -121,7 +110,7 @@ fn metadata_text(
         .map(serde_json::to_string)
         .transpose()
         .map_err(|source| SqliteStoreError::Metadata {
-            path: settings.path.clone(),
+            path: settings.db.path.clone(),
             key: key.to_string(),
             source,
         })
@@ -143,7 +132,7 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Key, Row)> {
         Row {
             holder: r.get(3)?,
             boot: r.get(4)?,
-            expiry: decode(r.get(5)?),
+            expiry: decode_expiry(r.get(5)?),
             generation: stored_generation(r.get(6)?),
             metadata: r.get(7)?,
             pinned: r.get(8)?,
@@ -195,7 +184,7 @@ pub(crate) fn claim(
             // Free by its holder's death (or expired, with a dead holder): remove the session,
             // its file and its other leases, which are free too.
             if let Some(dead) = row.dead_session(settings) {
-                reap(tx, settings, dead)?;
+                settings.sessions.reap(tx, &settings.db, dead)?;
             }
             row.pinned
         }
@@ -226,8 +215,8 @@ pub(crate) fn claim(
             key.model,
             key.lease,
             request.holder,
-            settings.boot_seq,
-            encode(expiry),
+            settings.boot.seq,
+            encode_expiry(expiry),
             generation,
             metadata,
             session,
@@ -251,7 +240,7 @@ fn session_for_write(
     slot: &mut Slot<'_>,
 ) -> StoreResult<Option<i64>> {
     slot.as_mut()
-        .map(|slot| slot.session(tx, settings))
+        .map(|slot| slot.session(tx, &settings.db, &settings.sessions))
         .transpose()
 }
 
@@ -281,8 +270,8 @@ pub(crate) fn extend(
             key.namespace,
             key.model,
             key.lease,
-            settings.boot_seq,
-            encode(expiry),
+            settings.boot.seq,
+            encode_expiry(expiry),
             new_metadata,
             session,
         ])
@@ -347,7 +336,7 @@ pub(crate) fn purge(
     let mut select = tx.prepare_cached(PURGE_CANDIDATES).map_err(&sql)?;
     let expired: Vec<(String, String, String)> = select
         .query_map(
-            rusqlite::params![settings.boot_seq, encode(now), limit],
+            rusqlite::params![settings.boot.seq, encode_expiry(now), limit],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .and_then(Iterator::collect)
@@ -416,7 +405,7 @@ pub(crate) fn snapshot_all(
         settings,
         now,
         &format!("SELECT {LEASE_COLUMNS} FROM lease l WHERE l.boot = ?1 AND l.expiry > ?2"),
-        rusqlite::params![settings.boot_seq, encode(now)],
+        rusqlite::params![settings.boot.seq, encode_expiry(now)],
         &mut out,
     )?;
     collect_valid(
@@ -457,32 +446,6 @@ mod tests {
     use super::*;
     use crate::open::migrate_and_register_boot;
     use crate::open::tests::{WALL, boot, empty_db, seq};
-
-    #[test]
-    fn timestamps_keep_their_order_when_encoded() {
-        let points = [
-            0,
-            1,
-            1_000_000_005,
-            (1 << 62) + 3,
-            (1 << 63) - 1,
-            1 << 63,
-            (1 << 63) + 1,
-            u64::MAX - 1,
-            u64::MAX,
-        ];
-        for pair in points.windows(2) {
-            let (a, b) = (
-                Timestamp::from_nanos(pair[0]),
-                Timestamp::from_nanos(pair[1]),
-            );
-            assert!(encode(a) < encode(b), "{a} < {b}");
-            assert_eq!(decode(encode(a)), a);
-            assert_eq!(decode(encode(b)), b);
-        }
-        assert_eq!(encode(Timestamp::ZERO), i64::MIN);
-        assert_eq!(encode(Timestamp::MAX), i64::MAX);
-    }
 
     /// The plan of `sql` as SQLite's `EXPLAIN QUERY PLAN` describes it, one step per line.
     fn plan(conn: &Connection, sql: &str) -> Vec<String> {

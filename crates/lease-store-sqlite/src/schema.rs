@@ -51,16 +51,22 @@
 //!   `session`; `NULL` for rows written before version 3 or by a store with death-awareness
 //!   off, which are judged by their expiry alone. Indexed, for removing a dead session's rows.
 
-/// The schema version this crate writes and understands. A file with a higher
-/// `PRAGMA user_version` was written by a newer version of the crate and is refused.
+/// The schema version this crate writes and understands (the file's `PRAGMA user_version`).
+///
+/// A store opening an older file migrates it to this version; a file with a higher version was
+/// written by a newer version of the crate and is refused with
+/// [`SqliteStoreError::NewerSchema`](crate::SqliteStoreError::NewerSchema), whose `supported`
+/// is this value. Compare it with [`IntegrityReport::schema_version`](crate::IntegrityReport)
+/// to tell whether a file a tool checked is current. The only part of the schema that is
+/// public: the tables themselves are the crate's business.
 pub const SCHEMA_VERSION: i64 = 3;
 
 /// The `PRAGMA application_id` of a lease database: `"LEAS"` in ASCII.
-pub const APPLICATION_ID: i32 = 0x4C45_4153;
+pub(crate) const APPLICATION_ID: i32 = 0x4C45_4153;
 
 /// The SQL of the steps from each version to the next: `MIGRATIONS[i]` takes version `i` to
 /// `i + 1`, so `MIGRATIONS.len() == SCHEMA_VERSION`.
-pub const MIGRATIONS: [&str; 3] = [V1, V2, V3];
+pub(crate) const MIGRATIONS: [&str; 3] = [V1, V2, V3];
 
 /// Version 1; see the module documentation.
 const V1: &str = "

@@ -58,17 +58,18 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use rusqlite::Connection;
 use rustix::fs::{FlockOperation, flock};
 
-use crate::error::SqliteStoreError;
-use crate::store::{Settings, StoreResult};
+use crate::changes::DeathWatch;
+use crate::error::{DbFile, SqliteStoreError, StoreResult};
+use crate::paths::session_file;
 
 /// How many other sessions creating a session probes (and removes, when dead).
 pub(crate) const SWEEP: i64 = 3;
 
 /// The mode of the sessions directory: its owner's only.
-pub const SESSIONS_DIR_MODE: u32 = 0o700;
+pub(crate) const SESSIONS_DIR_MODE: u32 = 0o700;
 
 /// The mode of a session's lock file.
-pub const SESSION_FILE_MODE: u32 = 0o600;
+pub(crate) const SESSION_FILE_MODE: u32 = 0o600;
 
 /// Who a session belongs to: how long it lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -99,19 +100,6 @@ pub(crate) enum Liveness {
     Dead,
     /// Its file is missing or cannot be probed: judge its leases by their expiry.
     Unknown,
-}
-
-/// The directory of the session files of the database at `path`: `<path>-sessions`, with the
-/// path made canonical (symbolic links resolved) so every opener names the same directory.
-pub(crate) fn sessions_dir(path: &Path) -> PathBuf {
-    let path = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let mut name = path.into_os_string();
-    name.push("-sessions");
-    PathBuf::from(name)
-}
-
-fn session_file(dir: &Path, seq: i64) -> PathBuf {
-    dir.join(seq.to_string())
 }
 
 /// Probes session `seq`'s lock file in `dir`: alive when a shared lock cannot be taken at
@@ -243,6 +231,10 @@ impl SessionSlot {
     }
 }
 
+/// The holder session of one write transaction: `None` when this store writes under none
+/// (death-awareness off, or [`SessionScope::Unbound`]).
+pub(crate) type Slot<'a> = Option<SlotTx<'a>>;
+
 /// A session slot locked for one write transaction. Call [`SlotTx::committed`] once the
 /// transaction has committed; dropped otherwise, a session created in it is abandoned.
 pub(crate) struct SlotTx<'a> {
@@ -257,10 +249,15 @@ impl SlotTx<'_> {
     /// # Errors
     ///
     /// When the row cannot be inserted, or the file cannot be created or locked.
-    pub(crate) fn session(&mut self, tx: &Connection, settings: &Settings) -> StoreResult<i64> {
+    pub(crate) fn session(
+        &mut self,
+        tx: &Connection,
+        db: &DbFile,
+        sessions: &Sessions,
+    ) -> StoreResult<i64> {
         match &*self.state {
             State::Pending(held) => return Ok(held.seq),
-            State::Established(held) if still_ours(tx, settings, held)? => return Ok(held.seq),
+            State::Established(held) if still_ours(tx, db, held)? => return Ok(held.seq),
             // The file was replaced by another one at the same place (same device, inode and
             // path), or our row was removed (a store of this process simulating another
             // boot): this session means nothing in this file. Start a new one.
@@ -270,10 +267,10 @@ impl SlotTx<'_> {
             }
             State::None => {}
         }
-        let held = create(tx, settings, &self.slot.dir)?;
+        let held = create(tx, db, sessions.boot_seq, &self.slot.dir)?;
         let seq = held.seq;
         *self.state = State::Pending(held);
-        sweep(tx, settings, seq)?;
+        sweep(tx, db, sessions, seq)?;
         Ok(seq)
     }
 
@@ -321,24 +318,25 @@ fn random_token() -> i64 {
 }
 
 /// Whether `held`'s row is still in the file, with its token.
-fn still_ours(tx: &Connection, settings: &Settings, held: &Held) -> StoreResult<bool> {
+fn still_ours(tx: &Connection, db: &DbFile, held: &Held) -> StoreResult<bool> {
     tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM session WHERE seq = ?1 AND token = ?2)")
         .and_then(|mut stmt| stmt.query_row([held.seq, held.token], |r| r.get(0)))
-        .map_err(settings.sql("reading holder sessions"))
+        .map_err(db.sql("reading holder sessions"))
 }
 
-/// Inserts a session row and creates and locks its file, before any lease row names it.
-fn create(tx: &Connection, settings: &Settings, dir: &Path) -> StoreResult<Held> {
+/// Inserts a session row of boot number `boot_seq` and creates and locks its file in `dir`,
+/// before any lease row names it.
+fn create(tx: &Connection, db: &DbFile, boot_seq: i64, dir: &Path) -> StoreResult<Held> {
     let token = random_token();
     let seq: i64 = tx
         .prepare_cached("INSERT INTO session (boot, pid, token) VALUES (?1, ?2, ?3) RETURNING seq")
         .and_then(|mut stmt| {
             stmt.query_row(
-                rusqlite::params![settings.boot_seq, i64::from(std::process::id()), token],
+                rusqlite::params![boot_seq, i64::from(std::process::id()), token],
                 |r| r.get(0),
             )
         })
-        .map_err(settings.sql("creating a holder session"))?;
+        .map_err(db.sql("creating a holder session"))?;
     match fs::DirBuilder::new().mode(SESSIONS_DIR_MODE).create(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
@@ -372,7 +370,7 @@ fn create(tx: &Connection, settings: &Settings, dir: &Path) -> StoreResult<Held>
 
 /// Probes up to [`SWEEP`] sessions other than `own`, from a point that moves with `own` (so
 /// successive sessions look at different parts of the table), and removes the dead ones.
-fn sweep(tx: &Connection, settings: &Settings, own: i64) -> StoreResult<()> {
+fn sweep(tx: &Connection, db: &DbFile, sessions: &Sessions, own: i64) -> StoreResult<()> {
     // A multiplicative hash of `own` spread over [0, own): cheap, deterministic, and it
     // reaches every row over time, not only the oldest (which may be long-lived and alive).
     let start = i64::try_from(
@@ -393,43 +391,12 @@ fn sweep(tx: &Connection, settings: &Settings, own: i64) -> StoreResult<()> {
             })?
             .collect()
         })
-        .map_err(settings.sql("reading holder sessions"))?;
+        .map_err(db.sql("reading holder sessions"))?;
     for (seq, boot) in candidates {
-        if settings.judge(seq, Some(boot)) == Liveness::Dead {
-            reap(tx, settings, seq)?;
+        if sessions.judge(seq, Some(boot)) == Liveness::Dead {
+            sessions.reap(tx, db, seq)?;
         }
     }
-    Ok(())
-}
-
-/// Removes dead session `seq`: its file, its unpinned leases (free already: this is a purge),
-/// its mark on pinned ones (judged by pins and expiry from now on), and its row. Inside a
-/// write transaction; the file goes first, so a rollback leaves a row without a file, which
-/// is judged by expiry alone (never freed early on a doubt).
-pub(crate) fn reap(tx: &Connection, settings: &Settings, seq: i64) -> StoreResult<()> {
-    if let Some(dir) = settings.sessions_dir() {
-        let path = session_file(dir, seq);
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => {
-                tracing::debug!(path = %path.display(), error = %e, "cannot remove a dead session's file")
-            }
-        }
-    }
-    let sql = settings.sql("removing a dead holder session");
-    tx.prepare_cached(
-        "UPDATE lease SET session = NULL WHERE session = ?1 AND EXISTS (SELECT 1 FROM pin p \
-         WHERE p.namespace = lease.namespace AND p.model = lease.model AND p.name = lease.name)",
-    )
-    .and_then(|mut stmt| stmt.execute([seq]))
-    .map_err(&sql)?;
-    tx.prepare_cached("DELETE FROM lease WHERE session = ?1")
-        .and_then(|mut stmt| stmt.execute([seq]))
-        .map_err(&sql)?;
-    tx.prepare_cached("DELETE FROM session WHERE seq = ?1")
-        .and_then(|mut stmt| stmt.execute([seq]))
-        .map_err(&sql)?;
     Ok(())
 }
 
@@ -470,7 +437,8 @@ impl LivenessCache {
     }
 }
 
-/// A handle on a process's holder session on one database file (see [`crate::session`]),
+/// A handle on a process's holder session on one database file (see [the crate
+/// documentation](crate#a-dead-holders-lease-is-free-at-once-a-silent-ones-at-its-expiry)),
 /// from [`SqliteStore::session_handle`](crate::SqliteStore::session_handle).
 #[derive(Clone)]
 pub struct SessionHandle(pub(crate) Arc<SessionSlot>);
@@ -496,7 +464,62 @@ impl SessionHandle {
     }
 }
 
-impl Settings {
+/// What a store knows of holder sessions on its file: the one it writes under (if any), where
+/// every session's lock file is (when death-awareness is on), which sessions it found alive or
+/// dead, and the death watch it hands live ones to.
+pub(crate) struct Sessions {
+    /// The holder session this store writes under; `None` when death-awareness is off or the
+    /// session scope is [`SessionScope::Unbound`].
+    slot: Option<Arc<SessionSlot>>,
+    /// The directory of the session files, when death-awareness is on (other holders' deaths
+    /// are seen); `None` judges every lease by its expiry alone.
+    dir: Option<PathBuf>,
+    /// This boot's number in the `boot` table: sessions of other boots are dead.
+    boot_seq: i64,
+    /// Which other sessions were found alive (this transaction) or dead (for good).
+    liveness: Mutex<LivenessCache>,
+    /// Set when the change notifier starts: the sessions found alive are watched for death.
+    death_watch: OnceLock<Arc<DeathWatch>>,
+}
+
+impl Sessions {
+    /// The sessions of a store writing under `slot`, with session files in `dir` (`None`: not
+    /// death-aware), on boot number `boot_seq`.
+    pub(crate) fn new(slot: Option<Arc<SessionSlot>>, dir: Option<PathBuf>, boot_seq: i64) -> Self {
+        Sessions {
+            slot,
+            dir,
+            boot_seq,
+            liveness: Mutex::default(),
+            death_watch: OnceLock::new(),
+        }
+    }
+
+    /// The directory of the session files, when death-awareness is on.
+    pub(crate) fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// A handle on the session this store writes under, if any.
+    pub(crate) fn handle(&self) -> Option<SessionHandle> {
+        self.slot.clone().map(SessionHandle)
+    }
+
+    /// Locks this store's session slot for one write transaction (see [`SessionSlot::begin`]).
+    pub(crate) fn begin(&self) -> Slot<'_> {
+        self.slot.as_deref().map(SessionSlot::begin)
+    }
+
+    /// Hands live sessions to `watch` from now on (once: later calls are ignored).
+    pub(crate) fn set_death_watch(&self, watch: Arc<DeathWatch>) {
+        let _ = self.death_watch.set(watch);
+    }
+
+    /// How many watched sessions have died so far (0 without a death watch).
+    pub(crate) fn deaths(&self) -> u64 {
+        self.death_watch.get().map_or(0, |w| w.deaths())
+    }
+
     fn liveness_cache(&self) -> std::sync::MutexGuard<'_, LivenessCache> {
         self.liveness
             .lock()
@@ -513,10 +536,10 @@ impl Settings {
     /// file is probed (once per transaction). A live session of another process is handed to
     /// the death watch, if the change notifier runs, so waiters hear of its death at once.
     pub(crate) fn judge(&self, seq: i64, boot: Option<i64>) -> Liveness {
-        let Some(dir) = &self.sessions_dir else {
+        let Some(dir) = &self.dir else {
             return Liveness::Unknown;
         };
-        if self.session.as_deref().and_then(SessionSlot::own) == Some(seq) {
+        if self.slot.as_deref().and_then(SessionSlot::own) == Some(seq) {
             return Liveness::Alive;
         }
         if let Some(known) = self.liveness_cache().get(seq) {
@@ -540,5 +563,41 @@ impl Settings {
     /// on by its holder: not when its session is known dead.
     pub(crate) fn holder_may_act(&self, session: Option<i64>, boot: Option<i64>) -> bool {
         session.is_none_or(|seq| self.judge(seq, boot) != Liveness::Dead)
+    }
+
+    /// Removes dead session `seq`: its file, its unpinned leases (free already: this is a purge),
+    /// its mark on pinned ones (judged by pins and expiry from now on), and its row. Inside a
+    /// write transaction; the file goes first, so a rollback leaves a row without a file, which
+    /// is judged by expiry alone (never freed early on a doubt).
+    pub(crate) fn reap(&self, tx: &Connection, db: &DbFile, seq: i64) -> StoreResult<()> {
+        if let Some(dir) = self.dir() {
+            let path = session_file(dir, seq);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::debug!(
+                        path = %path.display(),
+                        error = %e,
+                        "cannot remove a dead session's file"
+                    )
+                }
+            }
+        }
+        let sql = db.sql("removing a dead holder session");
+        tx.prepare_cached(
+            "UPDATE lease SET session = NULL WHERE session = ?1 AND EXISTS (SELECT 1 FROM pin p \
+             WHERE p.namespace = lease.namespace AND p.model = lease.model \
+             AND p.name = lease.name)",
+        )
+        .and_then(|mut stmt| stmt.execute([seq]))
+        .map_err(&sql)?;
+        tx.prepare_cached("DELETE FROM lease WHERE session = ?1")
+            .and_then(|mut stmt| stmt.execute([seq]))
+            .map_err(&sql)?;
+        tx.prepare_cached("DELETE FROM session WHERE seq = ?1")
+            .and_then(|mut stmt| stmt.execute([seq]))
+            .map_err(&sql)?;
+        Ok(())
     }
 }

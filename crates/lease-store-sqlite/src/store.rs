@@ -31,9 +31,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use lease_core::{
@@ -42,77 +41,22 @@ use lease_core::{
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::changes::{ChangeNotifier, DeathWatch};
-use crate::error::SqliteStoreError;
-use crate::kernel::{WallClock, record_write, refuse_other_kernels};
-use crate::open::SqliteStoreBuilder;
+use crate::changes::ChangeNotifier;
+use crate::error::{SqliteStoreError, StoreResult};
+use crate::kernel::{record_write, refuse_other_kernels};
 use crate::ops::{
-    claim, extend, purge, revoke, snapshot_all, snapshot_group, snapshot_keys, validate_op,
+    OpResult, claim, extend, purge, revoke, snapshot_all, snapshot_group, snapshot_keys,
+    validate_op,
 };
-use crate::session::{LivenessCache, SessionHandle, SessionSlot, SlotTx};
+use crate::session::{SessionHandle, Slot};
+use crate::settings::Settings;
 
 /// How many successful writes pass between opportunistic purges.
 const PURGE_EVERY_WRITES: u64 = 64;
 
-pub(crate) type StoreResult<T> = Result<T, SqliteStoreError>;
-
-/// The outcome of one lease operation inside a transaction: the outer error aborts the
-/// transaction (SQLite failed), the inner one is the operation's own answer (`Held`, …).
-pub(crate) type OpResult<T> = StoreResult<lease_core::Result<T>>;
-
-/// The holder session of one write transaction: `None` when death-awareness is off.
-pub(crate) type Slot<'a> = Option<SlotTx<'a>>;
-
 fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.prepare_cached("PRAGMA data_version")?
         .query_row([], |row| row.get(0))
-}
-
-/// What every operation needs besides the connection.
-pub(crate) struct Settings {
-    /// The database file.
-    pub(crate) path: PathBuf,
-    /// Decides expiry.
-    pub(crate) clock: Arc<dyn Clock>,
-    /// The host's boot, as given or read.
-    pub(crate) boot_id: String,
-    /// Its number in the `boot` table.
-    pub(crate) boot_seq: i64,
-    /// The value of the write counter when this boot was registered in the file.
-    pub(crate) registered_tx: i64,
-    /// This host's machine id, when it has one.
-    pub(crate) machine_id: Option<String>,
-    /// The wall clock, to tell another kernel from an earlier boot.
-    pub(crate) wall: Arc<dyn WallClock>,
-    /// How long to wait for another connection's write lock.
-    pub(crate) busy_timeout: Duration,
-    /// Rows per opportunistic purge; 0 for none.
-    pub(crate) purge_batch: usize,
-    /// The holder session this store writes under; `None` when death-awareness is off or the
-    /// session scope is [`SessionScope::Unbound`](crate::SessionScope::Unbound).
-    pub(crate) session: Option<Arc<SessionSlot>>,
-    /// The directory of the session files, when death-awareness is on (other holders' deaths
-    /// are seen); `None` judges every lease by its expiry alone.
-    pub(crate) sessions_dir: Option<PathBuf>,
-    /// Which other sessions were found alive (this transaction) or dead (for good).
-    pub(crate) liveness: std::sync::Mutex<LivenessCache>,
-    /// Set when the change notifier starts: the sessions found alive are watched for death.
-    pub(crate) death_watch: std::sync::OnceLock<Arc<DeathWatch>>,
-}
-
-impl Settings {
-    /// The directory of the session files, when death-awareness is on.
-    pub(crate) fn sessions_dir(&self) -> Option<&Path> {
-        self.sessions_dir.as_deref()
-    }
-
-    /// A mapper from SQLite's errors to ours while doing `action`.
-    pub(crate) fn sql(
-        &self,
-        action: &'static str,
-    ) -> impl Fn(rusqlite::Error) -> SqliteStoreError + '_ {
-        move |e| SqliteStoreError::from_sqlite(&self.path, self.busy_timeout, action, e)
-    }
 }
 
 /// A lease [`Store`] on an SQLite file, safe for many processes of one host sharing the file.
@@ -129,7 +73,7 @@ impl Settings {
 /// # Never blocks the async runtime
 ///
 /// Every SQLite call runs on a blocking thread ([`tokio::task::spawn_blocking`]), never on the
-/// runtime's workers: a call waiting up to the [busy timeout](SqliteStoreBuilder::busy_timeout)
+/// runtime's workers: a call waiting up to the [busy timeout](crate::SqliteStoreBuilder::busy_timeout)
 /// for another process's write lock, or for an fsync, delays no other task (a lease holder's
 /// timers included), on a `current_thread` runtime as on a multi-thread one. Each method (and
 /// each [`Store::apply`] batch, as one transaction) is one blocking call.
@@ -176,10 +120,10 @@ pub(crate) struct Conn {
 impl fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqliteStore")
-            .field("path", &self.settings.path)
-            .field("boot_id", &self.settings.boot_id)
+            .field("path", &self.settings.db.path)
+            .field("boot_id", &self.settings.boot.id)
             .field("clock", &self.settings.clock)
-            .field("busy_timeout", &self.settings.busy_timeout)
+            .field("busy_timeout", &self.settings.db.busy_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -228,40 +172,26 @@ impl SqliteStore {
         tokio::task::spawn_blocking(run)
             .await
             .map_err(|source| SqliteStoreError::BlockingCall {
-                path: self.settings.path.clone(),
+                path: self.settings.db.path.clone(),
                 source,
             })
     }
 
-    /// Opens (creating if need be) the database at `path` with every option at its default:
-    /// [`SystemClock`](lease_core::SystemClock) and the host's boot id. See [`SqliteStoreBuilder::open`].
-    ///
-    /// # Errors
-    ///
-    /// As [`SqliteStoreBuilder::open`].
-    pub fn open(path: impl Into<PathBuf>) -> StoreResult<SqliteStore> {
-        SqliteStoreBuilder::new(path).open()
-    }
-
-    /// Options for opening the database at `path`.
-    pub fn builder(path: impl Into<PathBuf>) -> SqliteStoreBuilder {
-        SqliteStoreBuilder::new(path)
-    }
-
     /// The database file.
     pub fn path(&self) -> &Path {
-        &self.settings.path
+        &self.settings.db.path
     }
 
     /// The boot id stored with the expiries this store writes.
     pub fn boot_id(&self) -> &str {
-        &self.settings.boot_id
+        &self.settings.boot.id
     }
 
-    /// A new descriptor of this process's holder-session lock on the file (see
-    /// [`crate::session`]), *without* close-on-exec, for a child process to inherit: the
-    /// leases this process holds are then not freed early while that child (or anything it
-    /// passes the descriptor on to) still runs. `lease run` hands it to its command.
+    /// A new descriptor of this process's holder-session lock on the file (see [the crate
+    /// documentation](crate#a-dead-holders-lease-is-free-at-once-a-silent-ones-at-its-expiry)),
+    /// *without* close-on-exec, for a child process to inherit: the leases this process holds
+    /// are then not freed early while that child (or anything it passes the descriptor on to)
+    /// still runs. `lease run` hands it to its command.
     ///
     /// `None` when death-awareness is off, or before this process's first claim or extend on
     /// the file (the session is created then).
@@ -271,15 +201,15 @@ impl SqliteStore {
     /// When the descriptor cannot be duplicated (the process is out of descriptors).
     pub fn inheritable_session_lock(&self) -> Option<std::io::Result<std::os::fd::OwnedFd>> {
         self.settings
-            .session
-            .as_deref()
-            .and_then(SessionSlot::inheritable_lock)
+            .sessions
+            .handle()
+            .and_then(|handle| handle.inheritable_lock())
     }
 
     /// A handle on this process's holder session on the file, usable after the store has been
     /// moved away (boxed as a `dyn Store`, say); `None` when death-awareness is off.
     pub fn session_handle(&self) -> Option<SessionHandle> {
-        self.settings.session.clone().map(SessionHandle)
+        self.settings.sessions.handle()
     }
 
     /// The clock expiries are measured on.
@@ -311,11 +241,11 @@ impl Conn {
     fn end_stray_transaction(&mut self, settings: &Settings) {
         if !self.conn.is_autocommit() {
             tracing::error!(
-                path = %settings.path.display(),
+                path = %settings.db.path.display(),
                 "a transaction was left open on the lease database; rolling it back"
             );
             if let Err(error) = self.conn.execute_batch("ROLLBACK") {
-                tracing::error!(path = %settings.path.display(), %error, "rollback failed");
+                tracing::error!(path = %settings.db.path.display(), %error, "rollback failed");
             }
         }
     }
@@ -325,12 +255,12 @@ impl Conn {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(settings.sql("beginning a purge"))?;
-        settings.new_transaction();
+        settings.sessions.new_transaction();
         let (now, wall) = (settings.clock.now(), settings.wall.now());
-        refuse_other_kernels(&tx, settings, now, wall)?;
+        refuse_other_kernels(&tx, &settings.db, &settings.boot, now, wall)?;
         let deleted = purge(&tx, settings, now, limit)?;
         if deleted > 0 {
-            record_write(&tx, settings, now, wall)?;
+            record_write(&tx, &settings.db, settings.boot.seq, now, wall)?;
         }
         tx.commit().map_err(settings.sql("committing a purge"))?;
         Ok(deleted)
@@ -347,12 +277,12 @@ impl Conn {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(settings.sql(begin))?;
-        settings.new_transaction();
+        settings.sessions.new_transaction();
         // After BEGIN IMMEDIATE: see `SessionSlot::begin`. Dropped before `tx` on an early
         // return, which abandons a session created in this transaction.
-        let mut slot: Slot<'_> = settings.session.as_deref().map(SessionSlot::begin);
+        let mut slot: Slot<'_> = settings.sessions.begin();
         let (now, wall) = (settings.clock.now(), settings.wall.now());
-        refuse_other_kernels(&tx, settings, now, wall)?;
+        refuse_other_kernels(&tx, &settings.db, &settings.boot, now, wall)?;
         let changes = tx.total_changes();
         let out = f(&tx, settings, now, &mut slot)?;
         if out.is_ok() {
@@ -364,7 +294,7 @@ impl Conn {
         }
         // A transaction that changed nothing (a refused claim) stays read-only: no fsync.
         if tx.total_changes() != changes {
-            record_write(&tx, settings, now, wall)?;
+            record_write(&tx, &settings.db, settings.boot.seq, now, wall)?;
         }
         tx.commit().map_err(settings.sql("committing"))?;
         if let Some(slot) = slot {
@@ -383,9 +313,9 @@ impl Conn {
             .conn
             .transaction_with_behavior(TransactionBehavior::Deferred)
             .map_err(settings.sql("beginning a read"))?;
-        settings.new_transaction();
+        settings.sessions.new_transaction();
         let now = settings.clock.now();
-        refuse_other_kernels(&tx, settings, now, settings.wall.now())?;
+        refuse_other_kernels(&tx, &settings.db, &settings.boot, now, settings.wall.now())?;
         let out = f(&tx, settings, now)?;
         tx.commit().map_err(settings.sql("ending a read"))?;
         Ok(out)
@@ -430,10 +360,10 @@ impl Conn {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(settings.sql("beginning a batch"))?;
-        settings.new_transaction();
-        let mut session: Slot<'_> = settings.session.as_deref().map(SessionSlot::begin);
+        settings.sessions.new_transaction();
+        let mut session: Slot<'_> = settings.sessions.begin();
         let (now, wall) = (settings.clock.now(), settings.wall.now());
-        refuse_other_kernels(&tx, settings, now, wall)?;
+        refuse_other_kernels(&tx, &settings.db, &settings.boot, now, wall)?;
         let changes = tx.total_changes();
         let mut wrote = 0;
         for (op, slot) in ops.iter().zip(results.iter_mut()) {
@@ -462,7 +392,7 @@ impl Conn {
             self.writes_since_purge = 0;
         }
         if tx.total_changes() != changes {
-            record_write(&tx, settings, now, wall)?;
+            record_write(&tx, &settings.db, settings.boot.seq, now, wall)?;
         }
         tx.commit().map_err(settings.sql("committing a batch"))?;
         if let Some(session) = session {
@@ -679,7 +609,7 @@ impl Store for SqliteStore {
             .blocking(|conn, settings| {
                 let version =
                     data_version(&conn.conn).map_err(settings.sql("polling for changes"))?;
-                let deaths = settings.death_watch.get().map_or(0, |w| w.deaths());
+                let deaths = settings.sessions.deaths();
                 let changed = version != conn.data_version || deaths != conn.deaths;
                 conn.data_version = version;
                 conn.deaths = deaths;
@@ -717,16 +647,16 @@ impl Store for SqliteStore {
     /// fallback.
     fn change_notifier(&mut self) -> Option<tokio::sync::watch::Receiver<u64>> {
         if self.notifier.is_none() {
-            match ChangeNotifier::start(&self.settings.path, self.settings.sessions_dir()) {
+            match ChangeNotifier::start(&self.settings.db.path, self.settings.sessions.dir()) {
                 Ok(notifier) => {
                     if let Some(watch) = notifier.death_watch() {
-                        let _ = self.settings.death_watch.set(watch);
+                        self.settings.sessions.set_death_watch(watch);
                     }
                     self.notifier = Some(notifier);
                 }
                 Err(error) => {
                     tracing::warn!(
-                        path = %self.settings.path.display(),
+                        path = %self.settings.db.path.display(),
                         %error,
                         "cannot watch the lease database for changes; other processes' \
                          changes will be noticed at refresh polls only"
