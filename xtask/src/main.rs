@@ -4,6 +4,7 @@
 
 mod bench;
 mod fuzz;
+mod host;
 mod k8s;
 mod pg;
 mod release;

@@ -19,13 +19,15 @@
 
 use std::env;
 use std::fs;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
+
+use crate::host::{mkdir, port_answers, remove_dir_all, run, write_file};
 
 pub(crate) const USAGE: &str = "\
 usage: cargo xtask pg <up|down|env|stop [--kill]|start|restart [--kill]>
@@ -153,8 +155,7 @@ impl Config {
 }
 
 fn answers(port: u16) -> bool {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
+    port_answers(port, Duration::from_millis(500))
 }
 
 /// Debian's newest `/usr/lib/postgresql/<version>/bin` holding `pg_ctl`.
@@ -222,22 +223,6 @@ fn as_server_user(command: &mut Command) -> &mut Command {
     command.current_dir("/")
 }
 
-fn run(command: &mut Command) -> Result<(), String> {
-    let output = command
-        .output()
-        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{command:?} failed ({}):\n{}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ))
-    }
-}
-
 fn free_port(wanted: Option<u16>) -> Result<u16, String> {
     if let Some(port) = wanted {
         return Ok(port);
@@ -267,13 +252,11 @@ pub(crate) fn up() -> Result<Server, String> {
     // Whatever is left of an earlier run.
     stop(&config, &bin);
     if config.dir.exists() {
-        fs::remove_dir_all(&config.dir)
-            .map_err(|e| format!("cannot remove {}: {e}", config.dir.display()))?;
+        remove_dir_all(&config.dir)?;
     }
     let port = free_port(config.port)?;
     start(&bin, &config.dir, port)?;
-    fs::write(config.port_file(), port.to_string())
-        .map_err(|e| format!("cannot write {}: {e}", config.port_file().display()))?;
+    write_file(&config.port_file(), port.to_string())?;
     println!(
         "xtask pg: up on 127.0.0.1:{port} in {:.1} s (data and log in {})",
         started.elapsed().as_secs_f64(),
@@ -288,13 +271,13 @@ pub(crate) fn up() -> Result<Server, String> {
 /// `initdb` into `dir/data` and start the server on `port`, waiting until it accepts
 /// connections.
 fn start(bin: &Path, dir: &Path, port: u16) -> Result<(), String> {
-    fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    mkdir(dir)?;
     if let Some((uid, gid)) = server_user() {
         std::os::unix::fs::chown(dir, Some(uid), Some(gid))
             .map_err(|e| format!("cannot give {} to uid {uid}: {e}", dir.display()))?;
     }
     let pwfile = dir.join("pwfile");
-    fs::write(&pwfile, PASSWORD).map_err(|e| format!("cannot write {}: {e}", pwfile.display()))?;
+    write_file(&pwfile, PASSWORD)?;
     if let Some((uid, gid)) = server_user() {
         std::os::unix::fs::chown(&pwfile, Some(uid), Some(gid))
             .map_err(|e| format!("cannot give {} to uid {uid}: {e}", pwfile.display()))?;
@@ -356,8 +339,7 @@ pub(crate) fn down() -> Result<(), String> {
     let config = Config::from_env();
     let stopped = bin_dir().is_ok_and(|bin| stop(&config, &bin));
     if config.dir.exists() {
-        fs::remove_dir_all(&config.dir)
-            .map_err(|e| format!("cannot remove {}: {e}", config.dir.display()))?;
+        remove_dir_all(&config.dir)?;
     }
     if stopped {
         println!("xtask pg: down (data removed)");
