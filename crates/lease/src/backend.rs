@@ -163,72 +163,85 @@ impl Backend {
         }
     }
 
-    /// Opens the store for `key` and starts a manager over it. `object` names the Kubernetes
+    /// Opens the store for `key` and starts a manager over it. `key.lease` names the Kubernetes
     /// object the key lives in and `identity` the Events' source.
     pub(crate) fn start(self, key: &Key, identity: &str) -> Result<Started, Error> {
         #[cfg(not(feature = "kubernetes"))]
         let _ = (key, identity);
-        let (store, clock): (Box<dyn Store>, Arc<dyn Clock>) = match self.kind {
+        match self.kind {
             #[cfg(feature = "sqlite")]
-            Kind::Sqlite { path } => {
-                let path = match path {
-                    Some(p) => p,
-                    None => {
-                        let db = lease_store_sqlite::DefaultDatabase::from_env()
-                            .map_err(|e| Error::NoDefaultPath(e.to_string()))?;
-                        db.create_private_dir()
-                            .map_err(|e| Error::NoDefaultPath(e.to_string()))?;
-                        db.path
-                    }
-                };
-                let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
-                let store = lease_store_sqlite::SqliteStore::builder(path)
-                    .clock(Arc::clone(&clock))
-                    .open()
-                    .map_err(|e| Error::Store(e.into()))?;
-                (Box::new(store), clock)
-            }
+            Kind::Sqlite { path } => start_sqlite(path),
             #[cfg(feature = "kubernetes")]
             Kind::Kubernetes {
                 client,
                 namespace,
                 events,
-            } => {
-                let object = key.lease.clone();
-                if !lease_store_k8s::naming::is_dns1123_subdomain(&object) {
-                    return Err(Error::setting(
-                        "lease",
-                        format!(
-                            "{object:?} cannot name a Kubernetes Lease object: use lower-case \
-                             letters, digits, '-' (at most 253 characters, starting and ending \
-                             with a letter or digit)"
-                        ),
-                    ));
-                }
-                let namespace = namespace.unwrap_or_else(|| client.default_namespace().to_owned());
-                let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
-                let options =
-                    lease_store_k8s::StoreOptions::default().object_for(key.clone(), &*object);
-                let store = lease_store_k8s::LeaseStore::with_options(
-                    client.clone(),
-                    &*namespace,
-                    Arc::clone(&clock),
-                    options,
-                );
-                let recorder = events.then(|| {
-                    lease_store_k8s::EventRecorder::new(client, namespace, object, identity)
-                });
-                return start_manager(Box::new(store), clock).map(|mut started| {
-                    started.events = recorder;
-                    started
-                });
-            }
-            Kind::Custom { store, clock } => (store, clock),
-        };
-        start_manager(store, clock)
+            } => start_kubernetes(client, namespace, events, key, identity),
+            Kind::Custom { store, clock } => start_manager(store, clock),
+        }
     }
 }
 
+/// The SQLite store in the file at `path`, or at the per-user default path (its directory
+/// created, private), on the system clock.
+#[cfg(feature = "sqlite")]
+fn start_sqlite(path: Option<PathBuf>) -> Result<Started, Error> {
+    let path = match path {
+        Some(p) => p,
+        None => {
+            let db = lease_store_sqlite::DefaultDatabase::from_env()
+                .map_err(|e| Error::NoDefaultPath(e.to_string()))?;
+            db.create_private_dir()
+                .map_err(|e| Error::NoDefaultPath(e.to_string()))?;
+            db.path
+        }
+    };
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    let store = lease_store_sqlite::SqliteStore::builder(path)
+        .clock(Arc::clone(&clock))
+        .open()
+        .map_err(|e| Error::Store(e.into()))?;
+    start_manager(Box::new(store), clock)
+}
+
+/// The Lease object named `key.lease` in `namespace` (else the client's default), on the system
+/// clock, with an Event recorder for `identity` when `events` is on. The object's name is
+/// checked here so that a bad one is a setting error, not a failed request later.
+#[cfg(feature = "kubernetes")]
+fn start_kubernetes(
+    client: kube::Client,
+    namespace: Option<String>,
+    events: bool,
+    key: &Key,
+    identity: &str,
+) -> Result<Started, Error> {
+    let object = key.lease.clone();
+    if !lease_store_k8s::naming::is_dns1123_subdomain(&object) {
+        return Err(Error::setting(
+            "lease",
+            format!(
+                "{object:?} cannot name a Kubernetes Lease object: use lower-case letters, \
+                 digits, '-' (at most 253 characters, starting and ending with a letter or digit)"
+            ),
+        ));
+    }
+    let namespace = namespace.unwrap_or_else(|| client.default_namespace().to_owned());
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    let options = lease_store_k8s::StoreOptions::default().object_for(key.clone(), &*object);
+    let store = lease_store_k8s::LeaseStore::with_options(
+        client.clone(),
+        &*namespace,
+        Arc::clone(&clock),
+        options,
+    );
+    let recorder =
+        events.then(|| lease_store_k8s::EventRecorder::new(client, namespace, object, identity));
+    let mut started = start_manager(Box::new(store), clock)?;
+    started.events = recorder;
+    Ok(started)
+}
+
+/// A manager over `store`, deciding expiry on `clock`, with the default secretary.
 fn start_manager(store: Box<dyn Store>, clock: Arc<dyn Clock>) -> Result<Started, Error> {
     let manager = Manager::start(
         ManagerConfig::new(store, Arc::clone(&clock))
