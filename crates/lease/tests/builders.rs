@@ -230,6 +230,8 @@ async fn bad_settings_name_the_setting() {
             Election::new(Backend::custom(store.sibling(), clock.as_clock()), "a#b").identity("a"),
             "lease",
         ),
+        // `path` exists only with the SQLite store.
+        #[cfg(feature = "sqlite")]
         (election(&store, &clock, "a").path("/tmp/x.db"), "path"),
     ];
     for (builder, setting) in cases {
