@@ -373,21 +373,36 @@ fn server_env() -> Vec<(&'static str, String)> {
     ]
 }
 
-/// Runs this xtask binary's `k8s <args>` against the dedicated server; returns its stdout.
+/// Runs this xtask binary's `k8s <args>` against the dedicated server; returns its stdout,
+/// shown as it goes (starting and stopping an API server is worth seeing).
 fn xtask_k8s(me: &Path, args: &[&str]) -> Result<String, String> {
+    xtask_task(me, "k8s", args, server_env(), true)
+}
+
+/// Runs this xtask binary's `task args` with `envs` (which point it at a dedicated server);
+/// returns its stdout, shown always (`show`) or only when the task fails.
+fn xtask_task(
+    me: &Path,
+    task: &str,
+    args: &[&str],
+    envs: Vec<(&'static str, String)>,
+    show: bool,
+) -> Result<String, String> {
     let output = Command::new(me)
-        .arg("k8s")
+        .arg(task)
         .args(args)
-        .envs(server_env())
+        .envs(envs)
         .stderr(std::process::Stdio::inherit())
         .output()
         .map_err(|e| format!("cannot run {}: {e}", me.display()))?;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    print!("{stdout}");
+    if show || !output.status.success() {
+        print!("{stdout}");
+    }
     if output.status.success() {
         Ok(stdout)
     } else {
-        Err(format!("`cargo xtask k8s {}` failed", args.join(" ")))
+        Err(format!("`cargo xtask {task} {}` failed", args.join(" ")))
     }
 }
 
@@ -467,22 +482,10 @@ fn pg_server_env() -> Vec<(&'static str, String)> {
     ]
 }
 
-/// Runs this xtask binary's `pg <args>` against the dedicated server; returns its stdout.
+/// Runs this xtask binary's `pg <args>` against the dedicated server; returns its stdout,
+/// shown only when it fails.
 fn xtask_pg(me: &Path, args: &[&str]) -> Result<String, String> {
-    let output = Command::new(me)
-        .arg("pg")
-        .args(args)
-        .envs(pg_server_env())
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", me.display()))?;
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    if output.status.success() {
-        Ok(stdout)
-    } else {
-        print!("{stdout}");
-        Err(format!("`cargo xtask pg {}` failed", args.join(" ")))
-    }
+    xtask_task(me, "pg", args, pg_server_env(), false)
 }
 
 /// The leader-candidates scenario over `lease-store-postgres` on a dedicated server.
