@@ -17,7 +17,6 @@ mod backend;
 mod cli;
 mod commands;
 mod demo;
-mod demo_check;
 mod error;
 mod human;
 mod run;

@@ -96,3 +96,54 @@ pub(crate) fn verify(windows: &[Window]) -> Verdict {
     verdict.acquisitions = acquisitions;
     verdict
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(worker: u32, acquire: bool, generation: u64, start: u64, end: u64) -> Window {
+        Window {
+            worker,
+            acquire,
+            generation,
+            start: Timestamp::from_nanos(start),
+            end: Timestamp::from_nanos(end),
+        }
+    }
+
+    #[test]
+    fn logs_parse_and_a_clean_history_passes() {
+        let one = parse_log(1, "acquire 1 10 20\nrenew 1 15 25\ngarbage\nrenew 1 1");
+        assert_eq!(one, vec![w(1, true, 1, 10, 20), w(1, false, 1, 15, 25)]);
+        let mut all = one;
+        all.extend(parse_log(2, "acquire 2 25 35\n"));
+        let verdict = verify(&all);
+        assert!(verdict.ok(), "{verdict:?}");
+        assert_eq!(verdict.acquisitions.len(), 2);
+        assert_eq!(verdict.renewals, 1);
+    }
+
+    #[test]
+    fn a_killed_workers_windows_end_at_its_death() {
+        let windows = vec![w(1, true, 1, 10, 20), w(2, true, 2, 14, 30)];
+        assert_eq!(verify(&windows).overlaps.len(), 1);
+        let cut = cut_at_deaths(windows, &[(1, Timestamp::from_nanos(13))]);
+        assert_eq!(cut[0].end, Timestamp::from_nanos(13));
+        assert!(verify(&cut).overlaps.is_empty());
+        // Dying after the other's start is still an overlap.
+        let late = cut_at_deaths(
+            vec![w(1, true, 1, 10, 20), w(2, true, 2, 14, 30)],
+            &[(1, Timestamp::from_nanos(15))],
+        );
+        assert_eq!(verify(&late).overlaps.len(), 1);
+    }
+
+    #[test]
+    fn overlaps_and_stale_generations_are_caught() {
+        let verdict = verify(&[w(1, true, 1, 10, 20), w(2, true, 2, 19, 30)]);
+        assert_eq!(verdict.overlaps.len(), 1);
+        let verdict = verify(&[w(1, true, 2, 10, 20), w(2, true, 2, 20, 30)]);
+        assert_eq!(verdict.generation_faults.len(), 1);
+        assert!(verdict.overlaps.is_empty());
+    }
+}
