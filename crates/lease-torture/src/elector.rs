@@ -18,17 +18,18 @@
 //! checker. [`check::check_terms`] proves that no two terms overlap and that generations
 //! increase with terms across holders; [`term_generation_faults`] adds that they increase with
 //! *every* term, also two terms of one slot (which the tenure-keyed check cannot see).
+//!
+//! The stalled store is in `stalling_store`, the report's section in `report`.
+
+mod report;
+mod stalling_store;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use lease_core::{
-    Clock, DefaultSecretary, Info, Key, Op, Outcome, Request, Result as LeaseResult, Store,
-    SystemClock,
-};
+use lease_core::{Clock, DefaultSecretary, SystemClock};
 use lease_manager::{
     Callbacks, ElectionConfig, ElectionError, LeaderElector, LeadershipGuard, Manager,
     ManagerConfig,
@@ -38,6 +39,8 @@ use lease_store_sqlite::SqliteStore;
 use crate::check::{self, K8sVerdict};
 use crate::event::{Event, EventLog};
 use crate::{now, secs};
+pub use report::section;
+use stalling_store::{Stall, StallingStore};
 
 const NAMESPACE: &str = "torture";
 const MODEL: &str = "elector";
@@ -124,95 +127,6 @@ impl Summary {
     /// Whether the run passed: no violations or problems, and terms were checked.
     pub fn passed(&self) -> bool {
         self.violations() == 0 && self.problems.is_empty() && self.verdict.terms > 1
-    }
-}
-
-/// Every store call waits while its stall lasts: before the call (it hangs) or after it (it
-/// took effect, and the answer comes late).
-#[derive(Debug, Clone, Default)]
-struct Stall {
-    until: Arc<AtomicU64>,
-    after_effect: Arc<AtomicBool>,
-}
-
-impl Stall {
-    async fn wait(&self) {
-        loop {
-            let until = self.until.load(Ordering::SeqCst);
-            let now = now();
-            if now >= until {
-                return;
-            }
-            tokio::time::sleep(Duration::from_nanos(until - now)).await;
-        }
-    }
-
-    async fn before(&self) {
-        if !self.after_effect.load(Ordering::SeqCst) {
-            self.wait().await;
-        }
-    }
-
-    async fn after(&self) {
-        if self.after_effect.load(Ordering::SeqCst) {
-            self.wait().await;
-        }
-    }
-}
-
-/// A store whose calls can be stalled by the orchestrator.
-struct StallingStore {
-    inner: SqliteStore,
-    stall: Stall,
-}
-
-macro_rules! stalled {
-    ($self:ident . $call:ident ( $($arg:expr),* )) => {{
-        $self.stall.before().await;
-        let result = $self.inner.$call($($arg),*).await;
-        $self.stall.after().await;
-        result
-    }};
-}
-
-#[async_trait]
-impl Store for StallingStore {
-    async fn claim_lease(&mut self, key: &Key, request: &Request) -> LeaseResult<Info> {
-        stalled!(self.claim_lease(key, request))
-    }
-    async fn extend_lease(&mut self, key: &Key, request: &Request) -> LeaseResult<Info> {
-        stalled!(self.extend_lease(key, request))
-    }
-    async fn revoke_lease(&mut self, key: &Key, holder: &str) -> LeaseResult<()> {
-        stalled!(self.revoke_lease(key, holder))
-    }
-    async fn leases(&mut self, keys: &[Key]) -> LeaseResult<std::collections::BTreeMap<Key, Info>> {
-        stalled!(self.leases(keys))
-    }
-    async fn lease_group(
-        &mut self,
-        namespace: &str,
-        model: &str,
-    ) -> LeaseResult<std::collections::BTreeMap<Key, Info>> {
-        stalled!(self.lease_group(namespace, model))
-    }
-    async fn pin_lease(&mut self, key: &Key, entity: &str) -> LeaseResult<()> {
-        stalled!(self.pin_lease(key, entity))
-    }
-    async fn unpin_lease(&mut self, key: &Key, entity: &str) -> LeaseResult<()> {
-        stalled!(self.unpin_lease(key, entity))
-    }
-    async fn pinned(&mut self) -> LeaseResult<std::collections::BTreeMap<Key, Vec<String>>> {
-        stalled!(self.pinned())
-    }
-    async fn apply(&mut self, ops: Vec<Op>) -> Vec<LeaseResult<Outcome>> {
-        stalled!(self.apply(ops))
-    }
-    async fn poll_changes(&mut self) -> LeaseResult<bool> {
-        stalled!(self.poll_changes())
-    }
-    fn change_notifier(&mut self) -> Option<tokio::sync::watch::Receiver<u64>> {
-        self.inner.change_notifier()
     }
 }
 
@@ -368,14 +282,8 @@ async fn run_async(
         let stall = Stall::default();
         let on_its_runtime = manager_runtimes[m as usize].enter();
         let manager = Manager::start(
-            ManagerConfig::new(
-                StallingStore {
-                    inner: store,
-                    stall: stall.clone(),
-                },
-                Arc::clone(&clock),
-            )
-            .with_default_secretary(Arc::new(DefaultSecretary)),
+            ManagerConfig::new(StallingStore::new(store, stall.clone()), Arc::clone(&clock))
+                .with_default_secretary(Arc::new(DefaultSecretary)),
         )
         .map_err(|e| format!("cannot start a manager: {e}"))?;
         drop(on_its_runtime);
@@ -425,8 +333,7 @@ async fn run_async(
             now(),
             now() + u64::try_from(length.as_nanos()).unwrap_or(u64::MAX),
         );
-        gate.after_effect.store(after_effect, Ordering::SeqCst);
-        gate.until.store(until, Ordering::SeqCst);
+        gate.stall_until(until, after_effect);
         // For reading the log: the checker ignores it.
         shared.write(&Event::Outage {
             what: format!(
@@ -440,7 +347,7 @@ async fn run_async(
         shared.counters.stalls.fetch_add(1, Ordering::SeqCst);
     }
     for gate in &stall_gates {
-        gate.until.store(0, Ordering::SeqCst);
+        gate.end();
     }
     for slot in slots {
         if let Err(e) = slot.await {
@@ -644,110 +551,6 @@ pub fn term_generation_faults(events: &[Event]) -> Vec<String> {
             )
         })
         .collect()
-}
-
-/// The scenario's section of `RELIABILITY.md`.
-pub fn section(title: &str, s: &Summary) -> String {
-    use std::fmt::Write as _;
-    let a = &s.args;
-    let v = &s.verdict;
-    let t = a.timing;
-    let ms = |d: Duration| format!("{} ms", d.as_millis());
-    let mut out = String::new();
-    let _ = writeln!(out, "### {title}\n");
-    let _ = writeln!(out, "| parameter | value |\n| --- | --- |");
-    let _ = writeln!(
-        out,
-        "| timing | lease_duration {}, renew_deadline {}, retry_period {} (also unlock_with_retry_period) |",
-        ms(t.lease_duration),
-        ms(t.renew_deadline),
-        ms(t.retry_period)
-    );
-    let _ = writeln!(
-        out,
-        "| candidates | {} managers over one SQLite file × {} electors each (half release on drop), the electors on one multi-thread runtime (4 workers), each manager on its own; two slots per elector call `lock()` concurrently, and again at once from the lost-token handler |",
-        a.managers, a.electors
-    );
-    let _ = writeln!(
-        out,
-        "| store stalls | {} |",
-        if a.stalls {
-            format!(
-                "the leader's manager's store (else a random one's) hangs for 0.4–1 × lease_duration, before or after the call takes effect, every 0.8–2 × lease_duration ({} injected)",
-                s.stalls
-            )
-        } else {
-            "none".to_owned()
-        }
-    );
-    let _ = writeln!(
-        out,
-        "| run length | {:.0} s (wall time {:.1} s) |",
-        a.duration.as_secs_f64(),
-        s.elapsed
-    );
-    let _ = writeln!(out, "\n| figure | value |\n| --- | --- |");
-    let _ = writeln!(
-        out,
-        "| terms of leadership checked | {} ({} renewals seen) |",
-        v.terms, v.renewals
-    );
-    let _ = writeln!(out, "| terms ended by the lost token | {} |", v.lost);
-    let _ = writeln!(
-        out,
-        "| terms given up by release / unlock / unlock_with_retry / drop | {} / {} / {} / {} |",
-        s.endings[0], s.endings[1], s.endings[2], s.endings[3]
-    );
-    let _ = writeln!(
-        out,
-        "| `lock()` calls from a lost-token handler | {} |",
-        s.relocks
-    );
-    let _ = writeln!(
-        out,
-        "| concurrent `lock()` calls refused with AlreadyLeading | {} |",
-        s.already_leading
-    );
-    let _ = writeln!(
-        out,
-        "| longest last renewal → lost token (must be < lease_duration) | {} |",
-        v.max_lost_after_renew
-            .map_or("–".to_owned(), |n| format!("{:.3} s", secs(n)))
-    );
-    let _ = writeln!(
-        out,
-        "| smallest handover margin | {} |",
-        v.min_handover_gap
-            .map_or("–".to_owned(), |n| format!("{:.3} s", secs(n)))
-    );
-    let _ = writeln!(
-        out,
-        "| **violations** (overlapping terms, generation faults, late lost tokens, unended terms, a term not above the one before) | **{}** |",
-        s.violations()
-    );
-    let _ = writeln!(
-        out,
-        "| longest pause of the process (a 10 ms timer firing late: on the runtime / on a plain thread) | {:.3} s / {:.3} s |",
-        secs(s.longest_runtime_pause),
-        secs(s.longest_thread_pause)
-    );
-    let _ = writeln!(out, "| other problems | {} |", s.problems.len());
-    for (name, items) in [
-        ("Overlaps", &v.overlaps),
-        ("Generation faults", &v.generation_faults),
-        ("Late lost tokens", &v.late_lost),
-        ("Unended terms", &v.unterminated),
-        ("Terms not above the one before", &s.term_generation_faults),
-        ("Problems", &s.problems),
-    ] {
-        if !items.is_empty() {
-            let _ = writeln!(out, "\n{name} ({}; the first 20):\n", items.len());
-            for item in items.iter().take(20) {
-                let _ = writeln!(out, "- {item}");
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]
