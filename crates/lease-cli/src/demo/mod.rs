@@ -27,7 +27,7 @@ use crate::cli::DemoArgs;
 use crate::commands::out;
 use crate::error::{CliError, EXIT_HELD, EXIT_OK, EXIT_USAGE};
 use crate::human::format_duration;
-use check::verify;
+use check::{Verdict, verify};
 pub(crate) use worker_process::worker;
 use workers::{Demo, Worker, holder_name};
 
@@ -151,9 +151,11 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<u8, CliError> {
     ));
     demo.watch(watch_first).await;
 
-    let mut failovers = Vec::new();
-    let mut stop_takeovers = Vec::new();
-    let mut leaders = vec![leader.0.clone()];
+    let mut rounds = Rounds {
+        leaders: vec![leader.0.clone()],
+        after_kill: Vec::new(),
+        after_stop: Vec::new(),
+    };
     for round in 0..kills {
         // Take the leader as it stands now (it renews, it may even have changed).
         if let Some(current) = demo.tick().await {
@@ -226,7 +228,7 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<u8, CliError> {
                 next.1,
                 format_duration(failover)
             ));
-            stop_takeovers.push(failover);
+            rounds.after_stop.push(failover);
         } else {
             demo.view.event(&format!(
                 "takeover: {} leads with generation {}, {} after the kill{after} (the store \
@@ -235,9 +237,9 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<u8, CliError> {
                 next.1,
                 format_duration(failover)
             ));
-            failovers.push(failover);
+            rounds.after_kill.push(failover);
         }
-        leaders.push(next.0.clone());
+        rounds.leaders.push(next.0.clone());
         leader = next;
         let length = if round + 1 == kills {
             watch_after
@@ -253,64 +255,14 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<u8, CliError> {
 
     let windows = demo.windows()?;
     let verdict = verify(&windows);
-    let generations: Vec<String> = verdict
-        .acquisitions
-        .iter()
-        .map(|w| format!("{} ({})", w.generation, holder_name(w.worker)))
-        .collect();
-    let mut summary = String::from("\nsummary\n");
-    summary.push_str(&format!(
-        "  workers          {} processes, lease ttl {}\n",
-        args.workers,
-        format_duration(ttl)
-    ));
-    summary.push_str(&format!("  leaders          {}\n", leaders.join(" -> ")));
-    summary.push_str(&format!(
-        "  acquisitions     {}: generations {}\n",
-        verdict.acquisitions.len(),
-        generations.join(", ")
-    ));
-    summary.push_str(&format!("  renewals         {}\n", verdict.renewals));
-    let fo: Vec<String> = failovers.iter().map(|d| format_duration(*d)).collect();
-    summary.push_str(&format!(
-        "  failover         {} after kill -9 (ttl {}: a dead leader's lease is free at once)\n",
-        fo.join(", "),
-        format_duration(ttl)
-    ));
-    if !stop_takeovers.is_empty() {
-        let st: Vec<String> = stop_takeovers.iter().map(|d| format_duration(*d)).collect();
-        summary.push_str(&format!(
-            "  after SIGSTOP    {} (a stopped leader keeps its lease until its expiry)\n",
-            st.join(", ")
-        ));
-    }
-    summary.push_str(&format!(
-        "  generations      {}\n",
-        if verdict.generation_faults.is_empty() {
-            "strictly increasing: OK".to_owned()
-        } else {
-            format!("NOT strictly increasing: {:?}", verdict.generation_faults)
-        }
-    ));
-    summary.push_str(&format!(
-        "  overlap check    {} guaranteed windows from {} logs: {}\n",
+    out(&summary(
+        &args,
+        ttl,
+        &rounds,
+        &verdict,
         windows.len(),
-        demo.workers.len(),
-        if verdict.overlaps.is_empty() {
-            "no two workers ever led at once: OK".to_owned()
-        } else {
-            format!(
-                "{} OVERLAPS: {:?}",
-                verdict.overlaps.len(),
-                verdict.overlaps
-            )
-        }
+        started.elapsed(),
     ));
-    summary.push_str(&format!(
-        "  took             {}\n",
-        format_duration(started.elapsed())
-    ));
-    out(&summary);
     if args.dir.is_some() {
         out(&format!("logs kept in {}\n", dir.display()));
     }
@@ -322,6 +274,86 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<u8, CliError> {
             "the demo's check failed: see the summary above",
         ))
     }
+}
+
+/// What the demo's rounds saw: the leaders in turn, and how long each takeover took after a
+/// kill -9 or a SIGSTOP of the leader.
+struct Rounds {
+    leaders: Vec<String>,
+    after_kill: Vec<Duration>,
+    after_stop: Vec<Duration>,
+}
+
+/// The summary printed at the end: the run, its takeovers and the check of the `windows`
+/// guaranteed windows the workers logged.
+fn summary(
+    args: &DemoArgs,
+    ttl: Duration,
+    rounds: &Rounds,
+    verdict: &Verdict,
+    windows: usize,
+    took: Duration,
+) -> String {
+    let generations: Vec<String> = verdict
+        .acquisitions
+        .iter()
+        .map(|w| format!("{} ({})", w.generation, holder_name(w.worker)))
+        .collect();
+    let mut text = String::from("\nsummary\n");
+    text.push_str(&format!(
+        "  workers          {} processes, lease ttl {}\n",
+        args.workers,
+        format_duration(ttl)
+    ));
+    text.push_str(&format!(
+        "  leaders          {}\n",
+        rounds.leaders.join(" -> ")
+    ));
+    text.push_str(&format!(
+        "  acquisitions     {}: generations {}\n",
+        verdict.acquisitions.len(),
+        generations.join(", ")
+    ));
+    text.push_str(&format!("  renewals         {}\n", verdict.renewals));
+    let listed = |durations: &[Duration]| {
+        let shown: Vec<String> = durations.iter().map(|d| format_duration(*d)).collect();
+        shown.join(", ")
+    };
+    text.push_str(&format!(
+        "  failover         {} after kill -9 (ttl {}: a dead leader's lease is free at once)\n",
+        listed(&rounds.after_kill),
+        format_duration(ttl)
+    ));
+    if !rounds.after_stop.is_empty() {
+        text.push_str(&format!(
+            "  after SIGSTOP    {} (a stopped leader keeps its lease until its expiry)\n",
+            listed(&rounds.after_stop)
+        ));
+    }
+    text.push_str(&format!(
+        "  generations      {}\n",
+        if verdict.generation_faults.is_empty() {
+            "strictly increasing: OK".to_owned()
+        } else {
+            format!("NOT strictly increasing: {:?}", verdict.generation_faults)
+        }
+    ));
+    text.push_str(&format!(
+        "  overlap check    {} guaranteed windows from {} logs: {}\n",
+        windows,
+        args.workers,
+        if verdict.overlaps.is_empty() {
+            "no two workers ever led at once: OK".to_owned()
+        } else {
+            format!(
+                "{} OVERLAPS: {:?}",
+                verdict.overlaps.len(),
+                verdict.overlaps
+            )
+        }
+    ));
+    text.push_str(&format!("  took             {}\n", format_duration(took)));
+    text
 }
 
 #[cfg(test)]
