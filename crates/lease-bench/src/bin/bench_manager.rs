@@ -28,6 +28,10 @@
 //! - **Idle CPU**: user+system time (`/proc/self/stat`, in USER_HZ = 100 ticks/s) over a few
 //!   seconds while the SQLite manager holds its leases and nothing asks it for anything (it
 //!   still polls the store for other processes' changes every refresh interval).
+//!
+//! [`ManagerToken::check_now`]: lease_manager::ManagerToken::check_now
+//! [`ManagerToken::check_store`]: lease_manager::ManagerToken::check_store
+//! [`Token::check`]: lease_core::Token::check
 
 #![forbid(unsafe_code)]
 

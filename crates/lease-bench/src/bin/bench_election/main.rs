@@ -45,9 +45,19 @@
 //! ```
 //!
 //! Defaults: 30 s windows, 5 trials; about 4 minutes in all (the SIGSTOP takeovers, the
-//! Kubernetes SIGKILL takeover and the stale Kubernetes lease wait out 15 s leases). Every run works in a new Kubernetes namespace
-//! (`bench-election-…`, left behind; `cargo xtask k8s down` removes it) and a new SQLite file in
-//! the temporary directory (removed at the end).
+//! Kubernetes SIGKILL takeover and the stale Kubernetes lease wait out 15 s leases). Every run
+//! works in a new Kubernetes namespace (`bench-election-…`, left behind; `cargo xtask k8s down`
+//! removes it) and a new SQLite file in the temporary directory (removed at the end).
+//!
+//! The code: `candidate` is the candidate process; `session` the orchestrator's handle on the
+//! candidates of one store and their events; `terms` the leadership intervals the events imply
+//! and their checks; `pair` and `burst` the scenarios; `report` the markdown.
+//!
+//! [`LeaderElector`]: lease_manager::LeaderElector
+//! [`LeaderElector::unlock`]: lease_manager::LeaderElector::unlock
+//! [`LeaseStore`]: lease_store_k8s::LeaseStore
+//! [`Manager`]: lease_manager::Manager
+//! [`SqliteStore`]: lease_store_sqlite::SqliteStore
 
 #![forbid(unsafe_code)]
 

@@ -37,6 +37,11 @@
 //! in all. Every run works in a new Kubernetes namespace (`bench-k8s-…`), which is left behind
 //! (a bare API server never finishes deleting one); `cargo xtask k8s down` removes it with
 //! etcd's data. The stores judge expiry on `SystemClock`.
+//!
+//! One module per scenario (`renewals`, `follower`, `contention`) over `setup`: the run's
+//! namespace, counted clients, and a measured window's cost from both ends.
+//!
+//! [`LeaseStore`]: lease_store_k8s::LeaseStore
 
 #![forbid(unsafe_code)]
 
