@@ -147,12 +147,17 @@ fn flock(lock: &Path) -> Command {
     command
 }
 
+/// The spread of one case's run times.
 struct Summary {
     median: Duration,
     p10: Duration,
     p90: Duration,
 }
 
+/// The median, p10 and p90 of `samples` (at least one), each the sample at rank
+/// `(len − 1) × q` rounded down. `lease_bench::stats::quantile` rounds to the nearest rank
+/// instead, which would make the 3-run `lease check` row's p90 its slowest run rather than its
+/// middle one, as BENCHMARKS.md's figures were measured.
 fn summary(mut samples: Vec<Duration>) -> Summary {
     samples.sort();
     let at = |q: usize| samples[(samples.len() - 1) * q / 100];
