@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use lease_bench::k8s::{Verbs, by_verb, total};
-use lease_bench::report::met;
+use lease_bench::report::{Table, met};
 use lease_bench::stats::median;
 
 use crate::burst::BurstTrial;
@@ -92,37 +92,53 @@ fn requests_section(out: &mut String, r: &Requests) {
             && total(&w.leader) == writes(&w.leader)
             && w.renewals > 0
     };
-    let _ = writeln!(
-        out,
-        "| role | its own client (per min) | per renewal | server, `apiserver_request_total` (per min) | lease watches open on the server | target | met |\n\
-         | --- | --- | --- | --- | --- | --- | --- |"
-    );
-    let _ = writeln!(
-        out,
-        "| leader, alone | {} | {} | {}{mark} (everything the server counted) | {} | 1 write per renewal, no reads | {} |",
+    let mut table = Table::text(&[
+        "role",
+        "its own client (per min)",
+        "per renewal",
+        "server, `apiserver_request_total` (per min)",
+        "lease watches open on the server",
+        "target",
+        "met",
+    ]);
+    let leader_target = "1 write per renewal, no reads";
+    table.row([
+        "leader, alone".to_owned(),
         per_minute(&rate(&a.leader, a.client_span)),
         per_renewal(&a.leader, a.renewals),
-        per_minute(&alone_rate),
-        a.open_watches,
-        met(leader_ok(a)),
-    );
-    let _ = writeln!(
-        out,
-        "| leader, with a follower | {} | {} | {}{mark} (everything) | {} | 1 write per renewal, no reads | {} |",
+        format!(
+            "{}{mark} (everything the server counted)",
+            per_minute(&alone_rate)
+        ),
+        a.open_watches.to_string(),
+        leader_target.to_owned(),
+        met(leader_ok(a)).to_owned(),
+    ]);
+    table.row([
+        "leader, with a follower".to_owned(),
         per_minute(&rate(&b.leader, b.client_span)),
         per_renewal(&b.leader, b.renewals),
-        per_minute(&both_rate),
-        b.open_watches,
-        met(leader_ok(b)),
-    );
-    let _ = writeln!(
-        out,
-        "| follower | {} | — | {}{mark} (second window minus the first) | {:+} (second window minus the first) | no polling (one watch) | {} |",
+        format!("{}{mark} (everything)", per_minute(&both_rate)),
+        b.open_watches.to_string(),
+        leader_target.to_owned(),
+        met(leader_ok(b)).to_owned(),
+    ]);
+    table.row([
+        "follower".to_owned(),
         per_minute(&rate(&b.follower, b.client_span)),
-        per_minute(&follower_server),
-        b.open_watches - a.open_watches,
-        met(total(&b.follower) == 0),
-    );
+        "—".to_owned(),
+        format!(
+            "{}{mark} (second window minus the first)",
+            per_minute(&follower_server)
+        ),
+        format!(
+            "{:+} (second window minus the first)",
+            b.open_watches - a.open_watches
+        ),
+        "no polling (one watch)".to_owned(),
+        met(total(&b.follower) == 0).to_owned(),
+    ]);
+    out.push_str(&table.to_string());
     let _ = writeln!(
         out,
         "\nMethod: a leader alone for {:.1} s, then the same leader with a follower for {:.1} s \
@@ -192,28 +208,32 @@ pub(crate) fn report(
 
     // Handover.
     let _ = writeln!(out, "### Handover after the leader releases\n");
-    let _ = writeln!(
-        out,
-        "| store | handovers | min | median | max | leader's revoke (median) | target | met |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- |"
-    );
+    let mut table = Table::text(&[
+        "store",
+        "handovers",
+        "min",
+        "median",
+        "max",
+        "leader's revoke (median)",
+        "target",
+        "met",
+    ]);
     for run in runs {
         let h = &run.pair.handovers;
         let totals: Vec<Duration> = h.iter().map(|x| x.total).collect();
         let max = totals.iter().max().copied().unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {} | {} | ≤ {} | {} |",
-            run.backend.label(),
-            h.len(),
+        table.row([
+            run.backend.label().to_owned(),
+            h.len().to_string(),
             ms(totals.iter().min().copied().unwrap_or_default()),
             ms(median(totals.clone())),
             ms(max),
             ms(median(h.iter().map(|x| x.revoke).collect())),
-            ms(HANDOVER_TARGET),
-            met(!h.is_empty() && max <= HANDOVER_TARGET && h.iter().all(|x| x.revoked)),
-        );
+            format!("≤ {}", ms(HANDOVER_TARGET)),
+            met(!h.is_empty() && max <= HANDOVER_TARGET && h.iter().all(|x| x.revoked)).to_owned(),
+        ]);
     }
+    out.push_str(&table.to_string());
     let _ = writeln!(
         out,
         "\nFrom the leader's call of `unlock()` to the follower's claim returning, the old \
@@ -230,11 +250,17 @@ pub(crate) fn report(
 
     // Takeover.
     let _ = writeln!(out, "### Takeover after the leader is killed (SIGKILL)\n");
-    let _ = writeln!(
-        out,
-        "| store | from the start of its last renewal | from that renewal's success (seen ≤ 5 ms late) | from the kill | target | met |\n\
-         | --- | --- | --- | --- | --- | --- |"
-    );
+    let takeover_table = |from: &str| {
+        Table::text(&[
+            "store",
+            "from the start of its last renewal",
+            "from that renewal's success (seen ≤ 5 ms late)",
+            from,
+            "target",
+            "met",
+        ])
+    };
+    let mut table = takeover_table("from the kill");
     let target = LEASE_DURATION + TAKEOVER_SLACK;
     for run in runs {
         if let Some(t) = run.pair.takeover {
@@ -251,18 +277,17 @@ pub(crate) fn report(
                     t.from_kill <= SQLITE_DEATH_TAKEOVER,
                 )
             };
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {} | {} | {} |",
-                run.backend.label(),
+            table.row([
+                run.backend.label().to_owned(),
                 secs(t.from_renewal),
                 secs(t.from_renewal_seen),
                 secs(t.from_kill),
                 target_text,
-                met(ok),
-            );
+                met(ok).to_owned(),
+            ]);
         }
     }
+    out.push_str(&table.to_string());
     let _ = writeln!(
         out,
         "\nOne kill per store, {} ms after a logged renewal (so none was in flight), counted to \
@@ -273,25 +298,26 @@ pub(crate) fn report(
     );
     let _ = writeln!(
         out,
-        "\n### Takeover after the leader is stopped (SIGSTOP)\n\n\
-         | store | from the start of its last renewal | from that renewal's success (seen ≤ 5 ms late) | from the stop | target | met |\n\
-         | --- | --- | --- | --- | --- | --- |"
+        "\n### Takeover after the leader is stopped (SIGSTOP)\n"
     );
+    let mut table = takeover_table("from the stop");
     for run in runs {
         if let Some(t) = run.pair.stop_takeover {
             // A stopped holder is alive: no store may free its lease before it expires.
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {} | ≥ {} from the renewal (it must expire) | {} |",
-                run.backend.label(),
+            table.row([
+                run.backend.label().to_owned(),
                 secs(t.from_renewal),
                 secs(t.from_renewal_seen),
                 secs(t.from_kill),
-                secs(LEASE_DURATION),
-                met(t.from_renewal >= LEASE_DURATION),
-            );
+                format!(
+                    "≥ {} from the renewal (it must expire)",
+                    secs(LEASE_DURATION)
+                ),
+                met(t.from_renewal >= LEASE_DURATION).to_owned(),
+            ]);
         }
     }
+    out.push_str(&table.to_string());
     let _ = writeln!(
         out,
         "\nOne stop per store, {} ms after a logged renewal, counted to the follower's claim \
@@ -308,11 +334,16 @@ pub(crate) fn report(
 
     // Bursts.
     let _ = writeln!(out, "### {BURST} candidates started at once\n");
-    let _ = writeln!(
-        out,
-        "| store | lease | trials | max simultaneous leaders | leaders elected per trial | time to first leader (min / median / max) | target | met |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- |"
-    );
+    let mut table = Table::text(&[
+        "store",
+        "lease",
+        "trials",
+        "max simultaneous leaders",
+        "leaders elected per trial",
+        "time to first leader (min / median / max)",
+        "target",
+        "met",
+    ]);
     for run in runs {
         for (kind, trials) in [("fresh", &run.fresh), ("stale", &run.stale)] {
             if trials.is_empty() {
@@ -328,19 +359,24 @@ pub(crate) fn report(
                 && trials
                     .iter()
                     .all(|t| t.leaders_elected == 1 && t.problems.is_empty());
-            let _ = writeln!(
-                out,
-                "| {} | {kind} | {} | {max} | {} | {} / {} / {} | exactly 1 leader at every instant | {} |",
-                run.backend.label(),
-                trials.len(),
+            table.row([
+                run.backend.label().to_owned(),
+                kind.to_owned(),
+                trials.len().to_string(),
+                max.to_string(),
                 elected.join(", "),
-                ms(firsts.iter().min().copied().unwrap_or_default()),
-                ms(median(firsts.clone())),
-                ms(firsts.iter().max().copied().unwrap_or_default()),
-                met(ok),
-            );
+                format!(
+                    "{} / {} / {}",
+                    ms(firsts.iter().min().copied().unwrap_or_default()),
+                    ms(median(firsts.clone())),
+                    ms(firsts.iter().max().copied().unwrap_or_default())
+                ),
+                "exactly 1 leader at every instant".to_owned(),
+                met(ok).to_owned(),
+            ]);
         }
     }
+    out.push_str(&table.to_string());
     let _ = writeln!(
         out,
         "\nAll {BURST} processes are started and ready (manager and store up) before the start \

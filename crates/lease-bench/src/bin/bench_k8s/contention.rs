@@ -11,6 +11,7 @@ use kube::Api;
 use kube::api::PostParams;
 use lease_bench::Res;
 use lease_bench::k8s::tally::Tally;
+use lease_bench::report::{Align, Table};
 use lease_core::{Key, Store};
 use lease_store_k8s::LeaseStore;
 use tokio::sync::{Barrier, watch};
@@ -329,26 +330,25 @@ pub(crate) async fn contention(bench: &mut Bench) -> Res<String> {
     let baseline = rate(&rows[1]);
     let mut out = String::new();
     writeln!(out, "### Contention: {racers} racers, {rounds} rounds\n").ok();
-    writeln!(
-        out,
-        "| race | claims/s | lease requests per round (server metrics) | (client count) \
-         | rounds with exactly one winner | claims/s ÷ raw race |"
-    )
-    .ok();
-    writeln!(out, "| --- | ---: | --- | --- | ---: | ---: |").ok();
+    let mut table = Table::new(&[
+        ("race", Align::Left),
+        ("claims/s", Align::Right),
+        ("lease requests per round (server metrics)", Align::Left),
+        ("(client count)", Align::Left),
+        ("rounds with exactly one winner", Align::Right),
+        ("claims/s ÷ raw race", Align::Right),
+    ]);
     for row in &rows {
-        writeln!(
-            out,
-            "| {} | {:.1} | {} | {} | {} of {rounds} | {:.2}× |",
-            row.label,
-            rate(row),
+        table.row([
+            row.label.to_owned(),
+            format!("{:.1}", rate(row)),
             per_op(&row.cost.server, rounds as f64),
             per_op(&row.cost.client, rounds as f64),
-            row.clean_rounds,
-            rate(row) / baseline
-        )
-        .ok();
+            format!("{} of {rounds}", row.clean_rounds),
+            format!("{:.2}×", rate(row) / baseline),
+        ]);
     }
+    out.push_str(&table.to_string());
     writeln!(
         out,
         "\nA round is one successful claim (a takeover of the free Lease) and its revoke. The \

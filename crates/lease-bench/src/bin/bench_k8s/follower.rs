@@ -9,6 +9,7 @@ use lease_bench::Res;
 use lease_bench::k8s::apiserver_metrics::scrape;
 use lease_bench::k8s::tally::Tally;
 use lease_bench::k8s::{Verbs, by_verb, delta, total};
+use lease_bench::report::Table;
 use lease_core::Store;
 
 use crate::setup::{Bench, counts, key, measured, request, store_err, watches_sent};
@@ -119,61 +120,52 @@ pub(crate) async fn follower(bench: &mut Bench) -> Res<String> {
 
     let mut out = String::new();
     writeln!(out, "### Follower\n").ok();
-    writeln!(out, "| measurement | value |").ok();
-    writeln!(out, "| --- | --- |").ok();
-    writeln!(
-        out,
-        "| measured period | {:.1} s; the leader renewed every {} s ({renewals} renewals) |",
-        elapsed.as_secs_f64(),
-        RENEW_EVERY.as_secs()
-    )
-    .ok();
-    writeln!(
-        out,
-        "| lease requests the server counted in the period | {} |",
-        counts(&cost.server)
-    )
-    .ok();
-    writeln!(
-        out,
-        "| … of which the leader's (its client count) | {} |",
-        counts(&leader_cost)
-    )
-    .ok();
-    writeln!(
-        out,
-        "| follower requests per minute (server count − leader's) | {} |",
-        per_minute(&follower_server)
-    )
-    .ok();
-    writeln!(
-        out,
-        "| follower requests per minute (its client count) | {} |",
-        per_minute(&follower_client)
-    )
-    .ok();
-    writeln!(
-        out,
-        "| lease watches held open (`apiserver_longrunning_gauge`, follower only) | {watches} |"
-    )
-    .ok();
-    writeln!(
-        out,
-        "| leader renewals the follower was told of by its watch | {noticed} of {renewals}, each \
-         read back from the watch's cache{} |",
-        if not_leader > 0 {
-            format!("; {not_leader} read(s) did not show the leader holding it")
-        } else {
-            String::new()
-        }
-    )
-    .ok();
-    writeln!(
-        out,
-        "| client-go's follower, for context (DESIGN.md, measured earlier, not in this run) \
-         | a `GET` every 2–4.4 s: 14–30 `GET`/min |"
-    )
-    .ok();
+    let mut table = Table::text(&["measurement", "value"]);
+    table.row([
+        "measured period".to_owned(),
+        format!(
+            "{:.1} s; the leader renewed every {} s ({renewals} renewals)",
+            elapsed.as_secs_f64(),
+            RENEW_EVERY.as_secs()
+        ),
+    ]);
+    table.row([
+        "lease requests the server counted in the period".to_owned(),
+        counts(&cost.server),
+    ]);
+    table.row([
+        "… of which the leader's (its client count)".to_owned(),
+        counts(&leader_cost),
+    ]);
+    table.row([
+        "follower requests per minute (server count − leader's)".to_owned(),
+        per_minute(&follower_server),
+    ]);
+    table.row([
+        "follower requests per minute (its client count)".to_owned(),
+        per_minute(&follower_client),
+    ]);
+    table.row([
+        "lease watches held open (`apiserver_longrunning_gauge`, follower only)".to_owned(),
+        watches.to_string(),
+    ]);
+    let misread = if not_leader > 0 {
+        format!("; {not_leader} read(s) did not show the leader holding it")
+    } else {
+        String::new()
+    };
+    table.row([
+        "leader renewals the follower was told of by its watch".to_owned(),
+        format!("{noticed} of {renewals}, each read back from the watch's cache{misread}"),
+    ]);
+    table.row(
+        [
+            "client-go's follower, for context (DESIGN.md, measured earlier, not in this run)",
+            "a `GET` every 2–4.4 s: 14–30 `GET`/min",
+        ]
+        .map(str::to_owned),
+    );
+    out.push_str(&table.to_string());
     let met = total(&follower_server) == 0 && total(&follower_client) == 0 && watches == 1;
     writeln!(
         out,

@@ -9,6 +9,7 @@ use kube::api::PostParams;
 use lease_bench::Res;
 use lease_bench::k8s::tally::Tally;
 use lease_bench::k8s::total;
+use lease_bench::report::{Align, Table};
 use lease_core::Store;
 
 use crate::BLOCKS;
@@ -150,26 +151,25 @@ pub(crate) async fn renewals(bench: &mut Bench) -> Res<String> {
     let baseline = rows[1].rate();
     let mut out = String::new();
     writeln!(out, "### Leader renewal\n").ok();
-    writeln!(
-        out,
-        "| renewal loop | renewals | renewals/s | lease requests per renewal (server metrics) \
-         | (client count) | renewals/s ÷ raw `PUT` |"
-    )
-    .ok();
-    writeln!(out, "| --- | ---: | ---: | --- | --- | ---: |").ok();
+    let mut table = Table::new(&[
+        ("renewal loop", Align::Left),
+        ("renewals", Align::Right),
+        ("renewals/s", Align::Right),
+        ("lease requests per renewal (server metrics)", Align::Left),
+        ("(client count)", Align::Left),
+        ("renewals/s ÷ raw `PUT`", Align::Right),
+    ]);
     for row in &rows {
-        writeln!(
-            out,
-            "| {} | {} | {:.0} | {} | {} | {:.2}× |",
-            row.label,
-            row.ops,
-            row.rate(),
+        table.row([
+            row.label.to_owned(),
+            row.ops.to_string(),
+            format!("{:.0}", row.rate()),
             per_op(&row.cost.server, row.ops as f64),
             per_op(&row.cost.client, row.ops as f64),
-            row.rate() / baseline
-        )
-        .ok();
+            format!("{:.2}×", row.rate() / baseline),
+        ]);
     }
+    out.push_str(&table.to_string());
     // Judged on the server's count, unless another program's requests are mixed into it.
     let judged = if rows[0].cost.foreign() > 0 {
         &rows[0].cost.client
