@@ -1,5 +1,5 @@
-//! `cargo xtask bench`: runs every benchmark binary in release mode and writes their tables to
-//! `BENCHMARKS.md`.
+//! `cargo xtask bench`: runs every benchmark (a binary of `crates/lease-bench`) in release mode
+//! and writes their tables to `BENCHMARKS.md`.
 //!
 //! Each benchmark measures its figures beside a baseline taken in the same run (a raw rusqlite
 //! loop, a check through the worker, raw conditional PUTs), so the ratios in the file are
@@ -18,14 +18,18 @@ use std::process::Command;
 
 use crate::{k8s, pg};
 
-/// One benchmark: a package's example, and the arguments it runs with.
+/// The package whose binaries the benchmarks are.
+const PACKAGE: &str = "lease-bench";
+
+/// One benchmark: a binary of [`PACKAGE`], and the arguments it runs with.
 struct Bench {
-    package: &'static str,
-    example: &'static str,
+    bin: &'static str,
+    /// The heading of the section it writes, for the section that says it was not measured.
+    heading: &'static str,
     args: &'static [&'static str],
-    /// Binaries of the package built (release) before the example runs, which finds them
-    /// beside its own directory.
-    bins: &'static [&'static str],
+    /// Binaries of other packages (package, binary) built (release) before the benchmark
+    /// runs, which finds them beside itself.
+    builds: &'static [(&'static str, &'static str)],
     /// Runs against a Kubernetes API server (with `KUBECONFIG` and the other variables of
     /// `cargo xtask k8s env` set).
     needs_k8s: bool,
@@ -34,50 +38,50 @@ struct Bench {
 /// Every benchmark `cargo xtask bench` runs, in the order their sections appear.
 const BENCHES: &[Bench] = &[
     Bench {
-        package: "lease-store-sqlite",
-        example: "bench_sqlite",
+        bin: "bench_sqlite",
+        heading: "## lease-store-sqlite",
         args: &[],
-        bins: &[],
+        builds: &[],
         needs_k8s: false,
     },
     Bench {
-        package: "lease-manager",
-        example: "bench_manager",
+        bin: "bench_manager",
+        heading: "## lease-manager",
         args: &[],
-        bins: &[],
+        builds: &[],
         needs_k8s: false,
     },
     // Issue 13: `lease run -- true` on an empty database and on one with 1M leases, beside
     // flock(1) (about a minute, most of it building the big database).
     Bench {
-        package: "lease-cli",
-        example: "bench_cli",
+        bin: "bench_cli",
+        heading: "## lease-cli: `lease run -- true`",
         args: &[],
-        bins: &["lease"],
+        builds: &[("lease-cli", "lease")],
         needs_k8s: false,
     },
     Bench {
-        package: "lease-store-k8s",
-        example: "bench_k8s",
+        bin: "bench_k8s",
+        heading: "## lease-store-k8s",
         args: &[],
-        bins: &[],
+        builds: &[],
         needs_k8s: true,
     },
     // Issue 7: LeaderElector handover, takeover after SIGKILL, requests per minute and
     // candidates started together, on the API server and on SQLite (about 4 minutes).
     Bench {
-        package: "lease-store-k8s",
-        example: "bench_election",
+        bin: "bench_election",
+        heading: "## leader election",
         args: &[],
-        bins: &[],
+        builds: &[],
         needs_k8s: true,
     },
     // Issue 18: the Postgres store against the server `cargo xtask pg up` starts.
     Bench {
-        package: "lease-store-postgres",
-        example: "bench_postgres",
+        bin: "bench_postgres",
+        heading: "## lease-store-postgres",
         args: &[],
-        bins: &[],
+        builds: &[],
         needs_k8s: false,
     },
 ];
@@ -85,14 +89,14 @@ const BENCHES: &[Bench] = &[
 /// The benchmarks that run against a local Postgres server ([`pg::up`], with its environment).
 const POSTGRES_BENCHES: [&str; 1] = ["bench_postgres"];
 
-/// Runs the benchmarks (all, or those whose example name contains `filter`) and writes
+/// Runs the benchmarks (all, or those whose binary name contains `filter`) and writes
 /// `BENCHMARKS.md` in `root`: the whole file after a full run; after a filtered run, only the
 /// sections of the benchmarks that ran, the others kept as they were.
 pub(crate) fn run(root: &Path, filter: Option<&str>) -> Result<(), String> {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let selected: Vec<&Bench> = BENCHES
         .iter()
-        .filter(|b| filter.is_none_or(|f| b.example.contains(f)))
+        .filter(|b| filter.is_none_or(|f| b.bin.contains(f)))
         .collect();
     if selected.is_empty() {
         return Err(format!("no benchmark matches {filter:?}"));
@@ -103,7 +107,7 @@ pub(crate) fn run(root: &Path, filter: Option<&str>) -> Result<(), String> {
     // The Postgres server likewise (its benchmark says "not measured" without one).
     let postgres = selected
         .iter()
-        .any(|b| POSTGRES_BENCHES.contains(&b.example))
+        .any(|b| POSTGRES_BENCHES.contains(&b.bin))
         .then(pg::up);
     if let Some(Err(e)) = &postgres {
         eprintln!("xtask: no Postgres server for bench_postgres: {e}");
@@ -144,14 +148,14 @@ fn run_benches(
 ) -> Result<Vec<String>, String> {
     let mut sections = Vec::new();
     for bench in benches {
-        for bin in bench.bins {
+        for (package, bin) in bench.builds {
             let build = [
                 "build",
                 "--release",
                 "--locked",
                 "--quiet",
                 "-p",
-                bench.package,
+                package,
                 "--bin",
                 bin,
             ];
@@ -162,7 +166,7 @@ fn run_benches(
                 .status()
                 .map_err(|e| format!("cannot run {cargo}: {e}"))?;
             if !status.success() {
-                return Err(format!("building {bin} for {} failed", bench.example));
+                return Err(format!("building {bin} for {} failed", bench.bin));
             }
         }
         let mut args = vec![
@@ -171,21 +175,21 @@ fn run_benches(
             "--locked",
             "--quiet",
             "-p",
-            bench.package,
-            "--example",
-            bench.example,
+            PACKAGE,
+            "--bin",
+            bench.bin,
         ];
         if !bench.args.is_empty() {
             args.push("--");
             args.extend_from_slice(bench.args);
         }
         let mut command = Command::new(cargo);
-        if POSTGRES_BENCHES.contains(&bench.example) {
+        if POSTGRES_BENCHES.contains(&bench.bin) {
             command.envs(postgres_env.iter().map(|(k, v)| (k, v)));
         }
         if bench.needs_k8s {
             let up = cluster.get_or_insert_with(|| {
-                println!("xtask: {} needs a Kubernetes API server", bench.example);
+                println!("xtask: {} needs a Kubernetes API server", bench.bin);
                 k8s::up()
             });
             match up {
@@ -195,12 +199,12 @@ fn run_benches(
                 Err(e) => {
                     eprintln!(
                         "xtask: skipping {}: no Kubernetes API server ({e})",
-                        bench.example
+                        bench.bin
                     );
                     sections.push(format!(
-                        "## {}\n\nNot measured in this run: `{}` needs a Kubernetes API server \
+                        "{}\n\nNot measured in this run: `{}` needs a Kubernetes API server \
                          and none could be started or reached.\n",
-                        bench.package, bench.example
+                        bench.heading, bench.bin
                     ));
                     continue;
                 }
@@ -216,7 +220,7 @@ fn run_benches(
         if !output.status.success() {
             return Err(format!(
                 "benchmark {} failed ({}); its stderr is above",
-                bench.example, output.status
+                bench.bin, output.status
             ));
         }
         let text = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -333,6 +337,61 @@ fn machine_description(cargo: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The binaries of `crates/lease-bench` (`src/bin/NAME.rs` or `src/bin/NAME/main.rs`).
+    fn bench_binaries() -> Vec<String> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/lease-bench/src/bin");
+        let mut names: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter_map(|path| {
+                let name = path.file_name()?.to_str()?.to_owned();
+                if path.is_dir() {
+                    path.join("main.rs").is_file().then_some(name)
+                } else {
+                    name.strip_suffix(".rs").map(str::to_owned)
+                }
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn every_benchmark_binary_is_run_and_every_run_is_a_binary() {
+        let mut run: Vec<String> = BENCHES.iter().map(|b| b.bin.to_owned()).collect();
+        run.sort();
+        assert_eq!(
+            run,
+            bench_binaries(),
+            "BENCHES and lease-bench's binaries differ"
+        );
+    }
+
+    #[test]
+    fn each_benchmark_prints_the_heading_xtask_knows_it_by() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/lease-bench/src/bin");
+        for bench in BENCHES {
+            let file = dir.join(format!("{}.rs", bench.bin));
+            let files = if file.is_file() {
+                vec![file]
+            } else {
+                fs::read_dir(dir.join(bench.bin))
+                    .unwrap()
+                    .map(|entry| entry.unwrap().path())
+                    .collect()
+            };
+            let printed = format!("\"{}\\n", bench.heading);
+            assert!(
+                files
+                    .iter()
+                    .any(|f| fs::read_to_string(f).unwrap().contains(&printed)),
+                "{} does not print {:?}",
+                bench.bin,
+                bench.heading
+            );
+        }
+    }
 
     #[test]
     fn a_filtered_run_replaces_only_its_own_sections() {

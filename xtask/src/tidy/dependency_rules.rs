@@ -22,32 +22,20 @@ pub(crate) const HEADING: &str = "## Dependency rules";
 /// still so.
 type Exception = (&'static str, &'static str, &'static str);
 
-/// Dev-dependencies that break the rules only because benchmarks still live in the examples of
-/// library crates. They go when the benchmarks move into their own crate (`crates/lease-bench`);
-/// the check then notes each one as no longer needed.
-const DEV_DEPENDENCIES_UNTIL_BENCHES_MOVE: &[Exception] = &[(
-    "lease-store-k8s",
-    "lease-store-sqlite",
-    "examples/bench_election.rs compares the Kubernetes store's election with SQLite's",
-)];
-
 /// Dev-dependencies that break the rules because a store's own tests run the manager over it
-/// (besides its benchmark). The target is a store that dev-depends on lease-testkit alone; these
-/// end-to-end tests need a home above both (they are not benchmarks, so the move of the benches
-/// alone does not end them).
+/// The target is a store that dev-depends on lease-testkit alone; these end-to-end tests need a
+/// home above both.
 const DEV_DEPENDENCIES_OF_END_TO_END_TESTS: &[Exception] = &[
     (
         "lease-store-k8s",
         "lease-manager",
         "tests/failover.rs, tests/deletion.rs, tests/clientgo.rs and the doc examples of \
-         src/events.rs and src/lock_record.rs run the manager over the store (and \
-         examples/bench_election.rs, until the benches move)",
+         src/events.rs and src/lock_record.rs run the manager over the store",
     ),
     (
         "lease-store-postgres",
         "lease-manager",
-        "tests/processes.rs runs the manager over the store (and examples/bench_postgres.rs, \
-         until the benches move)",
+        "tests/processes.rs runs the manager over the store",
     ),
 ];
 
@@ -100,11 +88,7 @@ pub(crate) fn check(root: &Path, problems: &mut Vec<String>) {
             Err(e) => problems.push(e),
         }
     }
-    let exceptions: Vec<Exception> = DEV_DEPENDENCIES_UNTIL_BENCHES_MOVE
-        .iter()
-        .chain(DEV_DEPENDENCIES_OF_END_TO_END_TESTS)
-        .copied()
-        .collect();
+    let exceptions: Vec<Exception> = DEV_DEPENDENCIES_OF_END_TO_END_TESTS.to_vec();
     let (found, notes) = problems_of(&architecture, &manifests, &exceptions);
     for note in notes {
         println!("tidy: note: {note}");

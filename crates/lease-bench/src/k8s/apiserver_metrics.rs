@@ -1,20 +1,20 @@
-//! Reading a kube-apiserver's own request counters from `/metrics`: the Kubernetes benchmark
-//! examples count lease requests on the server with it, beside their clients' own counts.
+//! Reading a kube-apiserver's own request counters from `/metrics`: the Kubernetes benchmarks
+//! count lease requests on the server with it, beside their clients' own counts.
 
 use std::collections::BTreeMap;
 
 use kube::Client;
 
-/// Request counts by verb.
-pub(crate) type Verbs = BTreeMap<String, u64>;
+use super::Verbs;
+use crate::Res;
 
 /// What the server's `/metrics` says about lease requests.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Metrics {
+pub struct Metrics {
     /// `apiserver_request_total{resource="leases",subresource=""}` summed over codes, by verb.
-    pub(crate) requests: Verbs,
+    pub requests: Verbs,
     /// `apiserver_longrunning_gauge{resource="leases",verb="WATCH"}`: watches open now.
-    pub(crate) open_watches: i64,
+    pub open_watches: i64,
 }
 
 /// The labels and value of one sample line `name{a="x",b="y"} value`, if it is `name`'s.
@@ -31,6 +31,7 @@ fn sample<'a>(line: &'a str, name: &str) -> Option<(BTreeMap<&'a str, &'a str>, 
     Some((map, value))
 }
 
+/// The lease figures of a `/metrics` text.
 fn parse_metrics(text: &str) -> Metrics {
     let mut metrics = Metrics::default();
     for line in text.lines() {
@@ -53,7 +54,11 @@ fn parse_metrics(text: &str) -> Metrics {
 }
 
 /// Reads the server's metrics (a `GET /metrics`, not a lease request).
-pub(crate) async fn scrape(admin: &Client) -> Result<Metrics, String> {
+///
+/// # Errors
+///
+/// The server did not answer, or its metrics have no request counters.
+pub async fn scrape(admin: &Client) -> Res<Metrics> {
     let request = http::Request::get("/metrics")
         .body(Vec::new())
         .map_err(|e| e.to_string())?;
@@ -68,16 +73,22 @@ pub(crate) async fn scrape(admin: &Client) -> Result<Metrics, String> {
     Ok(metrics)
 }
 
-/// `after - before`, verb by verb (counters only grow; a restart would make them shrink).
-pub(crate) fn delta(before: &Verbs, after: &Verbs) -> Verbs {
-    after
-        .iter()
-        .map(|(verb, &n)| {
-            (
-                verb.clone(),
-                n.saturating_sub(*before.get(verb).unwrap_or(&0)),
-            )
-        })
-        .filter(|&(_, n)| n > 0)
-        .collect()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_requests_are_summed_over_codes_by_verb() {
+        let text = "\
+# HELP apiserver_request_total Counter of apiserver requests
+apiserver_request_total{code=\"200\",resource=\"leases\",subresource=\"\",verb=\"PUT\"} 3
+apiserver_request_total{code=\"409\",resource=\"leases\",subresource=\"\",verb=\"PUT\"} 2
+apiserver_request_total{code=\"200\",resource=\"configmaps\",subresource=\"\",verb=\"GET\"} 9
+apiserver_longrunning_gauge{resource=\"leases\",verb=\"WATCH\"} 4
+";
+        let metrics = parse_metrics(text);
+        assert_eq!(metrics.requests.get("PUT"), Some(&5));
+        assert_eq!(metrics.requests.get("GET"), None);
+        assert_eq!(metrics.open_watches, 4);
+    }
 }

@@ -6,7 +6,7 @@
 //! anchor), and claim latency with 1k and 1M leases present.
 //!
 //! ```text
-//! cargo run --release -p lease-store-sqlite --example bench_sqlite -- [--ops N] [--large N]
+//! cargo run --release -p lease-bench --bin bench_sqlite -- [--ops N] [--large N]
 //! ```
 //!
 //! `--ops` sets the op count of each throughput row (default 2048); `--large` the size of the
@@ -14,9 +14,14 @@
 //! temp file system (`TMPDIR`), with the store's own settings (WAL, `synchronous = FULL`), so
 //! the figures include an fsync per commit.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use lease_bench::report::{Align, Table};
+use lease_bench::stats::quantile;
+use lease_bench::{fail, flag_pairs};
 use lease_core::{Key, Op, Request, Store};
 use lease_store_sqlite::SqliteStore;
 use rusqlite::Connection;
@@ -28,11 +33,6 @@ const LONG: Duration = Duration::from_secs(3600);
 
 fn key(prefix: &str, i: usize) -> Key {
     Key::new(NAMESPACE, MODEL, format!("{prefix}-{i}"))
-}
-
-fn fail(what: &str, e: impl std::fmt::Display) -> ! {
-    eprintln!("bench_sqlite: {what}: {e}");
-    std::process::exit(1)
 }
 
 /// Opens (creating) a store at `path` with `present` leases `pre-0..` already held, inserted
@@ -200,7 +200,7 @@ async fn latency(dir: &Path, present: usize, samples: usize) -> Latency {
         times.push(start.elapsed());
     }
     times.sort();
-    let at = |q: f64| times[((times.len() as f64 - 1.0) * q).round() as usize];
+    let at = |q: f64| quantile(&times, q).unwrap_or_default();
     Latency {
         present,
         setup,
@@ -210,42 +210,53 @@ async fn latency(dir: &Path, present: usize, samples: usize) -> Latency {
     }
 }
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(|v| v.parse().unwrap_or_else(|e| fail(name, e)))
-        .unwrap_or(default)
-}
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let ops = arg("--ops", 2048);
-    let large = arg("--large", 1_000_000);
+    let (mut ops, mut large) = (2048, 1_000_000);
+    for (flag, value) in flag_pairs(std::env::args().skip(1)).unwrap_or_else(|e| fail("usage", e)) {
+        let n = value.parse().unwrap_or_else(|e| fail(&flag, e));
+        match flag.as_str() {
+            "--ops" => ops = n,
+            "--large" => large = n,
+            other => fail("unknown argument", other),
+        }
+    }
     let dir = tempfile::tempdir().unwrap_or_else(|e| fail("temp dir", e));
 
     println!("## lease-store-sqlite\n");
-    println!("| measurement | ops | store ops/s | raw autocommit UPDATE ops/s | store / raw |");
-    println!("| --- | ---: | ---: | ---: | ---: |");
+    let mut table = Table::new(&[
+        ("measurement", Align::Left),
+        ("ops", Align::Right),
+        ("store ops/s", Align::Right),
+        ("raw autocommit UPDATE ops/s", Align::Right),
+        ("store / raw", Align::Right),
+    ]);
     for row in throughput(dir.path(), ops).await {
-        println!(
-            "| {} | {} | {:.0} | {:.0} | {:.2}× |",
+        table.row([
             row.what,
-            row.ops,
-            row.store,
-            row.raw,
-            row.store / row.raw
-        );
+            row.ops.to_string(),
+            format!("{:.0}", row.store),
+            format!("{:.0}", row.raw),
+            format!("{:.2}×", row.store / row.raw),
+        ]);
     }
-    println!();
-    println!("| claim latency, 1 op per transaction | setup | p50 | p99 | max |");
-    println!("| --- | ---: | ---: | ---: | ---: |");
+    println!("{table}");
+    let mut table = Table::new(&[
+        ("claim latency, 1 op per transaction", Align::Left),
+        ("setup", Align::Right),
+        ("p50", Align::Right),
+        ("p99", Align::Right),
+        ("max", Align::Right),
+    ]);
     for present in [1_000, large] {
         let l = latency(dir.path(), present, 1000).await;
-        println!(
-            "| {} leases present | {:.2?} | {:.2?} | {:.2?} | {:.2?} |",
-            l.present, l.setup, l.p50, l.p99, l.max
-        );
+        table.row([
+            format!("{} leases present", l.present),
+            format!("{:.2?}", l.setup),
+            format!("{:.2?}", l.p50),
+            format!("{:.2?}", l.p99),
+            format!("{:.2?}", l.max),
+        ]);
     }
+    print!("{table}");
 }

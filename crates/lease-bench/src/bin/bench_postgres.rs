@@ -2,8 +2,8 @@
 //! xtask bench` runs it against the server `cargo xtask pg up` starts).
 //!
 //! ```text
-//! LEASE_TEST_POSTGRES_URL=postgres://… cargo run --release -p lease-store-postgres \
-//!     --example bench_postgres -- [--secs S]
+//! LEASE_TEST_POSTGRES_URL=postgres://… cargo run --release -p lease-bench \
+//!     --bin bench_postgres -- [--secs S]
 //! ```
 //!
 //! - **Throughput**: claims+extends per second through the manager over Postgres with 1, 16
@@ -19,23 +19,24 @@
 //!   ttl, renewing every 200 ms; it is killed with SIGKILL, and the time from the kill to the
 //!   parent's successful claim is measured against ttl + 100 ms.
 
+#![forbid(unsafe_code)]
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use lease_bench::host::load_average;
+use lease_bench::report::{Table, met, ms};
+use lease_bench::stats::median;
+use lease_bench::{fail, flag_pairs};
 use lease_core::{CancellationToken, DefaultSecretary, Manager as _, Request, SystemClock};
 use lease_manager::{Manager, ManagerConfig};
 use lease_store_postgres::PostgresStore;
 
 const NAMESPACE: &str = "bench";
 const TAKEOVER_TTL: Duration = Duration::from_secs(2);
-
-fn fail(what: &str, e: impl std::fmt::Display) -> ! {
-    eprintln!("bench_postgres: {what}: {e}");
-    std::process::exit(1)
-}
 
 async fn manager(url: &str, schema: &str, refresh: Duration) -> Manager {
     let store = PostgresStore::builder(url)
@@ -249,25 +250,10 @@ async fn takeover(url: &str, schema: &str, rounds: usize) -> Vec<Duration> {
     times
 }
 
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
-}
-
-fn met(ok: bool) -> &'static str {
-    if ok { "met" } else { "**not met**" }
-}
-
-/// The host's 1-minute load average (`/proc/loadavg`), if readable.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "unknown".to_owned())
-}
-
-fn median(mut v: Vec<Duration>) -> (Duration, Duration) {
-    v.sort();
-    (v[v.len() / 2], v[v.len() - 1])
+/// The median and the largest of `samples`.
+fn median_max(samples: Vec<Duration>) -> (Duration, Duration) {
+    let max = samples.iter().copied().max().unwrap_or_default();
+    (median(samples), max)
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -287,12 +273,15 @@ async fn main() {
         );
         return;
     };
-    let secs = args
-        .iter()
-        .position(|a| a == "--secs")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|s| s.parse().ok())
-        .map_or(Duration::from_secs(3), Duration::from_secs);
+    let mut secs = Duration::from_secs(3);
+    for (flag, value) in flag_pairs(args).unwrap_or_else(|e| fail("usage", e)) {
+        match flag.as_str() {
+            "--secs" => {
+                secs = Duration::from_secs(value.parse().unwrap_or_else(|e| fail("--secs", e)));
+            }
+            other => fail("unknown argument", other),
+        }
+    }
     let schema = format!("bench_{}", std::process::id());
     // Create the schema once, before managers race to.
     drop(
@@ -323,25 +312,25 @@ async fn main() {
         ));
     }
     let handovers = 15;
-    let (med, max) = median(handover(&url, &schema, handovers).await);
+    let (med, max) = median_max(handover(&url, &schema, handovers).await);
     rows.push((
         format!("handover after a release, through NOTIFY ({handovers} rounds)"),
-        format!("median {}, max {}", ms(med), ms(max)),
+        format!("median {}, max {}", ms(med, 1), ms(max, 1)),
         format!(
             "median ≤ 100 ms: {}",
             met(med <= Duration::from_millis(100))
         ),
     ));
     let takeovers = 3;
-    let (med, max) = median(takeover(&url, &schema, takeovers).await);
+    let (med, max) = median_max(takeover(&url, &schema, takeovers).await);
     let bound = TAKEOVER_TTL + Duration::from_millis(100);
     rows.push((
         format!(
             "takeover after SIGKILL of the leader (ttl {}, {takeovers} rounds)",
-            ms(TAKEOVER_TTL)
+            ms(TAKEOVER_TTL, 1)
         ),
-        format!("median {}, max {}", ms(med), ms(max)),
-        format!("≤ ttl + 100 ms = {}: {}", ms(bound), met(max <= bound)),
+        format!("median {}, max {}", ms(med, 1), ms(max, 1)),
+        format!("≤ ttl + 100 ms = {}: {}", ms(bound, 1), met(max <= bound)),
     ));
     let load_after = load_average();
     if let Ok((client, connection)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
@@ -359,10 +348,9 @@ async fn main() {
          {load_before} at the start, {load_after} at the end.\n",
         secs.as_secs()
     );
-    println!("| figure | measured | target |");
-    println!("| --- | --- | --- |");
+    let mut table = Table::text(&["figure", "measured", "target"]);
     for (a, b, c) in rows {
-        println!("| {a} | {b} | {c} |");
+        table.row([a, b, c]);
     }
-    println!();
+    println!("{table}");
 }

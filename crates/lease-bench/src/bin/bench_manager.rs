@@ -2,7 +2,7 @@
 //! xtask bench` runs it).
 //!
 //! ```text
-//! cargo run --release -p lease-manager --example bench_manager -- [--secs S] [--leases N]
+//! cargo run --release -p lease-bench --bin bench_manager -- [--secs S] [--leases N]
 //!     [--dir DIR] [--throughput-only true]
 //! ```
 //!
@@ -28,6 +28,12 @@
 //! - **Idle CPU**: user+system time (`/proc/self/stat`, in USER_HZ = 100 ticks/s) over a few
 //!   seconds while the SQLite manager holds its leases and nothing asks it for anything (it
 //!   still polls the store for other processes' changes every refresh interval).
+//!
+//! [`ManagerToken::check_now`]: lease_manager::ManagerToken::check_now
+//! [`ManagerToken::check_store`]: lease_manager::ManagerToken::check_store
+//! [`Token::check`]: lease_core::Token::check
+
+#![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -36,6 +42,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use lease_bench::host::{cpu_time, load_average, rss_bytes};
+use lease_bench::report::Table;
+use lease_bench::stats::{median, quantile, sort};
+use lease_bench::{fail, flag_pairs};
 use lease_core::{
     CancellationToken, Claimer, Clock, DefaultSecretary, Generation, Info, Key, Manager as _, Op,
     Outcome, Request, Result, Store, SystemClock, Timestamp, Token as _,
@@ -47,11 +57,6 @@ use rusqlite::Connection;
 const NS: &str = "bench";
 const MODEL: &str = "model";
 const LONG: Duration = Duration::from_secs(3600);
-
-fn fail(what: &str, e: impl std::fmt::Display) -> ! {
-    eprintln!("bench_manager: {what}: {e}");
-    std::process::exit(1)
-}
 
 struct Args {
     secs: f64,
@@ -67,10 +72,9 @@ fn args() -> Args {
         dir: None,
         throughput_only: false,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let value = it.next().unwrap_or_else(|| fail("usage", "missing value"));
-        match a.as_str() {
+    let pairs = flag_pairs(std::env::args().skip(1)).unwrap_or_else(|e| fail("usage", e));
+    for (flag, value) in pairs {
+        match flag.as_str() {
             "--secs" => args.secs = value.parse().unwrap_or_else(|e| fail("--secs", e)),
             "--leases" => args.leases = value.parse().unwrap_or_else(|e| fail("--leases", e)),
             "--dir" => args.dir = Some(value.into()),
@@ -183,14 +187,8 @@ fn raw_rusqlite(path: &Path, secs: f64, per_txn: usize, leases: u64) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn percentile(sorted: &[f64], q: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-    sorted[i]
+    quantile(sorted, q).unwrap_or_default()
 }
 
 /// Nanoseconds per call of `f`, median over samples of `per_sample` calls.
@@ -271,16 +269,6 @@ impl Store for NullStore {
     }
 }
 
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
-}
-
 /// The 256-claimer row against the raw baselines: ops/s ÷ raw, ops/s ÷ raw batched, and
 /// ops per CPU second ÷ raw batched's.
 #[derive(Debug, Default)]
@@ -295,22 +283,6 @@ fn cpu_per_op(before: Duration, ops: f64) -> f64 {
     cpu_time().saturating_sub(before).as_secs_f64() * 1e6 / ops.max(1.0)
 }
 
-/// User+system CPU time of this process.
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which is in parentheses and may contain spaces).
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // utime and stime are fields 14 and 15 of the line: 11 and 12 after the command.
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
-}
-
 fn main() {
     let args = args();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -319,13 +291,6 @@ fn main() {
         .build()
         .unwrap_or_else(|e| fail("runtime", e));
     runtime.block_on(run(args));
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 async fn run(args: Args) {
@@ -480,7 +445,7 @@ async fn run(args: Args) {
     for t in tasks {
         lat.push(t.await.unwrap_or_else(|e| fail("waker", e)));
     }
-    lat.sort_by(f64::total_cmp);
+    sort(&mut lat);
     rows.push([
         format!(
             "expiry → waiter woken, SystemClock + SQLite, {} waits",
@@ -538,7 +503,7 @@ async fn run(args: Args) {
         seen.push(woke.saturating_duration_since(start).as_secs_f64() * 1e3);
     }
     other.stop().await;
-    seen.sort_by(f64::total_cmp);
+    sort(&mut seen);
     rows.push([
         format!(
             "change by another process → waiter woken, SQLite, {} changes",
@@ -659,12 +624,11 @@ fn print_rows(
          the host shows up in the latency tails.\n",
         load_average()
     );
-    println!("| figure | measured | target |");
-    println!("| --- | --- | --- |");
-    for [a, b, c] in rows {
-        println!("| {a} | {b} | {c} |");
+    let mut table = Table::text(&["figure", "measured", "target"]);
+    for row in rows {
+        table.row(row);
     }
-    println!();
+    println!("{table}");
     println!(
         "256 claimers vs raw: {:.1}× (target ≥ 5×); vs raw batched: {:.2}× in ops/s, {:.2}× \
          in ops per CPU second (target ≥ 0.5×). Memory is measured over a store \

@@ -4,27 +4,27 @@
 //!
 //! ```text
 //! cargo build --release -p lease-cli --bin lease
-//! cargo run --release -p lease-cli --example bench_cli -- [--runs N] [--large N] [--lease PATH]
+//! cargo run --release -p lease-bench --bin bench_cli -- [--runs N] [--large N] [--lease PATH]
 //! ```
 //!
 //! `cargo xtask bench bench_cli` does both. `--runs` is how many timed runs of each case
 //! (default 41, interleaved so that load on the machine falls on every case alike, after 3
 //! warm-up runs each); `--large` the size of the big database (default 1,000,000, built with
-//! the store's batch API); `--lease` the binary (default: `lease` beside this example's
-//! directory, where cargo puts it). Each figure is the wall time from spawning the process to
+//! the store's batch API); `--lease` the binary (default: `lease` beside this program, where cargo
+//! puts both). Each figure is the wall time from spawning the process to
 //! reaping it; the table gives the median and the spread.
+
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use lease_bench::host::load_average;
+use lease_bench::report::{Align, Table, met, ms};
+use lease_bench::{fail, flag_pairs};
 use lease_core::{Key, Op, Request, Store};
 use lease_store_sqlite::SqliteStore;
-
-fn fail(what: &str, e: impl std::fmt::Display) -> ! {
-    eprintln!("bench_cli: {what}: {e}");
-    std::process::exit(1)
-}
 
 struct Args {
     runs: usize,
@@ -38,14 +38,11 @@ fn args() -> Args {
         large: 1_000_000,
         lease: std::env::current_exe()
             .ok()
-            .and_then(|exe| Some(exe.parent()?.parent()?.join("lease")))
+            .and_then(|exe| Some(exe.parent()?.join("lease")))
             .unwrap_or_else(|| PathBuf::from("lease")),
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it
-            .next()
-            .unwrap_or_else(|| fail("usage", format!("{flag} needs a value")));
+    let pairs = flag_pairs(std::env::args().skip(1)).unwrap_or_else(|e| fail("usage", e));
+    for (flag, value) in pairs {
         match flag.as_str() {
             "--runs" => out.runs = value.parse().unwrap_or_else(|e| fail("--runs", e)),
             "--large" => out.large = value.parse().unwrap_or_else(|e| fail("--large", e)),
@@ -150,12 +147,17 @@ fn flock(lock: &Path) -> Command {
     command
 }
 
+/// The spread of one case's run times.
 struct Summary {
     median: Duration,
     p10: Duration,
     p90: Duration,
 }
 
+/// The median, p10 and p90 of `samples` (at least one), each the sample at rank
+/// `(len − 1) × q` rounded down. `lease_bench::stats::quantile` rounds to the nearest rank
+/// instead, which would make the 3-run `lease check` row's p90 its slowest run rather than its
+/// middle one, as BENCHMARKS.md's figures were measured.
 fn summary(mut samples: Vec<Duration>) -> Summary {
     samples.sort();
     let at = |q: usize| samples[(samples.len() - 1) * q / 100];
@@ -166,19 +168,8 @@ fn summary(mut samples: Vec<Duration>) -> Summary {
     }
 }
 
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
-}
-
 fn ratio(a: Duration, b: Duration) -> f64 {
     a.as_secs_f64() / b.as_secs_f64().max(1e-9)
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "?".to_owned())
 }
 
 fn main() {
@@ -224,7 +215,6 @@ fn main() {
     let large_vs_empty = ratio(l.median, e.median);
     let empty_vs_flock = ratio(e.median, f.median);
     let large_vs_flock = ratio(l.median, f.median);
-    let verdict = |ok: bool| if ok { "met" } else { "**not met**" };
     println!("## lease-cli: `lease run -- true`\n");
     println!(
         "Wall time from spawning to reaping one process, {} runs of each case interleaved after 3 \
@@ -236,41 +226,40 @@ fn main() {
         args.large,
         setup.as_secs_f64()
     );
-    println!("| case | median | p10 | p90 | median ÷ flock |");
-    println!("| --- | ---: | ---: | ---: | ---: |");
+    let mut table = Table::new(&[
+        ("case", Align::Left),
+        ("median", Align::Right),
+        ("p10", Align::Right),
+        ("p90", Align::Right),
+        ("median ÷ flock", Align::Right),
+    ]);
+    let large_case = format!("`lease run -- true`, {} leases present", args.large);
+    let check_case = format!(
+        "`lease check` (full read-only scan, what every open cost before), {} leases, 3 runs",
+        args.large
+    );
     for (name, s) in [
         ("`flock FILE true` (baseline)", &f),
         ("`lease run -- true`, empty database", &e),
-        (
-            &*format!("`lease run -- true`, {} leases present", args.large),
-            &l,
-        ),
+        (large_case.as_str(), &l),
+        (check_case.as_str(), &check),
     ] {
-        println!(
-            "| {name} | {} | {} | {} | {:.2}× |",
-            ms(s.median),
-            ms(s.p10),
-            ms(s.p90),
-            ratio(s.median, f.median)
-        );
+        table.row([
+            name.to_owned(),
+            ms(s.median, 2),
+            ms(s.p10, 2),
+            ms(s.p90, 2),
+            format!("{:.2}×", ratio(s.median, f.median)),
+        ]);
     }
-    println!(
-        "| `lease check` (full read-only scan, what every open cost before), {} leases, 3 runs \
-         | {} | {} | {} | {:.2}× |",
-        args.large,
-        ms(check.median),
-        ms(check.p10),
-        ms(check.p90),
-        ratio(check.median, f.median)
-    );
-    println!();
+    println!("{table}");
     println!(
         "{} leases vs empty: {large_vs_empty:.2}× (target ≤ 2×: {}). Empty vs flock: \
          {empty_vs_flock:.2}× (target ≤ 3×: {}); with {} leases: {large_vs_flock:.2}× ({}).",
         args.large,
-        verdict(large_vs_empty <= 2.0),
-        verdict(empty_vs_flock <= 3.0),
+        met(large_vs_empty <= 2.0),
+        met(empty_vs_flock <= 3.0),
         args.large,
-        verdict(large_vs_flock <= 3.0),
+        met(large_vs_flock <= 3.0),
     );
 }
