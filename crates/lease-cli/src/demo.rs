@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use lease_core::{Clock, Generation, Key, Manager as _, Request, Store, Timestamp};
+use lease_core::{Clock, Facades as _, Generation, Key, Request, Store, Timestamp};
 use lease_store_sqlite::SqliteStore;
 use rustix::process::{Pid, Signal};
 

@@ -208,7 +208,7 @@ impl LeaderElector {
     /// [`ElectionError::Config`] naming a bad field (see [`ElectionConfig::validate`]);
     /// [`ElectionError::Lease`] when the manager refuses the namespace or has stopped.
     pub fn new(
-        manager: &dyn lease_core::Manager,
+        manager: &dyn lease_core::Facades,
         clock: Arc<dyn Clock>,
         config: ElectionConfig,
         callbacks: Callbacks,
