@@ -1,4 +1,4 @@
-//! Lease stores on Kubernetes: [`LeaseStore`] on `coordination.k8s.io/v1` Lease objects and
+//! Lease stores on Kubernetes: [`LeaseObjectStore`] on `coordination.k8s.io/v1` Lease objects and
 //! [`ConfigMapStore`] on ConfigMaps, for programs that run on many hosts. Both implement
 //! [`lease_core::Store`] and pass the `lease-testkit` conformance suite against a real API
 //! server.
@@ -30,12 +30,12 @@
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //! use lease_core::{Clock, Key, Request, Store, SystemClock};
-//! use lease_store_k8s::LeaseStore;
+//! use lease_store_k8s::LeaseObjectStore;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let client = kube::Client::try_default().await?;
 //! let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
-//! let mut store = LeaseStore::new(client, "my-app", clock);
+//! let mut store = LeaseObjectStore::new(client, "my-app", clock);
 //!
 //! let key = Key::new("singular-controller", "prod", "backup");
 //! let info = store
@@ -215,7 +215,7 @@ pub use configmap::{
 pub use configmap_lock::{CONFIGMAP_LOCK_NAMESPACE, ConfigMapLock, ConfigMapLockError};
 pub use error::K8sStoreError;
 pub use events::{BECAME_LEADER, EVENT_REASON, EventRecorder, STOPPED_LEADING};
-pub use lease::LeaseStore;
+pub use lease::LeaseObjectStore;
 pub use lock_record::LockRecord;
 pub use options::StoreOptions;
 

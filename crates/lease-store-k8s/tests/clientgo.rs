@@ -1,7 +1,7 @@
 //! Sharing one Lease object with client-go's leader election, against a real API server.
 //!
 //! - `client_go_shaped_lease_*`: Lease objects written the way client-go's `LeaseLock` writes
-//!   them (no lease-rs labels or annotations), through the plain API, and a [`LeaseStore`]
+//!   them (no lease-rs labels or annotations), through the plain API, and a [`LeaseObjectStore`]
 //!   bound to them by name ([`StoreOptions::object_for`]).
 //! - `rust_and_client_go_candidates_never_both_lead`: a real client-go v1.20.2 candidate
 //!   (`tests/clientgo/main.go`, built by `tests/clientgo/build.sh` from Debian's kubernetes
@@ -29,7 +29,7 @@ use kube::api::PostParams;
 use lease_core::{Clock, DefaultSecretary, Generation, Key, Request, Store, SystemClock};
 use lease_manager::{Callbacks, ElectionConfig, LeaderElector, Leadership, Manager, ManagerConfig};
 use lease_store_k8s::naming::{ANNOTATION_CLAIM, ANNOTATION_GENERATION, LABEL_MANAGED_BY};
-use lease_store_k8s::{LeaseStore, LockRecord, StoreOptions};
+use lease_store_k8s::{LeaseObjectStore, LockRecord, StoreOptions};
 use tokio::time::{sleep, timeout};
 
 use common::{NamespaceGuard, admin_config, client};
@@ -71,9 +71,9 @@ fn client_go_lease(name: &str, holder: &str, secs: i32, transitions: i32) -> Lea
     lease
 }
 
-fn store_for(config: &kube::Config, namespace: &str, key: &Key, object: &str) -> LeaseStore {
+fn store_for(config: &kube::Config, namespace: &str, key: &Key, object: &str) -> LeaseObjectStore {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
-    LeaseStore::with_options(
+    LeaseObjectStore::with_options(
         client(config),
         namespace,
         clock,
@@ -264,7 +264,7 @@ async fn bad_bindings_are_validation_errors_before_any_request() {
         .object_for(k1.clone(), "Not_A_Name")
         .object_for(k2.clone(), "shared")
         .object_for(k3.clone(), "shared");
-    let mut store = LeaseStore::with_options(client, "ns", clock, options);
+    let mut store = LeaseObjectStore::with_options(client, "ns", clock, options);
     let request = Request::new("h", Duration::from_secs(1));
     for key in [&k1, &k2, &k3] {
         let err = store.claim_lease(key, &request).await.unwrap_err();
@@ -474,7 +474,7 @@ async fn rust_and_client_go_candidates_never_both_lead() {
     let object = "shared-controller-lock";
     let timeline = Timeline::default();
 
-    // The Rust candidate: a manager over a LeaseStore bound to the shared object.
+    // The Rust candidate: a manager over a LeaseObjectStore bound to the shared object.
     let election = ElectionConfig::new("election", "interop", "controller", "rust-b").with_timing(
         Duration::from_secs(3),
         Duration::from_secs(2),
@@ -482,7 +482,7 @@ async fn rust_and_client_go_candidates_never_both_lead() {
     );
     let key = Key::new(&*election.namespace, &*election.model, &*election.lease);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
-    let store = LeaseStore::with_options(
+    let store = LeaseObjectStore::with_options(
         client(&config),
         &*ns.name,
         Arc::clone(&clock),

@@ -209,7 +209,7 @@ impl Backend {
                 let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
                 let options =
                     lease_store_k8s::StoreOptions::default().object_for(key.clone(), &*object);
-                let store = lease_store_k8s::LeaseStore::with_options(
+                let store = lease_store_k8s::LeaseObjectStore::with_options(
                     client.clone(),
                     &*namespace,
                     Arc::clone(&clock),

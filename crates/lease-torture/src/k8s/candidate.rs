@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use lease_core::{Clock, DefaultSecretary, Store, SystemClock};
 use lease_manager::{Callbacks, ElectionConfig, LeaderElector, Manager, ManagerConfig};
-use lease_store_k8s::{LeaseStore, StoreOptions};
+use lease_store_k8s::{LeaseObjectStore, StoreOptions};
 
 use super::{Backend, MODEL, NAMESPACE, Timing};
 use crate::event::{Event, EventLog};
@@ -70,7 +70,7 @@ async fn candidate_async(args: CandidateArgs) -> Result<(), String> {
                 .map_err(|e| format!("cannot load the kubeconfig: {e}"))?;
             let client = kube::Client::try_from(config)
                 .map_err(|e| format!("cannot build a client: {e}"))?;
-            let store = LeaseStore::with_options(
+            let store = LeaseObjectStore::with_options(
                 client,
                 args.namespace.clone(),
                 Arc::clone(&clock),
