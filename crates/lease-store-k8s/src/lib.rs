@@ -6,8 +6,8 @@
 //! Also here, the Kubernetes-only parts of the higher-level APIs (lease-manager's
 //! `LeaderElector`, `ManagerLeaser` and `ResourceLocks` work over these stores unchanged):
 //!
-//! - [`LockRecord`]: client-go's leader-election record, with lossless conversions to and from
-//!   a Lease's `LeaseSpec`;
+//! - [`LeaderElectionRecord`]: client-go's leader-election record, with lossless conversions to
+//!   and from a Lease's `LeaseSpec`;
 //! - [`StoreOptions::object_for`]: bind a key to an exact object name, to share one Lease with
 //!   client-go's leader election (see [Sharing a Lease with client-go](#sharing-a-lease-with-client-go));
 //! - [`EventRecorder`]: leadership changes as Kubernetes Events on the Lease, for the
@@ -200,8 +200,8 @@ mod engine;
 mod error;
 mod events;
 mod generation;
+mod leader_election_record;
 mod lease;
-pub mod lock_record;
 pub mod naming;
 mod options;
 mod record;
@@ -215,8 +215,8 @@ pub use configmap::{
 pub use configmap_lock::{CONFIGMAP_LOCK_NAMESPACE, ConfigMapLock, ConfigMapLockError};
 pub use error::K8sStoreError;
 pub use events::{BECAME_LEADER, EVENT_REASON, EventRecorder, STOPPED_LEADING};
+pub use leader_election_record::LeaderElectionRecord;
 pub use lease::LeaseObjectStore;
-pub use lock_record::LockRecord;
 pub use options::StoreOptions;
 
 #[cfg(test)]
