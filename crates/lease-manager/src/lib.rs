@@ -109,7 +109,7 @@ mod worker;
 pub use config::{Jitter, ManagerConfig, RetryPolicy};
 pub use election::{
     Callbacks, ElectionConfig, ElectionError, LeaderElector, Leadership, LeadershipGuard,
-    LockRecord,
+    TermRecord,
 };
 pub use error::ManagerError;
 pub use fence::{Fence, StaleGeneration};

@@ -30,9 +30,9 @@ use serde::{Deserialize, Serialize};
 /// a `MicroTime` has microsecond precision: a record whose times are whole microseconds (every
 /// record read from an API server) also survives a JSON round trip unchanged.
 ///
-/// # Relation to lease-manager's `LockRecord`
+/// # Relation to lease-manager's `TermRecord`
 ///
-/// `lease_manager::LockRecord` (what a `LeaderElector` writes as its lease's metadata) has the
+/// `lease_manager::TermRecord` (what a `LeaderElector` writes as its lease's metadata) has the
 /// same five fields, but its times are instants on the manager's [`Clock`](lease_core::Clock),
 /// which is monotonic and not comparable across hosts, so they cannot be mapped to wall-clock
 /// `MicroTime`s and are not: the Kubernetes stores write their own wall-clock `acquireTime` and

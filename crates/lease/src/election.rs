@@ -305,7 +305,7 @@ impl Elector {
 
     /// The start of the current term's last successful renewal, while leading.
     fn last_renewal(&self) -> Option<Timestamp> {
-        self.elector.lock_record().map(|r| r.renew_time)
+        self.elector.term_record().map(|r| r.renew_time)
     }
 
     /// A health check for an HTTP probe (client-go's `HealthzAdaptor`), tolerating renewals
@@ -334,7 +334,7 @@ impl Elector {
     }
 
     /// The elector underneath, for everything this type does not wrap (callbacks are set at
-    /// build time; `unlock_with_retry`, the lock record, the configuration).
+    /// build time; `unlock_with_retry`, the term record, the configuration).
     pub fn elector(&self) -> &LeaderElector {
         &self.elector
     }

@@ -14,7 +14,7 @@ use crate::event::{Event, EventLog};
 use crate::now;
 use crate::proc::die_with_parent;
 
-/// How often a leader looks at its lock record (to learn of renewals) and its stop conditions.
+/// How often a leader looks at its term record (to learn of renewals) and its stop conditions.
 const POLL: Duration = Duration::from_millis(25);
 /// Bound on a candidate's terms, besides its deadline.
 const MAX_TERMS: u32 = 10_000;
@@ -182,7 +182,7 @@ async fn elect(
         terms += 1;
         let at = now();
         let generation = guard.generation().get();
-        let record = elector.lock_record();
+        let record = elector.term_record();
         let claim_start = record.as_ref().map_or(at, |r| r.acquire_time.as_nanos());
         let mut last_renew = record
             .as_ref()
@@ -210,7 +210,7 @@ async fn elect(
                     break;
                 }
                 () = tokio::time::sleep(POLL) => {
-                    if let Some(r) = elector.lock_record()
+                    if let Some(r) = elector.term_record()
                         && r.renew_time.as_nanos() > last_renew
                     {
                         last_renew = r.renew_time.as_nanos();
