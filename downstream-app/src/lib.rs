@@ -311,7 +311,7 @@ struct ReadmeDoctests;
 /// [`lease::Error`] when leading failed or the lease was lost while publishing; a stale
 /// generation refused by the outbox comes back as the inner `Err`.
 pub async fn publish_digest(
-    elector: &lease::Elector,
+    elector: &lease::RunningElection,
     outbox: Arc<Outbox>,
     digest: String,
 ) -> Result<Result<Generation, StaleGeneration>, lease::Error> {
