@@ -11,15 +11,15 @@
 //! - [`Exporter`]: a long job under an auto-renewing [`Leaser`] lease, with metadata, that stops
 //!   as soon as the lease is lost.
 //!
-//! The service only sees `lease-core`'s traits ([`Manager`], [`Leaser`], [`Clock`]), so
+//! The service only sees `lease-core`'s traits ([`Facades`], [`Leaser`], [`Clock`]), so
 //! production wires it to `lease_manager::Manager` over a real store, and tests to the fakes.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use lease_core::{
-    CancellationToken, Checker, Claimer, Clock, Error, Generation, Leaser, LeaserError,
-    LeaserExt as _, Manager, PathKey, Reader, Request, Revoker,
+    CancellationToken, Checker, Claimer, Clock, Error, Facades, Generation, Leaser, LeaserError,
+    LeaserExt as _, PathKey, Reader, Request, Revoker,
 };
 use lease_manager::{Fence, StaleGeneration};
 use serde::{Deserialize, Serialize};
@@ -107,9 +107,9 @@ impl Reporter {
     ///
     /// # Errors
     ///
-    /// As [`Manager::claimer`]: the manager refuses the namespace or has stopped.
+    /// As [`Facades::claimer`]: the manager refuses the namespace or has stopped.
     pub fn new(
-        manager: &dyn Manager,
+        manager: &dyn Facades,
         namespace: &str,
         model: &str,
         identity: impl Into<String>,
@@ -311,7 +311,7 @@ struct ReadmeDoctests;
 /// [`lease::Error`] when leading failed or the lease was lost while publishing; a stale
 /// generation refused by the outbox comes back as the inner `Err`.
 pub async fn publish_digest(
-    elector: &lease::Elector,
+    elector: &lease::RunningElection,
     outbox: Arc<Outbox>,
     digest: String,
 ) -> Result<Result<Generation, StaleGeneration>, lease::Error> {

@@ -8,7 +8,7 @@ use downstream_app::{Outbox, publish_digest};
 use lease::{Backend, Election};
 use lease_testkit::{FakeClock, InMemoryStore};
 
-fn copy(store: &InMemoryStore, clock: &FakeClock, identity: &str) -> lease::Elector {
+fn copy(store: &InMemoryStore, clock: &FakeClock, identity: &str) -> lease::RunningElection {
     Election::new(Backend::custom(store.sibling(), clock.as_clock()), "digest")
         .identity(identity)
         .start()

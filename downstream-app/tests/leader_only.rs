@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 const INTERVAL: Duration = Duration::from_secs(10);
 
 fn reporter(
-    manager: &dyn lease_core::Manager,
+    manager: &dyn lease_core::Facades,
     identity: &str,
     clock: &FakeClock,
     outbox: &Arc<Outbox>,

@@ -1,5 +1,5 @@
-//! Fuzz target: `LockRecord` ⇄ `LeaseSpec` conversions are exact round trips, survive JSON,
-//! and decoding arbitrary (hand-edited) JSON never panics.
+//! Fuzz target: `LeaderElectionRecord` ⇄ `LeaseSpec` conversions are exact round trips, survive
+//! JSON, and decoding arbitrary (hand-edited) JSON never panics.
 
 #![no_main]
 

@@ -1,11 +1,11 @@
 //! Properties of the Kubernetes store's mappings: key → object name and labels, and
-//! `LockRecord` ⇄ `LeaseSpec`. Each function panics when its property fails.
+//! `LeaderElectionRecord` ⇄ `LeaseSpec`. Each function panics when its property fails.
 
 use k8s_openapi::api::coordination::v1::LeaseSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use lease_core::Key;
-use lease_store_k8s::LockRecord;
+use lease_store_k8s::LeaderElectionRecord;
 use lease_store_k8s::naming::{
     is_dns1123_label, is_label_value, key_json, key_labels, object_name,
 };
@@ -84,15 +84,22 @@ impl RawSpec {
     }
 }
 
-/// `LeaseSpec → LockRecord → LeaseSpec` and `LockRecord → LeaseSpec → LockRecord` are the
-/// identity, by value and by reference, and both survive the JSON an API server stores; the
-/// helpers never call a missing, empty or non-positive field a holder or a duration.
+/// `LeaseSpec → LeaderElectionRecord → LeaseSpec` and `LeaderElectionRecord → LeaseSpec →
+/// LeaderElectionRecord` are the identity, by value and by reference, and both survive the JSON an
+/// API server stores; the helpers never call a missing, empty or non-positive field a holder or a
+/// duration.
 pub fn lock_record_round_trip(raw: &RawSpec) {
     let spec = raw.spec();
-    let record = LockRecord::from(&spec);
+    let record = LeaderElectionRecord::from(&spec);
     assert_eq!(LeaseSpec::from(&record), spec);
-    assert_eq!(LeaseSpec::from(LockRecord::from(spec.clone())), spec);
-    assert_eq!(LockRecord::from(LeaseSpec::from(record.clone())), record);
+    assert_eq!(
+        LeaseSpec::from(LeaderElectionRecord::from(spec.clone())),
+        spec
+    );
+    assert_eq!(
+        LeaderElectionRecord::from(LeaseSpec::from(record.clone())),
+        record
+    );
     match record.holder() {
         Some(h) => assert!(!h.is_empty()),
         None => assert!(raw.holder.as_deref().is_none_or(str::is_empty)),
@@ -109,9 +116,10 @@ pub fn lock_record_round_trip(raw: &RawSpec) {
     }
     let json = serde_json::to_string(&spec).expect("a spec serialises");
     let back: LeaseSpec = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{json}: {e}"));
-    assert_eq!(LockRecord::from(back), record, "{json}");
+    assert_eq!(LeaderElectionRecord::from(back), record, "{json}");
     let own = serde_json::to_string(&record).expect("a record serialises");
-    let back: LockRecord = serde_json::from_str(&own).unwrap_or_else(|e| panic!("{own}: {e}"));
+    let back: LeaderElectionRecord =
+        serde_json::from_str(&own).unwrap_or_else(|e| panic!("{own}: {e}"));
     assert_eq!(back, record, "{own}");
 }
 
@@ -119,12 +127,12 @@ pub fn lock_record_round_trip(raw: &RawSpec) {
 /// whatever decodes converts to a record and back unchanged.
 pub fn lock_record_from_json(bytes: &[u8]) {
     if let Ok(spec) = serde_json::from_slice::<LeaseSpec>(bytes) {
-        let record = LockRecord::from(&spec);
+        let record = LeaderElectionRecord::from(&spec);
         assert_eq!(LeaseSpec::from(&record), spec);
         let _ = record.holder();
         let _ = record.lease_duration();
     }
-    if let Ok(record) = serde_json::from_slice::<LockRecord>(bytes) {
-        assert_eq!(LockRecord::from(LeaseSpec::from(&record)), record);
+    if let Ok(record) = serde_json::from_slice::<LeaderElectionRecord>(bytes) {
+        assert_eq!(LeaderElectionRecord::from(LeaseSpec::from(&record)), record);
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use lease_core::{Clock, DefaultSecretary, Key, Store, SystemClock};
 use lease_manager::{Manager, ManagerConfig};
-use lease_store_k8s::{LeaseStore, StoreOptions};
+use lease_store_k8s::{LeaseObjectStore, StoreOptions};
 use lease_store_sqlite::DefaultDatabase;
 
 use crate::error::{CliError, EXIT_USAGE, chain};
@@ -279,7 +279,7 @@ async fn open_k8s(
     if let Some((key, name)) = object {
         options = options.object_for(key.clone(), name.clone());
     }
-    Ok(Box::new(LeaseStore::with_options(
+    Ok(Box::new(LeaseObjectStore::with_options(
         client,
         namespace,
         clock(),

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 
-use lease_core::{Info, Key, Manager as _, Request, Store, Timestamp};
+use lease_core::{Facades as _, Info, Key, Request, Store, Timestamp};
 use serde::Serialize;
 
 use crate::backend::{self, StoreSpec};

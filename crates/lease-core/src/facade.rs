@@ -1,5 +1,6 @@
 //! The facades a program uses: [`Checker`]/[`Token`], [`Claimer`], [`Revoker`], [`Pinner`] and
-//! [`Reader`], each bound to one namespace and model, and the [`Manager`] that hands them out.
+//! [`Reader`], each bound to one namespace and model, and the [`Facades`] trait that hands them
+//! out.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -123,7 +124,11 @@ pub trait Reader: Send + Sync {
 }
 
 /// Hands out the five facades for a namespace and model.
-pub trait Manager: Send + Sync {
+///
+/// `lease_manager::Manager` implements it over a store (and `lease_testkit::FakeManager` over
+/// an in-memory one), so code that uses leases can take a `&dyn Facades` and not depend on
+/// either. Import it (`use lease_core::Facades as _;`) to call its methods on a manager.
+pub trait Facades: Send + Sync {
     /// The [`Checker`] for `namespace` and `model`.
     ///
     /// # Errors
@@ -136,27 +141,27 @@ pub trait Manager: Send + Sync {
     ///
     /// # Errors
     ///
-    /// As for [`Manager::checker`].
+    /// As for [`Facades::checker`].
     fn claimer(&self, namespace: &str, model: &str) -> Result<Arc<dyn Claimer>>;
 
     /// The [`Revoker`] for `namespace` and `model`.
     ///
     /// # Errors
     ///
-    /// As for [`Manager::checker`].
+    /// As for [`Facades::checker`].
     fn revoker(&self, namespace: &str, model: &str) -> Result<Arc<dyn Revoker>>;
 
     /// The [`Pinner`] for `namespace` and `model`.
     ///
     /// # Errors
     ///
-    /// As for [`Manager::checker`].
+    /// As for [`Facades::checker`].
     fn pinner(&self, namespace: &str, model: &str) -> Result<Arc<dyn Pinner>>;
 
     /// The [`Reader`] for `namespace` and `model`.
     ///
     /// # Errors
     ///
-    /// As for [`Manager::checker`].
+    /// As for [`Facades::checker`].
     fn reader(&self, namespace: &str, model: &str) -> Result<Arc<dyn Reader>>;
 }

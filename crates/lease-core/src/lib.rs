@@ -9,7 +9,7 @@
 //! - [`Error`], one enum holding Juju's error set, with `is_*` helpers that see through
 //!   wrapping;
 //! - the facades a program uses ([`Checker`]/[`Token`], [`Claimer`], [`Revoker`], [`Pinner`],
-//!   [`Reader`]) and the [`Manager`] that hands them out;
+//!   [`Reader`]) and the [`Facades`] trait that hands them out;
 //! - [`Store`], where leases are recorded, with the contract every store keeps;
 //! - [`Secretary`], the per-namespace validation rules;
 //! - [`Clock`], so that tests drive expiry with a fake clock, and [`SystemClock`].
@@ -33,7 +33,7 @@
 //! # When to pick it
 //!
 //! Depend on it alone when you write code *against* leases (take a `&dyn Claimer` or a
-//! `&dyn Manager`), a new [`Store`], or test doubles: it pulls in no database, HTTP or
+//! `&dyn Facades`), a new [`Store`], or test doubles: it pulls in no database, HTTP or
 //! Kubernetes crate. To run leases, add a store and `lease-manager`. Runnable programs for each
 //! task are in the workspace's `examples/`, e.g.:
 //!
@@ -77,7 +77,7 @@ pub use error::{
     BoxError, Error, ErrorKind, Result, has_kind, is_aborted, is_claim_denied, is_held, is_invalid,
     is_not_held, is_timeout, is_wait_cancelled,
 };
-pub use facade::{Checker, Claimer, Manager, Pinner, Reader, Revoker, Token};
+pub use facade::{Checker, Claimer, Facades, Pinner, Reader, Revoker, Token};
 pub use leaser::{
     LeaseGuard, LeaseHandle, LeaseInfo, Leaser, LeaserError, LeaserExt, MIN_TTL, PathKey,
     PathKeyError, validate_ttl,

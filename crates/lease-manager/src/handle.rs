@@ -88,7 +88,7 @@ impl Drop for Outstanding<'_> {
 
 /// A running lease manager: a cloneable handle to the one worker task that owns the store.
 ///
-/// It implements [`lease_core::Manager`], handing out the facades for a namespace and model;
+/// It implements [`lease_core::Facades`], handing out the facades for a namespace and model;
 /// [`Manager::token`] gives the concrete [`ManagerToken`] with its synchronous fast path.
 ///
 /// A claim by the holder of a lease it holds (as far as the manager knows) is sent to the
@@ -108,7 +108,7 @@ impl Drop for Outstanding<'_> {
 /// ```
 /// use std::sync::Arc;
 /// use std::time::Duration;
-/// use lease_core::{Claimer as _, DefaultSecretary, Manager as _, Request, Token as _};
+/// use lease_core::{Claimer as _, DefaultSecretary, Facades as _, Request, Token as _};
 /// use lease_manager::{Manager, ManagerConfig};
 /// use lease_testkit::{FakeClock, InMemoryStore};
 ///
@@ -278,7 +278,7 @@ impl Manager {
     ///
     /// # Errors
     ///
-    /// As [`lease_core::Manager::checker`], plus the secretary's validation of `lease` and
+    /// As [`lease_core::Facades::checker`], plus the secretary's validation of `lease` and
     /// `holder`.
     pub fn token(
         &self,
@@ -310,7 +310,7 @@ impl Manager {
     }
 }
 
-impl lease_core::Manager for Manager {
+impl lease_core::Facades for Manager {
     fn checker(&self, namespace: &str, model: &str) -> Result<Arc<dyn Checker>> {
         Ok(Arc::new(self.scope(namespace, model)?))
     }

@@ -1,5 +1,5 @@
 //! [`ManagerLeaser`]: the auto-renewing [`Leaser`] over any
-//! [`lease_core::Manager`], so every store call still goes through the manager's one worker.
+//! [`lease_core::Facades`], so every store call still goes through the manager's one worker.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -176,9 +176,9 @@ impl ManagerLeaser {
     ///
     /// [`Error::Validation`] for a bad `identity` (field `identity`), one longer than
     /// [`ManagerLeaser::MAX_IDENTITY_BYTES`] included, or as
-    /// [`lease_core::Manager::claimer`] says; [`Error::Aborted`] when the manager has stopped.
+    /// [`lease_core::Facades::claimer`] says; [`Error::Aborted`] when the manager has stopped.
     pub fn new(
-        manager: &dyn lease_core::Manager,
+        manager: &dyn lease_core::Facades,
         clock: Arc<dyn Clock>,
         config: LeaserConfig,
     ) -> Result<ManagerLeaser, Error> {

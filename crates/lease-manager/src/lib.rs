@@ -3,7 +3,7 @@
 //!
 //! [`Manager::start`] takes a [`ManagerConfig`] (the store, the secretaries by namespace, the
 //! clock, timing and retry settings) and spawns the worker. The [`Manager`] handle is cheap to
-//! clone and implements [`lease_core::Manager`], handing out the [`Checker`](lease_core::Checker),
+//! clone and implements [`lease_core::Facades`], handing out the [`Checker`](lease_core::Checker),
 //! [`Claimer`](lease_core::Claimer), [`Revoker`](lease_core::Revoker),
 //! [`Pinner`](lease_core::Pinner) and [`Reader`](lease_core::Reader) of a namespace and model.
 //!
@@ -48,7 +48,7 @@
 //! ```
 //! use std::sync::Arc;
 //! use std::time::Duration;
-//! use lease_core::{Claimer as _, DefaultSecretary, Manager as _, Request};
+//! use lease_core::{Claimer as _, DefaultSecretary, Facades as _, Request};
 //! use lease_manager::{Manager, ManagerConfig};
 //! use lease_testkit::{FakeClock, InMemoryStore};
 //!
@@ -109,7 +109,7 @@ mod worker;
 pub use config::{Jitter, ManagerConfig, RetryPolicy};
 pub use election::{
     Callbacks, ElectionConfig, ElectionError, LeaderElector, Leadership, LeadershipGuard,
-    LockRecord,
+    TermRecord,
 };
 pub use error::ManagerError;
 pub use fence::{Fence, StaleGeneration};

@@ -220,10 +220,10 @@ impl ResourceLocks {
     ///
     /// # Errors
     ///
-    /// As [`lease_core::Manager::claimer`]: validation errors, or
+    /// As [`lease_core::Facades::claimer`]: validation errors, or
     /// [`Error::Aborted`] when the manager has stopped.
     pub fn new(
-        manager: &dyn lease_core::Manager,
+        manager: &dyn lease_core::Facades,
         namespace: &str,
         model: &str,
     ) -> Result<ResourceLocks, Error> {

@@ -12,7 +12,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Fail, MODEL, NS, ScriptStore, req, secs, settle, start, until};
-use lease_core::{Key, Leaser as _, Manager as _, PathKey, Store as _, Token as _};
+use lease_core::{Facades as _, Key, Leaser as _, PathKey, Store as _, Token as _};
 use lease_manager::{LeaserConfig, ManagerLeaser, ResourceKey, ResourceLockError, ResourceLocks};
 use lease_testkit::FakeClock;
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use lease_core::{Error, Generation, Key, Store as _};
 use lease_manager::{
-    Callbacks, ElectionConfig, ElectionError, Fence, LeaderElector, Leadership, LockRecord, Manager,
+    Callbacks, ElectionConfig, ElectionError, Fence, LeaderElector, Leadership, Manager, TermRecord,
 };
 use lease_testkit::{CountingStore, FakeClock, FaultyStore, InMemoryStore};
 use support::*;
@@ -128,10 +128,10 @@ async fn leads_renews_every_retry_period_and_records_the_lock() {
         let info = stored(&backing).await.unwrap();
         assert_eq!(info.expiry, t0.saturating_add(secs(2) * n + secs(15)));
         assert_eq!(info.generation, g);
-        let record: LockRecord = serde_json::from_value(info.metadata.unwrap()).unwrap();
+        let record: TermRecord = serde_json::from_value(info.metadata.unwrap()).unwrap();
         assert_eq!(
             record,
-            LockRecord {
+            TermRecord {
                 holder_identity: "pod-a".into(),
                 lease_duration_seconds: 15,
                 acquire_time: t0,
@@ -139,7 +139,7 @@ async fn leads_renews_every_retry_period_and_records_the_lock() {
                 lease_transitions: g.get() - 1,
             }
         );
-        assert_eq!(e.lock_record(), Some(record));
+        assert_eq!(e.term_record(), Some(record));
     }
     assert!(guard.is_leading());
 }

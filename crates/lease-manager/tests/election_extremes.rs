@@ -38,7 +38,7 @@ fn with(mut config: ElectionConfig, field: &str, value: Duration) -> ElectionCon
 }
 
 /// Runs a whole life on `config`: lock, renew, health checks with every extreme tolerance,
-/// the lock record, a failing `unlock_with_retry` (which sleeps its jittered period), a
+/// the term record, a failing `unlock_with_retry` (which sleeps its jittered period), a
 /// successful one, and a release.
 async fn exercise(config: ElectionConfig) {
     let what = format!("{config:?}");
@@ -51,7 +51,7 @@ async fn exercise(config: ElectionConfig) {
         e.check(tolerance)
             .unwrap_or_else(|err| panic!("{what}: {err}"));
     }
-    let record = e.lock_record().expect("leading");
+    let record = e.term_record().expect("leading");
     assert!(record.lease_duration_seconds >= e.config().lease_duration.as_secs());
     tick(&clock, secs(3)).await;
     assert!(guard.is_leading(), "{what}");

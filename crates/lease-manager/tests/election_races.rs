@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use lease_core::{Key, Manager as _, Store as _};
+use lease_core::{Facades as _, Key, Store as _};
 use lease_manager::{
     Callbacks, ElectionConfig, ElectionError, Fence, LeaderElector, LeadershipGuard, Manager,
 };

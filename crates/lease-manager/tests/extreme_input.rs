@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lease_core::{
-    DefaultSecretary, Error, Leaser as _, MAX_METADATA_BYTES, MAX_NAME_BYTES, Manager as _,
+    DefaultSecretary, Error, Facades as _, Leaser as _, MAX_METADATA_BYTES, MAX_NAME_BYTES,
     PathKey, Request, Token as _,
 };
 use lease_manager::{

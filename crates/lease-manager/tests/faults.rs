@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lease_core::{
-    CancellationToken, DefaultSecretary, Generation, Key, Leaser as _, Manager as _, PathKey,
+    CancellationToken, DefaultSecretary, Facades as _, Generation, Key, Leaser as _, PathKey,
     Request, Store as _, Timestamp, Token as _,
 };
 use lease_manager::{

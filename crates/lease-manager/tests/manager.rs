@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use lease_core::{
-    CancellationToken, DefaultSecretary, Error, Generation, Manager as _, Store as _, Token as _,
+    CancellationToken, DefaultSecretary, Error, Facades as _, Generation, Store as _, Token as _,
 };
 use lease_manager::{Jitter, Manager, ManagerConfig, ManagerError, RetryPolicy};
 use lease_testkit::{FakeClock, InMemoryStore};

@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use lease_core::{DefaultSecretary, Leaser as _, Manager as _, PathKey};
+use lease_core::{DefaultSecretary, Facades as _, Leaser as _, PathKey};
 use lease_manager::{
     Callbacks, ElectionConfig, Jitter, LeaderElector, Leadership, LeaserConfig, Manager,
     ManagerConfig, ManagerLeaser, RetryPolicy, metric,

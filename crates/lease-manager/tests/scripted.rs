@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use common::{MODEL, NS, config, ms, req, secs, settle, until};
-use lease_core::{CancellationToken, Error, Generation, Info, Key, Manager as _, Op, Outcome};
+use lease_core::{CancellationToken, Error, Facades as _, Generation, Info, Key, Op, Outcome};
 use lease_manager::Manager;
 use lease_testkit::{Call, FakeClock, ScriptedStore};
 

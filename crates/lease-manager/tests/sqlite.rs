@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{MODEL, NS, config, ms, req, secs, settle, until};
-use lease_core::{CancellationToken, Manager as _, Token as _};
+use lease_core::{CancellationToken, Facades as _, Token as _};
 use lease_manager::Manager;
 use lease_store_sqlite::SqliteStore;
 use lease_testkit::{CountHandle, CountingStore, FakeClock};

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{MODEL, NS, config, req, secs};
-use lease_core::{CancellationToken, Key, Manager as _, Store};
+use lease_core::{CancellationToken, Facades as _, Key, Store};
 use lease_manager::Manager;
 use lease_store_sqlite::SqliteStore;
 use lease_testkit::{CountHandle, CountingStore, FakeClock};

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lease_core::{CancellationToken, DefaultSecretary, Manager as _, Timestamp};
+use lease_core::{CancellationToken, DefaultSecretary, Facades as _, Timestamp};
 use lease_manager::{LeaserConfig, Manager, ManagerConfig, ManagerLeaser, ResourceLocks};
 use lease_testkit::{FakeClock, InMemoryStore};
 use tokio::task::JoinHandle;

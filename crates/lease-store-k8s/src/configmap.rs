@@ -205,9 +205,9 @@ impl Codec for ConfigMapCodec {
     }
 }
 
-/// A [`Store`](lease_core::Store) on ConfigMaps in one Kubernetes namespace, one per key (names, labels and
-/// annotations as for [`LeaseStore`](crate::LeaseStore); the record in `data`, see
-/// [`DATA_HOLDER`] and the other `DATA_*` keys).
+/// A [`Store`](lease_core::Store) on ConfigMaps in one Kubernetes namespace, one per key (names,
+/// labels and annotations as for [`LeaseObjectStore`](crate::LeaseObjectStore); the record in
+/// `data`, see [`DATA_HOLDER`] and the other `DATA_*` keys).
 ///
 /// Build one with [`ConfigMapStore::builder`]. Dropping the store stops its watch.
 #[derive(Debug)]

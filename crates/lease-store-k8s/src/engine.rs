@@ -1,4 +1,4 @@
-//! The store logic shared by [`LeaseStore`](crate::LeaseStore) and
+//! The store logic shared by [`LeaseObjectStore`](crate::LeaseObjectStore) and
 //! [`ConfigMapStore`](crate::ConfigMapStore): the observation cache, the conditional writes,
 //! the decisions of the [`Store`](lease_core::Store) contract, and the watch.
 //!

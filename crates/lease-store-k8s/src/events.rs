@@ -9,7 +9,7 @@
 //! use std::sync::Arc;
 //! use lease_core::{Clock, DefaultSecretary, Key, SystemClock};
 //! use lease_manager::{Callbacks, ElectionConfig, LeaderElector, Manager, ManagerConfig};
-//! use lease_store_k8s::{EventRecorder, LeaseStore, StoreOptions};
+//! use lease_store_k8s::{EventRecorder, LeaseObjectStore, StoreOptions};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let client = kube::Client::try_default().await?;
@@ -18,7 +18,7 @@
 //! // Share the Lease `my-controller-lock` with client-go candidates.
 //! let key = Key::new(&*config.namespace, &*config.model, &*config.lease);
 //! let options = StoreOptions::default().object_for(key, "my-controller-lock");
-//! let store = LeaseStore::with_options(client.clone(), "my-app", clock.clone(), options);
+//! let store = LeaseObjectStore::with_options(client.clone(), "my-app", clock.clone(), options);
 //! let manager = Manager::start(
 //!     ManagerConfig::new(store, clock.clone()).with_default_secretary(Arc::new(DefaultSecretary)),
 //! )?;

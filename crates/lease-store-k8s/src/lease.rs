@@ -1,4 +1,4 @@
-//! [`LeaseStore`]: the [`Store`] on `coordination.k8s.io/v1` Lease objects, one per key, with
+//! [`LeaseObjectStore`]: the [`Store`] on `coordination.k8s.io/v1` Lease objects, one per key, with
 //! client-go's leader-election field semantics.
 
 use std::collections::BTreeMap;
@@ -88,11 +88,11 @@ impl Codec for LeaseCodec {
 ///
 /// Dropping the store stops its watch.
 #[derive(Debug)]
-pub struct LeaseStore {
+pub struct LeaseObjectStore {
     engine: Engine<LeaseCodec>,
 }
 
-impl LeaseStore {
+impl LeaseObjectStore {
     /// A store keeping Lease objects in Kubernetes namespace `namespace`, judging expiry on
     /// `clock` (give the manager the same clock), with default [`StoreOptions`].
     ///
@@ -101,14 +101,14 @@ impl LeaseStore {
         Self::with_options(client, namespace, clock, StoreOptions::default())
     }
 
-    /// [`LeaseStore::new`] with explicit options.
+    /// [`LeaseObjectStore::new`] with explicit options.
     pub fn with_options(
         client: kube::Client,
         namespace: impl Into<String>,
         clock: Arc<dyn Clock>,
         options: StoreOptions,
     ) -> Self {
-        LeaseStore {
+        LeaseObjectStore {
             engine: Engine::new(client, namespace.into(), clock, options, LeaseCodec),
         }
     }
@@ -130,4 +130,4 @@ impl LeaseStore {
     }
 }
 
-crate::store_impl::store_via_engine!(LeaseStore);
+crate::store_impl::store_via_engine!(LeaseObjectStore);

@@ -1,4 +1,4 @@
-//! Lease stores on Kubernetes: [`LeaseStore`] on `coordination.k8s.io/v1` Lease objects and
+//! Lease stores on Kubernetes: [`LeaseObjectStore`] on `coordination.k8s.io/v1` Lease objects and
 //! [`ConfigMapStore`] on ConfigMaps, for programs that run on many hosts. Both implement
 //! [`lease_core::Store`] and pass the `lease-testkit` conformance suite against a real API
 //! server.
@@ -6,8 +6,8 @@
 //! Also here, the Kubernetes-only parts of the higher-level APIs (lease-manager's
 //! `LeaderElector`, `ManagerLeaser` and `ResourceLocks` work over these stores unchanged):
 //!
-//! - [`LockRecord`]: client-go's leader-election record, with lossless conversions to and from
-//!   a Lease's `LeaseSpec`;
+//! - [`LeaderElectionRecord`]: client-go's leader-election record, with lossless conversions to
+//!   and from a Lease's `LeaseSpec`;
 //! - [`StoreOptions::object_for`]: bind a key to an exact object name, to share one Lease with
 //!   client-go's leader election (see [Sharing a Lease with client-go](#sharing-a-lease-with-client-go));
 //! - [`EventRecorder`]: leadership changes as Kubernetes Events on the Lease, for the
@@ -30,12 +30,12 @@
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //! use lease_core::{Clock, Key, Request, Store, SystemClock};
-//! use lease_store_k8s::LeaseStore;
+//! use lease_store_k8s::LeaseObjectStore;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let client = kube::Client::try_default().await?;
 //! let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
-//! let mut store = LeaseStore::new(client, "my-app", clock);
+//! let mut store = LeaseObjectStore::new(client, "my-app", clock);
 //!
 //! let key = Key::new("singular-controller", "prod", "backup");
 //! let info = store
@@ -200,8 +200,8 @@ mod engine;
 mod error;
 mod events;
 mod generation;
+mod leader_election_record;
 mod lease;
-pub mod lock_record;
 pub mod naming;
 mod options;
 mod record;
@@ -215,8 +215,8 @@ pub use configmap::{
 pub use configmap_lock::{CONFIGMAP_LOCK_NAMESPACE, ConfigMapLock, ConfigMapLockError};
 pub use error::K8sStoreError;
 pub use events::{BECAME_LEADER, EVENT_REASON, EventRecorder, STOPPED_LEADING};
-pub use lease::LeaseStore;
-pub use lock_record::LockRecord;
+pub use leader_election_record::LeaderElectionRecord;
+pub use lease::LeaseObjectStore;
 pub use options::StoreOptions;
 
 #[cfg(test)]

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use lease_core::Key;
 
-/// Settings of a [`LeaseStore`](crate::LeaseStore) or [`ConfigMapStore`](crate::ConfigMapStore).
+/// Settings of a [`LeaseObjectStore`](crate::LeaseObjectStore) or
+/// [`ConfigMapStore`](crate::ConfigMapStore).
 ///
 /// ```
 /// use std::time::Duration;

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::time::timeout;
 
 use crate::naming::{ANNOTATION_KEY, LABEL_LEASE, LABEL_MANAGED_BY, object_name};
-use crate::{ConfigMapStore, LeaseStore, OwnerPod, StoreOptions};
+use crate::{ConfigMapStore, LeaseObjectStore, OwnerPod, StoreOptions};
 
 mod client_go;
 mod configmap;

@@ -1,7 +1,7 @@
 //! Sharing one Lease object with client-go's leader election, against a real API server.
 //!
 //! - `client_go_shaped_lease_*`: Lease objects written the way client-go's `LeaseLock` writes
-//!   them (no lease-rs labels or annotations), through the plain API, and a [`LeaseStore`]
+//!   them (no lease-rs labels or annotations), through the plain API, and a [`LeaseObjectStore`]
 //!   bound to them by name ([`StoreOptions::object_for`]).
 //! - `rust_and_client_go_candidates_never_both_lead`: a real client-go v1.20.2 candidate
 //!   (`tests/clientgo/main.go`, built by `tests/clientgo/build.sh` from Debian's kubernetes
@@ -29,7 +29,7 @@ use kube::api::PostParams;
 use lease_core::{Clock, DefaultSecretary, Generation, Key, Request, Store, SystemClock};
 use lease_manager::{Callbacks, ElectionConfig, LeaderElector, Leadership, Manager, ManagerConfig};
 use lease_store_k8s::naming::{ANNOTATION_CLAIM, ANNOTATION_GENERATION, LABEL_MANAGED_BY};
-use lease_store_k8s::{LeaseStore, LockRecord, StoreOptions};
+use lease_store_k8s::{LeaderElectionRecord, LeaseObjectStore, StoreOptions};
 use tokio::time::{sleep, timeout};
 
 use common::{NamespaceGuard, admin_config, client};
@@ -60,20 +60,20 @@ fn client_go_lease(name: &str, holder: &str, secs: i32, transitions: i32) -> Lea
     let now = now_micros();
     let mut lease = Lease::default();
     lease.metadata.name = Some(name.to_owned());
-    lease.spec = Some(LeaseSpec::from(LockRecord {
+    lease.spec = Some(LeaseSpec::from(LeaderElectionRecord {
         holder_identity: Some(holder.to_owned()),
         lease_duration_seconds: Some(secs),
         acquire_time: Some(now),
         renew_time: Some(now),
         lease_transitions: Some(transitions),
-        ..LockRecord::default()
+        ..LeaderElectionRecord::default()
     }));
     lease
 }
 
-fn store_for(config: &kube::Config, namespace: &str, key: &Key, object: &str) -> LeaseStore {
+fn store_for(config: &kube::Config, namespace: &str, key: &Key, object: &str) -> LeaseObjectStore {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
-    LeaseStore::with_options(
+    LeaseObjectStore::with_options(
         client(config),
         namespace,
         clock,
@@ -164,7 +164,7 @@ async fn client_go_shaped_lease_is_held_by_its_holder_until_it_stops_changing() 
 
     // (b) What client-go reads: our identity, whole seconds, both times, one more transition.
     let ours = leases.get(object).await.unwrap();
-    let record = LockRecord::from_lease(&ours);
+    let record = LeaderElectionRecord::from_lease(&ours);
     assert_eq!(record.holder(), Some("rust-1"));
     assert_eq!(record.lease_duration_seconds, Some(3));
     assert_eq!(record.lease_transitions, Some(5));
@@ -185,14 +185,14 @@ async fn client_go_shaped_lease_is_held_by_its_holder_until_it_stops_changing() 
     // Renewals change renewTime (client-go restarts its observed expiry on every change).
     sleep(Duration::from_millis(10)).await;
     store.extend_lease(&key, &request).await.unwrap();
-    let again = LockRecord::from_lease(&leases.get(object).await.unwrap());
+    let again = LeaderElectionRecord::from_lease(&leases.get(object).await.unwrap());
     assert!(again.renew_time > record.renew_time);
     assert_eq!(again.acquire_time, record.acquire_time);
     assert_eq!(again.lease_transitions, Some(5));
 
     // A revoke is client-go's release: empty holder, transitions kept.
     store.revoke_lease(&key, "rust-1").await.unwrap();
-    let released = LockRecord::from_lease(&leases.get(object).await.unwrap());
+    let released = LeaderElectionRecord::from_lease(&leases.get(object).await.unwrap());
     assert_eq!(released.holder_identity.as_deref(), Some(""));
     assert_eq!(released.lease_transitions, Some(5));
 }
@@ -222,13 +222,13 @@ async fn client_go_shaped_lease_changes_wake_the_watch() {
     // The bound object is in the synced cache: the snapshot names its holder without a read.
     assert_eq!(store.leases(&[]).await.unwrap()[&key].holder, "go-1");
     let mut released = created;
-    released.spec = Some(LeaseSpec::from(LockRecord {
+    released.spec = Some(LeaseSpec::from(LeaderElectionRecord {
         holder_identity: Some(String::new()),
         lease_duration_seconds: Some(1),
         acquire_time: Some(now_micros()),
         renew_time: Some(now_micros()),
         lease_transitions: Some(1),
-        ..LockRecord::default()
+        ..LeaderElectionRecord::default()
     }));
     leases
         .replace(object, &PostParams::default(), &released)
@@ -264,7 +264,7 @@ async fn bad_bindings_are_validation_errors_before_any_request() {
         .object_for(k1.clone(), "Not_A_Name")
         .object_for(k2.clone(), "shared")
         .object_for(k3.clone(), "shared");
-    let mut store = LeaseStore::with_options(client, "ns", clock, options);
+    let mut store = LeaseObjectStore::with_options(client, "ns", clock, options);
     let request = Request::new("h", Duration::from_secs(1));
     for key in [&k1, &k2, &k3] {
         let err = store.claim_lease(key, &request).await.unwrap_err();
@@ -474,7 +474,7 @@ async fn rust_and_client_go_candidates_never_both_lead() {
     let object = "shared-controller-lock";
     let timeline = Timeline::default();
 
-    // The Rust candidate: a manager over a LeaseStore bound to the shared object.
+    // The Rust candidate: a manager over a LeaseObjectStore bound to the shared object.
     let election = ElectionConfig::new("election", "interop", "controller", "rust-b").with_timing(
         Duration::from_secs(3),
         Duration::from_secs(2),
@@ -482,7 +482,7 @@ async fn rust_and_client_go_candidates_never_both_lead() {
     );
     let key = Key::new(&*election.namespace, &*election.model, &*election.lease);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
-    let store = LeaseStore::with_options(
+    let store = LeaseObjectStore::with_options(
         client(&config),
         &*ns.name,
         Arc::clone(&clock),
@@ -508,7 +508,7 @@ async fn rust_and_client_go_candidates_never_both_lead() {
         async move {
             loop {
                 if let Ok(Some(lease)) = leases.get_opt(object).await {
-                    let holder = LockRecord::from_lease(&lease)
+                    let holder = LeaderElectionRecord::from_lease(&lease)
                         .holder_identity
                         .unwrap_or_default();
                     let mut seen = holders.lock().unwrap();
@@ -543,7 +543,7 @@ async fn rust_and_client_go_candidates_never_both_lead() {
     timeline.wait("rust sees go-a").await;
     sleep(Duration::from_secs(7)).await;
     assert!(!elector.is_leader(), "{}", timeline.dump());
-    let before = LockRecord::from_lease(&leases.get(object).await.unwrap());
+    let before = LeaderElectionRecord::from_lease(&leases.get(object).await.unwrap());
     assert_eq!(before.holder(), Some("go-a"));
 
     // 2. client-go is killed (no release): Rust takes over once the record stops changing.
@@ -554,7 +554,7 @@ async fn rust_and_client_go_candidates_never_both_lead() {
         .unwrap_or_else(|_| panic!("rust never took over:\n{}", timeline.dump()))
         .unwrap()
         .unwrap();
-    let took = LockRecord::from_lease(&leases.get(object).await.unwrap());
+    let took = LeaderElectionRecord::from_lease(&leases.get(object).await.unwrap());
     assert_eq!(took.holder(), Some("rust-b"));
     // client-go's counter: one more; our generation: in the annotation, beside the counter.
     assert_eq!(
@@ -588,7 +588,7 @@ async fn rust_and_client_go_candidates_never_both_lead() {
     // counter (which would go backwards) nor as ours (which would not increase).
     let go_c_record = leases.get(object).await.unwrap();
     assert_eq!(
-        LockRecord::from_lease(&go_c_record).lease_transitions,
+        LeaderElectionRecord::from_lease(&go_c_record).lease_transitions,
         took.lease_transitions.map(|t| t + 1)
     );
     assert_eq!(
@@ -639,7 +639,7 @@ async fn rust_and_client_go_candidates_never_both_lead() {
         .unwrap()
         .unwrap();
     timeline.wait("go: EXIT go-c").await;
-    let last = LockRecord::from_lease(&leases.get(object).await.unwrap());
+    let last = LeaderElectionRecord::from_lease(&leases.get(object).await.unwrap());
     assert_eq!(last.holder(), Some("rust-b"));
     assert!(last.lease_transitions > took.lease_transitions);
     // And our next term is above client-go's.

@@ -1,5 +1,5 @@
 //! The `lease-testkit` Store conformance suite against a real Kubernetes API server, for both
-//! [`LeaseStore`] and [`ConfigMapStore`]. Each built store gets a fresh Kubernetes namespace;
+//! [`LeaseObjectStore`] and [`ConfigMapStore`]. Each built store gets a fresh Kubernetes namespace;
 //! siblings are separate clients of the same server. One test per case and store:
 //! `lease_store::claim::claim_holds_until_duration_from_call_start`, `configmap_store::…`.
 //!
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use lease_core::{Clock, Key, Request, Store};
-use lease_store_k8s::{ConfigMapStore, LeaseStore};
+use lease_store_k8s::{ConfigMapStore, LeaseObjectStore};
 use lease_testkit::FakeClock;
 use lease_testkit::suite::StoreBuilder;
 
@@ -35,15 +35,15 @@ impl LeaseBuilder {
 
 #[async_trait]
 impl StoreBuilder for LeaseBuilder {
-    type Store = LeaseStore;
+    type Store = LeaseObjectStore;
     type Guard = NamespaceGuard;
 
     async fn build(
         &self,
         clock: Arc<dyn Clock>,
-    ) -> lease_core::Result<(LeaseStore, NamespaceGuard)> {
+    ) -> lease_core::Result<(LeaseObjectStore, NamespaceGuard)> {
         let guard = NamespaceGuard::create(&self.config, "lease-conf").await?;
-        let store = LeaseStore::new(client(&self.config), guard.name.clone(), clock);
+        let store = LeaseObjectStore::new(client(&self.config), guard.name.clone(), clock);
         Ok((store, guard))
     }
 
@@ -51,8 +51,8 @@ impl StoreBuilder for LeaseBuilder {
         &self,
         guard: &NamespaceGuard,
         clock: Arc<dyn Clock>,
-    ) -> lease_core::Result<Option<LeaseStore>> {
-        Ok(Some(LeaseStore::new(
+    ) -> lease_core::Result<Option<LeaseObjectStore>> {
+        Ok(Some(LeaseObjectStore::new(
             client(&self.config),
             guard.name.clone(),
             clock,

@@ -18,7 +18,7 @@ use kube::api::{DeleteParams, PostParams};
 use lease_core::{Key, Request, Store};
 use lease_manager::Fence;
 use lease_store_k8s::naming::{ANNOTATION_KEY, LABEL_MANAGED_BY, object_name};
-use lease_store_k8s::{ConfigMapStore, LeaseStore};
+use lease_store_k8s::{ConfigMapStore, LeaseObjectStore};
 use lease_testkit::FakeClock;
 
 use common::{NamespaceGuard, admin_config, client};
@@ -48,11 +48,11 @@ async fn a_lease_deleted_under_a_paused_holder_never_lowers_the_generation() {
 
     // a claims and writes through the fence; c, another process, sees a's claim.
     let a_clock = FakeClock::new();
-    let mut a = LeaseStore::new(client(&config), ns.name.clone(), a_clock.as_clock());
+    let mut a = LeaseObjectStore::new(client(&config), ns.name.clone(), a_clock.as_clock());
     let first = a.claim_lease(&key, &req("a")).await.unwrap().generation;
     fence.admit(first).unwrap();
     let c_clock = FakeClock::new();
-    let mut c = LeaseStore::new(client(&config), ns.name.clone(), c_clock.as_clock());
+    let mut c = LeaseObjectStore::new(client(&config), ns.name.clone(), c_clock.as_clock());
     assert_eq!(
         c.leases(std::slice::from_ref(&key)).await.unwrap()[&key].holder,
         "a"
@@ -81,7 +81,7 @@ async fn a_lease_deleted_under_a_paused_holder_never_lowers_the_generation() {
     // Deleted again; b, a process that never saw the object, re-creates it at once (it cannot
     // know): still above every earlier generation.
     delete_lease(&leases, &name).await;
-    let mut b = LeaseStore::new(
+    let mut b = LeaseObjectStore::new(
         client(&config),
         ns.name.clone(),
         FakeClock::new().as_clock(),
@@ -112,7 +112,7 @@ async fn a_lease_deleted_under_a_paused_holder_never_lowers_the_generation() {
         .create(&PostParams::default(), &manifest)
         .await
         .unwrap();
-    let mut d = LeaseStore::new(
+    let mut d = LeaseObjectStore::new(
         client(&config),
         ns.name.clone(),
         FakeClock::new().as_clock(),
@@ -166,7 +166,7 @@ async fn racing_claims_on_a_deleted_lease_make_one_holder_above_the_old_generati
     let leases = Api::<Lease>::namespaced(client(&config), &ns.name);
     let key = Key::new("deletion", "model-1", "race");
     let name = object_name(&key);
-    let mut first = LeaseStore::new(
+    let mut first = LeaseObjectStore::new(
         client(&config),
         ns.name.clone(),
         FakeClock::new().as_clock(),
@@ -186,7 +186,7 @@ async fn racing_claims_on_a_deleted_lease_make_one_holder_above_the_old_generati
                 let key = key.clone();
                 tokio::spawn(async move {
                     let mut store =
-                        LeaseStore::new(client(&config), ns, FakeClock::new().as_clock());
+                        LeaseObjectStore::new(client(&config), ns, FakeClock::new().as_clock());
                     (
                         i,
                         store.claim_lease(&key, &req(&format!("racer-{i}"))).await,

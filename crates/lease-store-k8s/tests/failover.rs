@@ -1,12 +1,11 @@
-//! Two-candidate failover against a real Kubernetes API server: lease-manager's
-//! [`LeaderElector`], [`ManagerLeaser`] and [`ResourceLocks`], each candidate a [`Manager`]
-//! over its own [`LeaseStore`] and client (as two processes would be), on the system clock with
-//! short durations (lease 3 s, renew deadline 2 s, retry 500 ms; the Leaser's shortest TTL,
-//! 5 s). The winner is cut off from the
-//! server (a test partition: its requests fail); the other takes over. Each test checks that
-//! the loser stopped acting before the winner started, that the generation increased, and what
-//! the Lease object says. Real time cannot be avoided against a real server; no test asserts a
-//! tight timing.
+//! Two-candidate failover against a real Kubernetes API server: lease-manager's [`LeaderElector`],
+//! [`ManagerLeaser`] and [`ResourceLocks`], each candidate a [`Manager`] over its own
+//! [`LeaseObjectStore`] and client (as two processes would be), on the system clock with short
+//! durations (lease 3 s, renew deadline 2 s, retry 500 ms; the Leaser's shortest TTL, 5 s). The
+//! winner is cut off from the server (a test partition: its requests fail); the other takes over.
+//! Each test checks that the loser stopped acting before the winner started, that the generation
+//! increased, and what the Lease object says. Real time cannot be avoided against a real server; no
+//! test asserts a tight timing.
 //!
 //! Ignored by default (they need a server): `cargo xtask k8s up`, then
 //! `eval "$(cargo xtask k8s env)"` and `cargo test -p lease-store-k8s -- --ignored`.
@@ -26,7 +25,9 @@ use lease_manager::{
     ManagerLeaser, ResourceKey, ResourceLockError, ResourceLocks,
 };
 use lease_store_k8s::naming::{ANNOTATION_GENERATION, object_name};
-use lease_store_k8s::{BECAME_LEADER, EVENT_REASON, EventRecorder, LeaseStore, STOPPED_LEADING};
+use lease_store_k8s::{
+    BECAME_LEADER, EVENT_REASON, EventRecorder, LeaseObjectStore, STOPPED_LEADING,
+};
 use lease_store_k8s::{StoreOptions, naming};
 use tokio::sync::watch;
 use tokio::time::{sleep, timeout};
@@ -52,7 +53,7 @@ struct Candidate {
 fn candidate(config: &kube::Config, namespace: &str, options: StoreOptions) -> Candidate {
     let partition = Partition::default();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
-    let store = LeaseStore::with_options(
+    let store = LeaseObjectStore::with_options(
         partitionable_client(config, &partition),
         namespace,
         Arc::clone(&clock),

@@ -1,6 +1,6 @@
 //! The fuzz targets' properties for the Kubernetes store (`fuzz/src/k8s_checks.rs`, compiled in
-//! here unchanged), fed by proptest so they run in every `cargo test` on stable Rust: key →
-//! object name (valid, at most 63 characters, distinct for distinct keys) and `LockRecord` ⇄
+//! here unchanged), fed by proptest so they run in every `cargo test` on stable Rust: key → object
+//! name (valid, at most 63 characters, distinct for distinct keys) and `LeaderElectionRecord` ⇄
 //! `LeaseSpec` (exact round trips, hand-edited JSON never panics).
 
 use lease_core::Key;

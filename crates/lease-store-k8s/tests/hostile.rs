@@ -16,7 +16,7 @@ use kube::Api;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use lease_core::{Key, Request, Store};
 use lease_store_k8s::naming::object_name;
-use lease_store_k8s::{ConfigMapStore, LeaseStore};
+use lease_store_k8s::{ConfigMapStore, LeaseObjectStore};
 use lease_testkit::FakeClock;
 use serde_json::{Value, json};
 
@@ -273,7 +273,7 @@ async fn hand_edited_lease_objects() {
     );
     let ns = guard.name.clone();
     check_edits("Lease", lease_edits(), raw, |clock| {
-        LeaseStore::new(client(&config), ns.clone(), clock.as_clock())
+        LeaseObjectStore::new(client(&config), ns.clone(), clock.as_clock())
     })
     .await;
 }
@@ -312,7 +312,7 @@ async fn a_lease_spec_the_api_server_refuses_never_reaches_the_store() {
         &ApiResource::erase::<Lease>(&()),
     );
     let clock = FakeClock::new();
-    let mut store = LeaseStore::new(client(&config), guard.name.clone(), clock.as_clock());
+    let mut store = LeaseObjectStore::new(client(&config), guard.name.clone(), clock.as_clock());
     store.claim_lease(&key(), &req("h")).await.unwrap();
     let object = object_name(&key());
     let before = snapshot(&raw, &object).await;

@@ -15,7 +15,7 @@ use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject
 use kube::Api;
 use kube::api::PostParams;
 use lease_core::{Clock, Key, Request, Store, SystemClock};
-use lease_store_k8s::{ConfigMapStore, K8sStoreError, LeaseStore};
+use lease_store_k8s::{ConfigMapStore, K8sStoreError, LeaseObjectStore};
 
 use common::{NamespaceGuard, admin_config, client, config_from};
 
@@ -99,8 +99,8 @@ async fn minimal_role_is_enough() {
 
     let key = Key::new("rbac", "model", "lease");
     let request = Request::new("holder", Duration::from_secs(30));
-    let mut store = LeaseStore::new(client(&restricted), ns.name.clone(), clock());
-    let mut follower = LeaseStore::new(client(&restricted), ns.name.clone(), clock());
+    let mut store = LeaseObjectStore::new(client(&restricted), ns.name.clone(), clock());
+    let mut follower = LeaseObjectStore::new(client(&restricted), ns.name.clone(), clock());
     let mut changes = follower.change_notifier().expect("a watch");
     let before = *changes.borrow_and_update();
 
@@ -146,7 +146,7 @@ async fn missing_permissions_are_named() {
     let bare = NamespaceGuard::create(&admin, "lease-rbac-none")
         .await
         .unwrap();
-    let mut store = LeaseStore::new(client(&restricted), bare.name.clone(), clock());
+    let mut store = LeaseObjectStore::new(client(&restricted), bare.name.clone(), clock());
     let err = store.claim_lease(&key, &request).await.unwrap_err();
     assert_eq!(
         permission(&err),
@@ -178,7 +178,7 @@ async fn missing_permissions_are_named() {
     )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut store = LeaseStore::new(client(&restricted), read_only.name.clone(), clock());
+    let mut store = LeaseObjectStore::new(client(&restricted), read_only.name.clone(), clock());
     let err = store.claim_lease(&key, &request).await.unwrap_err();
     assert_eq!(
         permission(&err),
@@ -196,7 +196,8 @@ async fn missing_permissions_are_named() {
     );
 
     // A namespace that does not exist is reported as such.
-    let mut store = LeaseStore::new(client(&admin), common::unique_name("no-such-ns"), clock());
+    let mut store =
+        LeaseObjectStore::new(client(&admin), common::unique_name("no-such-ns"), clock());
     let err = store.claim_lease(&key, &request).await.unwrap_err();
     assert!(err.to_string().contains("not found"), "{err}");
     assert!(

@@ -16,7 +16,7 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use lease_core::{Key, Request, Store};
 use lease_store_k8s::naming::object_name;
-use lease_store_k8s::{LeaseStore, StoreOptions};
+use lease_store_k8s::{LeaseObjectStore, StoreOptions};
 use lease_testkit::FakeClock;
 use serde_json::json;
 
@@ -27,7 +27,8 @@ const DURATION: Duration = Duration::from_secs(30);
 /// A namespace with a lease on `key` held by `holder` for [`DURATION`].
 async fn held(config: &kube::Config, prefix: &str, key: &Key) -> NamespaceGuard {
     let ns = NamespaceGuard::create(config, prefix).await.unwrap();
-    let mut holder = LeaseStore::new(client(config), ns.name.clone(), FakeClock::new().as_clock());
+    let mut holder =
+        LeaseObjectStore::new(client(config), ns.name.clone(), FakeClock::new().as_clock());
     holder
         .claim_lease(key, &Request::new("holder", DURATION))
         .await
@@ -47,8 +48,13 @@ async fn set_old_renew_time(config: &kube::Config, ns: &NamespaceGuard, key: &Ke
         .unwrap();
 }
 
-fn store(config: &kube::Config, ns: &NamespaceGuard, clock: &FakeClock, trust: bool) -> LeaseStore {
-    LeaseStore::with_options(
+fn store(
+    config: &kube::Config,
+    ns: &NamespaceGuard,
+    clock: &FakeClock,
+    trust: bool,
+) -> LeaseObjectStore {
+    LeaseObjectStore::with_options(
         client(config),
         ns.name.clone(),
         clock.as_clock(),

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use kube::Client;
 use kube::client::{Body, ClientBuilder};
 use lease_core::{Key, Request, Store};
-use lease_store_k8s::LeaseStore;
+use lease_store_k8s::LeaseObjectStore;
 use lease_testkit::FakeClock;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -112,7 +112,7 @@ fn counted_proxied_client(config: &kube::Config, proxy: &Proxy, count: &Arc<Atom
 
 /// One follower round, as an elector's follower does it: re-read only when the store says
 /// something changed.
-async fn follow(store: &mut LeaseStore, key: &Key) -> bool {
+async fn follow(store: &mut LeaseObjectStore, key: &Key) -> bool {
     let changed = store.poll_changes().await.unwrap();
     if changed {
         let _ = store.leases(std::slice::from_ref(key)).await;
@@ -122,7 +122,7 @@ async fn follow(store: &mut LeaseStore, key: &Key) -> bool {
 
 /// Follows every 100 ms until a poll says "no change" `n` times in a row; returns when.
 async fn follow_until_quiet(
-    store: &mut LeaseStore,
+    store: &mut LeaseObjectStore,
     key: &Key,
     n: usize,
     limit: Duration,
@@ -155,7 +155,7 @@ async fn a_follower_is_back_to_one_watch_after_the_server_returns() {
     let upstream = format!("{}:{}", url.host().unwrap(), url.port_u16().unwrap_or(443));
     let proxy = Proxy::start(upstream).await;
     let key = Key::new("resync", "model-1", "lease");
-    let mut leader = LeaseStore::new(
+    let mut leader = LeaseObjectStore::new(
         client(&config),
         ns.name.clone(),
         FakeClock::new().as_clock(),
@@ -166,7 +166,7 @@ async fn a_follower_is_back_to_one_watch_after_the_server_returns() {
         .unwrap();
 
     let count = Arc::new(AtomicU64::new(0));
-    let mut follower = LeaseStore::new(
+    let mut follower = LeaseObjectStore::new(
         counted_proxied_client(&config, &proxy, &count),
         ns.name.clone(),
         FakeClock::new().as_clock(),

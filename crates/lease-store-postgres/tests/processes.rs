@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lease_core::{CancellationToken, DefaultSecretary, Manager as _, Request, SystemClock};
+use lease_core::{CancellationToken, DefaultSecretary, Facades as _, Request, SystemClock};
 use lease_manager::{Manager, ManagerConfig};
 use lease_store_postgres::PostgresStore;
 

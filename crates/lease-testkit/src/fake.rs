@@ -1,5 +1,5 @@
 //! Fakes of the facades a program uses ([`Checker`]/[`Token`], [`Claimer`], [`Revoker`],
-//! [`Pinner`], [`Reader`]) and of the [`Manager`] that hands them out, backed by an
+//! [`Pinner`], [`Reader`]) and of the [`Facades`] trait that hands them out, backed by an
 //! [`InMemoryStore`] and a [`FakeClock`], for unit tests of code that uses leases.
 //!
 //! They keep the facades' contracts the simple way: every call goes straight to the in-memory
@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use lease_core::{
-    CancellationToken, Checker, Claimer, Clock, Error, Generation, Info, Key, Manager, Pinner,
+    CancellationToken, Checker, Claimer, Clock, Error, Facades, Generation, Info, Key, Pinner,
     Reader, Request, Result, Revoker, Store, Token, validate_string,
 };
 use tokio::sync::Mutex;
@@ -59,12 +59,12 @@ impl fmt::Debug for Scope {
     }
 }
 
-/// A fake [`Manager`]: hands out the fake facades of this module, all over one
-/// [`InMemoryStore`] whose leases expire on a [`FakeClock`].
+/// A fake manager: implements [`Facades`], handing out the fake facades of this module, all
+/// over one [`InMemoryStore`] whose leases expire on a [`FakeClock`].
 ///
 /// ```
 /// use std::time::Duration;
-/// use lease_core::{CancellationToken, Manager, Request};
+/// use lease_core::{CancellationToken, Facades, Request};
 /// use lease_testkit::{FakeClock, FakeManager};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -203,7 +203,7 @@ impl fmt::Debug for FakeManager {
     }
 }
 
-impl Manager for FakeManager {
+impl Facades for FakeManager {
     fn checker(&self, namespace: &str, model: &str) -> Result<Arc<dyn Checker>> {
         Ok(Arc::new(self.fake_checker(namespace, model)?))
     }

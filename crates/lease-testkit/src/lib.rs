@@ -31,7 +31,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use lease_core::{Checker as _, Claimer as _, Manager as _, Request, Token as _};
+//! use lease_core::{Checker as _, Claimer as _, Facades as _, Request, Token as _};
 //! use lease_testkit::{FakeClock, FakeManager};
 //!
 //! # #[tokio::main(flavor = "current_thread")]

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use lease_core::{CancellationToken, Claimer, Key, Manager, Request, Store};
+use lease_core::{CancellationToken, Claimer, Facades, Key, Request, Store};
 use lease_testkit::{FakeClock, FakeManager};
 
 const NS: &str = "app";

@@ -45,7 +45,7 @@ use stalling_store::{Stall, StallingStore};
 const NAMESPACE: &str = "torture";
 const MODEL: &str = "elector";
 const LEASE: &str = "leader";
-/// How often a leading slot reads its elector's lock record (for the last renewal).
+/// How often a leading slot reads its elector's term record (for the last renewal).
 const POLL: Duration = Duration::from_millis(20);
 
 /// The elector's timing.
@@ -441,7 +441,7 @@ async fn lead(
 ) -> bool {
     let at = now();
     let generation = guard.generation().get();
-    let record = elector.lock_record();
+    let record = elector.term_record();
     let claim_start = record.as_ref().map_or(at, |r| r.acquire_time.as_nanos());
     let mut last_renew = record
         .as_ref()
@@ -479,7 +479,7 @@ async fn lead(
                 return true;
             }
             () = tokio::time::sleep(POLL) => {
-                if let Some(r) = elector.lock_record()
+                if let Some(r) = elector.term_record()
                     && r.lease_transitions + 1 == generation
                     && r.renew_time.as_nanos() > last_renew
                 {

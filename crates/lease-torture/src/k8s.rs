@@ -1,8 +1,8 @@
-//! The Kubernetes scenario: [`LeaderElector`](lease_manager::LeaderElector) candidates as
-//! separate processes on a real kube-apiserver (the `KUBECONFIG` they inherit), each with its
-//! own manager and [`LeaseStore`](lease_store_k8s::LeaseStore). With [`Backend::Postgres`] the
-//! same phases (but deletions) run over `lease-store-postgres`, the outages crashing and
-//! stopping the PostgreSQL server, and the main phase also SIGKILLs candidates at random.
+//! The Kubernetes scenario: [`LeaderElector`](lease_manager::LeaderElector) candidates as separate
+//! processes on a real kube-apiserver (the `KUBECONFIG` they inherit), each with its own manager
+//! and [`LeaseObjectStore`](lease_store_k8s::LeaseObjectStore). With [`Backend::Postgres`] the same
+//! phases (but deletions) run over `lease-store-postgres`, the outages crashing and stopping the
+//! PostgreSQL server, and the main phase also SIGKILLs candidates at random.
 //!
 //! - **Main phase**: a few candidates contend for one lease while the orchestrator stops
 //!   kube-apiserver, and later etcd, for longer than the renew deadline and starts them again

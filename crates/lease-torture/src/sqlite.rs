@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use lease_core::{
-    CancellationToken, Claimer, Clock, DefaultSecretary, Manager as _, Request, Revoker,
+    CancellationToken, Claimer, Clock, DefaultSecretary, Facades as _, Request, Revoker,
     SystemClock,
 };
 use lease_manager::{Manager, ManagerConfig};

@@ -228,7 +228,7 @@ fn start_kubernetes(
     let namespace = namespace.unwrap_or_else(|| client.default_namespace().to_owned());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
     let options = lease_store_k8s::StoreOptions::default().object_for(key.clone(), &*object);
-    let store = lease_store_k8s::LeaseStore::with_options(
+    let store = lease_store_k8s::LeaseObjectStore::with_options(
         client.clone(),
         &*namespace,
         Arc::clone(&clock),

@@ -1,5 +1,6 @@
-//! Leader election in a few lines: [`Election`] builds an [`Elector`]; [`Elector::lead`] waits
-//! for a [`Term`]; [`Elector::run`] runs a task only while leading.
+//! Leader election in a few lines: [`Election`] starts a [`RunningElection`];
+//! [`RunningElection::lead`] waits for a [`Term`]; [`RunningElection::run`] runs a task only while
+//! leading.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -137,7 +138,7 @@ impl Election {
     /// derived; [`Error::NoDefaultPath`], [`Error::Store`] when the store cannot be opened;
     /// [`Error::Manager`] outside a tokio runtime.
     #[cfg_attr(not(feature = "sqlite"), allow(unused_mut))]
-    pub fn start(mut self) -> Result<Elector, Error> {
+    pub fn start(mut self) -> Result<RunningElection, Error> {
         #[cfg(feature = "sqlite")]
         if let Some(path) = self.path.take() {
             self.backend = self.backend.with_sqlite_path(path)?;
@@ -173,7 +174,7 @@ impl Election {
             config,
             callbacks,
         )?;
-        Ok(Elector {
+        Ok(RunningElection {
             manager: started.manager,
             clock: started.clock,
             elector,
@@ -207,16 +208,16 @@ fn setting_error(e: &ElectionError) -> Error {
 
 /// A running candidate: its own manager over the store, and a [`LeaderElector`].
 ///
-/// Cheap to share behind an `Arc`; [`Elector::lead`] and [`Elector::run`] may be called again
-/// after a term ends.
+/// Cheap to share behind an `Arc`; [`RunningElection::lead`] and [`RunningElection::run`] may be
+/// called again after a term ends.
 #[derive(Debug)]
-pub struct Elector {
+pub struct RunningElection {
     manager: Manager,
     clock: Arc<dyn Clock>,
     elector: LeaderElector,
 }
 
-impl Elector {
+impl RunningElection {
     /// Waits until this candidate leads, and returns the term.
     ///
     /// # Errors
@@ -246,7 +247,7 @@ impl Elector {
     /// # Errors
     ///
     /// [`Error::Lost`] when the term ended before `work` returned; [`Error::Panicked`] when
-    /// `work` panicked (the lease is released); as [`Elector::lead`] when leading failed.
+    /// `work` panicked (the lease is released); as [`RunningElection::lead`] when leading failed.
     pub async fn run<F, Fut, T>(&self, work: F) -> Result<T, Error>
     where
         F: FnOnce(Holding) -> Fut,
@@ -305,7 +306,7 @@ impl Elector {
 
     /// The start of the current term's last successful renewal, while leading.
     fn last_renewal(&self) -> Option<Timestamp> {
-        self.elector.lock_record().map(|r| r.renew_time)
+        self.elector.term_record().map(|r| r.renew_time)
     }
 
     /// A health check for an HTTP probe (client-go's `HealthzAdaptor`), tolerating renewals
@@ -334,7 +335,7 @@ impl Elector {
     }
 
     /// The elector underneath, for everything this type does not wrap (callbacks are set at
-    /// build time; `unlock_with_retry`, the lock record, the configuration).
+    /// build time; `unlock_with_retry`, the term record, the configuration).
     pub fn elector(&self) -> &LeaderElector {
         &self.elector
     }
@@ -397,7 +398,7 @@ impl Term {
     }
 }
 
-/// What [`Elector::run`] gives its task.
+/// What [`RunningElection::run`] gives its task.
 #[derive(Debug, Clone)]
 pub struct Holding {
     generation: Generation,

@@ -34,9 +34,10 @@ pub enum Error {
     /// Leader election failed (see [`ElectionError`]).
     #[error(transparent)]
     Election(#[from] ElectionError),
-    /// The lease was lost while the closure given to [`Elector::run`](crate::Elector::run) ran:
-    /// its token was cancelled at the renew deadline and, if it had not returned within
-    /// `grace`, it was aborted before the lease could expire.
+    /// The lease was lost while the closure given to
+    /// [`RunningElection::run`](crate::RunningElection::run) ran: its token was cancelled at the
+    /// renew deadline and, if it had not returned within `grace`, it was aborted before the lease
+    /// could expire.
     #[error(
         "lost lease {lease} (generation {generation}) while running; the task {}",
         if *.aborted { format!("was aborted after a grace of {grace:?}") } else { "stopped in time".to_owned() }
@@ -51,7 +52,7 @@ pub enum Error {
         /// Whether the task had to be aborted.
         aborted: bool,
     },
-    /// The closure given to [`Elector::run`](crate::Elector::run) panicked.
+    /// The closure given to [`RunningElection::run`](crate::RunningElection::run) panicked.
     #[error("the task run under lease {lease} panicked")]
     Panicked {
         /// The lease.

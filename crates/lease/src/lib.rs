@@ -66,7 +66,7 @@ mod identity;
 mod leases;
 
 pub use backend::Backend;
-pub use election::{Election, Elector, HealthCheck, Holding, Term};
+pub use election::{Election, HealthCheck, Holding, RunningElection, Term};
 pub use error::Error;
 pub use leases::{Leases, RunningLeases};
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lease_core::{
-    APPLICATION_LEADERSHIP_NAMESPACE, CancellationToken, Clock, LeadershipSecretary, Manager as _,
+    APPLICATION_LEADERSHIP_NAMESPACE, CancellationToken, Clock, Facades as _, LeadershipSecretary,
     Request, SystemClock,
 };
 use lease_manager::{Manager, ManagerConfig};

@@ -11,7 +11,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lease_core::{Clock, DefaultSecretary, Generation, Manager as _, Request, SystemClock};
+use lease_core::{Clock, DefaultSecretary, Facades as _, Generation, Request, SystemClock};
 use lease_manager::{Fence, Manager, ManagerConfig, StaleGeneration};
 use lease_store_sqlite::SqliteStore;
 

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use lease::{Election, Leadership};
-use lease_store_k8s::LockRecord;
+use lease_store_k8s::LeaderElectionRecord;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -56,7 +56,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .wait_for(|s| matches!(s, Leadership::Following { .. }))
         .await?;
     let leases: kube::Api<Lease> = kube::Api::default_namespaced(client.clone());
-    let record = LockRecord::from_lease(&leases.get(&name).await?);
+    let record = LeaderElectionRecord::from_lease(&leases.get(&name).await?);
     assert_eq!(record.holder(), Some("pod-a"));
     println!(
         "Lease {name}: holder {:?}, {:?}, transitions {:?}",
@@ -84,7 +84,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     assert!(term_b.generation() > generation_a);
     // The follower was woken by its watch, not by the 6 s lease running out.
     assert!(handover < Duration::from_secs(3), "{handover:?}");
-    let record = LockRecord::from_lease(&leases.get(&name).await?);
+    let record = LeaderElectionRecord::from_lease(&leases.get(&name).await?);
     assert_eq!(record.holder(), Some("pod-b"));
 
     assert!(term_b.release().await);

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lease_core::{
-    CancellationToken, Clock, Manager as _, Request, SINGULAR_CONTROLLER_NAMESPACE,
+    CancellationToken, Clock, Facades as _, Request, SINGULAR_CONTROLLER_NAMESPACE,
     SingularSecretary, SystemClock, Token as _,
 };
 use lease_manager::{Manager, ManagerConfig};

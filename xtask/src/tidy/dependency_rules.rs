@@ -30,7 +30,7 @@ const DEV_DEPENDENCIES_OF_END_TO_END_TESTS: &[Exception] = &[
         "lease-store-k8s",
         "lease-manager",
         "tests/failover.rs, tests/deletion.rs, tests/clientgo.rs and the doc examples of \
-         src/events.rs and src/lock_record.rs run the manager over the store",
+         src/events.rs and src/leader_election_record.rs run the manager over the store",
     ),
     (
         "lease-store-postgres",

@@ -47,7 +47,7 @@ use lease_bench::report::Table;
 use lease_bench::stats::{median, quantile, sort};
 use lease_bench::{fail, flag_pairs};
 use lease_core::{
-    CancellationToken, Claimer, Clock, DefaultSecretary, Generation, Info, Key, Manager as _, Op,
+    CancellationToken, Claimer, Clock, DefaultSecretary, Facades as _, Generation, Info, Key, Op,
     Outcome, Request, Result, Store, SystemClock, Timestamp, Token as _,
 };
 use lease_manager::{Manager, ManagerConfig};

@@ -31,7 +31,7 @@ use lease_bench::host::load_average;
 use lease_bench::report::{Table, met, ms};
 use lease_bench::stats::median;
 use lease_bench::{fail, flag_pairs};
-use lease_core::{CancellationToken, DefaultSecretary, Manager as _, Request, SystemClock};
+use lease_core::{CancellationToken, DefaultSecretary, Facades as _, Request, SystemClock};
 use lease_manager::{Manager, ManagerConfig};
 use lease_store_postgres::PostgresStore;
 

@@ -7,7 +7,7 @@ use std::fs::OpenOptions;
 use std::io::Write as _;
 use std::time::Duration;
 
-use lease_core::{Generation, Manager as _, Request};
+use lease_core::{Facades as _, Generation, Request};
 use lease_store_sqlite::SqliteStore;
 use rustix::process::Signal;
 

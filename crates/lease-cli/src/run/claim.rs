@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use lease_core::{Clock, Info, Key, Manager as _, Request, Store, Timestamp};
+use lease_core::{Clock, Facades as _, Info, Key, Request, Store, Timestamp};
 
 use crate::backend::{self, StoreSpec};
 use crate::error::CliError;

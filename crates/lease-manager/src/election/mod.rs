@@ -36,7 +36,7 @@ use lease_core::Error;
 use tokio::sync::watch;
 
 pub use config::{ElectionConfig, ElectionError};
-pub use state::{Callbacks, Leadership, LockRecord};
+pub use state::{Callbacks, Leadership, TermRecord};
 pub use term::LeadershipGuard;
 use term::{Releasing, Term, renew, revoke};
 
@@ -92,8 +92,8 @@ impl Inner {
         }
     }
 
-    fn record(&self, term: &Term) -> LockRecord {
-        LockRecord {
+    fn record(&self, term: &Term) -> TermRecord {
+        TermRecord {
             holder_identity: self.config.identity.clone(),
             lease_duration_seconds: self
                 .config
@@ -208,7 +208,7 @@ impl LeaderElector {
     /// [`ElectionError::Config`] naming a bad field (see [`ElectionConfig::validate`]);
     /// [`ElectionError::Lease`] when the manager refuses the namespace or has stopped.
     pub fn new(
-        manager: &dyn lease_core::Manager,
+        manager: &dyn lease_core::Facades,
         clock: Arc<dyn Clock>,
         config: ElectionConfig,
         callbacks: Callbacks,
@@ -250,8 +250,8 @@ impl LeaderElector {
         self.inner.term().is_some()
     }
 
-    /// The leader's record of the current term; `None` when not leading.
-    pub fn lock_record(&self) -> Option<LockRecord> {
+    /// The record of this elector's current term; `None` when not leading.
+    pub fn term_record(&self) -> Option<TermRecord> {
         self.inner.term().as_ref().map(|t| self.inner.record(t))
     }
 

@@ -1,4 +1,4 @@
-//! What an elector reports: [`Leadership`], [`LockRecord`] and the [`Callbacks`].
+//! What an elector reports: [`Leadership`], [`TermRecord`] and the [`Callbacks`].
 
 use std::fmt;
 use std::sync::Arc;
@@ -34,15 +34,18 @@ impl Leadership {
     }
 }
 
-/// The leader's record, as client-go's `LockRecord`: written as the lease's metadata (JSON) at
-/// every renewal, and returned by [`LeaderElector::lock_record`].
+/// The record of this elector's current term, with five of the fields of client-go's
+/// `LeaderElectionRecord`: written as the lease's metadata (JSON, with a Lease spec's field names)
+/// at every renewal, and returned by [`LeaderElector::term_record`].
 ///
-/// Times are instants on the manager's clock. `lease_transitions` counts the claims of the
-/// lease before this term (the fencing generation minus one, as stores number claims from 1).
-/// Converting it to and from a Kubernetes `LeaseSpec` is the Kubernetes store's business.
+/// Times are instants on the manager's clock, not wall-clock times, so it is not the record a
+/// Kubernetes Lease carries (that is `lease_store_k8s::LeaderElectionRecord`). `lease_transitions`
+/// counts the claims of the lease before this term (the fencing generation minus one, as stores
+/// number claims from 1). Converting it to and from a Kubernetes `LeaseSpec` is the Kubernetes
+/// store's business.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct LockRecord {
+pub struct TermRecord {
     /// The leader's identity.
     pub holder_identity: String,
     /// The lease duration, in whole seconds (rounded up).

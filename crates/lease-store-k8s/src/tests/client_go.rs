@@ -24,7 +24,7 @@ async fn a_bound_key_uses_the_named_object_and_respects_client_go_holders() {
     let clock = test_clock();
     let key = key();
     let options = StoreOptions::default().object_for(key.clone(), "my-controller-lock");
-    let mut store = LeaseStore::with_options(client, NS, clock.clone(), options);
+    let mut store = LeaseObjectStore::with_options(client, NS, clock.clone(), options);
     let path = format!("{LEASES}/my-controller-lock");
     let request = Request::new("rust-1", Duration::from_secs(15));
 

@@ -32,7 +32,7 @@ async fn a_deleted_and_recreated_lease_never_goes_backwards() {
     // Process A claims: the new object's generation starts from the wall clock, in the
     // annotation, while leaseTransitions stays client-go's small counter.
     let (client, mut handle) = mock();
-    let mut a = LeaseStore::new(client, NS, test_clock());
+    let mut a = LeaseObjectStore::new(client, NS, test_clock());
     let before = wall_clock_generation();
     let (result, _) = tokio::join!(
         a.claim_lease(&key, &request),
@@ -48,7 +48,7 @@ async fn a_deleted_and_recreated_lease_never_goes_backwards() {
     // creates it again: its first claim is above A's.
     wall_clock_past(first.get());
     let (client, mut handle_b) = mock();
-    let mut b = LeaseStore::new(client, NS, test_clock());
+    let mut b = LeaseObjectStore::new(client, NS, test_clock());
     let server = async {
         let object = serve_absent_claim(&mut handle_b, &key, 3).await;
         assert_eq!(object["spec"]["leaseTransitions"], 1);
@@ -70,7 +70,7 @@ async fn a_process_that_saw_a_higher_generation_stays_above_it_after_deletion() 
     let key = key();
     let (client, mut handle) = mock();
     let clock = test_clock();
-    let mut store = LeaseStore::new(client, NS, clock.clone());
+    let mut store = LeaseObjectStore::new(client, NS, clock.clone());
     let ahead = wall_clock_generation() + 1_000_000_000_000;
     let mut object = foreign_lease(&key, 40, "other", 15, 9);
     object["metadata"]["annotations"][ANNOTATION_GENERATION] =
@@ -109,7 +109,7 @@ async fn client_go_takeovers_between_ours_count_on() {
     let key = key();
     let (client, mut handle) = mock();
     let clock = test_clock();
-    let mut store = LeaseStore::new(client, NS, clock.clone());
+    let mut store = LeaseObjectStore::new(client, NS, clock.clone());
     let g = wall_clock_generation() + 1_000_000_000;
     let mut object = foreign_lease(&key, 50, "go-2", 15, 7);
     object["metadata"]["annotations"][ANNOTATION_GENERATION] =
@@ -178,7 +178,7 @@ async fn an_unreadable_generation_is_never_lowered() {
     for (what, object) in unreadable_generations(&key, g) {
         let (client, mut handle) = mock();
         let clock = test_clock();
-        let mut store = LeaseStore::new(client, NS, clock.clone());
+        let mut store = LeaseObjectStore::new(client, NS, clock.clone());
         // Still held by the holder it names: nobody else gets it...
         let server = async {
             let (_, respond) = next(&mut handle, "GET").await;
@@ -323,7 +323,7 @@ async fn a_claimant_that_saw_the_holder_does_not_recreate_a_deleted_lease_under_
     let key = key();
     let (client, mut handle) = mock();
     let clock = test_clock();
-    let mut store = LeaseStore::new(client, NS, clock.clone());
+    let mut store = LeaseObjectStore::new(client, NS, clock.clone());
     let request = Request::new("follower", Duration::from_secs(15));
     // The follower sees the leader's claim.
     let held = foreign_lease(&key, 80, "leader", 15, 2);

@@ -7,7 +7,7 @@ use super::*;
 async fn lease_group_is_one_label_selected_list() {
     let (client, mut handle) = mock();
     let clock = test_clock();
-    let mut store = LeaseStore::new(client, NS, clock.clone());
+    let mut store = LeaseObjectStore::new(client, NS, clock.clone());
     let mine = Key::new("ns", "m/1", "a");
     let other_model = Key::new("ns", "m/2", "b");
     let free = Key::new("ns", "m/1", "c");
@@ -45,7 +45,7 @@ async fn lease_group_is_one_label_selected_list() {
 async fn revoke_clears_the_holder_and_keeps_transitions() {
     let (client, mut handle) = mock();
     let clock = test_clock();
-    let mut store = LeaseStore::new(client, NS, clock.clone());
+    let mut store = LeaseObjectStore::new(client, NS, clock.clone());
     let key = key();
     let request = Request::new("unit-0", Duration::from_secs(15));
     // The object exists with 4 earlier transitions.
@@ -95,7 +95,7 @@ async fn revoke_clears_the_holder_and_keeps_transitions() {
 async fn garbage_objects_are_not_held() {
     let (client, mut handle) = mock();
     let clock = test_clock();
-    let mut store = LeaseStore::new(client, NS, clock.clone());
+    let mut store = LeaseObjectStore::new(client, NS, clock.clone());
     let key = key();
     let mut garbage = foreign_lease(&key, 30, "unit-0", -5, -3);
     garbage["metadata"]["annotations"]["lease-rs/pins"] = json!("[not json");
@@ -145,7 +145,7 @@ async fn garbage_objects_are_not_held() {
 async fn expiry_is_judged_on_the_observed_clock() {
     let (client, mut handle) = mock();
     let clock = test_clock();
-    let mut store = LeaseStore::new(client, NS, clock.clone());
+    let mut store = LeaseObjectStore::new(client, NS, clock.clone());
     let key = key();
     let request = Request::new("newcomer", Duration::from_secs(15));
     // renewTime says 2020: with observed time, that does not matter. Never seen before, the
@@ -187,7 +187,7 @@ async fn expiry_is_judged_on_the_observed_clock() {
 async fn a_renewal_seen_restarts_the_observed_expiry() {
     let (client, mut handle) = mock();
     let clock = test_clock();
-    let mut store = LeaseStore::new(client, NS, clock.clone());
+    let mut store = LeaseObjectStore::new(client, NS, clock.clone());
     let key = key();
     let server = async {
         let (_, respond) = next(&mut handle, "GET").await;
@@ -229,7 +229,7 @@ async fn a_renewal_seen_restarts_the_observed_expiry() {
 async fn pin_of_an_absent_lease_creates_it_unheld() {
     let (client, mut handle) = mock();
     let clock = test_clock();
-    let mut store = LeaseStore::new(client, NS, clock.clone());
+    let mut store = LeaseObjectStore::new(client, NS, clock.clone());
     let key = key();
     let server = async {
         let (_, respond) = next(&mut handle, "GET").await;
@@ -271,7 +271,7 @@ async fn pin_of_an_absent_lease_creates_it_unheld() {
 async fn validation_happens_before_any_request() {
     let (client, mut handle) = mock();
     let clock = test_clock();
-    let mut store = LeaseStore::new(client, NS, clock.clone());
+    let mut store = LeaseObjectStore::new(client, NS, clock.clone());
     let bad = Key::new("ns", "model 1", "l");
     let err = store
         .claim_lease(&bad, &Request::new("h", Duration::from_secs(1)))

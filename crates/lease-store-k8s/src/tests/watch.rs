@@ -6,7 +6,7 @@ use super::*;
 async fn followers_learn_of_changes_through_one_watch() {
     let (client, mut handle) = mock();
     let clock = test_clock();
-    let mut store = LeaseStore::new(client, NS, clock.clone());
+    let mut store = LeaseObjectStore::new(client, NS, clock.clone());
     let key = key();
     let mut changes = store.change_notifier().expect("a notifier");
     let before = *changes.borrow();

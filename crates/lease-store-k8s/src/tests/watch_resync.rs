@@ -67,7 +67,7 @@ async fn resyncs_after(failure: Failure) {
     let (client, handle) = mock();
     let key = key();
     let server = tokio::spawn(serve(handle, key.clone(), failure));
-    let mut store = LeaseStore::new(client, NS, test_clock());
+    let mut store = LeaseObjectStore::new(client, NS, test_clock());
     let mut changes = store.change_notifier().expect("a notifier");
 
     // Synced once, then the error: the store says "changed" while it cannot follow.

@@ -8,7 +8,7 @@ async fn claim_of_an_absent_lease_gets_then_creates() {
     let (client, mut handle) = mock();
     let clock = test_clock();
     let start = clock.now();
-    let mut store = LeaseStore::new(client, NS, clock.clone());
+    let mut store = LeaseObjectStore::new(client, NS, clock.clone());
     let key = key();
     let request =
         Request::new("unit-0", Duration::from_millis(1500)).with_metadata(json!({"pid": 42}));
@@ -89,7 +89,7 @@ async fn claim_of_an_absent_lease_gets_then_creates() {
 async fn renewal_is_exactly_one_put_and_no_get() {
     let (client, mut handle) = mock();
     let clock = test_clock();
-    let mut store = LeaseStore::new(client, NS, clock.clone());
+    let mut store = LeaseObjectStore::new(client, NS, clock.clone());
     let key = key();
     let request = Request::new("unit-0", Duration::from_secs(15));
     let (claimed, _) = tokio::join!(
@@ -127,7 +127,7 @@ async fn renewal_is_exactly_one_put_and_no_get() {
 async fn extend_only_ever_lengthens() {
     let (client, mut handle) = mock();
     let clock = test_clock();
-    let mut store = LeaseStore::new(client, NS, clock.clone());
+    let mut store = LeaseObjectStore::new(client, NS, clock.clone());
     let key = key();
     let long = Request::new("unit-0", Duration::from_secs(60));
     let (claimed, _) = tokio::join!(
@@ -151,7 +151,7 @@ async fn extend_only_ever_lengthens() {
 async fn conflict_on_renewal_rereads_and_reports() {
     let (client, mut handle) = mock();
     let clock = test_clock();
-    let mut store = LeaseStore::new(client, NS, clock.clone());
+    let mut store = LeaseObjectStore::new(client, NS, clock.clone());
     let key = key();
     let request = Request::new("unit-0", Duration::from_secs(15));
     let (claimed, _) = tokio::join!(
@@ -185,7 +185,7 @@ async fn conflict_on_renewal_rereads_and_reports() {
 async fn losing_a_create_race_reports_held() {
     let (client, mut handle) = mock();
     let clock = test_clock();
-    let mut store = LeaseStore::new(client, NS, clock.clone());
+    let mut store = LeaseObjectStore::new(client, NS, clock.clone());
     let key = key();
     let server = async {
         let (seen, respond) = next(&mut handle, "GET").await;
@@ -213,7 +213,7 @@ async fn losing_a_create_race_reports_held() {
 async fn forbidden_names_verb_resource_and_namespace() {
     let (client, mut handle) = mock();
     let clock = test_clock();
-    let mut store = LeaseStore::new(client, NS, clock.clone());
+    let mut store = LeaseObjectStore::new(client, NS, clock.clone());
     let key = key();
     let server = async {
         let (_, respond) = next(&mut handle, "GET").await;
@@ -258,7 +258,7 @@ async fn forbidden_names_verb_resource_and_namespace() {
 async fn server_errors_and_lost_connections_are_timeouts() {
     let (client, mut handle) = mock();
     let clock = test_clock();
-    let mut store = LeaseStore::new(client, NS, clock.clone());
+    let mut store = LeaseObjectStore::new(client, NS, clock.clone());
     let key = key();
     let request = Request::new("h", Duration::from_secs(15));
     let server = async {
@@ -291,7 +291,7 @@ async fn slow_requests_time_out() {
     let (client, mut handle) = mock();
     let clock = test_clock();
     let options = StoreOptions::default().request_timeout(Duration::from_millis(50));
-    let mut store = LeaseStore::with_options(client, NS, clock.clone(), options);
+    let mut store = LeaseObjectStore::with_options(client, NS, clock.clone(), options);
     let key = key();
     let server = async {
         // Take the request and never answer it.

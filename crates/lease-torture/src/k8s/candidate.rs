@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use lease_core::{Clock, DefaultSecretary, Store, SystemClock};
 use lease_manager::{Callbacks, ElectionConfig, LeaderElector, Manager, ManagerConfig};
-use lease_store_k8s::{LeaseStore, StoreOptions};
+use lease_store_k8s::{LeaseObjectStore, StoreOptions};
 
 use super::{Backend, MODEL, NAMESPACE, Timing};
 use crate::event::{Event, EventLog};
 use crate::now;
 use crate::proc::die_with_parent;
 
-/// How often a leader looks at its lock record (to learn of renewals) and its stop conditions.
+/// How often a leader looks at its term record (to learn of renewals) and its stop conditions.
 const POLL: Duration = Duration::from_millis(25);
 /// Bound on a candidate's terms, besides its deadline.
 const MAX_TERMS: u32 = 10_000;
@@ -70,7 +70,7 @@ async fn candidate_async(args: CandidateArgs) -> Result<(), String> {
                 .map_err(|e| format!("cannot load the kubeconfig: {e}"))?;
             let client = kube::Client::try_from(config)
                 .map_err(|e| format!("cannot build a client: {e}"))?;
-            let store = LeaseStore::with_options(
+            let store = LeaseObjectStore::with_options(
                 client,
                 args.namespace.clone(),
                 Arc::clone(&clock),
@@ -182,7 +182,7 @@ async fn elect(
         terms += 1;
         let at = now();
         let generation = guard.generation().get();
-        let record = elector.lock_record();
+        let record = elector.term_record();
         let claim_start = record.as_ref().map_or(at, |r| r.acquire_time.as_nanos());
         let mut last_renew = record
             .as_ref()
@@ -210,7 +210,7 @@ async fn elect(
                     break;
                 }
                 () = tokio::time::sleep(POLL) => {
-                    if let Some(r) = elector.lock_record()
+                    if let Some(r) = elector.term_record()
                         && r.renew_time.as_nanos() > last_renew
                     {
                         last_renew = r.renew_time.as_nanos();

@@ -12,7 +12,7 @@ use kube::api::PostParams;
 use kube::{Api, Client};
 use lease_bench::Res;
 use lease_core::{Clock, Request, Store, SystemClock};
-use lease_store_k8s::{LeaseStore, naming};
+use lease_store_k8s::{LeaseObjectStore, naming};
 use lease_store_sqlite::SqliteStore;
 
 use crate::session::Session;
@@ -41,7 +41,7 @@ pub(crate) async fn make_stale(backend: &Backend, kube: Option<&Client>, lease: 
             let client = kube.ok_or("no kube client")?.clone();
             // Claimed through the store (so the object is what a candidate would have
             // written), then renewTime and acquireTime moved an hour back.
-            let mut store = LeaseStore::new(client.clone(), namespace.clone(), clock);
+            let mut store = LeaseObjectStore::new(client.clone(), namespace.clone(), clock);
             store
                 .claim_lease(&key(lease), &Request::new("dead-holder", LEASE_DURATION))
                 .await

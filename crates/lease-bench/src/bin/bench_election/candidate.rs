@@ -13,7 +13,7 @@ use lease_core::{Clock, DefaultSecretary, SystemClock, Timestamp};
 use lease_manager::{
     Callbacks, ElectionConfig, LeaderElector, Leadership, LeadershipGuard, Manager, ManagerConfig,
 };
-use lease_store_k8s::LeaseStore;
+use lease_store_k8s::LeaseObjectStore;
 use lease_store_sqlite::SqliteStore;
 use serde_json::{Value, json};
 
@@ -64,7 +64,7 @@ pub(crate) async fn candidate(args: CandidateArgs) -> Res<()> {
             let kube_config = Config::infer()
                 .await
                 .map_err(|e| format!("cannot read the kubeconfig: {e}"))?;
-            let store = LeaseStore::new(
+            let store = LeaseObjectStore::new(
                 counted_client(&kube_config, &tally)?,
                 namespace.clone(),
                 Arc::clone(&clock),
@@ -165,7 +165,7 @@ pub(crate) async fn observe(elector: LeaderElector, clock: Arc<dyn Clock>) {
     let mut state = elector.leadership();
     let mut last: Option<Timestamp> = None;
     loop {
-        if let Some(record) = elector.lock_record()
+        if let Some(record) = elector.term_record()
             && record.renew_time != record.acquire_time
             && last != Some(record.renew_time)
         {

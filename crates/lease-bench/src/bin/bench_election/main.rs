@@ -1,5 +1,5 @@
 //! Issue 7's benchmark: lease-manager's [`LeaderElector`] on a real Kubernetes API server
-//! ([`LeaseStore`]) and on SQLite ([`SqliteStore`]), with client-go's default timings (lease
+//! ([`LeaseObjectStore`]) and on SQLite ([`SqliteStore`]), with client-go's default timings (lease
 //! 15 s, renew deadline 10 s, retry period 2 s), printed as markdown.
 //!
 //! Every candidate is its own **process**: the benchmark re-executes itself
@@ -55,7 +55,7 @@
 //!
 //! [`LeaderElector`]: lease_manager::LeaderElector
 //! [`LeaderElector::unlock`]: lease_manager::LeaderElector::unlock
-//! [`LeaseStore`]: lease_store_k8s::LeaseStore
+//! [`LeaseObjectStore`]: lease_store_k8s::LeaseObjectStore
 //! [`Manager`]: lease_manager::Manager
 //! [`SqliteStore`]: lease_store_sqlite::SqliteStore
 

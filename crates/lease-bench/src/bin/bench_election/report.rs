@@ -197,7 +197,7 @@ pub(crate) fn report(
         out,
         "lease-manager's `LeaderElector` with client-go's default timings (lease {} s, renew \
          deadline {} s, retry period {} s), every candidate a separate process with its own \
-         `Manager` and store: `LeaseStore` (its own client and watch; expiry judged by observed \
+         `Manager` and store: `LeaseObjectStore` (its own client and watch; expiry judged by observed \
          time, the default) or `SqliteStore` (its own connection to one file; refresh interval \
          100 ms, the default).{server} Times are `CLOCK_BOOTTIME` stamps the processes print \
          themselves.\n",

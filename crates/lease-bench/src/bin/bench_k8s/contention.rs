@@ -13,7 +13,7 @@ use lease_bench::Res;
 use lease_bench::k8s::tally::Tally;
 use lease_bench::report::{Align, Table};
 use lease_core::{Key, Store};
-use lease_store_k8s::LeaseStore;
+use lease_store_k8s::LeaseObjectStore;
 use tokio::sync::{Barrier, watch};
 
 use crate::WATCH_PATIENCE;
@@ -83,12 +83,12 @@ impl Barriers {
 /// One racer of the store race. Returns its store, so that its watch stays open (and out of
 /// the server's request total) until the measurement is over.
 pub(crate) async fn store_racer(
-    mut store: LeaseStore,
+    mut store: LeaseObjectStore,
     me: String,
     lease_key: Key,
     rounds: u64,
     barriers: Barriers,
-) -> Res<LeaseStore> {
+) -> Res<LeaseObjectStore> {
     let mut changes = store
         .change_notifier()
         .ok_or("a racer's store has no change notifier")?;
@@ -126,7 +126,7 @@ pub(crate) async fn store_racer(
 
 /// Waits until `store`'s view (the watch's cache once synced: no request) shows `key` free.
 pub(crate) async fn wait_free(
-    store: &mut LeaseStore,
+    store: &mut LeaseObjectStore,
     changes: &mut watch::Receiver<u64>,
     key: &Key,
     me: &str,
@@ -309,7 +309,7 @@ pub(crate) async fn contention(bench: &mut Bench) -> Res<String> {
 
     let rows = [
         RaceRow {
-            label: "`LeaseStore::claim_lease` race; winner revokes; racers wait for their watch to \
+            label: "`LeaseObjectStore::claim_lease` race; winner revokes; racers wait for their watch to \
                     show the lease free",
             elapsed: store_elapsed,
             cost: store_cost,

@@ -1,4 +1,4 @@
-//! A benchmark of [`LeaseStore`] against a real Kubernetes API server, printed as markdown.
+//! A benchmark of [`LeaseObjectStore`] against a real Kubernetes API server, printed as markdown.
 //!
 //! Three scenarios, each beside a baseline of raw conditional `PUT`s of a Lease (kube's
 //! `Api<Lease>::replace` carrying the last `resourceVersion`) taken in the same run:
@@ -41,7 +41,7 @@
 //! One module per scenario (`renewals`, `follower`, `contention`) over `setup`: the run's
 //! namespace, counted clients, and a measured window's cost from both ends.
 //!
-//! [`LeaseStore`]: lease_store_k8s::LeaseStore
+//! [`LeaseObjectStore`]: lease_store_k8s::LeaseObjectStore
 
 #![forbid(unsafe_code)]
 
@@ -138,7 +138,7 @@ async fn run() -> Res<String> {
     writeln!(out, "## lease-store-k8s\n").ok();
     writeln!(
         out,
-        "`LeaseStore` against a local kube-apiserver {version} (etcd on the same machine), with \
+        "`LeaseObjectStore` against a local kube-apiserver {version} (etcd on the same machine), with \
          raw conditional `PUT`s of a Lease (kube's `Api::replace`) as the baseline in the same \
          run. Every client has its own connections. Stores judge expiry on `SystemClock`; \
          leases last {} s.\n",

@@ -68,7 +68,7 @@ pub(crate) async fn renewals(bench: &mut Bench) -> Res<String> {
     let raw_setup = raw_tally.snapshot();
     let mut rows = [
         RenewalRow {
-            label: "`LeaseStore::extend_lease` (renewal by the holder)",
+            label: "`LeaseObjectStore::extend_lease` (renewal by the holder)",
             ops: 0,
             elapsed: Duration::ZERO,
             cost: Cost::default(),

@@ -15,7 +15,7 @@ use lease_bench::k8s::apiserver_metrics::scrape;
 use lease_bench::k8s::tally::{self, Tally, counted_client};
 use lease_bench::k8s::{Verbs, add, admin_client, by_verb, create_namespace, delta, total};
 use lease_core::{Clock, Key, Request, SystemClock};
-use lease_store_k8s::LeaseStore;
+use lease_store_k8s::LeaseObjectStore;
 
 use crate::{Args, DURATION, WATCH_PATIENCE};
 
@@ -95,8 +95,8 @@ impl Bench {
         })
     }
 
-    pub(crate) fn store(&self, tally: &Arc<Tally>) -> Res<LeaseStore> {
-        Ok(LeaseStore::new(
+    pub(crate) fn store(&self, tally: &Arc<Tally>) -> Res<LeaseObjectStore> {
+        Ok(LeaseObjectStore::new(
             counted_client(&self.config, tally)?,
             self.namespace.clone(),
             Arc::clone(&self.clock),

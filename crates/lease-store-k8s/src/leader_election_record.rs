@@ -1,37 +1,5 @@
-//! [`LockRecord`]: client-go's leader-election record (client-go's `LockRecord`), as a Lease's
-//! `spec` carries it, with lossless conversions to and from
-//! [`LeaseSpec`].
-//!
-//! # Mapping
-//!
-//! | `LockRecord` | `LeaseSpec` | meaning |
-//! | --- | --- | --- |
-//! | `holder_identity: Option<String>` | `holderIdentity` | the leader; absent or empty = free |
-//! | `lease_duration_seconds: Option<i32>` | `leaseDurationSeconds` | the claim's length |
-//! | `acquire_time: Option<jiff::Timestamp>` | `acquireTime` (`MicroTime`) | the holder's wall clock |
-//! | `renew_time: Option<jiff::Timestamp>` | `renewTime` (`MicroTime`) | the holder's wall clock |
-//! | `lease_transitions: Option<i32>` | `leaseTransitions` | see below |
-//! | `preferred_holder`, `strategy` | `preferredHolder`, `strategy` | coordinated leader election (Kubernetes 1.31+); carried unchanged |
-//!
-//! Every field keeps the spec's presence (`None` = field absent), type and range, and a
-//! `MicroTime` is exactly a [`jiff::Timestamp`] (the type
-//! k8s-openapi uses), so `LeaseSpec → LockRecord → LeaseSpec` and `LockRecord → LeaseSpec →
-//! LockRecord` are both the identity. On the wire a `MicroTime` has microsecond precision: a
-//! record whose times are whole microseconds (every record read from an API server) also
-//! survives a JSON round trip unchanged.
-//!
-//! # Relation to lease-manager's `LockRecord`
-//!
-//! `lease_manager::LockRecord` (what a `LeaderElector` writes as its lease's metadata) has the
-//! same five fields, but its times are instants on the manager's [`Clock`](lease_core::Clock),
-//! which is monotonic and not comparable across hosts, so they cannot be mapped to wall-clock
-//! `MicroTime`s and are not: the Kubernetes stores write their own wall-clock `acquireTime` and
-//! `renewTime` with every claim and renewal, and judge expiry by observation, never by these
-//! times. The other fields map as: `holder_identity` = the lease's holder; its
-//! `lease_duration_seconds` = `leaseDurationSeconds` (both whole seconds rounded up); its
-//! `lease_transitions` = the fencing generation minus one, while the object's
-//! `leaseTransitions` is the generation itself (one more on every claim, so at least once per
-//! change of holder, as client-go counts).
+//! [`LeaderElectionRecord`]: client-go's leader-election record as a Lease's `spec` carries it,
+//! and its lossless conversions to and from [`LeaseSpec`].
 
 use std::time::Duration;
 
@@ -40,14 +8,48 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff;
 use serde::{Deserialize, Serialize};
 
-/// client-go's leader-election record, as a Lease's `spec` carries it (its
-/// `LockRecord`). See the [module documentation](self) for the field mapping.
+/// client-go's leader-election record (its `resourcelock.LeaderElectionRecord`), as a Lease's
+/// `spec` carries it, with lossless conversions to and from [`LeaseSpec`]. Its JSON uses
+/// the Lease spec's field names.
+///
+/// # Mapping
+///
+/// | `LeaderElectionRecord` | `LeaseSpec` | meaning |
+/// | --- | --- | --- |
+/// | `holder_identity: Option<String>` | `holderIdentity` | the leader; absent or empty = free |
+/// | `lease_duration_seconds: Option<i32>` | `leaseDurationSeconds` | the claim's length |
+/// | `acquire_time: Option<jiff::Timestamp>` | `acquireTime` (`MicroTime`) | the holder's wall clock |
+/// | `renew_time: Option<jiff::Timestamp>` | `renewTime` (`MicroTime`) | the holder's wall clock |
+/// | `lease_transitions: Option<i32>` | `leaseTransitions` | see below |
+/// | `preferred_holder`, `strategy` | `preferredHolder`, `strategy` | coordinated leader election (Kubernetes 1.31+); carried unchanged |
+///
+/// Every field keeps the spec's presence (`None` = field absent), type and range, and a
+/// `MicroTime` is exactly a [`jiff::Timestamp`] (the type k8s-openapi uses), so
+/// `LeaseSpec → LeaderElectionRecord → LeaseSpec` and
+/// `LeaderElectionRecord → LeaseSpec → LeaderElectionRecord` are both the identity. On the wire
+/// a `MicroTime` has microsecond precision: a record whose times are whole microseconds (every
+/// record read from an API server) also survives a JSON round trip unchanged.
+///
+/// # Relation to lease-manager's `TermRecord`
+///
+/// `lease_manager::TermRecord` (what a `LeaderElector` writes as its lease's metadata) has the
+/// same five fields, but its times are instants on the manager's [`Clock`](lease_core::Clock),
+/// which is monotonic and not comparable across hosts, so they cannot be mapped to wall-clock
+/// `MicroTime`s and are not: the Kubernetes stores write their own wall-clock `acquireTime` and
+/// `renewTime` with every claim and renewal, and judge expiry by observation, never by these
+/// times. The other fields map as: `holder_identity` = the lease's holder; its
+/// `lease_duration_seconds` = `leaseDurationSeconds` (both whole seconds rounded up); its
+/// `lease_transitions` = the fencing generation minus one, while the object's
+/// `leaseTransitions` is the generation itself (one more on every claim, so at least once per
+/// change of holder, as client-go counts).
+///
+/// # Example
 ///
 /// ```
 /// use k8s_openapi::api::coordination::v1::LeaseSpec;
 /// use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 /// use k8s_openapi::jiff::Timestamp;
-/// use lease_store_k8s::LockRecord;
+/// use lease_store_k8s::LeaderElectionRecord;
 ///
 /// let now = Timestamp::from_microsecond(1_700_000_000_123_456)?;
 /// let spec = LeaseSpec {
@@ -58,7 +60,7 @@ use serde::{Deserialize, Serialize};
 ///     lease_transitions: Some(3),
 ///     ..LeaseSpec::default()
 /// };
-/// let record = LockRecord::from(&spec);
+/// let record = LeaderElectionRecord::from(&spec);
 /// assert_eq!(record.holder(), Some("pod-a"));
 /// assert_eq!(record.lease_duration(), Some(std::time::Duration::from_secs(15)));
 /// assert_eq!(LeaseSpec::from(record), spec);
@@ -66,7 +68,7 @@ use serde::{Deserialize, Serialize};
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct LockRecord {
+pub struct LeaderElectionRecord {
     /// The holder's identity; `None` or empty when nobody holds the lease.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holder_identity: Option<String>,
@@ -91,13 +93,13 @@ pub struct LockRecord {
     pub strategy: Option<String>,
 }
 
-impl LockRecord {
+impl LeaderElectionRecord {
     /// The record of `lease`'s spec (an empty record when it has no spec).
-    pub fn from_lease(lease: &Lease) -> LockRecord {
+    pub fn from_lease(lease: &Lease) -> LeaderElectionRecord {
         lease
             .spec
             .as_ref()
-            .map(LockRecord::from)
+            .map(LeaderElectionRecord::from)
             .unwrap_or_default()
     }
 
@@ -115,9 +117,9 @@ impl LockRecord {
     }
 }
 
-impl From<&LeaseSpec> for LockRecord {
-    fn from(spec: &LeaseSpec) -> LockRecord {
-        LockRecord {
+impl From<&LeaseSpec> for LeaderElectionRecord {
+    fn from(spec: &LeaseSpec) -> LeaderElectionRecord {
+        LeaderElectionRecord {
             holder_identity: spec.holder_identity.clone(),
             lease_duration_seconds: spec.lease_duration_seconds,
             acquire_time: spec.acquire_time.as_ref().map(|t| t.0),
@@ -129,9 +131,9 @@ impl From<&LeaseSpec> for LockRecord {
     }
 }
 
-impl From<LeaseSpec> for LockRecord {
-    fn from(spec: LeaseSpec) -> LockRecord {
-        LockRecord {
+impl From<LeaseSpec> for LeaderElectionRecord {
+    fn from(spec: LeaseSpec) -> LeaderElectionRecord {
+        LeaderElectionRecord {
             holder_identity: spec.holder_identity,
             lease_duration_seconds: spec.lease_duration_seconds,
             acquire_time: spec.acquire_time.map(|t| t.0),
@@ -143,8 +145,8 @@ impl From<LeaseSpec> for LockRecord {
     }
 }
 
-impl From<LockRecord> for LeaseSpec {
-    fn from(record: LockRecord) -> LeaseSpec {
+impl From<LeaderElectionRecord> for LeaseSpec {
+    fn from(record: LeaderElectionRecord) -> LeaseSpec {
         LeaseSpec {
             holder_identity: record.holder_identity,
             lease_duration_seconds: record.lease_duration_seconds,
@@ -157,8 +159,8 @@ impl From<LockRecord> for LeaseSpec {
     }
 }
 
-impl From<&LockRecord> for LeaseSpec {
-    fn from(record: &LockRecord) -> LeaseSpec {
+impl From<&LeaderElectionRecord> for LeaseSpec {
+    fn from(record: &LeaderElectionRecord) -> LeaseSpec {
         LeaseSpec::from(record.clone())
     }
 }
@@ -205,8 +207,8 @@ mod tests {
             )
     }
 
-    fn record() -> impl Strategy<Value = LockRecord> {
-        spec().prop_map(|s| LockRecord {
+    fn record() -> impl Strategy<Value = LeaderElectionRecord> {
+        spec().prop_map(|s| LeaderElectionRecord {
             holder_identity: s.holder_identity,
             lease_duration_seconds: s.lease_duration_seconds,
             acquire_time: s.acquire_time.map(|t| t.0),
@@ -220,16 +222,16 @@ mod tests {
     proptest! {
         #[test]
         fn spec_to_record_to_spec_is_identity(spec in spec()) {
-            let record = LockRecord::from(&spec);
+            let record = LeaderElectionRecord::from(&spec);
             prop_assert_eq!(&LeaseSpec::from(&record), &spec);
-            prop_assert_eq!(LeaseSpec::from(LockRecord::from(spec.clone())), spec);
+            prop_assert_eq!(LeaseSpec::from(LeaderElectionRecord::from(spec.clone())), spec);
         }
 
         #[test]
         fn record_to_spec_to_record_is_identity(record in record()) {
             let spec = LeaseSpec::from(&record);
-            prop_assert_eq!(LockRecord::from(&spec), record.clone());
-            prop_assert_eq!(LockRecord::from(LeaseSpec::from(record.clone())), record);
+            prop_assert_eq!(LeaderElectionRecord::from(&spec), record.clone());
+            prop_assert_eq!(LeaderElectionRecord::from(LeaseSpec::from(record.clone())), record);
         }
 
         #[test]
@@ -237,20 +239,20 @@ mod tests {
             // What an API server stores and returns: the spec's JSON.
             let json = serde_json::to_string(&LeaseSpec::from(&record)).unwrap();
             let back: LeaseSpec = serde_json::from_str(&json).unwrap();
-            prop_assert_eq!(LockRecord::from(back), record.clone());
+            prop_assert_eq!(LeaderElectionRecord::from(back), record.clone());
             // The record's own JSON uses client-go's field names and round-trips too.
             let own = serde_json::to_value(&record).unwrap();
             let spec_json = serde_json::to_value(LeaseSpec::from(&record)).unwrap();
             prop_assert_eq!(own.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()),
                 spec_json.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()));
-            let back: LockRecord = serde_json::from_value(own).unwrap();
+            let back: LeaderElectionRecord = serde_json::from_value(own).unwrap();
             prop_assert_eq!(back, record);
         }
     }
 
     #[test]
     fn holder_and_duration_helpers() {
-        let mut r = LockRecord::default();
+        let mut r = LeaderElectionRecord::default();
         assert_eq!(r.holder(), None);
         r.holder_identity = Some(String::new());
         assert_eq!(r.holder(), None, "client-go's empty identity means free");
@@ -266,8 +268,8 @@ mod tests {
             assert_eq!(r.lease_duration(), want.map(Duration::from_secs));
         }
         assert_eq!(
-            LockRecord::from_lease(&Lease::default()),
-            LockRecord::default()
+            LeaderElectionRecord::from_lease(&Lease::default()),
+            LeaderElectionRecord::default()
         );
     }
 }
