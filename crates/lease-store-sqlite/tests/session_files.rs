@@ -4,7 +4,8 @@
 //! (`session.rs`): a session is dead only when its own lock file is provably unlocked; when
 //! the file is missing or is not the session's (replaced), the lease is judged by its expiry
 //! alone. So in every case another store cannot take the live lease early, the holder keeps
-//! extending it, nothing panics, and the lease is free once it expires.
+//! extending it, nothing panics, and the lease is free once it expires. The directory replaced
+//! by a plain file fails new sessions with an error naming it, and frees nothing early.
 //!
 //! Two stores with sessions of their own ([`SessionScope::Store`]) on one file play two
 //! processes; `flock` conflicts between open file descriptions, so they see each other's
@@ -188,4 +189,43 @@ async fn a_live_holder_keeps_its_lease_with_its_session_file_replaced_by_a_symli
 #[tokio::test]
 async fn a_live_holder_keeps_its_lease_with_its_session_file_edited_in_place() {
     live_holder_survives(Change::EditInPlace).await;
+}
+
+/// The sessions directory replaced by a plain file: another process cannot create a session,
+/// so its claims fail with an error naming the path (never a panic, never an early free); the
+/// holder, whose session exists already, keeps extending; its lease frees at its expiry.
+#[tokio::test]
+async fn a_sessions_directory_replaced_by_a_file_fails_new_sessions_with_an_error() {
+    let scratch = tempfile::tempdir().unwrap();
+    let db = scratch.path().canonicalize().unwrap().join("leases.db");
+    let clock = Arc::new(FakeClock::new());
+    let mut holder = open(&db, &clock);
+    let request = Request::new("holder", TTL);
+    holder.claim_lease(&key(), &request).await.unwrap();
+    let dir = sessions_dir(&db);
+    fs::remove_dir_all(&dir).unwrap();
+    fs::write(&dir, b"not a directory").unwrap();
+
+    let mut other = open(&db, &clock);
+    let intruder = Request::new("intruder", TTL);
+    match other.claim_lease(&key(), &intruder).await {
+        Err(Error::Held) => {}
+        other => panic!("a live holder's lease: {other:?}"),
+    }
+    let err = other
+        .claim_lease(&Key::new("ns", "model", "free"), &intruder)
+        .await
+        .expect_err("no session can be created");
+    assert!(
+        err.to_string().contains("sessions"),
+        "the error names the sessions directory: {err}"
+    );
+    clock.advance(TTL / 2);
+    holder.extend_lease(&key(), &request).await.unwrap();
+    clock.advance(TTL);
+    // Expired: free, though the claimant still cannot record a session for it.
+    let leases = other.leases(&[key()]).await.unwrap();
+    assert!(leases.is_empty(), "{leases:?}");
+    fs::remove_file(&dir).unwrap();
+    other.claim_lease(&key(), &intruder).await.unwrap();
 }
