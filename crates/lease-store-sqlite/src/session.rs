@@ -391,8 +391,10 @@ fn create(tx: &Connection, settings: &Settings, dir: &Path) -> StoreResult<Held>
             io::Error::other("the file was replaced while it was being locked"),
         ));
     }
-    // Stamped before the row commits, so nobody ever probes it unstamped.
-    file.metadata()
+    // Stamped before the row commits, so nobody ever probes it unstamped (over whatever a
+    // file left at this path said: a database restored from a backup reuses numbers).
+    file.set_len(0)
+        .and_then(|()| file.metadata())
         .and_then(|meta| (&file).write_all(stamp(seq, &meta).as_bytes()))
         .map_err(io_error("writing a holder session file", &path))?;
     Ok(Held {
