@@ -551,6 +551,9 @@ impl<C: Codec> Engine<C> {
             } else {
                 record.pins.remove(entity)
             };
+            if pin && changed {
+                record.check_pins_size(key, entity)?;
+            }
             if !changed {
                 if view.as_ref().is_some_and(|v| v.cached) {
                     continue;

@@ -62,7 +62,7 @@
 //! - **labels** `lease-rs/namespace`, `lease-rs/model`, `lease-rs/lease` (each part, or `h-` and
 //!   its hash when it is not a valid label value) and `app.kubernetes.io/managed-by=lease-rs`;
 //! - **annotations** `lease-rs/key` (the exact key, JSON), `lease-rs/pins` (the pinning entities,
-//!   JSON array), `lease-rs/claim` (holder, generation, exact duration in nanoseconds and the
+//!   JSON array, at most [`naming::MAX_PINS_BYTES`]: a pin past it is refused), `lease-rs/claim` (holder, generation, exact duration in nanoseconds and the
 //!   claim's metadata, JSON; believed only while holder and generation match the fields below),
 //!   and on a Lease `lease-rs/generation` (the 64-bit fencing generation and the
 //!   `leaseTransitions` written with it, see [Generations](#generations));

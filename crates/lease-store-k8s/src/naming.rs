@@ -29,6 +29,14 @@ pub const LABEL_LEASE: &str = "lease-rs/lease";
 pub const ANNOTATION_KEY: &str = "lease-rs/key";
 /// The annotation holding the entities that pin the lease, as a sorted JSON array of strings.
 pub const ANNOTATION_PINS: &str = "lease-rs/pins";
+/// The most bytes the [`ANNOTATION_PINS`] annotation may hold (its JSON text): 128 KiB. A pin
+/// that would take it past this is refused with a validation error naming the limit, before
+/// anything is written; unpinning others makes room. Kubernetes refuses an object whose
+/// annotations total more than 256 KiB, and the key (a few KiB at most) and the claim (with
+/// up to [`MAX_METADATA_BYTES`](lease_core::MAX_METADATA_BYTES) of metadata) share that
+/// budget; without a bound, one pin per entity would grow the object until every write to it
+/// failed, the holder's renewals included.
+pub const MAX_PINS_BYTES: usize = 128 * 1024;
 /// The annotation describing the current claim as JSON: `{"holder", "generation",
 /// "durationNanos", "metadata"}`. It keeps the exact (sub-second) duration and the claim's
 /// metadata; it is only believed while its holder and generation match the object's own fields.

@@ -10,7 +10,7 @@ use lease_core::{Generation, Info, Key, Request, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::generation;
-use crate::naming::{ANNOTATION_CLAIM, ANNOTATION_KEY, ANNOTATION_PINS, key_json};
+use crate::naming::{ANNOTATION_CLAIM, ANNOTATION_KEY, ANNOTATION_PINS, MAX_PINS_BYTES, key_json};
 
 /// How long a claim lasts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +108,26 @@ pub(crate) struct Record {
 }
 
 impl Record {
+    /// Refuses pins that take this record's pins annotation past [`MAX_PINS_BYTES`], with a
+    /// validation error on `entity` (the pin just added) naming the limit: checked on the
+    /// record as read, before it is written.
+    pub(crate) fn check_pins_size(&self, key: &Key, entity: &str) -> lease_core::Result<()> {
+        let bytes = serde_json::to_string(&self.pins).map_or(usize::MAX, |text| text.len());
+        if bytes <= MAX_PINS_BYTES {
+            return Ok(());
+        }
+        Err(lease_core::Error::validation(
+            "entity",
+            entity,
+            format!(
+                "pinning {key} by {} entities would make its {ANNOTATION_PINS} annotation \
+                 {bytes} bytes, over the limit of {MAX_PINS_BYTES} (MAX_PINS_BYTES); unpin \
+                 others first",
+                self.pins.len()
+            ),
+        ))
+    }
+
     /// A record for an object that did not exist yet.
     pub(crate) fn empty(key: &Key, generation: u64) -> Record {
         Record {

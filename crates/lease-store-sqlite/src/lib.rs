@@ -28,7 +28,9 @@
 //! no longer held by anyone (every process that had it has exited) is free: the next claim takes
 //! it with a higher generation, within milliseconds. A holder that is alive but silent
 //! (stopped with `SIGSTOP`, paused, its renewals hung) keeps its lease until the expiry, and its
-//! next write after that is refused as usual. Waiters hear of a death at once: the change
+//! next write after that is refused as usual. A session file deleted or replaced by hand (its
+//! directory removed, an editor's save over it) proves nothing: those leases free at their
+//! expiry only. Waiters hear of a death at once: the change
 //! notifier waits on the sessions of live holders it has seen. On by default;
 //! [`SqliteStoreBuilder::death_aware`] turns it off, and [`SessionScope::Unbound`] writes
 //! leases that free at expiry only (for one-shot commands whose holder outlives them).

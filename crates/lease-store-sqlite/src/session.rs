@@ -20,8 +20,13 @@
 //! alive to anyone. Within one process, `flock` conflicts between open file descriptions, so
 //! a process's own session always probes alive.
 //!
-//! When the answer is unknown (the session file is missing, or cannot be opened or locked),
-//! the lease is judged by its expiry alone: never freed early on a doubt. A session row whose
+//! When the answer is unknown (the session file is missing, cannot be opened or locked, or is
+//! not the session's own file), the lease is judged by its expiry alone: never freed early on
+//! a doubt. The session writes into its file a stamp naming its number and the file's own
+//! device and inode, and an unlocked file is taken as proof of death only with that stamp: a
+//! file put in its place by hand (an empty file, an editor's save-by-rename, a restored copy,
+//! a directory, a symbolic link) proves nothing about the holder. (Files of sessions created
+//! before the stamp existed bear none: those holders' leases free at their expiry only.) A session row whose
 //! file is missing arises only when a process that found the session dead removed the file
 //! and then failed to commit, or when someone deleted the directory by hand (or opened the
 //! database through a hard link: the directory is named after the path given, made canonical).
@@ -48,7 +53,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::io::{self, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -109,11 +114,35 @@ pub(crate) fn probe(dir: &Path, seq: i64) -> Liveness {
         return Liveness::Unknown;
     };
     match flock(&file, FlockOperation::NonBlockingLockShared) {
-        // Closing the file (here) releases the shared lock at once.
-        Ok(()) => Liveness::Dead,
+        // Unlocked, it is dead only if it is the very file the session locked: one replaced
+        // by hand (an empty file, an editor's save, a directory, a link) says nothing of the
+        // holder. Closing the file (here) releases the shared lock at once.
+        Ok(()) if stamped(&file, seq) => Liveness::Dead,
+        Ok(()) => Liveness::Unknown,
         Err(e) if e == rustix::io::Errno::WOULDBLOCK => Liveness::Alive,
         Err(_) => Liveness::Unknown,
     }
+}
+
+/// What a session's lock file says of itself: its number and its own device and inode, so a
+/// copy (an editor's save, a restore) or any other file put in its place is told from it.
+fn stamp(seq: i64, meta: &fs::Metadata) -> String {
+    format!("lease-session {seq} {} {}\n", meta.dev(), meta.ino())
+}
+
+/// Whether `file` is session `seq`'s own lock file: it bears the stamp [`create`] wrote.
+fn stamped(file: &File, seq: i64) -> bool {
+    use std::io::Read;
+    let Ok(meta) = file.metadata() else {
+        return false;
+    };
+    let expected = stamp(seq, &meta);
+    let mut content = Vec::with_capacity(expected.len() + 1);
+    // One byte more than the stamp: a longer file is not the stamp either.
+    let limit = u64::try_from(expected.len() + 1).unwrap_or(u64::MAX);
+    meta.is_file()
+        && file.take(limit).read_to_end(&mut content).is_ok()
+        && content == expected.as_bytes()
 }
 
 /// A session this process holds: its number and the locked file.
@@ -360,6 +389,12 @@ fn create(tx: &Connection, db: &DbFile, boot_seq: i64, dir: &Path) -> StoreResul
             io::Error::other("the file was replaced while it was being locked"),
         ));
     }
+    // Stamped before the row commits, so nobody ever probes it unstamped (over whatever a
+    // file left at this path said: a database restored from a backup reuses numbers).
+    file.set_len(0)
+        .and_then(|()| file.metadata())
+        .and_then(|meta| (&file).write_all(stamp(seq, &meta).as_bytes()))
+        .map_err(io_error("writing a holder session file", &path))?;
     Ok(Held {
         seq,
         token,

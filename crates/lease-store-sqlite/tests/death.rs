@@ -193,6 +193,53 @@ async fn a_killed_holders_lease_is_free_at_once_and_its_waiter_wakes() {
     assert_eq!(sessions(&db).len(), 1, "{:?}", sessions(&db));
 }
 
+/// A live holder process's session file replaced by hand (an empty file in its place) is no
+/// proof of death: another process cannot take the lease early; and once the holder is killed
+/// as well, its death cannot be seen through that file, so the lease frees at its expiry (a
+/// short one, real time), never earlier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_session_file_frees_nothing_before_the_expiry() {
+    let (_dir, db) = temp_db();
+    let ttl = Duration::from_secs(4);
+    // The holder's claim comes after this instant, so its lease runs at least until `+ ttl`.
+    let started = Instant::now();
+    let holder = Holder::start(&db, "hold", ttl);
+    let names = sessions(&db);
+    assert_eq!(names.len(), 1, "{names:?}");
+    let mut dir = db.as_os_str().to_owned();
+    dir.push("-sessions");
+    let file = PathBuf::from(dir).join(&names[0]);
+    std::fs::remove_file(&file).unwrap();
+    std::fs::write(&file, b"").unwrap();
+    let mut store = SqliteStore::open(&db).unwrap();
+    let request = Request::new("waiter", Duration::from_secs(60));
+    let early = |what: &str| {
+        assert!(
+            started.elapsed() >= ttl,
+            "{what}: taken {:?} into a {ttl:?} lease",
+            started.elapsed()
+        );
+    };
+    if store.claim_lease(&key(), &request).await.is_ok() {
+        early("alive");
+    }
+    drop(holder); // SIGKILL and reaped
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match store.claim_lease(&key(), &request).await {
+            Ok(info) => {
+                early("killed");
+                assert_eq!(info.generation.0, 2);
+                break;
+            }
+            Err(Error::Held) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("never free: {e}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_holders_lease_frees_only_at_its_expiry_and_its_next_write_is_refused() {
     let (_dir, db) = temp_db();

@@ -176,7 +176,13 @@ impl Worker {
             let sleep_fut = match &mut sleep {
                 Some((d, s)) if *d == deadline => s,
                 _ => {
-                    let s = self.clock.sleep_until(deadline);
+                    // Idle until the maximum instant is idle for ever (see `State::next`): a
+                    // clock reading it would end that sleep at once, and the loop would spin.
+                    let s: lease_core::Sleep = if deadline == Timestamp::MAX {
+                        Box::pin(std::future::pending())
+                    } else {
+                        self.clock.sleep_until(deadline)
+                    };
                     &mut sleep.insert((deadline, s)).1
                 }
             };

@@ -146,14 +146,18 @@ impl State {
         if self.queue.has_queued() {
             return Next::Batch(self.queue.next_batch(self.settings.max_batch));
         }
-        if self.next_deadline() <= now {
+        // A deadline at the maximum instant is never: timers re-armed "an interval from now"
+        // saturate there, so with a clock reading the maximum (a fake clock set there) they
+        // would be due again at every step, and the worker would spin on them.
+        let deadline = self.next_deadline();
+        if deadline <= now && deadline < Timestamp::MAX {
             return Next::Timers;
         }
         if self.changed {
             self.changed = false;
             return Next::Refresh;
         }
-        Next::Sleep(self.next_deadline())
+        Next::Sleep(deadline)
     }
 
     /// The store reported a change by others (or, `false`, can no longer report any).

@@ -51,7 +51,7 @@ pub(crate) enum Effect {
     /// polls again).
     Ended,
     /// No store call: nothing to do until this instant, a request, a change notice or
-    /// shutdown.
+    /// shutdown. [`Timestamp::MAX`] is never: only a request, a notice or shutdown wakes it.
     Idle(Timestamp),
 }
 

@@ -570,3 +570,58 @@ proptest! {
         h.finish();
     }
 }
+
+/// A clock that reads `Timestamp::MAX` (a fake clock set there): every timer re-armed "an
+/// interval from now" saturates to now, so a deadline at the maximum must count as never, or
+/// the machine runs its timers (and a store poll, while it has interest) on every step, for
+/// ever. Here it settles: a bounded number of store calls, then idle until "never", polled
+/// again and again without another call; and no window says "held" at the end of time.
+#[test]
+fn a_clock_at_the_maximum_instant_settles_instead_of_spinning() {
+    let mut h = Harness::new(3, 7);
+    // Interest (a waiter and an own lease) makes each due timer a store poll.
+    h.event(Event::Claim {
+        key: 0,
+        holder: 0,
+        secs: 4,
+    });
+    h.event(Event::Wait { key: 1 });
+    h.event(Event::Other { key: 1, secs: 4 });
+    assert!(h.step(&[Fault::None], false));
+    h.check();
+    h.now = Timestamp::MAX;
+    let mut calls = 0;
+    let mut idle = None;
+    for _ in 0..100 {
+        match h.machine.poll(h.now) {
+            Effect::Idle(deadline) => {
+                idle = Some(deadline);
+                break;
+            }
+            Effect::Ended => {}
+            effect => {
+                calls += 1;
+                let returned = h.answer(effect, &[Fault::None], false);
+                h.machine.returned(Some(returned), h.now);
+            }
+        }
+        h.check();
+    }
+    assert!(
+        calls <= 10,
+        "{calls} store calls at the maximum instant before settling"
+    );
+    assert_eq!(
+        idle,
+        Some(Timestamp::MAX),
+        "the machine never went idle (until never) at the maximum instant"
+    );
+    for _ in 0..100 {
+        assert!(
+            matches!(h.machine.poll(h.now), Effect::Idle(Timestamp::MAX)),
+            "an idle machine at the maximum instant found work again"
+        );
+    }
+    h.check();
+    h.finish();
+}
