@@ -48,7 +48,7 @@ async fn a_worker_whose_clock_reads_the_maximum_idles_and_never_says_held() {
             .with_refresh_interval(Duration::from_secs(1)),
     )
     .unwrap();
-    let claimer = lease_core::Manager::claimer(&manager, "ns", "m").unwrap();
+    let claimer = lease_core::Facades::claimer(&manager, "ns", "m").unwrap();
     claimer
         .claim("a", Request::new("me", Duration::from_secs(30)))
         .await

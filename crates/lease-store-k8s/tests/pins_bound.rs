@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use lease_core::{ErrorKind, Key, MAX_METADATA_BYTES, MAX_NAME_BYTES, Request, Store};
 use lease_store_k8s::naming::MAX_PINS_BYTES;
-use lease_store_k8s::{ConfigMapStore, LeaseStore};
+use lease_store_k8s::{ConfigMapStore, LeaseObjectStore};
 use lease_testkit::FakeClock;
 
 use common::{NamespaceGuard, admin_config, client};
@@ -91,7 +91,7 @@ async fn lease_objects_pins_are_bounded_and_the_object_stays_writable() {
     let config = admin_config().await;
     let guard = NamespaceGuard::create(&config, "pins-lease").await.unwrap();
     let clock = FakeClock::new();
-    let store = LeaseStore::new(client(&config), guard.name.clone(), clock.as_clock());
+    let store = LeaseObjectStore::new(client(&config), guard.name.clone(), clock.as_clock());
     fill_and_check("Lease", store).await;
 }
 
