@@ -4,8 +4,6 @@ use std::time::Duration;
 
 use lease_manager::mutation::Mutation;
 
-use crate::client::Kind;
-
 /// The knobs of a simulated run. Everything random within them is decided by the seed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimConfig {
@@ -93,4 +91,59 @@ impl Default for SimConfig {
             keep_log: false,
         }
     }
+}
+
+/// What one client does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A `LeaderElector` candidate that leads for a while, then releases.
+    Elector,
+    /// A candidate that calls `lock()` again at once when its lost token fires.
+    ElectorRelock,
+    /// Two tasks calling `lock()` on one elector.
+    ElectorConcurrent,
+    /// Claims, extends and revokes through the `Claimer` facade.
+    Claimer,
+    /// Holds leases through `ManagerLeaser`.
+    Leaser,
+    /// Takes, renews and releases `ResourceLocks`.
+    ResourceLock,
+}
+
+impl Kind {
+    /// The kind named `name` (as `--kinds` spells it: `elector`, `elector-relock`,
+    /// `elector-concurrent`, `claimer`, `leaser`, `resource-lock`).
+    pub fn named(name: &str) -> Option<Kind> {
+        Some(match name {
+            "elector" => Kind::Elector,
+            "elector-relock" => Kind::ElectorRelock,
+            "elector-concurrent" => Kind::ElectorConcurrent,
+            "claimer" => Kind::Claimer,
+            "leaser" => Kind::Leaser,
+            "resource-lock" => Kind::ResourceLock,
+            _ => return None,
+        })
+    }
+
+    /// The name [`Kind::named`] reads.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Elector => "elector",
+            Kind::ElectorRelock => "elector-relock",
+            Kind::ElectorConcurrent => "elector-concurrent",
+            Kind::Claimer => "claimer",
+            Kind::Leaser => "leaser",
+            Kind::ResourceLock => "resource-lock",
+        }
+    }
+
+    /// Every kind, for drawing one.
+    pub const ALL: [Kind; 6] = [
+        Kind::Elector,
+        Kind::ElectorRelock,
+        Kind::ElectorConcurrent,
+        Kind::Claimer,
+        Kind::Leaser,
+        Kind::ResourceLock,
+    ];
 }

@@ -10,6 +10,7 @@
 //! - [`sim`]: the driver ([`run_seed`]); why a seed replays bit for bit.
 //! - [`clock`]: true time and each process's drifting, pausable clock.
 //! - [`store`]: the fault layer.
+//! - [`config`]: what a run simulates, and the client kinds it draws from.
 //! - [`client`]: the clients and the windows they log.
 //! - [`check`]: the verdict.
 //! - [`runner`]: many seeds on several threads, totals, and shrinking a failing seed.

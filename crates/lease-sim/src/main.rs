@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use lease_manager::mutation::Mutation;
-use lease_sim::client::Kind;
+use lease_sim::config::Kind;
 use lease_sim::runner::{run_seeds, shrink};
 use lease_sim::{SimConfig, run_seed};
 

@@ -24,9 +24,9 @@ use lease_testkit::{FakeClock, InMemoryStore};
 use tokio::task::JoinHandle;
 
 use crate::check::{Verdict, check};
-use crate::client::{self, Ctx, Kind};
+use crate::client::{self, Ctx};
 use crate::clock::{DriftClock, Gate};
-use crate::config::SimConfig;
+use crate::config::{Kind, SimConfig};
 use crate::store::SimStore;
 use crate::world::World;
 

@@ -38,9 +38,9 @@ fn a_seed_replays_the_same_event_log() {
 fn an_elector_seed_that_raced_two_ready_branches_replays() {
     let config = SimConfig {
         kinds: vec![
-            lease_sim::client::Kind::Elector,
-            lease_sim::client::Kind::ElectorRelock,
-            lease_sim::client::Kind::ElectorConcurrent,
+            lease_sim::config::Kind::Elector,
+            lease_sim::config::Kind::ElectorRelock,
+            lease_sim::config::Kind::ElectorConcurrent,
         ],
         client_margin_ppm: 0,
         drift_ppm: 400_000,

@@ -2,7 +2,7 @@
 //! seeds pass without it.
 
 use lease_manager::mutation::Mutation;
-use lease_sim::client::Kind;
+use lease_sim::config::Kind;
 use lease_sim::{SimConfig, run_seed};
 
 fn electors(mutation: Option<Mutation>) -> SimConfig {
