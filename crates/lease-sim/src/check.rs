@@ -3,13 +3,25 @@
 //! end of the run), [`sweep`] finds overlaps between different tenures of a lease and
 //! [`generations`] checks that generations strictly increase in the order tenures began to act.
 //! Calls are checked too: every bounded call answered within the bound while its process ran.
+//!
+//! Two more checks come from the store's own record of each lease (its state after every
+//! write) and from the operator's revokes:
+//!
+//! - *the store agrees*: while a window is open, the store holds its lease under the window's
+//!   generation, unexpired (a term whose lease was revoked behind its back, re-claimed under
+//!   another generation, or let expire, is caught even when no other holder happened to claim
+//!   the lease meanwhile);
+//! - *an outside revoke is noticed*: a holding an operator revoked ends the windows of its
+//!   tenure at once (nobody can act on a lease taken away without being told), and a term must
+//!   have ended within its [`notice`](crate::world::Window::notice) (its renew deadline) after
+//!   the revoke.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use lease_torture::check::{Span, Tenure, generations, sweep};
 
-use crate::world::Record;
+use crate::world::{Record, StoreChange};
 
 /// What one run (or many, added up) showed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -43,6 +55,15 @@ pub fn check(record: &Record, end: u64, bound: u64) -> Verdict {
             .collect(),
         ..Verdict::default()
     };
+    let mut history: BTreeMap<&str, Vec<&StoreChange>> = BTreeMap::new();
+    for change in &record.history {
+        history.entry(&change.lease).or_default().push(change);
+    }
+    let mut revoked: BTreeMap<(&str, u64), u64> = BTreeMap::new();
+    for r in &record.outside_revokes {
+        let at = revoked.entry((&r.lease, r.generation)).or_insert(r.at);
+        *at = (*at).min(r.at);
+    }
     let mut by_lease: BTreeMap<&str, Vec<Span>> = BTreeMap::new();
     for w in &record.windows {
         let mut stop = w.end.min(end);
@@ -56,8 +77,35 @@ pub fn check(record: &Record, end: u64, bound: u64) -> Verdict {
                 }
             }
         }
+        if let Some(&at) = revoked.get(&(w.lease.as_str(), w.generation))
+            && at < stop
+        {
+            if w.term && w.start < stop && stop > at.saturating_add(w.notice) {
+                verdict.violations.push(format!(
+                    "p{}: {} went on acting on {} with generation {} until {}, though an operator revoked it at {}",
+                    w.process,
+                    w.holder,
+                    w.lease,
+                    w.generation,
+                    secs(stop),
+                    secs(at)
+                ));
+            }
+            stop = at;
+        }
         if w.start >= stop {
             continue;
+        }
+        let changes = history.get(w.lease.as_str()).map_or(&[][..], Vec::as_slice);
+        if let Some((at, held)) = unbacked(changes, w.generation, w.start, stop) {
+            verdict.violations.push(format!(
+                "p{}: {} acted on {} with generation {} at {}, when the store held {held}",
+                w.process,
+                w.holder,
+                w.lease,
+                w.generation,
+                secs(at)
+            ));
         }
         by_lease.entry(&w.lease).or_default().push(Span {
             tenure: (w.holder.clone(), w.generation),
@@ -98,4 +146,59 @@ pub fn check(record: &Record, end: u64, bound: u64) -> Verdict {
         }
     }
     verdict
+}
+
+/// True ns as seconds, for messages.
+fn secs(ns: u64) -> String {
+    format!("{:.6} s", ns as f64 / 1e9)
+}
+
+/// The first instant in `[start, stop)` at which the store did not hold the lease under
+/// `generation` (per `changes`, its record after every write, in order), with what it held.
+fn unbacked(
+    changes: &[&StoreChange],
+    generation: u64,
+    start: u64,
+    stop: u64,
+) -> Option<(u64, String)> {
+    // The record in force at `start` is the last change at or before it.
+    let first = changes.partition_point(|c| c.at <= start);
+    let Some(from) = first.checked_sub(1) else {
+        return Some((start, "nothing (it was never written)".to_owned()));
+    };
+    let mut cursor = start;
+    for (i, change) in changes.iter().enumerate().skip(from) {
+        if cursor >= stop {
+            return None;
+        }
+        if change.at > cursor {
+            break;
+        }
+        let next = changes.get(i + 1).map_or(u64::MAX, |c| c.at);
+        if next <= cursor {
+            continue;
+        }
+        match &change.held {
+            Some((_, g, expiry)) if *g == generation => {
+                if *expiry <= cursor {
+                    return Some((
+                        cursor,
+                        format!("generation {g}, expired at {}", secs(*expiry)),
+                    ));
+                }
+                if *expiry < next && *expiry < stop {
+                    return Some((
+                        *expiry,
+                        format!("generation {g}, expired at {}", secs(*expiry)),
+                    ));
+                }
+                cursor = next;
+            }
+            Some((holder, g, _)) => {
+                return Some((cursor, format!("{holder} with generation {g}")));
+            }
+            None => return Some((cursor, "nothing (it was free)".to_owned())),
+        }
+    }
+    (cursor < stop).then(|| (cursor, "nothing recorded".to_owned()))
 }

@@ -47,8 +47,26 @@ impl Ctx {
         self.world.now()
     }
 
-    fn open(&self, lease: &str, holder: &str, generation: u64, term: bool, end: u64) -> usize {
+    /// Opens a window; `notice` is a term's renew deadline on the process's clock (zero for a
+    /// claim's window, see [`Window::notice`]).
+    fn open(
+        &self,
+        lease: &str,
+        holder: &str,
+        generation: u64,
+        notice: Duration,
+        end: u64,
+    ) -> usize {
         let start = self.now();
+        let term = !notice.is_zero();
+        let notice = if term {
+            // On true time, for a clock running up to the configured error slow, plus a second
+            // for the store call that tells the client.
+            let slow = 1.0 - (self.world.config.drift_ppm as f64 / 1e6).clamp(0.0, 0.9);
+            (notice.as_secs_f64() / slow * 1e9) as u64 + 1_000_000_000
+        } else {
+            0
+        };
         let p = self.process;
         self.world.log(|| {
             format!("p{p} {holder} acts on {lease} with generation {generation} until {end}")
@@ -62,6 +80,7 @@ impl Ctx {
                 term,
                 start,
                 end,
+                notice,
             });
             r.windows.len() - 1
         })
@@ -144,10 +163,11 @@ impl Ctx {
         generation: u64,
         lost: &CancellationToken,
         hold: Duration,
+        notice: Duration,
     ) -> bool {
         let step = Duration::from_millis(500);
         let until = self.clock.now().saturating_add(hold);
-        let mut window = self.open(lease, holder, generation, true, u64::MAX);
+        let mut window = self.open(lease, holder, generation, notice, u64::MAX);
         let mut pauses = self.pauses();
         loop {
             let wake = self.clock.now().saturating_add(step).min(until);
@@ -174,16 +194,21 @@ impl Ctx {
                 if lost.is_cancelled() {
                     return true;
                 }
-                window = self.open(lease, holder, generation, true, u64::MAX);
+                window = self.open(lease, holder, generation, notice, u64::MAX);
             }
         }
     }
 }
 
 /// A candidate: lock, lead for a while, release (or lose it), again.
+///
+/// With `relock` it calls `lock()` again at once from its lost token, as a program's
+/// lost-leadership handler does: when the lease was lost, and also when it gives the term up
+/// itself (the release runs in a task of its own, the relock starts as soon as the release has
+/// ended the term, while its revoke is still on the way).
 pub async fn elector(ctx: Ctx, elector: Arc<LeaderElector>, relock: bool) {
     let lease = format!("elect/lease-{}", ctx.lease);
-    let (duration, _, _) = ctx.world.config.election;
+    let (duration, renew_deadline, _) = ctx.world.config.election;
     // The task's own name, not the elector's identity: two tasks on one elector must never
     // both lead one term.
     let holder = ctx.name.clone();
@@ -208,12 +233,18 @@ pub async fn elector(ctx: Ctx, elector: Arc<LeaderElector>, relock: bool) {
         let generation = guard.generation().get();
         let lost = guard.lost().clone();
         let hold = ctx.random(duration * 4);
-        let was_lost = ctx.lead(&lease, &holder, generation, &lost, hold).await;
+        let was_lost = ctx
+            .lead(&lease, &holder, generation, &lost, hold, renew_deadline)
+            .await;
         if was_lost {
             drop(guard);
             if relock {
                 continue;
             }
+        } else if relock {
+            tokio::spawn(guard.release());
+            lost.cancelled().await;
+            continue;
         } else {
             let _ = guard.release().await;
         }
@@ -238,7 +269,7 @@ pub async fn claimer(ctx: Ctx, claimer: Arc<dyn Claimer>, revoker: Arc<dyn Revok
         match result {
             Ok(info) => {
                 let end = ctx.guarantee_end(start_own, d);
-                held.push(ctx.open(&lease, &holder, info.generation.get(), false, end));
+                held.push(ctx.open(&lease, &holder, info.generation.get(), Duration::ZERO, end));
                 let keep = ctx.world.rng(|r| r.f64() < 0.6);
                 if !ctx.sleep(ctx.random(d)).await {
                     return;
@@ -263,11 +294,13 @@ pub async fn claimer(ctx: Ctx, claimer: Arc<dyn Claimer>, revoker: Arc<dyn Revok
 
 /// Holds a lease through `ManagerLeaser` until it is lost or the client gives it back.
 pub async fn leaser(ctx: Ctx, leaser: ManagerLeaser) {
-    let lease = format!("leaser/lease-{}", ctx.lease);
     let Ok(key) = PathKey::system([format!("lease-{}", ctx.lease)]) else {
         return;
     };
+    let lease = format!("leaser/{key}");
     let d = ctx.world.config.claim_duration;
+    // ManagerLeaser gives a lease up when its renewals have failed for this long.
+    let give_up = d - d / 6;
     while !ctx.stop.is_cancelled() {
         let call = ctx.call("acquire_lease");
         let result = leaser.acquire_lease(&key, d, None).await;
@@ -276,7 +309,9 @@ pub async fn leaser(ctx: Ctx, leaser: ManagerLeaser) {
             Ok((guard, lost)) => {
                 let generation = guard.generation().get();
                 let hold = ctx.random(d * 6);
-                let was_lost = ctx.lead(&lease, &ctx.name, generation, &lost, hold).await;
+                let was_lost = ctx
+                    .lead(&lease, &ctx.name, generation, &lost, hold, give_up)
+                    .await;
                 if !was_lost {
                     let call = ctx.call("release");
                     let _ = guard.release().await;
@@ -309,7 +344,7 @@ pub async fn resource_lock(ctx: Ctx, locks: ResourceLocks) {
             Ok(lock) => {
                 let generation = lock.generation.get();
                 let end = ctx.guarantee_end(start_own, d);
-                let mut held = vec![ctx.open(&lease, &txn, generation, false, end)];
+                let mut held = vec![ctx.open(&lease, &txn, generation, Duration::ZERO, end)];
                 let renewals = ctx.world.rng(|r| r.u32(0..4));
                 for _ in 0..renewals {
                     if !ctx.sleep(ctx.random(d / 2)).await {
@@ -322,7 +357,7 @@ pub async fn resource_lock(ctx: Ctx, locks: ResourceLocks) {
                     match renewed {
                         Ok(g) => {
                             let end = ctx.guarantee_end(start_own, d);
-                            held.push(ctx.open(&lease, &txn, g.get(), false, end));
+                            held.push(ctx.open(&lease, &txn, g.get(), Duration::ZERO, end));
                         }
                         Err(_) => break,
                     }

@@ -3,9 +3,9 @@
 //!
 //! ```text
 //! lease-sim [--seeds N] [--first S] [--threads T] [--replay SEED] [--log] [--no-shrink]
-//!           [--digests]
-//!           [--processes N] [--duration SECS] [--drift-ppm P] [--margin-ppm P]
-//!           [--election LD,RD,RP] [--crash F] [--pauses F] [--partitions F] [--split F] [--invalid F]
+//!           [--digests] [--swarm]
+//!           [--processes N] [--leases N] [--duration SECS] [--drift-ppm P] [--margin-ppm P]
+//!           [--election LD,RD,RP] [--crash F] [--revokes F] [--pauses F] [--partitions F] [--split F] [--late-notices F] [--lost-notices F] [--invalid F]
 //!           [--timeout-before F] [--timeout-after F] [--latency F] [--kinds K,K,...]
 //!           [--mutation concurrent-lock|generation-across-terms|
 //!                       retried-extend-claims|revoke-racing-lock]
@@ -57,14 +57,19 @@ fn parse() -> Result<Args, String> {
             "--log" => args.log = true,
             "--digests" => args.digests = true,
             "--no-shrink" => args.shrink = false,
+            "--swarm" => args.config.swarm = true,
             "--processes" => c.processes = num(&value()?)?,
+            "--leases" => c.leases = num(&value()?)?,
             "--duration" => c.duration = Duration::from_secs(num(&value()?)?),
             "--drift-ppm" => c.drift_ppm = num(&value()?)?,
             "--margin-ppm" => c.client_margin_ppm = num(&value()?)?,
             "--crash" => c.crash = num(&value()?)?,
+            "--revokes" => c.revokes_per_minute = num(&value()?)?,
             "--pauses" => c.pauses_per_minute = num(&value()?)?,
             "--partitions" => c.partitions_per_minute = num(&value()?)?,
             "--split" => c.split = num(&value()?)?,
+            "--late-notices" => c.late_notices = num(&value()?)?,
+            "--lost-notices" => c.lost_notices = num(&value()?)?,
             "--invalid" => c.invalid = num(&value()?)?,
             "--timeout-before" => c.timeout_before = num(&value()?)?,
             "--timeout-after" => c.timeout_after = num(&value()?)?,
@@ -121,6 +126,7 @@ fn replay_command(seed: u64, c: &SimConfig) -> String {
         c.processes != d.processes,
         c.processes.to_string(),
     );
+    flag("leases", c.leases != d.leases, c.leases.to_string());
     flag(
         "duration",
         c.duration != d.duration,
@@ -148,6 +154,11 @@ fn replay_command(seed: u64, c: &SimConfig) -> String {
     );
     flag("crash", c.crash != d.crash, c.crash.to_string());
     flag(
+        "revokes",
+        c.revokes_per_minute != d.revokes_per_minute,
+        c.revokes_per_minute.to_string(),
+    );
+    flag(
         "pauses",
         c.pauses_per_minute != d.pauses_per_minute,
         c.pauses_per_minute.to_string(),
@@ -158,6 +169,16 @@ fn replay_command(seed: u64, c: &SimConfig) -> String {
         c.partitions_per_minute.to_string(),
     );
     flag("split", c.split != d.split, c.split.to_string());
+    flag(
+        "late-notices",
+        c.late_notices != d.late_notices,
+        c.late_notices.to_string(),
+    );
+    flag(
+        "lost-notices",
+        c.lost_notices != d.lost_notices,
+        c.lost_notices.to_string(),
+    );
     flag("invalid", c.invalid != d.invalid, c.invalid.to_string());
     flag(
         "timeout-before",
@@ -181,6 +202,9 @@ fn replay_command(seed: u64, c: &SimConfig) -> String {
     }
     let kinds: Vec<&str> = c.kinds.iter().map(|k| k.name()).collect();
     flag("kinds", c.kinds != d.kinds, kinds.join(","));
+    if c.swarm {
+        cmd.push_str(" --swarm");
+    }
     cmd
 }
 

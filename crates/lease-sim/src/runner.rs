@@ -95,14 +95,19 @@ pub fn run_seeds(first: u64, count: u64, threads: usize, config: &SimConfig) -> 
 /// Returns the smallest failing configuration found (the given one when `seed` passes).
 pub fn shrink(seed: u64, config: &SimConfig) -> SimConfig {
     let fails = |c: &SimConfig| !run_seed(seed, c).verdict.violations.is_empty();
-    let mut best = config.clone();
+    // In swarm mode, shrink the configuration the seed drew.
+    let mut best = config.for_seed(seed);
     if !fails(&best) {
         return best;
     }
     type Step = fn(&mut SimConfig) -> bool;
-    let steps: [Step; 11] = [
+    let steps: [Step; 14] = [
         |c| {
             c.crash = 0.0;
+            true
+        },
+        |c| {
+            c.revokes_per_minute = 0.0;
             true
         },
         |c| {
@@ -115,6 +120,14 @@ pub fn shrink(seed: u64, config: &SimConfig) -> SimConfig {
         },
         |c| {
             c.split = 0.0;
+            true
+        },
+        |c| {
+            c.late_notices = 0.0;
+            true
+        },
+        |c| {
+            c.lost_notices = 0.0;
             true
         },
         |c| {

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lease_core::{CancellationToken, DefaultSecretary, Manager as _, Timestamp};
+use lease_core::{CancellationToken, DefaultSecretary, Manager as _, Store as _, Timestamp};
 use lease_manager::{LeaserConfig, Manager, ManagerConfig, ManagerLeaser, ResourceLocks};
 use lease_testkit::{FakeClock, InMemoryStore};
 use tokio::task::JoinHandle;
@@ -28,7 +28,7 @@ use crate::client::{self, Ctx};
 use crate::clock::{DriftClock, Gate};
 use crate::config::{Kind, SimConfig};
 use crate::store::SimStore;
-use crate::world::World;
+use crate::world::{OutsideRevoke, World};
 
 /// What the simulator does at an instant of true time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +41,8 @@ enum Action {
     Partition { slot: usize, ns: u64 },
     /// Crash process slot `slot`; it restarts `restart_after` ns later.
     Crash { slot: usize, restart_after: u64 },
+    /// An operator revokes one of the held leases (number `pick`, modulo how many are held).
+    Revoke { pick: u64 },
 }
 
 /// One incarnation of a simulated process.
@@ -68,6 +70,7 @@ pub struct SeedRun {
 ///
 /// When a tokio runtime cannot be built (out of resources).
 pub fn run_seed(seed: u64, config: &SimConfig) -> SeedRun {
+    let config = &config.for_seed(seed);
     // The library's own draws (elector jitter, leaser holder names) come from this thread's
     // fastrand source; the current_thread runtime polls every task on this thread.
     fastrand::seed(seed ^ 0x5eed_1ea5_e51d_u64);
@@ -192,9 +195,52 @@ impl Sim {
         );
     }
 
-    fn act(&mut self, action: Action, events: &mut BTreeMap<(u64, u64), Action>, seq: &mut u64) {
+    /// The operator: revokes one held lease behind its holder's back, straight in the store.
+    async fn revoke(&mut self, pick: u64) {
+        let mut store = self.backing.sibling();
+        let mut held = Vec::new();
+        for namespace in ["elect", "claim", "leaser", "locks"] {
+            if let Ok(group) = store.lease_group(namespace, "m").await {
+                held.extend(group);
+            }
+        }
+        let Some(n) = u64::try_from(held.len()).ok().filter(|&n| n > 0) else {
+            return;
+        };
+        let (key, info) = held.swap_remove(usize::try_from(pick % n).unwrap_or(0));
+        if store.revoke_lease(&key, &info.holder).await.is_err() {
+            return;
+        }
+        let at = self.world.now();
+        let lease = format!("{}/{}", key.namespace, key.lease);
+        self.world.fault("operator revoke");
+        self.world.log(|| {
+            format!(
+                "operator revokes {lease} from {} (generation {})",
+                info.holder, info.generation
+            )
+        });
+        self.world.record(|r| {
+            r.outside_revokes.push(OutsideRevoke {
+                at,
+                lease,
+                holder: info.holder.clone(),
+                generation: info.generation.get(),
+            });
+        });
+        crate::store::note(&mut store, &self.world, [&key]).await;
+        self.world.changed();
+    }
+
+    async fn act(
+        &mut self,
+        action: Action,
+        events: &mut BTreeMap<(u64, u64), Action>,
+        seq: &mut u64,
+    ) {
         let now = self.world.now();
         match action {
+            Action::Revoke { pick } => self.revoke(pick).await,
             Action::Start { slot } => self.start(slot),
             Action::Pause { slot, ns } => {
                 if let Some(p) = self.live.get(&slot) {
@@ -305,6 +351,15 @@ async fn simulate(seed: u64, config: SimConfig) -> SeedRun {
             );
         }
     }
+    let expected = config.revokes_per_minute * minutes;
+    let revokes = expected.floor() as u64 + u64::from(rng.f64() < expected.fract());
+    for _ in 0..revokes {
+        schedule(
+            &mut events,
+            origin + rng.u64(3_000_000_000..duration.max(3_000_000_001)),
+            Action::Revoke { pick: rng.u64(..) },
+        );
+    }
     let mut sim = Sim {
         world: Arc::clone(&world),
         backing,
@@ -380,7 +435,7 @@ async fn drive(sim: &mut Sim, events: &mut BTreeMap<(u64, u64), Action>, seq: &m
                 break;
             }
             let action = entry.remove();
-            sim.act(action, events, seq);
+            sim.act(action, events, seq).await;
         }
         if next == end {
             quiesce().await;

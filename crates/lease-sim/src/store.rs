@@ -7,7 +7,9 @@
 //! after the effect, and batches split in two parts applied at different instants (the second
 //! part may then time out), and partitions (every call of a process times out for a while,
 //! as when it is cut off the network). A paused process's calls neither start nor return until it resumes
-//! (the answer waits in its socket); a crashed process's calls never complete.
+//! (the answer waits in its socket); a crashed process's calls never complete. Every write's
+//! result is noted in the world's record ([`note`]) so the checker can compare each client's
+//! windows with what the store really held.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,7 +21,7 @@ use lease_testkit::{FakeClock, InMemoryStore};
 use tokio::sync::watch;
 
 use crate::clock::DriftClock;
-use crate::world::World;
+use crate::world::{StoreChange, World};
 
 /// What was decided for one call before it reaches the backing.
 struct Plan {
@@ -64,6 +66,11 @@ impl SimStore {
 
     fn truth(&self) -> &FakeClock {
         &self.world.truth
+    }
+
+    /// Records what the store holds for `keys` right after a write, for the checker.
+    async fn note(&mut self, keys: impl IntoIterator<Item = &Key>) {
+        note(&mut self.inner, &self.world, keys).await;
     }
 
     async fn sleep(&self, d: Duration) {
@@ -188,6 +195,30 @@ fn again(e: &Error) -> Error {
     }
 }
 
+fn op_key(op: &Op) -> &Key {
+    match op {
+        Op::Claim { key, .. } | Op::Extend { key, .. } | Op::Revoke { key, .. } => key,
+    }
+}
+
+/// Records in the world what `store` (on true time) holds for `keys` now.
+pub async fn note(store: &mut InMemoryStore, world: &World, keys: impl IntoIterator<Item = &Key>) {
+    let keys: Vec<Key> = keys.into_iter().cloned().collect();
+    let held = store.leases(&keys).await.unwrap_or_default();
+    let at = world.now();
+    world.record(|r| {
+        for k in &keys {
+            r.history.push(StoreChange {
+                at,
+                lease: format!("{}/{}", k.namespace, k.lease),
+                held: held
+                    .get(k)
+                    .map(|i| (i.holder.clone(), i.generation.get(), i.expiry.as_nanos())),
+            });
+        }
+    });
+}
+
 fn describe(key: &Key, holder: &str) -> String {
     format!("{}/{} by {holder}", key.namespace, key.lease)
 }
@@ -200,6 +231,7 @@ impl Store for SimStore {
         self.world
             .log(|| format!("p{p} claim {}", describe(key, &request.holder)));
         let r = self.inner.claim_lease(key, request).await;
+        self.note([key]).await;
         self.world.changed();
         let r = r.map(|i| self.own(plan.start_own, i));
         self.after("claim", &plan, r).await
@@ -211,6 +243,7 @@ impl Store for SimStore {
         self.world
             .log(|| format!("p{p} extend {}", describe(key, &request.holder)));
         let r = self.inner.extend_lease(key, request).await;
+        self.note([key]).await;
         self.world.changed();
         let r = r.map(|i| self.own(plan.start_own, i));
         self.after("extend", &plan, r).await
@@ -222,6 +255,7 @@ impl Store for SimStore {
         self.world
             .log(|| format!("p{p} revoke {}", describe(key, holder)));
         let r = self.inner.revoke_lease(key, holder).await;
+        self.note([key]).await;
         self.world.changed();
         self.after("revoke", &plan, r).await
     }
@@ -285,9 +319,11 @@ impl Store for SimStore {
             let at = self.world.rng(|r| r.usize(1..n));
             let mut ops = ops;
             let second = ops.split_off(at);
+            let keys: Vec<Key> = ops.iter().map(|op| op_key(op).clone()).collect();
             for r in self.inner.apply(ops).await {
                 results.push(self.own_outcome(plan.start_own, r));
             }
+            self.note(&keys).await;
             self.world.changed();
             let gap = self.world.latency(self.world.config.max_latency);
             self.sleep(gap).await;
@@ -299,15 +335,19 @@ impl Store for SimStore {
                 self.world.fault("timeout before effect");
                 results.extend((0..second.len()).map(|_| Err(Error::Timeout)));
             } else {
+                let keys: Vec<Key> = second.iter().map(|op| op_key(op).clone()).collect();
                 for r in self.inner.apply(second).await {
                     results.push(self.own_outcome(plan.start_own, r));
                 }
+                self.note(&keys).await;
                 self.world.changed();
             }
         } else {
+            let keys: Vec<Key> = ops.iter().map(|op| op_key(op).clone()).collect();
             for r in self.inner.apply(ops).await {
                 results.push(self.own_outcome(plan.start_own, r));
             }
+            self.note(&keys).await;
             self.world.changed();
         }
         match self.after("batch", &plan, Ok(())).await {
