@@ -11,6 +11,9 @@
 //!   generation, unexpired (a term whose lease was revoked behind its back, re-claimed under
 //!   another generation, or let expire, is caught even when no other holder happened to claim
 //!   the lease meanwhile);
+//! - *a retried extend stays an extend*: within one claim or renewal of a holding the client
+//!   made, the manager never sends a claim after an extend (a claim would bring a holding
+//!   back that had lapsed or been revoked);
 //! - *an outside revoke is noticed*: a holding an operator revoked ends the windows of its
 //!   tenure at once (nobody can act on a lease taken away without being told), and a term must
 //!   have ended within its [`notice`](crate::world::Window::notice) (its renew deadline) after
@@ -126,6 +129,30 @@ pub fn check(record: &Record, end: u64, bound: u64) -> Verdict {
         verdict.violations.extend(generations(lease, &firsts));
     }
     for call in &record.calls {
+        if let Some((lease, holder)) = &call.holding {
+            // One call is one request to the manager: decided as an extend (its holder held the
+            // lease), it stays an extend on every retry and never becomes a claim.
+            let ops = record
+                .ops
+                .get(call.first_op..call.end_op.min(record.ops.len()))
+                .unwrap_or_default()
+                .iter()
+                .filter(|o| o.process == call.process && o.lease == *lease && o.holder == *holder);
+            let mut extended = false;
+            for op in ops {
+                if !op.claim {
+                    extended = true;
+                } else if extended {
+                    verdict.violations.push(format!(
+                        "p{}: {} of {lease} by {holder} started at {} was sent as an extend, then retried as a claim",
+                        call.process,
+                        call.what,
+                        secs(call.start)
+                    ));
+                    break;
+                }
+            }
+        }
         let crashed = record.crashes.get(&call.process).copied();
         let answered = call.end.or(crashed).unwrap_or(u64::MAX);
         // Time the process was paused does not count against the bound.

@@ -101,6 +101,11 @@ impl Ctx {
     }
 
     fn call(&self, what: &'static str) -> usize {
+        self.call_for(what, None)
+    }
+
+    /// A call that claims or renews the holding of `holder` on `lease` (`namespace/lease`).
+    fn call_for(&self, what: &'static str, holding: Option<(&str, &str)>) -> usize {
         let start = self.now();
         let process = self.process;
         self.world.record(|r| {
@@ -109,6 +114,9 @@ impl Ctx {
                 process,
                 start,
                 end: None,
+                holding: holding.map(|(l, h)| (l.to_owned(), h.to_owned())),
+                first_op: r.ops.len(),
+                end_op: usize::MAX,
             });
             r.calls.len() - 1
         })
@@ -117,8 +125,10 @@ impl Ctx {
     fn answered(&self, call: usize) {
         let at = self.now();
         self.world.record(|r| {
+            let ops = r.ops.len();
             if let Some(c) = r.calls.get_mut(call) {
                 c.end = Some(at);
+                c.end_op = ops;
             }
         });
     }
@@ -263,7 +273,7 @@ pub async fn claimer(ctx: Ctx, claimer: Arc<dyn Claimer>, revoker: Arc<dyn Revok
     let mut held: Vec<usize> = Vec::new();
     while !ctx.stop.is_cancelled() {
         let start_own = ctx.clock.now();
-        let call = ctx.call("claim");
+        let call = ctx.call_for("claim", Some((&lease, &holder)));
         let result = claimer.claim(&name, Request::new(&*holder, d)).await;
         ctx.answered(call);
         match result {
@@ -351,7 +361,7 @@ pub async fn resource_lock(ctx: Ctx, locks: ResourceLocks) {
                         return;
                     }
                     let start_own = ctx.clock.now();
-                    let call = ctx.call("renew");
+                    let call = ctx.call_for("renew", Some((&lease, &txn)));
                     let renewed = locks.renew(&lock.lease_name, &txn, d).await;
                     ctx.answered(call);
                     match renewed {

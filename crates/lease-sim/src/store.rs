@@ -21,7 +21,7 @@ use lease_testkit::{FakeClock, InMemoryStore};
 use tokio::sync::watch;
 
 use crate::clock::DriftClock;
-use crate::world::{StoreChange, World};
+use crate::world::{StoreChange, StoreOp, World};
 
 /// What was decided for one call before it reaches the backing.
 struct Plan {
@@ -66,6 +66,19 @@ impl SimStore {
 
     fn truth(&self) -> &FakeClock {
         &self.world.truth
+    }
+
+    /// Records a claim or extend the manager sent, for the checker.
+    fn sent(&self, key: &Key, holder: &str, claim: bool) {
+        let process = self.process;
+        self.world.record(|r| {
+            r.ops.push(StoreOp {
+                process,
+                lease: format!("{}/{}", key.namespace, key.lease),
+                holder: holder.to_owned(),
+                claim,
+            });
+        });
     }
 
     /// Records what the store holds for `keys` right after a write, for the checker.
@@ -226,6 +239,7 @@ fn describe(key: &Key, holder: &str) -> String {
 #[async_trait]
 impl Store for SimStore {
     async fn claim_lease(&mut self, key: &Key, request: &Request) -> Result<Info> {
+        self.sent(key, &request.holder, true);
         let plan = self.before("claim", true).await?;
         let p = self.process;
         self.world
@@ -238,6 +252,7 @@ impl Store for SimStore {
     }
 
     async fn extend_lease(&mut self, key: &Key, request: &Request) -> Result<Info> {
+        self.sent(key, &request.holder, false);
         let plan = self.before("extend", true).await?;
         let p = self.process;
         self.world
@@ -296,6 +311,13 @@ impl Store for SimStore {
 
     async fn apply(&mut self, ops: Vec<Op>) -> Vec<Result<Outcome>> {
         let n = ops.len();
+        for op in &ops {
+            match op {
+                Op::Claim { key, request } => self.sent(key, &request.holder, true),
+                Op::Extend { key, request } => self.sent(key, &request.holder, false),
+                Op::Revoke { .. } => {}
+            }
+        }
         let plan = match self.before("batch", true).await {
             Ok(plan) => plan,
             Err(e) => return (0..n).map(|_| Err(again(&e))).collect(),

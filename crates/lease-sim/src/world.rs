@@ -71,6 +71,26 @@ pub struct Call {
     pub start: u64,
     /// When it returned; `None` while outstanding.
     pub end: Option<u64>,
+    /// For a claim (or renewal) of a holding: the lease (`namespace/lease`) and holder it is
+    /// for, and the range of [`Record::ops`] the process sent while it was outstanding.
+    pub holding: Option<(String, String)>,
+    /// Index of the first of the process's store ops this call may have caused.
+    pub first_op: usize,
+    /// One past the last (set when answered).
+    pub end_op: usize,
+}
+
+/// A claim or extend a process's manager sent to the store (whatever became of it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOp {
+    /// The process.
+    pub process: usize,
+    /// `namespace/lease`.
+    pub lease: String,
+    /// The holder it was for.
+    pub holder: String,
+    /// A claim (true) or an extend of a holding (false).
+    pub claim: bool,
 }
 
 /// What the checker reads.
@@ -90,6 +110,8 @@ pub struct Record {
     pub history: Vec<StoreChange>,
     /// Holdings an operator revoked.
     pub outside_revokes: Vec<OutsideRevoke>,
+    /// Every claim and extend sent, in order.
+    pub ops: Vec<StoreOp>,
 }
 
 /// Shared state of one run.
