@@ -1,5 +1,6 @@
 //! What a run simulates: timings, fault rates and the clock-rate error bound.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use lease_manager::mutation::Mutation;
@@ -63,6 +64,14 @@ pub struct SimConfig {
     pub mutation: Option<Mutation>,
     /// Whether to keep the full event log (for determinism tests and replays).
     pub keep_log: bool,
+    /// Trace-level shrinking: the scheduled events (pauses, partitions, crashes, operator
+    /// revokes; by their index in the order the seed drew them) left out of the run.
+    pub dropped_events: BTreeSet<u64>,
+    /// Trace-level shrinking: the store faults (by their index in the order the run rolled
+    /// them: timeouts, `Invalid`s, latencies, split batches, late or lost notices) not injected.
+    pub dropped_faults: BTreeSet<u64>,
+    /// Run over lease-store-sqlite on a temporary file instead of the in-memory store.
+    pub sqlite: bool,
     /// Swarm mode: each seed first draws its own configuration from this one (see
     /// [`SimConfig::for_seed`]).
     pub swarm: bool,
@@ -102,6 +111,9 @@ impl Default for SimConfig {
             kinds: Kind::ALL.to_vec(),
             mutation: None,
             keep_log: false,
+            dropped_events: BTreeSet::new(),
+            dropped_faults: BTreeSet::new(),
+            sqlite: false,
             swarm: false,
         }
     }

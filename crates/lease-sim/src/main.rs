@@ -3,9 +3,10 @@
 //!
 //! ```text
 //! lease-sim [--seeds N] [--first S] [--threads T] [--replay SEED] [--log] [--no-shrink]
-//!           [--digests] [--swarm]
+//!           [--digests] [--swarm] [--sqlite] [--until-found] [--drop-events I,J-K] [--drop-faults I,J-K]
 //!           [--processes N] [--leases N] [--duration SECS] [--drift-ppm P] [--margin-ppm P]
-//!           [--election LD,RD,RP] [--crash F] [--revokes F] [--pauses F] [--partitions F] [--split F] [--late-notices F] [--lost-notices F] [--invalid F]
+//!           [--election LD,RD,RP] [--crash F] [--revokes F] [--pauses F] [--partitions F]
+//!           [--split F] [--late-notices F] [--lost-notices F] [--invalid F]
 //!           [--timeout-before F] [--timeout-after F] [--latency F] [--kinds K,K,...]
 //!           [--mutation concurrent-lock|generation-across-terms|
 //!                       retried-extend-claims|revoke-racing-lock]
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use lease_manager::mutation::Mutation;
 use lease_sim::config::Kind;
-use lease_sim::runner::{run_seeds, shrink};
+use lease_sim::runner::{run_seeds, shrink, shrink_trace};
 use lease_sim::{SimConfig, run_seed};
 
 struct Args {
@@ -31,6 +32,7 @@ struct Args {
     log: bool,
     digests: bool,
     shrink: bool,
+    until_found: bool,
     config: SimConfig,
 }
 
@@ -43,6 +45,7 @@ fn parse() -> Result<Args, String> {
         log: false,
         digests: false,
         shrink: true,
+        until_found: false,
         config: SimConfig::default(),
     };
     let mut it = std::env::args().skip(1);
@@ -58,6 +61,10 @@ fn parse() -> Result<Args, String> {
             "--digests" => args.digests = true,
             "--no-shrink" => args.shrink = false,
             "--swarm" => args.config.swarm = true,
+            "--sqlite" => args.config.sqlite = true,
+            "--until-found" => args.until_found = true,
+            "--drop-events" => c.dropped_events = indices(&value()?)?,
+            "--drop-faults" => c.dropped_faults = indices(&value()?)?,
             "--processes" => c.processes = num(&value()?)?,
             "--leases" => c.leases = num(&value()?)?,
             "--duration" => c.duration = Duration::from_secs(num(&value()?)?),
@@ -106,6 +113,48 @@ fn parse() -> Result<Args, String> {
         }
     }
     Ok(args)
+}
+
+/// `0-15,17,20-30` as a set of indices.
+fn indices(s: &str) -> Result<std::collections::BTreeSet<u64>, String> {
+    let mut set = std::collections::BTreeSet::new();
+    for part in s.split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => set.extend(num::<u64>(a)?..=num::<u64>(b)?),
+            None => {
+                set.insert(num(part)?);
+            }
+        }
+    }
+    Ok(set)
+}
+
+/// The inverse of [`indices`]: runs of consecutive indices as ranges.
+fn ranges(set: &std::collections::BTreeSet<u64>) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut run: Option<(u64, u64)> = None;
+    for &i in set {
+        run = match run {
+            Some((a, b)) if i == b + 1 => Some((a, i)),
+            Some((a, b)) => {
+                parts.push(if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
+                });
+                Some((i, i))
+            }
+            None => Some((i, i)),
+        };
+    }
+    if let Some((a, b)) = run {
+        parts.push(if a == b {
+            a.to_string()
+        } else {
+            format!("{a}-{b}")
+        });
+    }
+    parts.join(",")
 }
 
 fn num<T: std::str::FromStr>(s: &str) -> Result<T, String> {
@@ -202,8 +251,21 @@ fn replay_command(seed: u64, c: &SimConfig) -> String {
     }
     let kinds: Vec<&str> = c.kinds.iter().map(|k| k.name()).collect();
     flag("kinds", c.kinds != d.kinds, kinds.join(","));
+    flag(
+        "drop-events",
+        !c.dropped_events.is_empty(),
+        ranges(&c.dropped_events),
+    );
+    flag(
+        "drop-faults",
+        !c.dropped_faults.is_empty(),
+        ranges(&c.dropped_faults),
+    );
     if c.swarm {
         cmd.push_str(" --swarm");
+    }
+    if c.sqlite {
+        cmd.push_str(" --sqlite");
     }
     cmd
 }
@@ -254,7 +316,13 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let started = Instant::now();
-    let totals = run_seeds(args.first, args.seeds, args.threads, &args.config);
+    let totals = run_seeds(
+        args.first,
+        args.seeds,
+        args.threads,
+        &args.config,
+        args.until_found,
+    );
     let took = started.elapsed();
     println!("{}", totals.summary_line());
     println!(
@@ -271,10 +339,13 @@ fn main() -> ExitCode {
     }
     if let Some(&(seed, _)) = totals.failures.first() {
         let small = if args.shrink {
-            shrink(seed, &args.config)
+            shrink_trace(seed, &shrink(seed, &args.config))
         } else {
             args.config.clone()
         };
+        if args.shrink {
+            print_trace(seed, &small);
+        }
         println!(
             "replay the smallest failing run: {} --log",
             replay_command(seed, &small)
@@ -282,4 +353,46 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     ExitCode::SUCCESS
+}
+
+/// The shrunk run's trace: what happened to processes, the faults that struck, the windows
+/// and the violations (not every store call).
+fn print_trace(seed: u64, config: &SimConfig) {
+    let mut config = config.clone();
+    config.keep_log = true;
+    let run = run_seed(seed, &config);
+    let wanted = [
+        "start p",
+        "client",
+        "pause",
+        "partition",
+        "crash",
+        "operator",
+        "timeout",
+        "invalid",
+        "acts on",
+        "stops acting",
+    ];
+    let lines: Vec<&String> = run
+        .log
+        .iter()
+        .filter(|l| wanted.iter().any(|w| l.contains(w)))
+        .collect();
+    println!(
+        "shrunk seed {seed}: {} processes, {} events and {} store faults left, {} trace lines:",
+        config.processes,
+        run.events
+            .saturating_sub(config.dropped_events.len() as u64),
+        run.verdict.fault_count(),
+        lines.len()
+    );
+    for line in lines.iter().take(300) {
+        println!("  {line}");
+    }
+    if lines.len() > 300 {
+        println!("  ... ({} more)", lines.len() - 300);
+    }
+    for v in &run.verdict.violations {
+        println!("  VIOLATION {v}");
+    }
 }

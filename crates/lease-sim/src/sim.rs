@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lease_core::{CancellationToken, DefaultSecretary, Manager as _, Store as _, Timestamp};
+use lease_core::{CancellationToken, DefaultSecretary, Manager as _, Store, Timestamp};
 use lease_manager::{LeaserConfig, Manager, ManagerConfig, ManagerLeaser, ResourceLocks};
 use lease_testkit::{FakeClock, InMemoryStore};
 use tokio::task::JoinHandle;
@@ -27,7 +27,7 @@ use crate::check::{Verdict, check};
 use crate::client::{self, Ctx};
 use crate::clock::{DriftClock, Gate};
 use crate::config::{Kind, SimConfig};
-use crate::store::SimStore;
+use crate::store::{SimStore, settle};
 use crate::world::{OutsideRevoke, World};
 
 /// What the simulator does at an instant of true time.
@@ -43,6 +43,53 @@ enum Action {
     Crash { slot: usize, restart_after: u64 },
     /// An operator revokes one of the held leases (number `pick`, modulo how many are held).
     Revoke { pick: u64 },
+}
+
+/// The store every process shares, on true time.
+enum Backing {
+    /// The in-memory store (the reference semantics).
+    Memory(InMemoryStore),
+    /// lease-store-sqlite on a file in a temporary directory (deleted with it).
+    Sqlite {
+        path: std::path::PathBuf,
+        _dir: tempfile::TempDir,
+    },
+}
+
+impl Backing {
+    fn new(config: &SimConfig, truth: &FakeClock) -> Backing {
+        if !config.sqlite {
+            return Backing::Memory(InMemoryStore::new(truth.as_clock()));
+        }
+        let dir = match tempfile::tempdir() {
+            Ok(dir) => dir,
+            Err(e) => panic!("the SQLite mode needs a temporary directory: {e}"),
+        };
+        Backing::Sqlite {
+            path: dir.path().join("sim.db"),
+            _dir: dir,
+        }
+    }
+
+    /// A new handle on the store, and whether its calls run on other threads (see
+    /// [`crate::store::settle`]).
+    fn handle(&self, truth: &FakeClock) -> (Box<dyn Store + Sync>, bool) {
+        match self {
+            Backing::Memory(m) => (Box::new(m.sibling()), false),
+            Backing::Sqlite { path, .. } => {
+                // A holder session per handle, as per process: a process whose store is dropped
+                // frees its leases at once, as after a kill -9.
+                let opened = lease_store_sqlite::SqliteStoreBuilder::new(path)
+                    .clock(truth.as_clock())
+                    .session_scope(lease_store_sqlite::SessionScope::Store)
+                    .open();
+                match opened {
+                    Ok(store) => (Box::new(store), true),
+                    Err(e) => panic!("cannot open the simulation's SQLite store: {e}"),
+                }
+            }
+        }
+    }
 }
 
 /// One incarnation of a simulated process.
@@ -62,6 +109,10 @@ pub struct SeedRun {
     pub verdict: Verdict,
     /// The event log (empty unless [`SimConfig::keep_log`]).
     pub log: Vec<String>,
+    /// Scheduled events the seed drew (pauses, partitions, crashes, operator revokes).
+    pub events: u64,
+    /// Store faults the run rolled.
+    pub faults: u64,
 }
 
 /// Runs `seed` under `config` on this thread.
@@ -93,7 +144,12 @@ async fn quiesce() {
 
 struct Sim {
     world: Arc<World>,
-    backing: InMemoryStore,
+    /// The operator's own handle on the store.
+    operator: Box<dyn Store + Sync>,
+    /// Whether the store's calls run on other threads.
+    blocking: bool,
+    /// Last: dropped after every process's handle.
+    backing: Backing,
     rng: fastrand::Rng,
     live: BTreeMap<usize, Process>,
     incarnations: usize,
@@ -115,7 +171,8 @@ impl Sim {
         // Each process's clock has its own epoch: nothing may compare them.
         let origin = Timestamp::from_nanos(self.rng.u64(1_000_000_000..1_000_000_000_000));
         let clock = DriftClock::new(world.truth.clone(), origin, ppm, Arc::clone(&gate));
-        let store = SimStore::new(&self.backing, clock.clone(), Arc::clone(&world), id);
+        let (inner, blocking) = self.backing.handle(&world.truth);
+        let store = SimStore::new(inner, blocking, clock.clone(), Arc::clone(&world), id);
         let config = ManagerConfig::new(store, Arc::new(clock.clone()))
             .with_default_secretary(Arc::new(DefaultSecretary))
             .with_rng_seed(self.rng.u64(..));
@@ -197,10 +254,11 @@ impl Sim {
 
     /// The operator: revokes one held lease behind its holder's back, straight in the store.
     async fn revoke(&mut self, pick: u64) {
-        let mut store = self.backing.sibling();
+        let blocking = self.blocking;
+        let store = &mut *self.operator;
         let mut held = Vec::new();
         for namespace in ["elect", "claim", "leaser", "locks"] {
-            if let Ok(group) = store.lease_group(namespace, "m").await {
+            if let Ok(group) = settle(blocking, store.lease_group(namespace, "m")).await {
                 held.extend(group);
             }
         }
@@ -208,7 +266,10 @@ impl Sim {
             return;
         };
         let (key, info) = held.swap_remove(usize::try_from(pick % n).unwrap_or(0));
-        if store.revoke_lease(&key, &info.holder).await.is_err() {
+        if settle(blocking, store.revoke_lease(&key, &info.holder))
+            .await
+            .is_err()
+        {
             return;
         }
         let at = self.world.now();
@@ -228,7 +289,7 @@ impl Sim {
                 generation: info.generation.get(),
             });
         });
-        crate::store::note(&mut store, &self.world, [&key]).await;
+        crate::store::note(store, blocking, &self.world, [&key]).await;
         self.world.changed();
     }
 
@@ -291,13 +352,22 @@ async fn simulate(seed: u64, config: SimConfig) -> SeedRun {
     let truth = FakeClock::new();
     let mut rng = fastrand::Rng::with_seed(seed);
     let world = World::new(config.clone(), truth.clone(), rng.u64(..));
-    let backing = InMemoryStore::new(truth.as_clock());
+    let backing = Backing::new(&config, &truth);
+    let (operator, blocking) = backing.handle(&truth);
     let origin = truth.now().as_nanos();
     let duration = u64::try_from(config.duration.as_nanos()).unwrap_or(u64::MAX);
     let end = origin.saturating_add(duration);
     let mut events: BTreeMap<(u64, u64), Action> = BTreeMap::new();
     let mut seq = 0u64;
+    // Every event but a start has an index, in the order drawn, for trace-level shrinking.
+    let mut drawn = 0u64;
     let mut schedule = |events: &mut BTreeMap<(u64, u64), Action>, at: u64, a: Action| {
+        if !matches!(a, Action::Start { .. }) {
+            drawn += 1;
+            if config.dropped_events.contains(&(drawn - 1)) {
+                return;
+            }
+        }
         seq += 1;
         events.insert((at, seq), a);
     };
@@ -360,8 +430,11 @@ async fn simulate(seed: u64, config: SimConfig) -> SeedRun {
             Action::Revoke { pick: rng.u64(..) },
         );
     }
+    let events_drawn = drawn;
     let mut sim = Sim {
         world: Arc::clone(&world),
+        operator,
+        blocking,
         backing,
         rng,
         live: BTreeMap::new(),
@@ -408,6 +481,8 @@ async fn simulate(seed: u64, config: SimConfig) -> SeedRun {
         seed,
         verdict,
         log: world.log_lines(),
+        events: events_drawn,
+        faults: world.rolled(),
     }
 }
 

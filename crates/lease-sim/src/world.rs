@@ -131,6 +131,8 @@ pub struct World {
     /// unseeded random source, so one channel with many receivers would wake them in a
     /// different order on every run.)
     changes: Mutex<Vec<Arc<watch::Sender<u64>>>>,
+    /// Store faults rolled so far (the index of the next one).
+    rolled: Mutex<u64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -148,6 +150,7 @@ impl World {
             log: Mutex::new(Vec::new()),
             record: Mutex::new(Record::default()),
             changes: Mutex::new(Vec::new()),
+            rolled: Mutex::new(0),
         })
     }
 
@@ -196,6 +199,11 @@ impl World {
         let cfg = &self.config;
         for tx in senders {
             let roll = self.rng(|r| r.f64());
+            let roll = if roll < cfg.lost_notices + cfg.late_notices && !self.strikes() {
+                1.0
+            } else {
+                roll
+            };
             if roll < cfg.lost_notices {
                 self.fault("change notice lost");
             } else if roll < cfg.lost_notices + cfg.late_notices {
@@ -213,6 +221,20 @@ impl World {
                 tx.send_modify(|n| *n = n.wrapping_add(1));
             }
         }
+    }
+
+    /// Whether a store fault the run rolled strikes: each takes the next index, and trace-level
+    /// shrinking may have dropped it ([`SimConfig::dropped_faults`]).
+    pub fn strikes(&self) -> bool {
+        let mut rolled = lock(&self.rolled);
+        let index = *rolled;
+        *rolled += 1;
+        !self.config.dropped_faults.contains(&index)
+    }
+
+    /// Store faults rolled so far.
+    pub fn rolled(&self) -> u64 {
+        *lock(&self.rolled)
     }
 
     /// Counts one injected fault of `kind`.

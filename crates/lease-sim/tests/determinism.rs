@@ -54,6 +54,28 @@ fn a_swarm_seed_replays_the_same_event_log() {
     }
 }
 
+/// Over lease-store-sqlite on a temporary file (its calls run on tokio's blocking pool), a seed
+/// replays too, and the run is checked like any other.
+#[test]
+fn a_sqlite_seed_replays_the_same_event_log() {
+    let config = SimConfig {
+        sqlite: true,
+        duration: Duration::from_secs(30),
+        ..logged()
+    };
+    for seed in 0..3 {
+        let first = run_seed(seed, &config);
+        let second = run_seed(seed, &config);
+        assert!(first.log.len() > 50, "seed {seed}: too short to check");
+        assert_eq!(first.log, second.log, "sqlite seed {seed} diverged");
+        assert!(
+            first.verdict.violations.is_empty(),
+            "{:?}",
+            first.verdict.violations
+        );
+    }
+}
+
 /// Seed 266 of the elector drift run took either branch of the elector's wait-or-fallback
 /// `select!` (tokio's unseeded choice) until that `select!` was made `biased;`.
 #[test]
