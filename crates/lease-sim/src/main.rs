@@ -396,3 +396,17 @@ fn print_trace(seed: u64, config: &SimConfig) {
         println!("  VIOLATION {v}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_lists_read_back_as_written() {
+        let set = indices("0-3,6,9-10,12").unwrap_or_default();
+        assert_eq!(set.len(), 8);
+        assert_eq!(ranges(&set), "0-3,6,9-10,12");
+        assert!(indices("3-x").is_err());
+        assert_eq!(ranges(&indices("").unwrap_or_default()), "");
+    }
+}
