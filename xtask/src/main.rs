@@ -212,8 +212,8 @@ fn ci() -> Result<(), String> {
     // on a dedicated local API server (its own ports) whose etcd is restarted mid-run, and on a
     // dedicated local Postgres server (its own directory and port) that is crashed mid-run.
     torture::run(&workspace_root(), &["--short".to_owned()])?;
-    // The deterministic simulation: 10,000 seeds (a few minutes on two cores) and the drift
-    // bound check.
+    // The deterministic simulation: 10,000 seeds, 5,000 swarm seeds and 100 over SQLite (a few
+    // minutes on two cores), the drift bound check, and each mutation found within its bound.
     sim::run(
         &workspace_root(),
         &[

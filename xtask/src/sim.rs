@@ -1,7 +1,9 @@
 //! `cargo xtask sim`: the deterministic simulation (crates/lease-sim) over many seeds, in a
-//! release build, plus its proof that it searches (the drift bound: leader candidates whose
-//! clocks may run 40% slow must be caught overlapping, at 30% never); writes the totals into
-//! `RELIABILITY.md` (or, for CI, `target/sim/RELIABILITY-sim.md`).
+//! release build, in its default configuration, in swarm mode and over SQLite, plus its proof that it
+//! searches (the drift bound: leader candidates whose clocks may run 40% slow must be caught
+//! overlapping, at 30% never; each of lease-manager's mutations must be found within its bound
+//! of seeds); writes the totals into `RELIABILITY.md` (or, for CI, which stops each mutation run
+//! at its first failing seed, `target/sim/RELIABILITY-sim.md`).
 
 use std::env;
 use std::fs;
@@ -14,27 +16,62 @@ usage: cargo xtask sim [--seeds N] [--first S] [--threads T] [--ci]
   --seeds N    seeds to run (default 10000)
   --first S    the first seed (default 0)
   --threads T  threads (default: all cores)
-  --ci         write target/sim/RELIABILITY-sim.md instead of RELIABILITY.md
+  --ci         write target/sim/RELIABILITY-sim.md instead of RELIABILITY.md, run 5000 swarm
+               and 100 SQLite seeds, and stop each mutation run at its first failing seed
 ";
 
 /// Seeds `cargo xtask ci` runs.
 pub(crate) const CI_SEEDS: &str = "10000";
 
-/// The mutations of lease-manager's `mutations` feature, as `lease-sim --mutation` names them,
-/// with the client kinds each run draws from (`None`: the leader candidates).
-const MUTATIONS: [(&str, Option<&str>); 4] = [
-    ("concurrent-lock", None),
-    ("generation-across-terms", None),
-    ("retried-extend-claims", Some(KINDS_RETRIED_EXTEND)),
-    ("revoke-racing-lock", None),
-];
+/// Swarm-mode seeds of a CI run (a full run takes as many as `--seeds`).
+const CI_SWARM_SEEDS: &str = "5000";
 
-/// The kinds whose extends the worker retries (a leader's renewal that turns into a claim is
-/// caught by the elector itself, which ends the term).
+/// Seeds over lease-store-sqlite (swarm mode): a real file and tokio's blocking pool make a seed
+/// about twenty times slower than over the in-memory store.
+const SQLITE_SEEDS: &str = "200";
+
+/// SQLite seeds of a CI run.
+const CI_SQLITE_SEEDS: &str = "100";
+
+/// A mutation of lease-manager's `mutations` feature, as `lease-sim --mutation` names it, the
+/// client kinds its runs draw from, and the seeds (swarm mode, from seed 0) within which the
+/// simulator must find it. Each bound is a few times the seeds a failure takes on average, as
+/// measured (RELIABILITY.md); the seeds are the same on every run, so a bound that stops being
+/// met means the search got weaker (or the defect harder to reach).
+struct Mutation {
+    name: &'static str,
+    kinds: &'static str,
+    bound: u64,
+}
+
+const ELECTORS: &str = "elector,elector-relock,elector-concurrent";
+
+/// The kinds whose extends the worker retries in a call the client sees (a claimer's claim, a
+/// resource lock's renew), and the leaser.
 const KINDS_RETRIED_EXTEND: &str = "claimer,leaser,resource-lock";
 
-/// Seeds each mutation run may take to find its defect.
-const MUTATION_SEEDS: &str = "200";
+const MUTATIONS: [Mutation; 4] = [
+    Mutation {
+        name: "concurrent-lock",
+        kinds: ELECTORS,
+        bound: 20,
+    },
+    Mutation {
+        name: "generation-across-terms",
+        kinds: ELECTORS,
+        bound: 600,
+    },
+    Mutation {
+        name: "retried-extend-claims",
+        kinds: KINDS_RETRIED_EXTEND,
+        bound: 50,
+    },
+    Mutation {
+        name: "revoke-racing-lock",
+        kinds: ELECTORS,
+        bound: 200,
+    },
+];
 
 /// Elector-only seeds of each drift-bound run.
 const BOUND_SEEDS: &str = "400";
@@ -124,6 +161,14 @@ fn simulate(exe: &Path, args: &[&str]) -> Result<(bool, String), String> {
     }
 }
 
+/// The first failing seed `lease-sim` reported.
+fn first_failing(out: &str) -> Option<u64> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix("FAILED seed "))
+        .filter_map(|l| l.split(':').next()?.parse::<u64>().ok())
+        .min()
+}
+
 /// `key=value` from the totals line.
 fn total(text: &str, key: &str) -> String {
     text.lines()
@@ -149,7 +194,34 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<(), String> {
     let mut main_args = vec!["--seeds", o.seeds.as_str(), "--first", o.first.as_str()];
     main_args.extend(common);
     let (passed, text) = simulate(&exe, &main_args)?;
-    let electors = "elector,elector-relock,elector-concurrent";
+    // The same seeds in swarm mode: each draws its own fault rates, processes, leases and kinds.
+    let swarm_seeds = if o.ci {
+        CI_SWARM_SEEDS
+    } else {
+        o.seeds.as_str()
+    };
+    let mut swarm_args = vec![
+        "--seeds",
+        swarm_seeds,
+        "--first",
+        o.first.as_str(),
+        "--swarm",
+    ];
+    swarm_args.extend(common);
+    let (swarm_passed, swarm_text) = simulate(&exe, &swarm_args)?;
+    // Fewer seeds in swarm mode over lease-store-sqlite on a temporary file.
+    let sqlite_seeds = if o.ci { CI_SQLITE_SEEDS } else { SQLITE_SEEDS };
+    let mut sqlite_args = vec![
+        "--seeds",
+        sqlite_seeds,
+        "--first",
+        o.first.as_str(),
+        "--swarm",
+        "--sqlite",
+    ];
+    sqlite_args.extend(common);
+    let (sqlite_passed, sqlite_text) = simulate(&exe, &sqlite_args)?;
+    let electors = ELECTORS;
     let mut unsafe_args = vec![
         "--seeds",
         BOUND_SEEDS,
@@ -168,36 +240,44 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<(), String> {
         safe_args[last] = "300000";
     }
     let (safe_passed, safe_text) = simulate(&exe, &safe_args)?;
-    // Mutation mode: each defect switched on must be found, within MUTATION_SEEDS seeds.
+    // Mutation mode: each defect switched on must be found within its bound. CI stops at the
+    // first failing seed; a full run measures how many of the bound's seeds fail.
     let mut mutations = Vec::new();
-    for (mutation, kinds) in MUTATIONS {
+    for m in &MUTATIONS {
+        let bound = m.bound.to_string();
         let mut args = vec![
             "--seeds",
-            MUTATION_SEEDS,
+            bound.as_str(),
             "--no-shrink",
+            "--swarm",
             "--kinds",
-            kinds.unwrap_or(electors),
+            m.kinds,
             "--mutation",
-            mutation,
+            m.name,
         ];
+        if o.ci {
+            args.push("--until-found");
+        }
         args.extend(common);
-        let (clean, out) = simulate(&exe, &args)?;
-        // Seeds run from 0, so the first failing seed S means S + 1 seeds were needed.
-        let first = out
-            .lines()
-            .find_map(|l| l.strip_prefix("FAILED seed "))
-            .and_then(|l| l.split(':').next())
-            .and_then(|s| s.parse::<u64>().ok());
-        mutations.push((mutation, clean, first, total(&out, "failing_seeds")));
+        let (_, out) = simulate(&exe, &args)?;
+        mutations.push((m, first_failing(&out), total(&out, "failing_seeds")));
     }
     let mutation_rows: String = mutations
         .iter()
-        .map(|(m, _, first, failing)| {
+        .map(|(m, first, failing)| {
             let found = first.map_or_else(
-                || format!("not found in {MUTATION_SEEDS} seeds"),
-                |s| format!("seed {s} (within {} seeds)", s + 1),
+                || format!("not found in {} seeds", m.bound),
+                |s| format!("seed {s} ({} seeds)", s + 1),
             );
-            format!("| `{m}` | {found} | {failing} of {MUTATION_SEEDS} |\n")
+            let failing = if o.ci {
+                "(stopped at the first)".to_owned()
+            } else {
+                format!("{failing} of {}", m.bound)
+            };
+            format!(
+                "| `{}` | {} | {found} | {} | {failing} |\n",
+                m.name, m.kinds, m.bound
+            )
         })
         .collect();
     let speed = text
@@ -213,6 +293,8 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<(), String> {
         .collect();
     let failed: Vec<&str> = text
         .lines()
+        .chain(swarm_text.lines())
+        .chain(sqlite_text.lines())
         .filter(|l| l.starts_with("FAILED") || l.starts_with("replay"))
         .collect();
     let body = format!(
@@ -223,14 +305,25 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<(), String> {
          their lost-token handler, and two concurrent lock() on one elector), leaser holders, \
          resource-lock transactions and raw claimers, over the in-memory store behind the \
          simulator's faults: timeouts before and after taking effect, long-tailed latency, \
-         Invalid answers, split batches, partitions, process pauses, crashes and restarts. \
-         lease-torture's checker proves from the clients' windows (on true time) that no two \
-         holders of a lease overlapped and that generations increased; every call must be \
-         answered. Replay any seed with `cargo run --release -p lease-sim -- --replay SEED --log`.\n\n\
-         | seeds | simulated hours | windows checked | terms checked | faults injected | violations |\n\
-         |---|---|---|---|---|---|\n\
-         | {} | {} | {} | {} | {} | {} |\n\n\
-         Faults by kind: {}.\n{}\n\
+         Invalid answers, split batches, change notices late or lost, partitions, process \
+         pauses, crashes and restarts, and an operator revoking held leases behind their \
+         holders' backs. lease-torture's checker proves from the clients' windows (on true time) \
+         that no two holders of a lease overlapped and that generations increased; the store's \
+         own record must back every window (its lease held under its generation); a term whose \
+         lease an operator revoked must end within its renew deadline; within one claim or \
+         renewal the manager never sends a claim after an extend; every call must be answered. \
+         Swarm mode runs the same seeds with each seed drawing its own fault rates (×0 to ×3), \
+         2-4 processes, 1-3 leases and a subset of the client kinds. Replay any seed with \
+         `cargo run --release -p lease-sim -- --replay SEED --log` (add `--swarm` for a swarm \
+         seed). The SQLite mode runs swarm seeds over lease-store-sqlite on a temporary file \
+         (judging expiry on the simulation's true clock, one holder session per simulated \
+         process) instead of the in-memory store.\n\n\
+         | mode | seeds | simulated hours | windows checked | terms checked | faults injected | violations |\n\
+         |---|---|---|---|---|---|---|\n\
+         | default | {} | {} | {} | {} | {} | {} |\n\
+         | swarm | {} | {} | {} | {} | {} | {} |\n\
+         | swarm over SQLite | {} | {} | {} | {} | {} | {} |\n\n\
+         Faults by kind (default mode): {}.\n{}\n\
          ### Drift bound: the simulator finds overlaps past it\n\n\
          Leader candidates only, client-go timing (lease 15 s, renew deadline 10 s, retry 2 s), \
          {BOUND_SEEDS} seeds each. The bound is ε < 1 − renew_deadline / lease_duration = 1/3 \
@@ -239,9 +332,10 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<(), String> {
          | 40% | {} | some |\n| 30% | {} | none |\n\n\
          ### Mutation mode: defects switched on in lease-manager must be found\n\n\
          lease-manager's `mutations` feature (test-only, all off unless the simulator switches \
-         one on for its thread) re-introduces a defect; leader candidates only \
-         (`retried-extend-claims`: claimers, leasers and resource locks), default faults.\n\n\
-         | mutation | first failing seed | failing seeds |\n|---|---|---|\n{mutation_rows}",
+         one on for its thread) re-introduces a defect; swarm mode (each seed draws its fault \
+         rates, processes, leases and a subset of the kinds listed), seeds from 0. CI fails \
+         when a mutation is not found within its bound.\n\n\
+         | mutation | kinds | found at | bound | failing seeds |\n|---|---|---|---|---|\n{mutation_rows}",
         if args.is_empty() {
             String::new()
         } else {
@@ -253,6 +347,18 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<(), String> {
         total(&text, "tenures"),
         total(&text, "faults"),
         total(&text, "violations"),
+        total(&swarm_text, "seeds"),
+        total(&swarm_text, "simulated_hours"),
+        total(&swarm_text, "windows"),
+        total(&swarm_text, "tenures"),
+        total(&swarm_text, "faults"),
+        total(&swarm_text, "violations"),
+        total(&sqlite_text, "seeds"),
+        total(&sqlite_text, "simulated_hours"),
+        total(&sqlite_text, "windows"),
+        total(&sqlite_text, "tenures"),
+        total(&sqlite_text, "faults"),
+        total(&sqlite_text, "violations"),
         faults.join(", "),
         if failed.is_empty() {
             String::new()
@@ -275,17 +381,25 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<(), String> {
     if !passed {
         failures.push("the simulation found violations (see the replay command above)");
     }
+    if !swarm_passed {
+        failures.push("the swarm simulation found violations (see the replay command above)");
+    }
+    if !sqlite_passed {
+        failures.push("the SQLite simulation found violations (see the replay command above)");
+    }
     if unsafe_passed {
         failures.push("with 40% clock drift the simulator found no overlap: it does not search");
     }
     if !safe_passed {
         failures.push("within the drift bound (30%) the simulator found an overlap");
     }
-    for (m, clean, _, _) in &mutations {
-        if *clean && *m == "concurrent-lock" {
-            failures.push("the concurrent-lock mutation was not found");
-        }
-    }
+    let missed: Vec<String> = mutations
+        .iter()
+        .filter(|(_, first, _)| first.is_none())
+        .map(|(m, _, _)| format!("the {} mutation was not found in {} seeds", m.name, m.bound))
+        .collect();
+    let mut failures: Vec<String> = failures.into_iter().map(str::to_owned).collect();
+    failures.extend(missed);
     if failures.is_empty() {
         println!("xtask sim: passed");
         Ok(())
@@ -311,4 +425,25 @@ fn write_section(path: &Path, body: &str) -> Result<(), String> {
         }
     }
     fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_failing_seed_is_the_smallest_reported() {
+        let out = "lease-sim totals: seeds=9\nFAILED seed 12: x\nFAILED seed 3: y: z\nreplay ...\n";
+        assert_eq!(first_failing(out), Some(3));
+        assert_eq!(first_failing("lease-sim totals: seeds=9\n"), None);
+    }
+
+    #[test]
+    fn every_mutation_has_a_bound_and_a_distinct_name() {
+        let mut names: Vec<&str> = MUTATIONS.iter().map(|m| m.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), MUTATIONS.len());
+        assert!(MUTATIONS.iter().all(|m| m.bound > 0 && !m.kinds.is_empty()));
+    }
 }

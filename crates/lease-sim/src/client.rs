@@ -25,61 +25,6 @@ use lease_manager::{
 use crate::clock::DriftClock;
 use crate::world::{Call, Window, World};
 
-/// What one client does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// A `LeaderElector` candidate that leads for a while, then releases.
-    Elector,
-    /// A candidate that calls `lock()` again at once when its lost token fires.
-    ElectorRelock,
-    /// Two tasks calling `lock()` on one elector.
-    ElectorConcurrent,
-    /// Claims, extends and revokes through the `Claimer` facade.
-    Claimer,
-    /// Holds leases through `ManagerLeaser`.
-    Leaser,
-    /// Takes, renews and releases `ResourceLocks`.
-    ResourceLock,
-}
-
-impl Kind {
-    /// The kind named `name` (as `--kinds` spells it: `elector`, `elector-relock`,
-    /// `elector-concurrent`, `claimer`, `leaser`, `resource-lock`).
-    pub fn named(name: &str) -> Option<Kind> {
-        Some(match name {
-            "elector" => Kind::Elector,
-            "elector-relock" => Kind::ElectorRelock,
-            "elector-concurrent" => Kind::ElectorConcurrent,
-            "claimer" => Kind::Claimer,
-            "leaser" => Kind::Leaser,
-            "resource-lock" => Kind::ResourceLock,
-            _ => return None,
-        })
-    }
-
-    /// The name [`Kind::named`] reads.
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Elector => "elector",
-            Kind::ElectorRelock => "elector-relock",
-            Kind::ElectorConcurrent => "elector-concurrent",
-            Kind::Claimer => "claimer",
-            Kind::Leaser => "leaser",
-            Kind::ResourceLock => "resource-lock",
-        }
-    }
-
-    /// Every kind, for drawing one.
-    pub const ALL: [Kind; 6] = [
-        Kind::Elector,
-        Kind::ElectorRelock,
-        Kind::ElectorConcurrent,
-        Kind::Claimer,
-        Kind::Leaser,
-        Kind::ResourceLock,
-    ];
-}
-
 /// What a client task needs.
 #[derive(Clone)]
 pub struct Ctx {
@@ -102,8 +47,26 @@ impl Ctx {
         self.world.now()
     }
 
-    fn open(&self, lease: &str, holder: &str, generation: u64, term: bool, end: u64) -> usize {
+    /// Opens a window; `notice` is a term's renew deadline on the process's clock (zero for a
+    /// claim's window, see [`Window::notice`]).
+    fn open(
+        &self,
+        lease: &str,
+        holder: &str,
+        generation: u64,
+        notice: Duration,
+        end: u64,
+    ) -> usize {
         let start = self.now();
+        let term = !notice.is_zero();
+        let notice = if term {
+            // On true time, for a clock running up to the configured error slow, plus a second
+            // for the store call that tells the client.
+            let slow = 1.0 - (self.world.config.drift_ppm as f64 / 1e6).clamp(0.0, 0.9);
+            (notice.as_secs_f64() / slow * 1e9) as u64 + 1_000_000_000
+        } else {
+            0
+        };
         let p = self.process;
         self.world.log(|| {
             format!("p{p} {holder} acts on {lease} with generation {generation} until {end}")
@@ -117,6 +80,7 @@ impl Ctx {
                 term,
                 start,
                 end,
+                notice,
             });
             r.windows.len() - 1
         })
@@ -137,6 +101,11 @@ impl Ctx {
     }
 
     fn call(&self, what: &'static str) -> usize {
+        self.call_for(what, None)
+    }
+
+    /// A call that claims or renews the holding of `holder` on `lease` (`namespace/lease`).
+    fn call_for(&self, what: &'static str, holding: Option<(&str, &str)>) -> usize {
         let start = self.now();
         let process = self.process;
         self.world.record(|r| {
@@ -145,6 +114,9 @@ impl Ctx {
                 process,
                 start,
                 end: None,
+                holding: holding.map(|(l, h)| (l.to_owned(), h.to_owned())),
+                first_op: r.ops.len(),
+                end_op: usize::MAX,
             });
             r.calls.len() - 1
         })
@@ -153,8 +125,10 @@ impl Ctx {
     fn answered(&self, call: usize) {
         let at = self.now();
         self.world.record(|r| {
+            let ops = r.ops.len();
             if let Some(c) = r.calls.get_mut(call) {
                 c.end = Some(at);
+                c.end_op = ops;
             }
         });
     }
@@ -199,10 +173,11 @@ impl Ctx {
         generation: u64,
         lost: &CancellationToken,
         hold: Duration,
+        notice: Duration,
     ) -> bool {
         let step = Duration::from_millis(500);
         let until = self.clock.now().saturating_add(hold);
-        let mut window = self.open(lease, holder, generation, true, u64::MAX);
+        let mut window = self.open(lease, holder, generation, notice, u64::MAX);
         let mut pauses = self.pauses();
         loop {
             let wake = self.clock.now().saturating_add(step).min(until);
@@ -229,16 +204,21 @@ impl Ctx {
                 if lost.is_cancelled() {
                     return true;
                 }
-                window = self.open(lease, holder, generation, true, u64::MAX);
+                window = self.open(lease, holder, generation, notice, u64::MAX);
             }
         }
     }
 }
 
 /// A candidate: lock, lead for a while, release (or lose it), again.
+///
+/// With `relock` it calls `lock()` again at once from its lost token, as a program's
+/// lost-leadership handler does: when the lease was lost, and also when it gives the term up
+/// itself (the release runs in a task of its own, the relock starts as soon as the release has
+/// ended the term, while its revoke is still on the way).
 pub async fn elector(ctx: Ctx, elector: Arc<LeaderElector>, relock: bool) {
     let lease = format!("elect/lease-{}", ctx.lease);
-    let (duration, _, _) = ctx.world.config.election;
+    let (duration, renew_deadline, _) = ctx.world.config.election;
     // The task's own name, not the elector's identity: two tasks on one elector must never
     // both lead one term.
     let holder = ctx.name.clone();
@@ -263,12 +243,18 @@ pub async fn elector(ctx: Ctx, elector: Arc<LeaderElector>, relock: bool) {
         let generation = guard.generation().get();
         let lost = guard.lost().clone();
         let hold = ctx.random(duration * 4);
-        let was_lost = ctx.lead(&lease, &holder, generation, &lost, hold).await;
+        let was_lost = ctx
+            .lead(&lease, &holder, generation, &lost, hold, renew_deadline)
+            .await;
         if was_lost {
             drop(guard);
             if relock {
                 continue;
             }
+        } else if relock {
+            tokio::spawn(guard.release());
+            lost.cancelled().await;
+            continue;
         } else {
             let _ = guard.release().await;
         }
@@ -287,13 +273,13 @@ pub async fn claimer(ctx: Ctx, claimer: Arc<dyn Claimer>, revoker: Arc<dyn Revok
     let mut held: Vec<usize> = Vec::new();
     while !ctx.stop.is_cancelled() {
         let start_own = ctx.clock.now();
-        let call = ctx.call("claim");
+        let call = ctx.call_for("claim", Some((&lease, &holder)));
         let result = claimer.claim(&name, Request::new(&*holder, d)).await;
         ctx.answered(call);
         match result {
             Ok(info) => {
                 let end = ctx.guarantee_end(start_own, d);
-                held.push(ctx.open(&lease, &holder, info.generation.get(), false, end));
+                held.push(ctx.open(&lease, &holder, info.generation.get(), Duration::ZERO, end));
                 let keep = ctx.world.rng(|r| r.f64() < 0.6);
                 if !ctx.sleep(ctx.random(d)).await {
                     return;
@@ -318,11 +304,13 @@ pub async fn claimer(ctx: Ctx, claimer: Arc<dyn Claimer>, revoker: Arc<dyn Revok
 
 /// Holds a lease through `ManagerLeaser` until it is lost or the client gives it back.
 pub async fn leaser(ctx: Ctx, leaser: ManagerLeaser) {
-    let lease = format!("leaser/lease-{}", ctx.lease);
     let Ok(key) = PathKey::system([format!("lease-{}", ctx.lease)]) else {
         return;
     };
+    let lease = format!("leaser/{key}");
     let d = ctx.world.config.claim_duration;
+    // ManagerLeaser gives a lease up when its renewals have failed for this long.
+    let give_up = d - d / 6;
     while !ctx.stop.is_cancelled() {
         let call = ctx.call("acquire_lease");
         let result = leaser.acquire_lease(&key, d, None).await;
@@ -331,7 +319,9 @@ pub async fn leaser(ctx: Ctx, leaser: ManagerLeaser) {
             Ok((guard, lost)) => {
                 let generation = guard.generation().get();
                 let hold = ctx.random(d * 6);
-                let was_lost = ctx.lead(&lease, &ctx.name, generation, &lost, hold).await;
+                let was_lost = ctx
+                    .lead(&lease, &ctx.name, generation, &lost, hold, give_up)
+                    .await;
                 if !was_lost {
                     let call = ctx.call("release");
                     let _ = guard.release().await;
@@ -364,20 +354,20 @@ pub async fn resource_lock(ctx: Ctx, locks: ResourceLocks) {
             Ok(lock) => {
                 let generation = lock.generation.get();
                 let end = ctx.guarantee_end(start_own, d);
-                let mut held = vec![ctx.open(&lease, &txn, generation, false, end)];
+                let mut held = vec![ctx.open(&lease, &txn, generation, Duration::ZERO, end)];
                 let renewals = ctx.world.rng(|r| r.u32(0..4));
                 for _ in 0..renewals {
                     if !ctx.sleep(ctx.random(d / 2)).await {
                         return;
                     }
                     let start_own = ctx.clock.now();
-                    let call = ctx.call("renew");
+                    let call = ctx.call_for("renew", Some((&lease, &txn)));
                     let renewed = locks.renew(&lock.lease_name, &txn, d).await;
                     ctx.answered(call);
                     match renewed {
                         Ok(g) => {
                             let end = ctx.guarantee_end(start_own, d);
-                            held.push(ctx.open(&lease, &txn, g.get(), false, end));
+                            held.push(ctx.open(&lease, &txn, g.get(), Duration::ZERO, end));
                         }
                         Err(_) => break,
                     }

@@ -21,15 +21,18 @@ pub struct Gate {
 }
 
 impl Gate {
-    /// Pauses the process until `until` (true time).
+    /// Pauses the process until `until` (true time), or longer if it already was: a shorter
+    /// pause inside a longer one must not end it early (a task already waiting for the longer
+    /// one to end would sleep on while the others ran).
     pub fn pause_until(&self, until: Timestamp) {
-        self.paused_until.store(until.as_nanos(), Ordering::SeqCst);
+        self.paused_until
+            .fetch_max(until.as_nanos(), Ordering::SeqCst);
     }
 
-    /// Cuts the process off the store until `until` (true time).
+    /// Cuts the process off the store until `until` (true time), or longer if it already was.
     pub fn partition_until(&self, until: Timestamp) {
         self.partitioned_until
-            .store(until.as_nanos(), Ordering::SeqCst);
+            .fetch_max(until.as_nanos(), Ordering::SeqCst);
     }
 
     /// Whether the process is cut off the store at true instant `now`.
@@ -181,5 +184,25 @@ mod tests {
             fast.now().saturating_duration_since(start),
             Duration::from_secs(101)
         );
+    }
+
+    /// Swarm seed 1731 (before this fix): a 1 s pause that began inside a 20 s one ended it
+    /// early for the tasks that had not started waiting yet, while one already waiting slept
+    /// on to the 20 s end: half a process ran, and its lead window outlived its lease.
+    #[test]
+    fn a_shorter_pause_inside_a_longer_one_does_not_end_it() {
+        let truth = FakeClock::new();
+        let gate = Gate::default();
+        let start = truth.now();
+        gate.pause_until(start.saturating_add(Duration::from_secs(20)));
+        gate.pause_until(start.saturating_add(Duration::from_secs(1)));
+        truth.advance(Duration::from_secs(2));
+        assert_eq!(
+            gate.paused_until.load(Ordering::SeqCst),
+            start.saturating_add(Duration::from_secs(20)).as_nanos()
+        );
+        gate.partition_until(start.saturating_add(Duration::from_secs(30)));
+        gate.partition_until(start.saturating_add(Duration::from_secs(3)));
+        assert!(gate.partitioned(start.saturating_add(Duration::from_secs(10))));
     }
 }

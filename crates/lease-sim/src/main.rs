@@ -3,9 +3,10 @@
 //!
 //! ```text
 //! lease-sim [--seeds N] [--first S] [--threads T] [--replay SEED] [--log] [--no-shrink]
-//!           [--digests]
-//!           [--processes N] [--duration SECS] [--drift-ppm P] [--margin-ppm P]
-//!           [--election LD,RD,RP] [--crash F] [--pauses F] [--partitions F] [--split F] [--invalid F]
+//!           [--digests] [--swarm] [--sqlite] [--until-found] [--drop-events I,J-K] [--drop-faults I,J-K]
+//!           [--processes N] [--leases N] [--duration SECS] [--drift-ppm P] [--margin-ppm P]
+//!           [--election LD,RD,RP] [--crash F] [--revokes F] [--pauses F] [--partitions F]
+//!           [--split F] [--late-notices F] [--lost-notices F] [--invalid F]
 //!           [--timeout-before F] [--timeout-after F] [--latency F] [--kinds K,K,...]
 //!           [--mutation concurrent-lock|generation-across-terms|
 //!                       retried-extend-claims|revoke-racing-lock]
@@ -19,8 +20,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use lease_manager::mutation::Mutation;
-use lease_sim::client::Kind;
-use lease_sim::runner::{run_seeds, shrink};
+use lease_sim::config::Kind;
+use lease_sim::runner::{run_seeds, shrink, shrink_trace};
 use lease_sim::{SimConfig, run_seed};
 
 struct Args {
@@ -31,6 +32,7 @@ struct Args {
     log: bool,
     digests: bool,
     shrink: bool,
+    until_found: bool,
     config: SimConfig,
 }
 
@@ -43,6 +45,7 @@ fn parse() -> Result<Args, String> {
         log: false,
         digests: false,
         shrink: true,
+        until_found: false,
         config: SimConfig::default(),
     };
     let mut it = std::env::args().skip(1);
@@ -57,14 +60,23 @@ fn parse() -> Result<Args, String> {
             "--log" => args.log = true,
             "--digests" => args.digests = true,
             "--no-shrink" => args.shrink = false,
+            "--swarm" => args.config.swarm = true,
+            "--sqlite" => args.config.sqlite = true,
+            "--until-found" => args.until_found = true,
+            "--drop-events" => c.dropped_events = indices(&value()?)?,
+            "--drop-faults" => c.dropped_faults = indices(&value()?)?,
             "--processes" => c.processes = num(&value()?)?,
+            "--leases" => c.leases = num(&value()?)?,
             "--duration" => c.duration = Duration::from_secs(num(&value()?)?),
             "--drift-ppm" => c.drift_ppm = num(&value()?)?,
             "--margin-ppm" => c.client_margin_ppm = num(&value()?)?,
             "--crash" => c.crash = num(&value()?)?,
+            "--revokes" => c.revokes_per_minute = num(&value()?)?,
             "--pauses" => c.pauses_per_minute = num(&value()?)?,
             "--partitions" => c.partitions_per_minute = num(&value()?)?,
             "--split" => c.split = num(&value()?)?,
+            "--late-notices" => c.late_notices = num(&value()?)?,
+            "--lost-notices" => c.lost_notices = num(&value()?)?,
             "--invalid" => c.invalid = num(&value()?)?,
             "--timeout-before" => c.timeout_before = num(&value()?)?,
             "--timeout-after" => c.timeout_after = num(&value()?)?,
@@ -103,6 +115,48 @@ fn parse() -> Result<Args, String> {
     Ok(args)
 }
 
+/// `0-15,17,20-30` as a set of indices.
+fn indices(s: &str) -> Result<std::collections::BTreeSet<u64>, String> {
+    let mut set = std::collections::BTreeSet::new();
+    for part in s.split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => set.extend(num::<u64>(a)?..=num::<u64>(b)?),
+            None => {
+                set.insert(num(part)?);
+            }
+        }
+    }
+    Ok(set)
+}
+
+/// The inverse of [`indices`]: runs of consecutive indices as ranges.
+fn ranges(set: &std::collections::BTreeSet<u64>) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut run: Option<(u64, u64)> = None;
+    for &i in set {
+        run = match run {
+            Some((a, b)) if i == b + 1 => Some((a, i)),
+            Some((a, b)) => {
+                parts.push(if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
+                });
+                Some((i, i))
+            }
+            None => Some((i, i)),
+        };
+    }
+    if let Some((a, b)) = run {
+        parts.push(if a == b {
+            a.to_string()
+        } else {
+            format!("{a}-{b}")
+        });
+    }
+    parts.join(",")
+}
+
 fn num<T: std::str::FromStr>(s: &str) -> Result<T, String> {
     s.parse().map_err(|_| format!("not a number: {s}"))
 }
@@ -121,6 +175,7 @@ fn replay_command(seed: u64, c: &SimConfig) -> String {
         c.processes != d.processes,
         c.processes.to_string(),
     );
+    flag("leases", c.leases != d.leases, c.leases.to_string());
     flag(
         "duration",
         c.duration != d.duration,
@@ -148,6 +203,11 @@ fn replay_command(seed: u64, c: &SimConfig) -> String {
     );
     flag("crash", c.crash != d.crash, c.crash.to_string());
     flag(
+        "revokes",
+        c.revokes_per_minute != d.revokes_per_minute,
+        c.revokes_per_minute.to_string(),
+    );
+    flag(
         "pauses",
         c.pauses_per_minute != d.pauses_per_minute,
         c.pauses_per_minute.to_string(),
@@ -158,6 +218,16 @@ fn replay_command(seed: u64, c: &SimConfig) -> String {
         c.partitions_per_minute.to_string(),
     );
     flag("split", c.split != d.split, c.split.to_string());
+    flag(
+        "late-notices",
+        c.late_notices != d.late_notices,
+        c.late_notices.to_string(),
+    );
+    flag(
+        "lost-notices",
+        c.lost_notices != d.lost_notices,
+        c.lost_notices.to_string(),
+    );
     flag("invalid", c.invalid != d.invalid, c.invalid.to_string());
     flag(
         "timeout-before",
@@ -181,6 +251,22 @@ fn replay_command(seed: u64, c: &SimConfig) -> String {
     }
     let kinds: Vec<&str> = c.kinds.iter().map(|k| k.name()).collect();
     flag("kinds", c.kinds != d.kinds, kinds.join(","));
+    flag(
+        "drop-events",
+        !c.dropped_events.is_empty(),
+        ranges(&c.dropped_events),
+    );
+    flag(
+        "drop-faults",
+        !c.dropped_faults.is_empty(),
+        ranges(&c.dropped_faults),
+    );
+    if c.swarm {
+        cmd.push_str(" --swarm");
+    }
+    if c.sqlite {
+        cmd.push_str(" --sqlite");
+    }
     cmd
 }
 
@@ -230,7 +316,13 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let started = Instant::now();
-    let totals = run_seeds(args.first, args.seeds, args.threads, &args.config);
+    let totals = run_seeds(
+        args.first,
+        args.seeds,
+        args.threads,
+        &args.config,
+        args.until_found,
+    );
     let took = started.elapsed();
     println!("{}", totals.summary_line());
     println!(
@@ -247,10 +339,13 @@ fn main() -> ExitCode {
     }
     if let Some(&(seed, _)) = totals.failures.first() {
         let small = if args.shrink {
-            shrink(seed, &args.config)
+            shrink_trace(seed, &shrink(seed, &args.config))
         } else {
             args.config.clone()
         };
+        if args.shrink {
+            print_trace(seed, &small);
+        }
         println!(
             "replay the smallest failing run: {} --log",
             replay_command(seed, &small)
@@ -258,4 +353,60 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     ExitCode::SUCCESS
+}
+
+/// The shrunk run's trace: what happened to processes, the faults that struck, the windows
+/// and the violations (not every store call).
+fn print_trace(seed: u64, config: &SimConfig) {
+    let mut config = config.clone();
+    config.keep_log = true;
+    let run = run_seed(seed, &config);
+    let wanted = [
+        "start p",
+        "client",
+        "pause",
+        "partition",
+        "crash",
+        "operator",
+        "timeout",
+        "invalid",
+        "acts on",
+        "stops acting",
+    ];
+    let lines: Vec<&String> = run
+        .log
+        .iter()
+        .filter(|l| wanted.iter().any(|w| l.contains(w)))
+        .collect();
+    println!(
+        "shrunk seed {seed}: {} processes, {} events and {} store faults left, {} trace lines:",
+        config.processes,
+        run.events
+            .saturating_sub(config.dropped_events.len() as u64),
+        run.verdict.fault_count(),
+        lines.len()
+    );
+    for line in lines.iter().take(300) {
+        println!("  {line}");
+    }
+    if lines.len() > 300 {
+        println!("  ... ({} more)", lines.len() - 300);
+    }
+    for v in &run.verdict.violations {
+        println!("  VIOLATION {v}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_lists_read_back_as_written() {
+        let set = indices("0-3,6,9-10,12").unwrap_or_default();
+        assert_eq!(set.len(), 8);
+        assert_eq!(ranges(&set), "0-3,6,9-10,12");
+        assert!(indices("3-x").is_err());
+        assert_eq!(ranges(&indices("").unwrap_or_default()), "");
+    }
 }

@@ -18,17 +18,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lease_core::{CancellationToken, DefaultSecretary, Facades as _, Timestamp};
+use lease_core::{CancellationToken, DefaultSecretary, Facades as _, Store, Timestamp};
 use lease_manager::{LeaserConfig, Manager, ManagerConfig, ManagerLeaser, ResourceLocks};
 use lease_testkit::{FakeClock, InMemoryStore};
 use tokio::task::JoinHandle;
 
 use crate::check::{Verdict, check};
-use crate::client::{self, Ctx, Kind};
+use crate::client::{self, Ctx};
 use crate::clock::{DriftClock, Gate};
-use crate::config::SimConfig;
-use crate::store::SimStore;
-use crate::world::World;
+use crate::config::{Kind, SimConfig};
+use crate::store::{SimStore, settle};
+use crate::world::{OutsideRevoke, World};
 
 /// What the simulator does at an instant of true time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +41,55 @@ enum Action {
     Partition { slot: usize, ns: u64 },
     /// Crash process slot `slot`; it restarts `restart_after` ns later.
     Crash { slot: usize, restart_after: u64 },
+    /// An operator revokes one of the held leases (number `pick`, modulo how many are held).
+    Revoke { pick: u64 },
+}
+
+/// The store every process shares, on true time.
+enum Backing {
+    /// The in-memory store (the reference semantics).
+    Memory(InMemoryStore),
+    /// lease-store-sqlite on a file in a temporary directory (deleted with it).
+    Sqlite {
+        path: std::path::PathBuf,
+        _dir: tempfile::TempDir,
+    },
+}
+
+impl Backing {
+    fn new(config: &SimConfig, truth: &FakeClock) -> Backing {
+        if !config.sqlite {
+            return Backing::Memory(InMemoryStore::new(truth.as_clock()));
+        }
+        let dir = match tempfile::tempdir() {
+            Ok(dir) => dir,
+            Err(e) => panic!("the SQLite mode needs a temporary directory: {e}"),
+        };
+        Backing::Sqlite {
+            path: dir.path().join("sim.db"),
+            _dir: dir,
+        }
+    }
+
+    /// A new handle on the store, and whether its calls run on other threads (see
+    /// [`crate::store::settle`]).
+    fn handle(&self, truth: &FakeClock) -> (Box<dyn Store + Sync>, bool) {
+        match self {
+            Backing::Memory(m) => (Box::new(m.sibling()), false),
+            Backing::Sqlite { path, .. } => {
+                // A holder session per handle, as per process: a process whose store is dropped
+                // frees its leases at once, as after a kill -9.
+                let opened = lease_store_sqlite::SqliteStoreBuilder::new(path)
+                    .clock(truth.as_clock())
+                    .session_scope(lease_store_sqlite::SessionScope::Store)
+                    .open();
+                match opened {
+                    Ok(store) => (Box::new(store), true),
+                    Err(e) => panic!("cannot open the simulation's SQLite store: {e}"),
+                }
+            }
+        }
+    }
 }
 
 /// One incarnation of a simulated process.
@@ -60,6 +109,10 @@ pub struct SeedRun {
     pub verdict: Verdict,
     /// The event log (empty unless [`SimConfig::keep_log`]).
     pub log: Vec<String>,
+    /// Scheduled events the seed drew (pauses, partitions, crashes, operator revokes).
+    pub events: u64,
+    /// Store faults the run rolled.
+    pub faults: u64,
 }
 
 /// Runs `seed` under `config` on this thread.
@@ -68,6 +121,7 @@ pub struct SeedRun {
 ///
 /// When a tokio runtime cannot be built (out of resources).
 pub fn run_seed(seed: u64, config: &SimConfig) -> SeedRun {
+    let config = &config.for_seed(seed);
     // The library's own draws (elector jitter, leaser holder names) come from this thread's
     // fastrand source; the current_thread runtime polls every task on this thread.
     fastrand::seed(seed ^ 0x5eed_1ea5_e51d_u64);
@@ -90,7 +144,12 @@ async fn quiesce() {
 
 struct Sim {
     world: Arc<World>,
-    backing: InMemoryStore,
+    /// The operator's own handle on the store.
+    operator: Box<dyn Store + Sync>,
+    /// Whether the store's calls run on other threads.
+    blocking: bool,
+    /// Last: dropped after every process's handle.
+    backing: Backing,
     rng: fastrand::Rng,
     live: BTreeMap<usize, Process>,
     incarnations: usize,
@@ -112,7 +171,8 @@ impl Sim {
         // Each process's clock has its own epoch: nothing may compare them.
         let origin = Timestamp::from_nanos(self.rng.u64(1_000_000_000..1_000_000_000_000));
         let clock = DriftClock::new(world.truth.clone(), origin, ppm, Arc::clone(&gate));
-        let store = SimStore::new(&self.backing, clock.clone(), Arc::clone(&world), id);
+        let (inner, blocking) = self.backing.handle(&world.truth);
+        let store = SimStore::new(inner, blocking, clock.clone(), Arc::clone(&world), id);
         let config = ManagerConfig::new(store, Arc::new(clock.clone()))
             .with_default_secretary(Arc::new(DefaultSecretary))
             .with_rng_seed(self.rng.u64(..));
@@ -192,9 +252,56 @@ impl Sim {
         );
     }
 
-    fn act(&mut self, action: Action, events: &mut BTreeMap<(u64, u64), Action>, seq: &mut u64) {
+    /// The operator: revokes one held lease behind its holder's back, straight in the store.
+    async fn revoke(&mut self, pick: u64) {
+        let blocking = self.blocking;
+        let store = &mut *self.operator;
+        let mut held = Vec::new();
+        for namespace in ["elect", "claim", "leaser", "locks"] {
+            if let Ok(group) = settle(blocking, store.lease_group(namespace, "m")).await {
+                held.extend(group);
+            }
+        }
+        let Some(n) = u64::try_from(held.len()).ok().filter(|&n| n > 0) else {
+            return;
+        };
+        let (key, info) = held.swap_remove(usize::try_from(pick % n).unwrap_or(0));
+        if settle(blocking, store.revoke_lease(&key, &info.holder))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let at = self.world.now();
+        let lease = format!("{}/{}", key.namespace, key.lease);
+        self.world.fault("operator revoke");
+        self.world.log(|| {
+            format!(
+                "operator revokes {lease} from {} (generation {})",
+                info.holder, info.generation
+            )
+        });
+        self.world.record(|r| {
+            r.outside_revokes.push(OutsideRevoke {
+                at,
+                lease,
+                holder: info.holder.clone(),
+                generation: info.generation.get(),
+            });
+        });
+        crate::store::note(store, blocking, &self.world, [&key]).await;
+        self.world.changed();
+    }
+
+    async fn act(
+        &mut self,
+        action: Action,
+        events: &mut BTreeMap<(u64, u64), Action>,
+        seq: &mut u64,
+    ) {
         let now = self.world.now();
         match action {
+            Action::Revoke { pick } => self.revoke(pick).await,
             Action::Start { slot } => self.start(slot),
             Action::Pause { slot, ns } => {
                 if let Some(p) = self.live.get(&slot) {
@@ -245,13 +352,22 @@ async fn simulate(seed: u64, config: SimConfig) -> SeedRun {
     let truth = FakeClock::new();
     let mut rng = fastrand::Rng::with_seed(seed);
     let world = World::new(config.clone(), truth.clone(), rng.u64(..));
-    let backing = InMemoryStore::new(truth.as_clock());
+    let backing = Backing::new(&config, &truth);
+    let (operator, blocking) = backing.handle(&truth);
     let origin = truth.now().as_nanos();
     let duration = u64::try_from(config.duration.as_nanos()).unwrap_or(u64::MAX);
     let end = origin.saturating_add(duration);
     let mut events: BTreeMap<(u64, u64), Action> = BTreeMap::new();
     let mut seq = 0u64;
+    // Every event but a start has an index, in the order drawn, for trace-level shrinking.
+    let mut drawn = 0u64;
     let mut schedule = |events: &mut BTreeMap<(u64, u64), Action>, at: u64, a: Action| {
+        if !matches!(a, Action::Start { .. }) {
+            drawn += 1;
+            if config.dropped_events.contains(&(drawn - 1)) {
+                return;
+            }
+        }
         seq += 1;
         events.insert((at, seq), a);
     };
@@ -305,8 +421,20 @@ async fn simulate(seed: u64, config: SimConfig) -> SeedRun {
             );
         }
     }
+    let expected = config.revokes_per_minute * minutes;
+    let revokes = expected.floor() as u64 + u64::from(rng.f64() < expected.fract());
+    for _ in 0..revokes {
+        schedule(
+            &mut events,
+            origin + rng.u64(3_000_000_000..duration.max(3_000_000_001)),
+            Action::Revoke { pick: rng.u64(..) },
+        );
+    }
+    let events_drawn = drawn;
     let mut sim = Sim {
         world: Arc::clone(&world),
+        operator,
+        blocking,
         backing,
         rng,
         live: BTreeMap::new(),
@@ -353,6 +481,8 @@ async fn simulate(seed: u64, config: SimConfig) -> SeedRun {
         seed,
         verdict,
         log: world.log_lines(),
+        events: events_drawn,
+        faults: world.rolled(),
     }
 }
 
@@ -380,7 +510,7 @@ async fn drive(sim: &mut Sim, events: &mut BTreeMap<(u64, u64), Action>, seq: &m
                 break;
             }
             let action = entry.remove();
-            sim.act(action, events, seq);
+            sim.act(action, events, seq).await;
         }
         if next == end {
             quiesce().await;

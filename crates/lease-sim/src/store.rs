@@ -1,13 +1,16 @@
-//! The simulator's store layer: one [`InMemoryStore`] backing on true time (the reference
-//! semantics, a server with a perfect clock), seen by each process through a [`SimStore`] that
-//! injects the simulator's faults and converts expiries to the process's own clock.
+//! The simulator's store layer: one backing on true time (the in-memory store, the reference
+//! semantics, a server with a perfect clock; or, with `--sqlite`, lease-store-sqlite on a temp
+//! file, judging expiry on the same true clock), seen by each process through a [`SimStore`]
+//! that injects the simulator's faults and converts expiries to the process's own clock.
 //!
 //! Faults, each drawn from the run's one random source: a call that times out before taking
 //! effect or after it, an `Invalid` answer, latency from a long-tailed distribution before and
 //! after the effect, and batches split in two parts applied at different instants (the second
 //! part may then time out), and partitions (every call of a process times out for a while,
 //! as when it is cut off the network). A paused process's calls neither start nor return until it resumes
-//! (the answer waits in its socket); a crashed process's calls never complete.
+//! (the answer waits in its socket); a crashed process's calls never complete. Every write's
+//! result is noted in the world's record ([`note`]) so the checker can compare each client's
+//! windows with what the store really held.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,11 +18,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use lease_core::{Clock, Error, Info, Key, Op, Outcome, Request, Result, Store, Timestamp};
-use lease_testkit::{FakeClock, InMemoryStore};
+use lease_testkit::FakeClock;
 use tokio::sync::watch;
 
 use crate::clock::DriftClock;
-use crate::world::World;
+use crate::world::{StoreChange, StoreOp, World};
 
 /// What was decided for one call before it reaches the backing.
 struct Plan {
@@ -30,7 +33,11 @@ struct Plan {
 
 /// One process's view of the shared store.
 pub struct SimStore {
-    inner: InMemoryStore,
+    inner: Box<dyn Store + Sync>,
+    /// Whether the backing does its work on other threads (SQLite's calls run on tokio's
+    /// blocking pool): then each call is waited for on the simulation's thread (see
+    /// [`settle`]).
+    blocking: bool,
     clock: DriftClock,
     world: Arc<World>,
     process: usize,
@@ -46,16 +53,20 @@ impl std::fmt::Debug for SimStore {
 }
 
 impl SimStore {
-    /// Process `process`'s view of `backing` (which must run on the world's true clock).
+    /// Process `process`'s view of the store through `inner`, its own handle on the backing
+    /// (which must judge expiry on the world's true clock); `blocking` for a backing whose
+    /// calls run on other threads.
     pub fn new(
-        backing: &InMemoryStore,
+        inner: Box<dyn Store + Sync>,
+        blocking: bool,
         clock: DriftClock,
         world: Arc<World>,
         process: usize,
     ) -> SimStore {
         SimStore {
             changes: Some(world.change_channel()),
-            inner: backing.sibling(),
+            inner,
+            blocking,
             clock,
             world,
             process,
@@ -64,6 +75,24 @@ impl SimStore {
 
     fn truth(&self) -> &FakeClock {
         &self.world.truth
+    }
+
+    /// Records a claim or extend the manager sent, for the checker.
+    fn sent(&self, key: &Key, holder: &str, claim: bool) {
+        let process = self.process;
+        self.world.record(|r| {
+            r.ops.push(StoreOp {
+                process,
+                lease: format!("{}/{}", key.namespace, key.lease),
+                holder: holder.to_owned(),
+                claim,
+            });
+        });
+    }
+
+    /// Records what the store holds for `keys` right after a write, for the checker.
+    async fn note(&mut self, keys: impl IntoIterator<Item = &Key>) {
+        note(&mut *self.inner, self.blocking, &self.world, keys).await;
     }
 
     async fn sleep(&self, d: Duration) {
@@ -93,6 +122,8 @@ impl SimStore {
         let (roll, slow_before, slow_after) = self
             .world
             .rng(|r| (r.f64(), r.f64() < cfg.latency, r.f64() < cfg.latency));
+        let slow_before = slow_before && self.world.strikes();
+        let slow_after = slow_after && self.world.strikes();
         let before = if slow_before {
             self.world.latency(cfg.max_latency)
         } else {
@@ -109,6 +140,12 @@ impl SimStore {
         let timeout_after = !timeout_before && roll < edge && write;
         edge += cfg.invalid;
         let invalid = !timeout_before && !timeout_after && roll < edge;
+        let (timeout_before, timeout_after, invalid) =
+            if (timeout_before || timeout_after || invalid) && !self.world.strikes() {
+                (false, false, false)
+            } else {
+                (timeout_before, timeout_after, invalid)
+            };
         self.sleep(before).await;
         let p = self.process;
         if timeout_before {
@@ -188,6 +225,72 @@ fn again(e: &Error) -> Error {
     }
 }
 
+/// Waits for a call to the backing: with `blocking`, on this thread, without letting the
+/// runtime run anything else meanwhile. A backing that works on other threads (SQLite's
+/// blocking pool) would otherwise wake its caller from another thread at an instant the
+/// operating system decides, and the runtime would run its other tasks before or after it
+/// depending on that: the order of the run would no longer be the seed's. Time cannot move
+/// meanwhile either: only the driver moves it, and it is not running.
+pub async fn settle<F: std::future::Future>(blocking: bool, call: F) -> F::Output {
+    if blocking {
+        // Outside tokio's cooperative budget: a budget spent inside this one poll would never
+        // be refilled, and the call would be told to yield forever.
+        block_on(tokio::task::unconstrained(call))
+    } else {
+        call.await
+    }
+}
+
+/// Polls `future` to completion on this thread, parking it between wake-ups.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
+    }
+}
+
+fn op_key(op: &Op) -> &Key {
+    match op {
+        Op::Claim { key, .. } | Op::Extend { key, .. } | Op::Revoke { key, .. } => key,
+    }
+}
+
+/// Records in the world what `store` (on true time) holds for `keys` now.
+pub async fn note(
+    store: &mut dyn Store,
+    blocking: bool,
+    world: &World,
+    keys: impl IntoIterator<Item = &Key>,
+) {
+    let keys: Vec<Key> = keys.into_iter().cloned().collect();
+    let held = settle(blocking, store.leases(&keys))
+        .await
+        .unwrap_or_default();
+    let at = world.now();
+    world.record(|r| {
+        for k in &keys {
+            r.history.push(StoreChange {
+                at,
+                lease: format!("{}/{}", k.namespace, k.lease),
+                held: held
+                    .get(k)
+                    .map(|i| (i.holder.clone(), i.generation.get(), i.expiry.as_nanos())),
+            });
+        }
+    });
+}
+
 fn describe(key: &Key, holder: &str) -> String {
     format!("{}/{} by {holder}", key.namespace, key.lease)
 }
@@ -195,22 +298,26 @@ fn describe(key: &Key, holder: &str) -> String {
 #[async_trait]
 impl Store for SimStore {
     async fn claim_lease(&mut self, key: &Key, request: &Request) -> Result<Info> {
+        self.sent(key, &request.holder, true);
         let plan = self.before("claim", true).await?;
         let p = self.process;
         self.world
             .log(|| format!("p{p} claim {}", describe(key, &request.holder)));
-        let r = self.inner.claim_lease(key, request).await;
+        let r = settle(self.blocking, self.inner.claim_lease(key, request)).await;
+        self.note([key]).await;
         self.world.changed();
         let r = r.map(|i| self.own(plan.start_own, i));
         self.after("claim", &plan, r).await
     }
 
     async fn extend_lease(&mut self, key: &Key, request: &Request) -> Result<Info> {
+        self.sent(key, &request.holder, false);
         let plan = self.before("extend", true).await?;
         let p = self.process;
         self.world
             .log(|| format!("p{p} extend {}", describe(key, &request.holder)));
-        let r = self.inner.extend_lease(key, request).await;
+        let r = settle(self.blocking, self.inner.extend_lease(key, request)).await;
+        self.note([key]).await;
         self.world.changed();
         let r = r.map(|i| self.own(plan.start_own, i));
         self.after("extend", &plan, r).await
@@ -221,47 +328,55 @@ impl Store for SimStore {
         let p = self.process;
         self.world
             .log(|| format!("p{p} revoke {}", describe(key, holder)));
-        let r = self.inner.revoke_lease(key, holder).await;
+        let r = settle(self.blocking, self.inner.revoke_lease(key, holder)).await;
+        self.note([key]).await;
         self.world.changed();
         self.after("revoke", &plan, r).await
     }
 
     async fn leases(&mut self, keys: &[Key]) -> Result<BTreeMap<Key, Info>> {
         let plan = self.before("read", false).await?;
-        let r = self.inner.leases(keys).await;
+        let r = settle(self.blocking, self.inner.leases(keys)).await;
         let r = r.map(|m| self.own_map(plan.start_own, m));
         self.after("read", &plan, r).await
     }
 
     async fn lease_group(&mut self, namespace: &str, model: &str) -> Result<BTreeMap<Key, Info>> {
         let plan = self.before("read group", false).await?;
-        let r = self.inner.lease_group(namespace, model).await;
+        let r = settle(self.blocking, self.inner.lease_group(namespace, model)).await;
         let r = r.map(|m| self.own_map(plan.start_own, m));
         self.after("read group", &plan, r).await
     }
 
     async fn pin_lease(&mut self, key: &Key, entity: &str) -> Result<()> {
         let plan = self.before("pin", true).await?;
-        let r = self.inner.pin_lease(key, entity).await;
+        let r = settle(self.blocking, self.inner.pin_lease(key, entity)).await;
         self.world.changed();
         self.after("pin", &plan, r).await
     }
 
     async fn unpin_lease(&mut self, key: &Key, entity: &str) -> Result<()> {
         let plan = self.before("unpin", true).await?;
-        let r = self.inner.unpin_lease(key, entity).await;
+        let r = settle(self.blocking, self.inner.unpin_lease(key, entity)).await;
         self.world.changed();
         self.after("unpin", &plan, r).await
     }
 
     async fn pinned(&mut self) -> Result<BTreeMap<Key, Vec<String>>> {
         let plan = self.before("pinned", false).await?;
-        let r = self.inner.pinned().await;
+        let r = settle(self.blocking, self.inner.pinned()).await;
         self.after("pinned", &plan, r).await
     }
 
     async fn apply(&mut self, ops: Vec<Op>) -> Vec<Result<Outcome>> {
         let n = ops.len();
+        for op in &ops {
+            match op {
+                Op::Claim { key, request } => self.sent(key, &request.holder, true),
+                Op::Extend { key, request } => self.sent(key, &request.holder, false),
+                Op::Revoke { .. } => {}
+            }
+        }
         let plan = match self.before("batch", true).await {
             Ok(plan) => plan,
             Err(e) => return (0..n).map(|_| Err(again(&e))).collect(),
@@ -278,36 +393,44 @@ impl Store for SimStore {
                 Op::Revoke { key, holder } => format!("p{p} +revoke {}", describe(key, holder)),
             });
         }
-        let split = n >= 2 && self.world.rng(|r| r.f64() < self.world.config.split);
+        let split =
+            n >= 2 && self.world.rng(|r| r.f64() < self.world.config.split) && self.world.strikes();
         let mut results = Vec::with_capacity(n);
         if split {
             self.world.fault("batch split");
             let at = self.world.rng(|r| r.usize(1..n));
             let mut ops = ops;
             let second = ops.split_off(at);
-            for r in self.inner.apply(ops).await {
+            let keys: Vec<Key> = ops.iter().map(|op| op_key(op).clone()).collect();
+            for r in settle(self.blocking, self.inner.apply(ops)).await {
                 results.push(self.own_outcome(plan.start_own, r));
             }
+            self.note(&keys).await;
             self.world.changed();
             let gap = self.world.latency(self.world.config.max_latency);
             self.sleep(gap).await;
             // The second part is a transaction of its own: it may fail as one.
             let lost = self
                 .world
-                .rng(|r| r.f64() < self.world.config.timeout_before * 4.0);
+                .rng(|r| r.f64() < self.world.config.timeout_before * 4.0)
+                && self.world.strikes();
             if lost {
                 self.world.fault("timeout before effect");
                 results.extend((0..second.len()).map(|_| Err(Error::Timeout)));
             } else {
-                for r in self.inner.apply(second).await {
+                let keys: Vec<Key> = second.iter().map(|op| op_key(op).clone()).collect();
+                for r in settle(self.blocking, self.inner.apply(second)).await {
                     results.push(self.own_outcome(plan.start_own, r));
                 }
+                self.note(&keys).await;
                 self.world.changed();
             }
         } else {
-            for r in self.inner.apply(ops).await {
+            let keys: Vec<Key> = ops.iter().map(|op| op_key(op).clone()).collect();
+            for r in settle(self.blocking, self.inner.apply(ops)).await {
                 results.push(self.own_outcome(plan.start_own, r));
             }
+            self.note(&keys).await;
             self.world.changed();
         }
         match self.after("batch", &plan, Ok(())).await {
@@ -318,7 +441,7 @@ impl Store for SimStore {
 
     async fn poll_changes(&mut self) -> Result<bool> {
         self.clock.gate().pass(&self.world.truth).await;
-        let r = self.inner.poll_changes().await;
+        let r = settle(self.blocking, self.inner.poll_changes()).await;
         self.clock.gate().pass(&self.world.truth).await;
         r
     }

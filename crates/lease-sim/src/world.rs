@@ -29,6 +29,35 @@ pub struct Window {
     pub start: u64,
     /// Exclusive end; `u64::MAX` while open.
     pub end: u64,
+    /// For a term: how long (true ns) its client may go on acting after its lease was taken
+    /// away behind its back (revoked by an operator) before it must have noticed: the renew
+    /// deadline on its own clock, stretched by the largest clock-rate error. 0 for a claim's
+    /// window, which is a guarantee nobody is told the end of.
+    pub notice: u64,
+}
+
+/// What the store recorded for a lease right after a write took effect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreChange {
+    /// True ns of the write.
+    pub at: u64,
+    /// `namespace/lease`.
+    pub lease: String,
+    /// The holding from then on: holder, generation and expiry (true ns); `None` when free.
+    pub held: Option<(String, u64, u64)>,
+}
+
+/// A lease an operator revoked behind its holder's back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutsideRevoke {
+    /// True ns.
+    pub at: u64,
+    /// `namespace/lease`.
+    pub lease: String,
+    /// The holder it was taken from.
+    pub holder: String,
+    /// The generation of the holding taken away.
+    pub generation: u64,
 }
 
 /// A call a client made and when (true ns) it was answered, for "every caller is answered".
@@ -42,6 +71,26 @@ pub struct Call {
     pub start: u64,
     /// When it returned; `None` while outstanding.
     pub end: Option<u64>,
+    /// For a claim (or renewal) of a holding: the lease (`namespace/lease`) and holder it is
+    /// for, and the range of [`Record::ops`] the process sent while it was outstanding.
+    pub holding: Option<(String, String)>,
+    /// Index of the first of the process's store ops this call may have caused.
+    pub first_op: usize,
+    /// One past the last (set when answered).
+    pub end_op: usize,
+}
+
+/// A claim or extend a process's manager sent to the store (whatever became of it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOp {
+    /// The process.
+    pub process: usize,
+    /// `namespace/lease`.
+    pub lease: String,
+    /// The holder it was for.
+    pub holder: String,
+    /// A claim (true) or an extend of a holding (false).
+    pub claim: bool,
 }
 
 /// What the checker reads.
@@ -57,6 +106,12 @@ pub struct Record {
     pub calls: Vec<Call>,
     /// Faults injected, by kind.
     pub faults: BTreeMap<&'static str, u64>,
+    /// The store's record of each lease after every write, in order.
+    pub history: Vec<StoreChange>,
+    /// Holdings an operator revoked.
+    pub outside_revokes: Vec<OutsideRevoke>,
+    /// Every claim and extend sent, in order.
+    pub ops: Vec<StoreOp>,
 }
 
 /// Shared state of one run.
@@ -75,7 +130,9 @@ pub struct World {
     /// spreads the receivers of one channel over several `Notify`s chosen by tokio's own
     /// unseeded random source, so one channel with many receivers would wake them in a
     /// different order on every run.)
-    changes: Mutex<Vec<watch::Sender<u64>>>,
+    changes: Mutex<Vec<Arc<watch::Sender<u64>>>>,
+    /// Store faults rolled so far (the index of the next one).
+    rolled: Mutex<u64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -93,6 +150,7 @@ impl World {
             log: Mutex::new(Vec::new()),
             record: Mutex::new(Record::default()),
             changes: Mutex::new(Vec::new()),
+            rolled: Mutex::new(0),
         })
     }
 
@@ -127,15 +185,56 @@ impl World {
     /// A new process's change channel.
     pub fn change_channel(&self) -> watch::Receiver<u64> {
         let (tx, rx) = watch::channel(0);
-        lock(&self.changes).push(tx);
+        lock(&self.changes).push(Arc::new(tx));
         rx
     }
 
-    /// Tells every process's manager that the store changed, in process order.
+    /// Tells every process's manager that the store changed, in process order: at once, late
+    /// (after a latency from [`World::latency`], as a watch that lags) or never (a watch event
+    /// lost: the manager learns at its next refresh), as the seed decides.
+    ///
+    /// Must be called inside the simulation's runtime (a late notice is a task of its own).
     pub fn changed(&self) {
-        for tx in lock(&self.changes).iter() {
-            tx.send_modify(|n| *n = n.wrapping_add(1));
+        let senders: Vec<Arc<watch::Sender<u64>>> = lock(&self.changes).clone();
+        let cfg = &self.config;
+        for tx in senders {
+            let roll = self.rng(|r| r.f64());
+            let roll = if roll < cfg.lost_notices + cfg.late_notices && !self.strikes() {
+                1.0
+            } else {
+                roll
+            };
+            if roll < cfg.lost_notices {
+                self.fault("change notice lost");
+            } else if roll < cfg.lost_notices + cfg.late_notices {
+                self.fault("change notice late");
+                let at = self
+                    .truth
+                    .now()
+                    .saturating_add(self.latency(cfg.max_latency).max(Duration::from_millis(1)));
+                let truth = self.truth.clone();
+                tokio::spawn(async move {
+                    lease_core::Clock::sleep_until(&truth, at).await;
+                    tx.send_modify(|n| *n = n.wrapping_add(1));
+                });
+            } else {
+                tx.send_modify(|n| *n = n.wrapping_add(1));
+            }
         }
+    }
+
+    /// Whether a store fault the run rolled strikes: each takes the next index, and trace-level
+    /// shrinking may have dropped it ([`SimConfig::dropped_faults`]).
+    pub fn strikes(&self) -> bool {
+        let mut rolled = lock(&self.rolled);
+        let index = *rolled;
+        *rolled += 1;
+        !self.config.dropped_faults.contains(&index)
+    }
+
+    /// Store faults rolled so far.
+    pub fn rolled(&self) -> u64 {
+        *lock(&self.rolled)
     }
 
     /// Counts one injected fault of `kind`.

@@ -32,15 +32,59 @@ fn a_seed_replays_the_same_event_log() {
     }
 }
 
+/// Swarm mode draws each seed's configuration from the seed: it replays too, and seeds differ
+/// in more than their faults' timing.
+#[test]
+fn a_swarm_seed_replays_the_same_event_log() {
+    let config = SimConfig {
+        swarm: true,
+        ..logged()
+    };
+    assert_ne!(config.for_seed(3), config.for_seed(4));
+    for seed in 0..6 {
+        let first = run_seed(seed, &config);
+        let second = std::thread::spawn({
+            let config = config.clone();
+            move || run_seed(seed, &config)
+        })
+        .join()
+        .expect("the second run");
+        assert_eq!(first.log, second.log, "swarm seed {seed} diverged");
+        assert_eq!(first.verdict, second.verdict);
+    }
+}
+
+/// Over lease-store-sqlite on a temporary file (its calls run on tokio's blocking pool), a seed
+/// replays too, and the run is checked like any other.
+#[test]
+fn a_sqlite_seed_replays_the_same_event_log() {
+    let config = SimConfig {
+        sqlite: true,
+        duration: Duration::from_secs(30),
+        ..logged()
+    };
+    for seed in 0..3 {
+        let first = run_seed(seed, &config);
+        let second = run_seed(seed, &config);
+        assert!(first.log.len() > 50, "seed {seed}: too short to check");
+        assert_eq!(first.log, second.log, "sqlite seed {seed} diverged");
+        assert!(
+            first.verdict.violations.is_empty(),
+            "{:?}",
+            first.verdict.violations
+        );
+    }
+}
+
 /// Seed 266 of the elector drift run took either branch of the elector's wait-or-fallback
 /// `select!` (tokio's unseeded choice) until that `select!` was made `biased;`.
 #[test]
 fn an_elector_seed_that_raced_two_ready_branches_replays() {
     let config = SimConfig {
         kinds: vec![
-            lease_sim::client::Kind::Elector,
-            lease_sim::client::Kind::ElectorRelock,
-            lease_sim::client::Kind::ElectorConcurrent,
+            lease_sim::config::Kind::Elector,
+            lease_sim::config::Kind::ElectorRelock,
+            lease_sim::config::Kind::ElectorConcurrent,
         ],
         client_margin_ppm: 0,
         drift_ppm: 400_000,
@@ -89,6 +133,10 @@ fn runs_check_windows_and_inject_every_fault() {
         "batch split",
         "process pause",
         "crash",
+        "partition",
+        "operator revoke",
+        "change notice late",
+        "change notice lost",
     ] {
         assert!(
             faults.get(kind).copied().unwrap_or(0) > 0,

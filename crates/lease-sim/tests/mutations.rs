@@ -1,28 +1,69 @@
-//! Mutation mode: a defect switched on in lease-manager is found within a few seeds; the same
-//! seeds pass without it.
+//! Mutation mode: each defect switched on in lease-manager is found at the seed `cargo xtask
+//! sim` first finds it at (swarm mode, the kinds its run draws from), and the same seed passes
+//! without it. RELIABILITY.md lists how many seeds each takes and how often seeds fail.
 
 use lease_manager::mutation::Mutation;
-use lease_sim::client::Kind;
+use lease_sim::config::Kind;
+use lease_sim::runner::{shrink, shrink_trace};
 use lease_sim::{SimConfig, run_seed};
 
-fn electors(mutation: Option<Mutation>) -> SimConfig {
+const ELECTORS: [Kind; 3] = [Kind::Elector, Kind::ElectorRelock, Kind::ElectorConcurrent];
+const EXTENDERS: [Kind; 3] = [Kind::Claimer, Kind::Leaser, Kind::ResourceLock];
+
+fn swarm(kinds: &[Kind], mutation: Option<Mutation>) -> SimConfig {
     SimConfig {
-        kinds: vec![Kind::Elector, Kind::ElectorRelock, Kind::ElectorConcurrent],
+        kinds: kinds.to_vec(),
         mutation,
+        swarm: true,
         ..SimConfig::default()
     }
 }
 
+/// (mutation, kinds, the first failing seed of `cargo xtask sim`'s run).
+const FOUND_AT: [(Mutation, &[Kind], u64); 4] = [
+    (Mutation::ConcurrentLock, &ELECTORS, 1),
+    (Mutation::GenerationAcrossTerms, &ELECTORS, 25),
+    (Mutation::RetriedExtendClaims, &EXTENDERS, 7),
+    (Mutation::RevokeRacingLock, &ELECTORS, 23),
+];
+
 #[test]
-fn unserialised_concurrent_lock_is_found() {
-    let mutated = electors(Some(Mutation::ConcurrentLock));
-    let found = (0..5).find(|&seed| !run_seed(seed, &mutated).verdict.violations.is_empty());
-    assert!(found.is_some(), "not found in 5 seeds");
-    let seed = found.unwrap_or_default();
-    let clean = run_seed(seed, &electors(None));
+fn each_mutation_is_found_at_its_seed_which_passes_without_it() {
+    for (mutation, kinds, seed) in FOUND_AT {
+        let found = run_seed(seed, &swarm(kinds, Some(mutation)));
+        assert!(
+            !found.verdict.violations.is_empty(),
+            "{mutation:?} not found at seed {seed}"
+        );
+        let clean = run_seed(seed, &swarm(kinds, None));
+        assert!(
+            clean.verdict.violations.is_empty(),
+            "seed {seed} without {mutation:?}: {:?}",
+            clean.verdict.violations
+        );
+    }
+}
+
+/// A failing seed shrinks to fewer processes, events and faults, and the shrunk configuration
+/// (what the replay command spells out) still fails, the same way on every replay.
+#[test]
+fn a_failing_seed_shrinks_to_a_shorter_trace_that_still_fails() {
+    let (mutation, kinds, seed) = FOUND_AT[3];
+    let config = swarm(kinds, Some(mutation));
+    let full = run_seed(seed, &config);
+    let small = shrink_trace(seed, &shrink(seed, &config));
     assert!(
-        clean.verdict.violations.is_empty(),
-        "{:?}",
-        clean.verdict.violations
+        !small.swarm,
+        "the shrunk configuration is the one the seed drew"
     );
+    assert!(!small.dropped_faults.is_empty() || !small.dropped_events.is_empty());
+    let shrunk = run_seed(seed, &small);
+    assert!(!shrunk.verdict.violations.is_empty());
+    assert!(
+        shrunk.verdict.fault_count() < full.verdict.fault_count(),
+        "{} faults, was {}",
+        shrunk.verdict.fault_count(),
+        full.verdict.fault_count()
+    );
+    assert_eq!(run_seed(seed, &small).verdict, shrunk.verdict);
 }
