@@ -6,7 +6,7 @@
 //! host): when the command's tree must be SIGKILLed unless a renewal moved it. `lease run`
 //! moves it after each successful renewal (written beside and renamed over, so a reader never
 //! sees half of it); the shim re-reads it whenever the instant it knows has come, and kills
-//! the tree if it has not moved.
+//! the tree if it has not moved (`crate::supervisor::deadline::read`).
 
 use std::path::{Path, PathBuf};
 
@@ -50,15 +50,10 @@ impl DeadlineFile {
     }
 }
 
-/// Reads the deadline at `path`; `None` when it cannot be read.
-pub(crate) fn read(path: &Path) -> Option<Timestamp> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.trim().parse().ok().map(Timestamp::from_nanos)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::supervisor::deadline::read;
 
     #[test]
     fn the_deadline_round_trips_and_moves() {

@@ -6,8 +6,9 @@
 //! - [`claim`]: the claim, at once or with `--wait`, recognising this holder's own claim when
 //!   the call's answer was lost;
 //! - [`timing`]: the window and the deadlines (`--ttl`, `--renew-deadline`, `--kill-after`);
-//! - [`tree`]: the `__exec-child` shim that supervises the command's process tree (a process
-//!   group, a subreaper, a catchable parent-death signal) and the sweeps that kill it;
+//! - [`tree`]: starting the shim that supervises the command's process tree (a process
+//!   group, a subreaper, a catchable parent-death signal: [`crate::supervisor`]) and the
+//!   sweeps that kill the tree when the shim itself was killed;
 //! - [`renew`]: the renewals, on a thread of their own;
 //! - [`watchdog`]: the clock, on a thread of its own: SIGTERM when the lease is lost, SIGKILL
 //!   before the window ends;
@@ -41,8 +42,6 @@ use crate::backend::{self, StoreSpec};
 use crate::cli::RunArgs;
 use crate::error::{CliError, EXIT_CANNOT_EXEC, EXIT_LOST, EXIT_STORE};
 use crate::human::{default_holder, format_duration};
-
-pub(crate) use tree::shim;
 
 /// How long `lease run` waits, at most, for the release after the command is gone.
 const RELEASE_WAIT: Duration = Duration::from_secs(15);
@@ -133,12 +132,11 @@ pub(crate) async fn run(spec: &StoreSpec, args: RunArgs) -> Result<u8, CliError>
             )));
         }
     };
-    let mut command = std::process::Command::new(exe);
+    let mut command = tree::shim_command(&exe);
     if let Some(fd) = &session_lock {
         command.env("LEASE_SESSION_FD", fd.as_raw_fd().to_string());
     }
     let spawned = command
-        .arg("__exec-child")
         .arg("--parent")
         .arg(pid.to_string())
         .arg("--deadline-file")
