@@ -30,6 +30,13 @@ pub const MAX_BUSY_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
 /// How many expired rows an opportunistic purge deletes at most, unless told otherwise.
 pub const DEFAULT_PURGE_BATCH: usize = 256;
 
+/// How many pages a log kept at close ([`SqliteStoreBuilder::checkpoint_on_close`]) may grow
+/// to before a commit checkpoints it (SQLite's default is 1000). Every opener after the last
+/// close reads the whole log to rebuild its index, about 3 µs a page, while a checkpoint costs
+/// about three fsyncs (the log, the file, and the log's header when it restarts): with about
+/// ten pages written per `lease run`, a checkpoint every dozen runs keeps both small.
+pub const KEPT_WAL_CHECKPOINT_PAGES: u32 = 128;
+
 /// The mode of a database file this store creates: readable and writable by its owner only.
 pub const NEW_FILE_MODE: u32 = 0o600;
 
@@ -88,8 +95,9 @@ impl SqliteStoreBuilder {
     /// removes the log and its index (`-wal`, `-shm`), as SQLite does by default (on).
     ///
     /// Off, closing leaves both as they are. Durability is the same: every commit is fsynced
-    /// to the log before it returns; the log is copied into the file by SQLite's automatic
-    /// checkpoints as it grows, or by the next store that closes with this on. What it saves a
+    /// to the log before it returns; the log is copied into the file by an automatic
+    /// checkpoint once it holds [`KEPT_WAL_CHECKPOINT_PAGES`] pages, or by the next store that
+    /// closes with this on. What it saves a
     /// short-lived process (`lease run`, which opens, claims, releases and closes each time)
     /// is the checkpoint's two fsyncs at close and, at the next open, re-creating the log (a
     /// header fsync and a directory fsync). The price: the database is then the file *and*
@@ -330,6 +338,10 @@ impl SqliteStoreBuilder {
         // The file passed every check: closing may now checkpoint it, if asked to.
         keep_wal_on_close(&conn, !self.checkpoint_on_close)
             .map_err(sql("setting the checkpoint on close"))?;
+        if !self.checkpoint_on_close {
+            conn.pragma_update(None, "wal_autocheckpoint", KEPT_WAL_CHECKPOINT_PAGES)
+                .map_err(sql("setting the automatic checkpoint"))?;
+        }
         let dir = self.death_aware.then(|| sessions_dir(&path));
         let session = match &dir {
             Some(dir) if self.session_scope != SessionScope::Unbound => Some(
