@@ -62,10 +62,6 @@ pub(crate) async fn run(spec: &StoreSpec, args: RunArgs) -> Result<u8, CliError>
             "cannot find the lease executable to start CMD: {e}"
         ))
     })?;
-    let deadline_dir = tempfile::Builder::new()
-        .prefix("lease-run-")
-        .tempdir()
-        .map_err(|e| CliError::store(format!("cannot create a temporary folder: {e}")))?;
     let (mut store, session) = backend::open_with_session(spec).await?;
 
     let deadline = claim::wait_deadline(args.timeout);
@@ -107,20 +103,11 @@ pub(crate) async fn run(spec: &StoreSpec, args: RunArgs) -> Result<u8, CliError>
     let mut terms = signal(SignalKind::terminate()).ok();
     let mut ints = signal(SignalKind::interrupt()).ok();
     let mut hups = signal(SignalKind::hangup()).ok();
-    // The shim enforces the window too, through this file.
-    let deadline = match deadline::DeadlineFile::create(
-        deadline_dir.path(),
+    // The shim enforces the window too: this deadline, then those renewals move.
+    let deadline = deadline::DeadlineFile::new(
+        &std::env::temp_dir(),
         timing.kill_at(claimed.window_start, None),
-    ) {
-        Ok(file) => file,
-        Err(e) => {
-            release(store.as_mut(), &key, &holder).await;
-            return Err(CliError::store(format!(
-                "cannot write the command's deadline in {}: {e}",
-                deadline_dir.path().display()
-            )));
-        }
-    };
+    );
     // The holder session's lock goes to the whole tree (see `session_lock`): the lease is not
     // freed early while any process of the command holds it, even after our own death.
     let session_lock = match session_lock(session.as_ref()) {
@@ -139,6 +126,8 @@ pub(crate) async fn run(spec: &StoreSpec, args: RunArgs) -> Result<u8, CliError>
     let spawned = command
         .arg("--parent")
         .arg(pid.to_string())
+        .arg("--deadline")
+        .arg(deadline.first().as_nanos().to_string())
         .arg("--deadline-file")
         .arg(deadline.path())
         .arg("--")

@@ -1,7 +1,8 @@
 //! The shim: the tiny supervisor `lease run` starts its command under, and that outlives
 //! `lease run` long enough to kill the command's whole process tree.
 //!
-//! `lease run` starts it as `lease-run-shim --parent PID [--deadline-file FILE] -- CMD…` (the
+//! `lease run` starts it as `lease-run-shim --parent PID [--deadline NANOS --deadline-file FILE]
+//! -- CMD…` (the
 //! small binary beside `lease`, built from this module alone), or, when that binary is
 //! missing, as `lease __exec-child …` with the same arguments (the same code, inside `lease`),
 //! in a new process group (`CommandExt::process_group`, no `unsafe`). The shim stays for
@@ -20,10 +21,10 @@
 //!   parent is still `PID` after arming it: if `lease run` died first, the shim was re-parented
 //!   and does not start CMD. (The kernel fires the signal when the *thread* that forked the
 //!   shim ends, so `lease run` spawns it from its main thread.)
-//! - it enforces the lease's window on its own: `lease run` shares the kill deadline with it
-//!   through a file ([`deadline`]), moved after each renewal; if the deadline comes and has not
-//!   moved (`lease run` stopped or starved), the shim kills the tree. It also checks the
-//!   deadline right before starting CMD;
+//! - it enforces the lease's window on its own: `lease run` gives it the kill deadline
+//!   (`--deadline`) and moves it after each renewal through a file ([`deadline`]); if the
+//!   deadline comes and the file has not moved it (`lease run` stopped or starved), the shim
+//!   kills the tree. It also checks the deadline right before starting CMD;
 //! - when CMD's main process exits, the shim kills what CMD left behind, so nothing of the tree
 //!   outlives the release of the lease; it then exits with CMD's status (its exit code, or
 //!   128+N for signal N), once it has no child left. Its exit means "the tree is gone".
@@ -43,7 +44,7 @@ pub(crate) mod sweep;
 
 use std::ffi::OsString;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -69,17 +70,21 @@ pub(crate) const EXIT_CANNOT_EXEC: u8 = 127;
 struct Args {
     /// The pid of the `lease run` that started the shim.
     parent: i32,
-    /// The file holding the instant (ns on `CLOCK_BOOTTIME`) at which the tree must be killed
-    /// unless `lease run` moved it.
+    /// The instant (ns on `CLOCK_BOOTTIME`) at which the tree must be killed unless the
+    /// deadline file moved it.
+    deadline: Option<Timestamp>,
+    /// The file through which `lease run` moves the deadline (read when the deadline comes;
+    /// without `--deadline`, also before CMD starts).
     deadline_file: Option<PathBuf>,
     /// The command to run.
     command: Vec<OsString>,
 }
 
 impl Args {
-    /// `--parent PID [--deadline-file FILE] -- CMD [ARGS]...`, as `lease run` writes them.
+    /// `--parent PID [--deadline NANOS] [--deadline-file FILE] -- CMD [ARGS]...`, as
+    /// `lease run` writes them.
     fn parse(mut args: impl Iterator<Item = OsString>) -> Result<Args, String> {
-        let (mut parent, mut deadline_file) = (None, None);
+        let (mut parent, mut deadline, mut deadline_file) = (None, None, None);
         loop {
             let Some(arg) = args.next() else {
                 return Err("missing command after --".to_owned());
@@ -95,6 +100,14 @@ impl Args {
                         .ok_or_else(|| format!("invalid --parent {value:?}"))?;
                     parent = Some(pid);
                 }
+                Some("--deadline") => {
+                    let value = args.next().ok_or("--deadline needs an instant")?;
+                    let at = value
+                        .to_str()
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .ok_or_else(|| format!("invalid --deadline {value:?}"))?;
+                    deadline = Some(Timestamp::from_nanos(at));
+                }
                 Some("--deadline-file") => {
                     let value = args.next().ok_or("--deadline-file needs a path")?;
                     deadline_file = Some(PathBuf::from(value));
@@ -108,6 +121,7 @@ impl Args {
         }
         Ok(Args {
             parent: parent.ok_or("missing --parent")?,
+            deadline,
             deadline_file,
             command,
         })
@@ -118,7 +132,7 @@ impl Args {
 /// Returns its exit code: CMD's status, or a `lease` code when CMD could not be started.
 pub(crate) fn main(args: impl Iterator<Item = OsString>) -> u8 {
     match Args::parse(args) {
-        Ok(args) => supervise(args.parent, args.deadline_file.as_deref(), &args.command),
+        Ok(args) => supervise(&args),
         Err(e) => {
             eprintln!("lease: error: the command's supervisor: {e}");
             EXIT_USAGE
@@ -155,7 +169,8 @@ impl Drop for ReaperReport {
     }
 }
 
-fn supervise(parent: i32, deadline_file: Option<&Path>, command: &[OsString]) -> u8 {
+fn supervise(args: &Args) -> u8 {
+    let (parent, deadline_file) = (args.parent, args.deadline_file.as_deref());
     let (events_tx, events) = mpsc::channel();
     // The handlers first: from here on, the signals `lease run` sends the group leave the shim
     // alone, and a kill request is caught.
@@ -195,15 +210,20 @@ fn supervise(parent: i32, deadline_file: Option<&Path>, command: &[OsString]) ->
         eprintln!("lease: error: lease run (pid {parent}) is gone; not starting the command");
         return EXIT_LOST;
     }
-    let Some((program, rest)) = command.split_first() else {
+    let Some((program, rest)) = args.command.split_first() else {
         eprintln!("lease: error: missing command after --");
         return EXIT_USAGE;
     };
     // The window, checked once more right before CMD starts.
     let clock = SystemClock::new();
-    let mut deadline = match deadline_file.map(deadline::read) {
+    let first = match (args.deadline, deadline_file) {
+        (Some(at), _) => Some(at),
+        (None, Some(file)) => Some(deadline::read(file).unwrap_or(Timestamp::ZERO)),
+        (None, None) => None,
+    };
+    let mut deadline = match first {
         None => Timestamp::MAX,
-        Some(Some(at)) if clock.now() < at => at,
+        Some(at) if clock.now() < at => at,
         Some(_) => {
             eprintln!("lease: error: the lease's window has ended; not starting the command");
             return EXIT_LOST;
@@ -354,6 +374,8 @@ mod tests {
             parse(&[
                 "--parent",
                 "42",
+                "--deadline",
+                "9000",
                 "--deadline-file",
                 "/d",
                 "--",
@@ -363,6 +385,7 @@ mod tests {
             ]),
             Ok(Args {
                 parent: 42,
+                deadline: Some(Timestamp::from_nanos(9000)),
                 deadline_file: Some(PathBuf::from("/d")),
                 command: ["sh", "-c", "x"].map(OsString::from).to_vec(),
             })
@@ -385,6 +408,8 @@ mod tests {
             &["--parent", "7", "--"],
             &["--parent", "7", "--other", "--", "true"],
             &["--parent", "7", "true"],
+            &["--parent", "7", "--deadline", "-1", "--", "true"],
+            &["--parent", "7", "--deadline", "--", "true"],
         ] {
             assert!(parse(args).is_err(), "{args:?}");
         }
