@@ -90,10 +90,6 @@ pub(crate) enum Command {
     /// are checked for overlapping leadership. Ignores --store. Exits 0 when the check passes,
     /// 1 when it fails.
     Demo(DemoArgs),
-    /// Internal: the supervisor `lease run` starts CMD under (process group, subreaper,
-    /// parent-death signal).
-    #[command(name = "__exec-child", hide = true)]
-    ExecChild(ExecChildArgs),
     /// Internal: one worker process of `lease demo`.
     #[command(name = "__demo-worker", hide = true)]
     DemoWorker(DemoWorkerArgs),
@@ -179,11 +175,9 @@ impl Command {
             Command::Pin(a) | Command::Unpin(a) => Some(&a.lease),
             Command::Wait(a) => Some(&a.lease),
             Command::Show(a) => Some(&a.lease),
-            Command::List(_)
-            | Command::Check(_)
-            | Command::Demo(_)
-            | Command::ExecChild(_)
-            | Command::DemoWorker(_) => None,
+            Command::List(_) | Command::Check(_) | Command::Demo(_) | Command::DemoWorker(_) => {
+                None
+            }
         }
     }
 }
@@ -346,21 +340,6 @@ pub(crate) struct DemoArgs {
     /// temporary directory that is removed at the end.
     #[arg(long, value_name = "DIR")]
     pub(crate) dir: Option<PathBuf>,
-}
-
-/// `lease __exec-child`.
-#[derive(Debug, Args)]
-pub(crate) struct ExecChildArgs {
-    /// The pid of the `lease run` that started this shim.
-    #[arg(long)]
-    pub(crate) parent: i32,
-    /// The file holding the instant (ns on CLOCK_BOOTTIME) at which the tree must be killed
-    /// unless `lease run` moved it.
-    #[arg(long)]
-    pub(crate) deadline_file: Option<PathBuf>,
-    /// The command to run.
-    #[arg(last = true, required = true)]
-    pub(crate) command: Vec<OsString>,
 }
 
 /// `lease __demo-worker`.

@@ -9,15 +9,8 @@ pub(crate) const EXIT_OK: u8 = 0;
 /// The lease is held by someone else (or not held by the given holder), or a wait timed out
 /// while it was still held.
 pub(crate) const EXIT_HELD: u8 = 1;
-/// Bad usage: an unknown option or store, an invalid name or duration, a missing command.
-pub(crate) const EXIT_USAGE: u8 = 2;
-/// `run`: the lease was lost while the command ran (it was sent SIGTERM, then SIGKILL).
-pub(crate) const EXIT_LOST: u8 = 3;
-/// The store failed: an unwritable or damaged database, an unreachable or forbidden
-/// Kubernetes API.
-pub(crate) const EXIT_STORE: u8 = 4;
-/// `run`: the command could not be executed (not found, not executable), as in shells.
-pub(crate) const EXIT_CANNOT_EXEC: u8 = 127;
+// Defined with the shim, which exits with them too and is also built on its own.
+pub(crate) use crate::supervisor::{EXIT_CANNOT_EXEC, EXIT_LOST, EXIT_STORE, EXIT_USAGE};
 
 /// The exit codes, as `--help` shows them.
 pub(crate) const EXIT_CODES_HELP: &str = "\

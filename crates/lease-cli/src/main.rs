@@ -20,6 +20,7 @@ mod demo;
 mod error;
 mod human;
 mod run;
+mod supervisor;
 
 use std::process::ExitCode;
 
@@ -38,6 +39,13 @@ fn main() -> ExitCode {
             .unwrap_or_else(|| "unknown panic".to_owned());
         eprintln!("lease: error: internal error: {message}");
     }));
+
+    // The shim of `lease run` (when its own binary is missing): before anything else, as it
+    // starts once per run and needs neither the command line parser nor a runtime.
+    let mut args = std::env::args_os();
+    if args.nth(1).is_some_and(|first| first == "__exec-child") {
+        return ExitCode::from(supervisor::main(args));
+    }
 
     let cli = match cli::parse() {
         Ok(cli) => cli,
@@ -98,14 +106,6 @@ fn shorten_invalid_value(e: &clap::Error, text: String) -> String {
 }
 
 fn execute(cli: Cli) -> Result<u8, CliError> {
-    // The shim of `lease run` builds its own runtime.
-    if let Command::ExecChild(args) = &cli.command {
-        return Ok(run::shim(
-            args.parent,
-            args.deadline_file.as_deref(),
-            &args.command,
-        ));
-    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -129,7 +129,6 @@ fn execute(cli: Cli) -> Result<u8, CliError> {
             Command::Check(args) => commands::check(&spec, &args),
             Command::Demo(args) => demo::demo(args).await,
             Command::DemoWorker(args) => demo::worker(args).await,
-            Command::ExecChild(_) => Ok(error::EXIT_OK),
         }
     })
 }

@@ -80,22 +80,34 @@ fn a_sigkilled_lease_run_stops_a_tree_that_ignores_sigterm() {
     );
 }
 
+/// A command whose main process records its supervisor's command line, then exits at once
+/// with status 4, leaving a background job and a daemon.
+fn leaving_command(dir: &std::path::Path) -> String {
+    let p = path_str(dir);
+    format!(
+        "tr '\\0' ' ' < /proc/$PPID/cmdline > {p}/supervisor\n\
+         echo $$ >> {p}/pids\n\
+         sleep 300 & echo $! >> {p}/pids\n\
+         (setsid sh -c 'trap \"\" TERM; echo $$ >> {p}/pids; exec sleep 302' &)\n\
+         while [ $(wc -l < {p}/pids) -lt 3 ]; do sleep 0.01; done\n\
+         exit 4\n"
+    )
+}
+
 #[test]
 fn the_rest_of_the_tree_dies_when_the_command_exits() {
     let dir = tempdir();
     let d = dir.path();
     let _cleanup = Cleanup(d);
-    let p = path_str(d);
-    // The main process exits at once with status 4, leaving a background job and a daemon.
-    let script = format!(
-        "echo $$ >> {p}/pids\n\
-         sleep 300 & echo $! >> {p}/pids\n\
-         (setsid sh -c 'trap \"\" TERM; echo $$ >> {p}/pids; exec sleep 302' &)\n\
-         while [ $(wc -l < {p}/pids) -lt 3 ]; do sleep 0.01; done\n\
-         exit 4\n"
-    );
+    let script = leaving_command(d);
     let (code, _, err) = lease_args(d, &["run", "-l", "job", "--", "sh", "-c", &script]);
     assert_eq!(code, 4, "{err}");
+    // The small shim binary beside `lease` supervised it.
+    let supervisor = std::fs::read_to_string(d.join("supervisor")).unwrap();
+    assert!(
+        supervisor.starts_with(env!("CARGO_BIN_EXE_lease-run-shim")),
+        "{supervisor}"
+    );
     let pids = tree_pids(d);
     assert_eq!(pids.len(), 3, "{pids:?}");
     // Already gone when `lease run` returns: it released the lease only after that.
@@ -128,5 +140,40 @@ fn the_command_may_signal_its_own_group_with_sigusr1() {
     assert_eq!(
         std::fs::read_to_string(d.join("got")).unwrap().trim(),
         "usr1"
+    );
+}
+
+#[test]
+fn without_the_shim_binary_lease_supervises_the_tree_itself() {
+    let dir = tempdir();
+    let d = dir.path();
+    let _cleanup = Cleanup(d);
+    // `lease` alone in a directory, without `lease-run-shim` beside it.
+    let bin = d.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let alone = bin.join("lease");
+    if std::fs::hard_link(env!("CARGO_BIN_EXE_lease"), &alone).is_err() {
+        std::fs::copy(env!("CARGO_BIN_EXE_lease"), &alone).unwrap();
+    }
+    let mut cmd = std::process::Command::new(&alone);
+    cmd.env_remove("LEASE_STORE")
+        .env_remove("LEASE_HOLDER")
+        .env("LEASE_DB", d.join("leases.db"))
+        .current_dir(d)
+        .stdin(Stdio::null())
+        .args(["run", "-l", "job", "--", "sh", "-c", &leaving_command(d)]);
+    let (code, _, err) = run(cmd);
+    assert_eq!(code, 4, "{err}");
+    let supervisor = std::fs::read_to_string(d.join("supervisor")).unwrap();
+    assert!(
+        supervisor.starts_with(&format!("{} __exec-child --parent ", alone.display())),
+        "{supervisor}"
+    );
+    let pids = tree_pids(d);
+    assert_eq!(pids.len(), 3, "{pids:?}");
+    let alive: Vec<u32> = pids.iter().copied().filter(|&p| !process_gone(p)).collect();
+    assert!(
+        alive.is_empty(),
+        "processes outlived the command and the release of the lease: {alive:?}"
     );
 }

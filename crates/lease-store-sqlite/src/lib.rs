@@ -121,7 +121,8 @@ pub use default_path::{DEFAULT_DATABASE_RULE, DefaultDatabase};
 pub use error::SqliteStoreError;
 pub use kernel::{SystemWallClock, WallClock, host_machine_id};
 pub use open::{
-    DEFAULT_BUSY_TIMEOUT, DEFAULT_PURGE_BATCH, MAX_BUSY_TIMEOUT, NEW_FILE_MODE, SqliteStoreBuilder,
+    DEFAULT_BUSY_TIMEOUT, DEFAULT_PURGE_BATCH, KEPT_WAL_CHECKPOINT_PAGES, MAX_BUSY_TIMEOUT,
+    NEW_FILE_MODE, SqliteStoreBuilder,
 };
 pub use schema::SCHEMA_VERSION;
 pub use session::{SessionHandle, SessionScope};

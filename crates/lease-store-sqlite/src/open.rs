@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lease_core::{Clock, SystemClock};
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use crate::boot::{check_boot_id, host_boot_id};
@@ -31,6 +32,13 @@ pub const MAX_BUSY_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
 
 /// How many expired rows an opportunistic purge deletes at most, unless told otherwise.
 pub const DEFAULT_PURGE_BATCH: usize = 256;
+
+/// How many pages a log kept at close ([`SqliteStoreBuilder::checkpoint_on_close`]) may grow
+/// to before a commit checkpoints it (SQLite's default is 1000). Every opener after the last
+/// close reads the whole log to rebuild its index, about 3 µs a page, while a checkpoint costs
+/// about three fsyncs (the log, the file, and the log's header when it restarts): with about
+/// ten pages written per `lease run`, a checkpoint every dozen runs keeps both small.
+pub const KEPT_WAL_CHECKPOINT_PAGES: u32 = 128;
 
 /// The mode of a database file this store creates: readable and writable by its owner only.
 pub const NEW_FILE_MODE: u32 = 0o600;
@@ -80,6 +88,7 @@ pub struct SqliteStoreBuilder {
     purge_batch: usize,
     death_aware: bool,
     session_scope: SessionScope,
+    checkpoint_on_close: bool,
 }
 
 impl SqliteStoreBuilder {
@@ -101,7 +110,29 @@ impl SqliteStoreBuilder {
             purge_batch: DEFAULT_PURGE_BATCH,
             death_aware: true,
             session_scope: SessionScope::Process,
+            checkpoint_on_close: true,
         }
+    }
+
+    /// Whether closing the store copies the write-ahead log into the database file and
+    /// removes the log and its index (`-wal`, `-shm`), as SQLite does by default (on).
+    ///
+    /// Off, closing leaves both as they are. Durability is the same: every commit is fsynced
+    /// to the log before it returns; the log is copied into the file by an automatic
+    /// checkpoint once it holds [`KEPT_WAL_CHECKPOINT_PAGES`] pages, or by the next store that
+    /// closes with this on. What it saves a
+    /// short-lived process (`lease run`, which opens, claims, releases and closes each time)
+    /// is the checkpoint's two fsyncs at close and, at the next open, re-creating the log (a
+    /// header fsync and a directory fsync). The price: the database is then the file *and*
+    /// its `-wal` (copy both, or neither, as for any WAL database in use), and the next
+    /// opener rebuilds the `-shm` index by reading the log.
+    ///
+    /// Either way, a file found damaged (at open, or by an operation) is never checkpointed
+    /// into: its log is left for whoever repairs it.
+    #[must_use]
+    pub fn checkpoint_on_close(mut self, on: bool) -> Self {
+        self.checkpoint_on_close = on;
+        self
     }
 
     /// Whether a lease whose holder's processes are all dead is free at once (on by default;
@@ -268,6 +299,12 @@ impl SqliteStoreBuilder {
             let path = sql_path.clone();
             move |e| SqliteStoreError::from_sqlite(&path, timeout, action, e)
         };
+        // Until the checks below pass, closing must not copy a log left by an earlier process
+        // into a file that is then refused (damaged, foreign, newer). Without such a log,
+        // closing copies nothing and removes the -wal and -shm this connection created.
+        if wal_has_content(&path) {
+            keep_wal_on_close(&conn, true).map_err(sql("turning off the checkpoint on close"))?;
+        }
         conn.busy_timeout(self.busy_timeout)
             .map_err(sql("setting the busy timeout"))?;
         if conn
@@ -324,6 +361,13 @@ impl SqliteStoreBuilder {
                     Migrate::Sqlite(action, e) => sql(action)(e),
                     Migrate::Store(e) => e,
                 })?;
+        // The file passed every check: closing may now checkpoint it, if asked to.
+        keep_wal_on_close(&conn, !self.checkpoint_on_close)
+            .map_err(sql("setting the checkpoint on close"))?;
+        if !self.checkpoint_on_close {
+            conn.pragma_update(None, "wal_autocheckpoint", KEPT_WAL_CHECKPOINT_PAGES)
+                .map_err(sql("setting the automatic checkpoint"))?;
+        }
         let dir = self.death_aware.then(|| sessions_dir(&path));
         let session = match &dir {
             Some(dir) if self.session_scope != SessionScope::Unbound => Some(
@@ -354,6 +398,7 @@ impl SqliteStoreBuilder {
                 wall: self.wall,
                 purge_batch: self.purge_batch,
                 sessions: Sessions::new(session, dir, boot_seq),
+                met_damage: std::sync::atomic::AtomicBool::new(false),
             },
         )
     }
@@ -361,6 +406,21 @@ impl SqliteStoreBuilder {
     fn classify(&self, action: &'static str, e: rusqlite::Error) -> SqliteStoreError {
         SqliteStoreError::from_sqlite(&self.path, self.busy_timeout, action, e)
     }
+}
+
+/// Whether closing `conn` leaves the write-ahead log as it is (`keep`) or checkpoints it into
+/// the database file and removes it (SQLite's default).
+pub(crate) fn keep_wal_on_close(conn: &Connection, keep: bool) -> rusqlite::Result<()> {
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, keep)?;
+    Ok(())
+}
+
+/// Whether the write-ahead log of the database at `path` holds anything (frames that a
+/// checkpoint could copy into the file); false when it is absent or empty.
+pub(crate) fn wal_has_content(path: &Path) -> bool {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    fs::metadata(PathBuf::from(wal)).is_ok_and(|m| m.len() > 0)
 }
 
 /// Whether permission bits grant no one write access (what `chmod a-w` leaves).

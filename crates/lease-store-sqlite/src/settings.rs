@@ -2,6 +2,7 @@
 //! store is opened and shared by its blocking calls.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use lease_core::Clock;
 
@@ -23,6 +24,8 @@ pub(crate) struct Settings {
     pub(crate) purge_batch: usize,
     /// The holder sessions: this store's own, and what it knows of the others.
     pub(crate) sessions: Sessions,
+    /// Set when an operation found the file damaged (see `Conn::leave_damaged_file_alone`).
+    pub(crate) met_damage: AtomicBool,
 }
 
 impl Settings {
@@ -31,6 +34,16 @@ impl Settings {
         &self,
         action: &'static str,
     ) -> impl Fn(rusqlite::Error) -> SqliteStoreError + '_ {
-        self.db.sql(action)
+        let to_ours = self.db.sql(action);
+        move |e| {
+            let err = to_ours(e);
+            if matches!(
+                err,
+                SqliteStoreError::Corrupt { .. } | SqliteStoreError::NotADatabase { .. }
+            ) {
+                self.met_damage.store(true, Ordering::Relaxed);
+            }
+            err
+        }
     }
 }

@@ -164,7 +164,14 @@ impl SqliteStore {
         let run = move || {
             let mut guard: OwnedMutexGuard<Conn> = guard;
             guard.end_stray_transaction(&settings);
-            f(&mut guard, &settings)
+            let out = f(&mut guard, &settings);
+            if settings
+                .met_damage
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                guard.leave_damaged_file_alone(&settings);
+            }
+            out
         };
         if tokio::runtime::Handle::try_current().is_err() {
             return Ok(run());
@@ -235,6 +242,27 @@ impl SqliteStore {
 }
 
 impl Conn {
+    /// Stops every checkpoint of this connection, automatic or at close, once an operation
+    /// found the file damaged: a log is not copied into a file that is damaged (it stays as
+    /// it was found, for whoever repairs it), even when the log is sound and a later write of
+    /// this connection succeeds. Runs after every call once damage was met, so a log that
+    /// gained content since is kept too; an empty one is left to the close, which copies
+    /// nothing and removes it.
+    fn leave_damaged_file_alone(&mut self, settings: &Settings) {
+        let keep = crate::open::wal_has_content(&settings.db.path);
+        let stopped = self
+            .conn
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .and_then(|()| crate::open::keep_wal_on_close(&self.conn, keep));
+        if let Err(error) = stopped {
+            tracing::error!(
+                path = %settings.db.path.display(),
+                %error,
+                "cannot stop checkpoints into the damaged lease database"
+            );
+        }
+    }
+
     /// Rolls back a transaction an earlier call left open. None can be (each call's
     /// `Transaction` ends it, even while unwinding), so this is a cheap guard against a bug
     /// leaving the write lock held by this connection for good.

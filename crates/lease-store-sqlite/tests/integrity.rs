@@ -190,3 +190,98 @@ fn the_check_refuses_what_is_not_a_lease_database() {
         "{err:?}"
     );
 }
+
+fn wal(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+/// `many_leases`, then one claim through a store that keeps its log at close: the file is
+/// left with a log holding a few of its pages, as `lease run` leaves it.
+async fn with_kept_log(path: &Path, clock: &FakeClock) {
+    many_leases(path, clock, 3000).await;
+    let mut store = SqliteStore::builder(path)
+        .clock(clock.as_clock())
+        .boot_id("boot-a")
+        .checkpoint_on_close(false)
+        .open()
+        .unwrap();
+    store
+        .claim_lease(&key(5000), &Request::new("k", Duration::from_secs(60)))
+        .await
+        .unwrap();
+    drop(store);
+    assert!(
+        fs::metadata(wal(path)).is_ok_and(|m| m.len() > 0),
+        "the log was not kept"
+    );
+}
+
+#[tokio::test]
+async fn a_kept_log_holds_every_commit_and_the_next_default_close_folds_it_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let clock = FakeClock::new();
+    with_kept_log(&path, &clock).await;
+    let mut store = open(&path, &clock).unwrap();
+    let seen = store.leases(&[key(5000)]).await.unwrap();
+    assert_eq!(seen[&key(5000)].holder, "k");
+    drop(store);
+    assert!(!wal(&path).exists(), "the default close keeps the log");
+    let report = check_file(&path).unwrap();
+    assert_eq!(report.lease_rows, 3001);
+}
+
+#[tokio::test]
+async fn a_damaged_file_met_by_an_operation_is_not_checkpointed_into() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let clock = FakeClock::new();
+    with_kept_log(&path, &clock).await;
+    let damaged = damage_lease_pages(&path);
+    let log = fs::read(wal(&path)).unwrap();
+
+    // A store that checkpoints at close meets the damage...
+    let mut store = open(&path, &clock).unwrap();
+    let err = store.leases(&[]).await.unwrap_err();
+    assert!(corrupt_source(&err), "{err}");
+    // ... and then neither a later write of its own nor its close copies the log into the
+    // damaged file.
+    let _ = store
+        .claim_lease(&key(5001), &Request::new("k", Duration::from_secs(60)))
+        .await;
+    drop(store);
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        damaged,
+        "the damaged file was written"
+    );
+    assert!(
+        fs::read(wal(&path)).unwrap().starts_with(&log),
+        "the log was rewritten"
+    );
+}
+
+#[tokio::test]
+async fn a_file_refused_at_open_is_not_checkpointed_into() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let clock = FakeClock::new();
+    with_kept_log(&path, &clock).await;
+    let damaged = damage_lease_pages(&path);
+    let log = fs::read(wal(&path)).unwrap();
+    let err = SqliteStore::builder(&path)
+        .clock(clock.as_clock())
+        .boot_id("boot-a")
+        .integrity_check(true)
+        .open()
+        .unwrap_err();
+    assert!(matches!(err, SqliteStoreError::Corrupt { .. }), "{err:?}");
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        damaged,
+        "the damaged file was written"
+    );
+    assert_eq!(fs::read(wal(&path)).unwrap(), log, "the log was changed");
+}

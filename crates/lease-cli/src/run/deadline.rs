@@ -1,75 +1,135 @@
-//! The kill deadline `lease run` shares with the shim through a file, so that the shim can
-//! enforce the lease's window on its own when `lease run` cannot: stopped (SIGSTOP, or Ctrl-Z,
-//! which reaches `lease run` but not CMD's separate process group), or starved of CPU.
+//! The kill deadline `lease run` shares with the shim, so that the shim can enforce the
+//! lease's window on its own when `lease run` cannot: stopped (SIGSTOP, or Ctrl-Z, which
+//! reaches `lease run` but not CMD's separate process group), or starved of CPU.
 //!
-//! The file holds one instant, nanoseconds on `CLOCK_BOOTTIME` (shared by every process of the
-//! host): when the command's tree must be SIGKILLed unless a renewal moved it. `lease run`
-//! moves it after each successful renewal (written beside and renamed over, so a reader never
-//! sees half of it); the shim re-reads it whenever the instant it knows has come, and kills
-//! the tree if it has not moved.
+//! The first deadline (the claim's) is an argument of the shim (`--deadline NANOS`); later
+//! ones, moved after each successful renewal, go through a file (`--deadline-file PATH`)
+//! holding one instant, nanoseconds on `CLOCK_BOOTTIME` (shared by every process of the
+//! host): when the command's tree must be SIGKILLed unless a renewal moved it. The file is
+//! written beside and renamed over, so a reader never sees half of it, in a private directory
+//! (0700) with an unpredictable name that `lease run` creates at the first renewal: a command
+//! that ends before any renewal (most) costs no file at all. The shim reads the file whenever
+//! the instant it knows has come (`crate::supervisor::deadline::read`), and kills the tree if
+//! it has not moved; a file that is not there (no renewal yet) has not moved it.
 
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use lease_core::Timestamp;
 
-/// The deadline file, as `lease run` writes it.
+/// The deadline, as `lease run` shares it; removes its directory when dropped.
 #[derive(Debug)]
 pub(crate) struct DeadlineFile {
+    first: Timestamp,
+    dir: PathBuf,
     path: PathBuf,
     next: PathBuf,
+    /// Whether this process created `dir` (at the first [`DeadlineFile::set`]).
+    created: AtomicBool,
 }
 
 impl DeadlineFile {
-    /// Creates `dir/deadline` holding `at`.
-    ///
-    /// # Errors
-    ///
-    /// When the file cannot be written.
-    pub(crate) fn create(dir: &Path, at: Timestamp) -> std::io::Result<DeadlineFile> {
-        let file = DeadlineFile {
+    /// The deadline `first`, for the shim's `--deadline`, and the path of the file that will
+    /// carry later ones, in a directory under `parent` (the temporary directory) that does
+    /// not exist yet. No I/O.
+    pub(crate) fn new(parent: &Path, first: Timestamp) -> DeadlineFile {
+        let dir = parent.join(format!("lease-run-{:016x}", random()));
+        DeadlineFile {
+            first,
             path: dir.join("deadline"),
             next: dir.join("deadline.next"),
-        };
-        file.set(at)?;
-        Ok(file)
+            dir,
+            created: AtomicBool::new(false),
+        }
     }
 
-    /// The file's path, for the shim.
+    /// The first deadline, for the shim's `--deadline`.
+    pub(crate) fn first(&self) -> Timestamp {
+        self.first
+    }
+
+    /// The file's path, for the shim's `--deadline-file`.
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Moves the deadline to `at`.
+    /// Moves the deadline to `at`, creating the private directory the first time.
     ///
     /// # Errors
     ///
-    /// When the file cannot be written (the old deadline then stands: the safe side).
+    /// When the file cannot be written, or the directory already existed (someone else's: it
+    /// is not used), or cannot be created (the old deadline then stands: the safe side).
     pub(crate) fn set(&self, at: Timestamp) -> std::io::Result<()> {
+        if !self.created.load(Ordering::SeqCst) {
+            std::fs::DirBuilder::new().mode(0o700).create(&self.dir)?;
+            self.created.store(true, Ordering::SeqCst);
+        }
         std::fs::write(&self.next, format!("{}\n", at.as_nanos()))?;
         std::fs::rename(&self.next, &self.path)
     }
 }
 
-/// Reads the deadline at `path`; `None` when it cannot be read.
-pub(crate) fn read(path: &Path) -> Option<Timestamp> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.trim().parse().ok().map(Timestamp::from_nanos)
+impl Drop for DeadlineFile {
+    fn drop(&mut self) {
+        if self.created.load(Ordering::SeqCst) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A random 64-bit number (std's randomly keyed hasher over the pid and the time), so that
+/// the directory's name cannot be guessed and taken first.
+fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::supervisor::deadline::read;
 
     #[test]
-    fn the_deadline_round_trips_and_moves() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = DeadlineFile::create(dir.path(), Timestamp::from_nanos(42)).unwrap();
-        assert_eq!(read(file.path()), Some(Timestamp::from_nanos(42)));
+    fn the_deadline_is_written_at_the_first_move_and_removed_when_dropped() {
+        let parent = tempfile::tempdir().unwrap();
+        let file = DeadlineFile::new(parent.path(), Timestamp::from_nanos(42));
+        assert_eq!(file.first(), Timestamp::from_nanos(42));
+        assert_eq!(read(file.path()), None, "no file before the first move");
+        assert_eq!(std::fs::read_dir(parent.path()).unwrap().count(), 0);
         file.set(Timestamp::from_nanos(7_000_000_000)).unwrap();
         assert_eq!(
             read(file.path()),
             Some(Timestamp::from_nanos(7_000_000_000))
         );
-        assert_eq!(read(&dir.path().join("missing")), None);
+        file.set(Timestamp::from_nanos(8_000_000_000)).unwrap();
+        assert_eq!(
+            read(file.path()),
+            Some(Timestamp::from_nanos(8_000_000_000))
+        );
+        drop(file);
+        assert_eq!(std::fs::read_dir(parent.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_directory_taken_first_is_not_used() {
+        let parent = tempfile::tempdir().unwrap();
+        let file = DeadlineFile::new(parent.path(), Timestamp::from_nanos(42));
+        std::fs::create_dir(file.path().parent().unwrap()).unwrap();
+        assert!(file.set(Timestamp::from_nanos(7)).is_err());
+        assert_eq!(read(file.path()), None);
+        drop(file);
+        assert_eq!(
+            std::fs::read_dir(parent.path()).unwrap().count(),
+            1,
+            "someone else's directory was removed"
+        );
     }
 }

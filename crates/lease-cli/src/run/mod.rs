@@ -6,8 +6,9 @@
 //! - [`claim`]: the claim, at once or with `--wait`, recognising this holder's own claim when
 //!   the call's answer was lost;
 //! - [`timing`]: the window and the deadlines (`--ttl`, `--renew-deadline`, `--kill-after`);
-//! - [`tree`]: the `__exec-child` shim that supervises the command's process tree (a process
-//!   group, a subreaper, a catchable parent-death signal) and the sweeps that kill it;
+//! - [`tree`]: starting the shim that supervises the command's process tree (a process
+//!   group, a subreaper, a catchable parent-death signal: [`crate::supervisor`]) and the
+//!   sweeps that kill the tree when the shim itself was killed;
 //! - [`renew`]: the renewals, on a thread of their own;
 //! - [`watchdog`]: the clock, on a thread of its own: SIGTERM when the lease is lost, SIGKILL
 //!   before the window ends;
@@ -42,8 +43,6 @@ use crate::cli::RunArgs;
 use crate::error::{CliError, EXIT_CANNOT_EXEC, EXIT_LOST, EXIT_STORE};
 use crate::human::{default_holder, format_duration};
 
-pub(crate) use tree::shim;
-
 /// How long `lease run` waits, at most, for the release after the command is gone.
 const RELEASE_WAIT: Duration = Duration::from_secs(15);
 
@@ -63,10 +62,6 @@ pub(crate) async fn run(spec: &StoreSpec, args: RunArgs) -> Result<u8, CliError>
             "cannot find the lease executable to start CMD: {e}"
         ))
     })?;
-    let deadline_dir = tempfile::Builder::new()
-        .prefix("lease-run-")
-        .tempdir()
-        .map_err(|e| CliError::store(format!("cannot create a temporary folder: {e}")))?;
     let (mut store, session) = backend::open_with_session(spec).await?;
 
     let deadline = claim::wait_deadline(args.timeout);
@@ -108,20 +103,11 @@ pub(crate) async fn run(spec: &StoreSpec, args: RunArgs) -> Result<u8, CliError>
     let mut terms = signal(SignalKind::terminate()).ok();
     let mut ints = signal(SignalKind::interrupt()).ok();
     let mut hups = signal(SignalKind::hangup()).ok();
-    // The shim enforces the window too, through this file.
-    let deadline = match deadline::DeadlineFile::create(
-        deadline_dir.path(),
+    // The shim enforces the window too: this deadline, then those renewals move.
+    let deadline = deadline::DeadlineFile::new(
+        &std::env::temp_dir(),
         timing.kill_at(claimed.window_start, None),
-    ) {
-        Ok(file) => file,
-        Err(e) => {
-            release(store.as_mut(), &key, &holder).await;
-            return Err(CliError::store(format!(
-                "cannot write the command's deadline in {}: {e}",
-                deadline_dir.path().display()
-            )));
-        }
-    };
+    );
     // The holder session's lock goes to the whole tree (see `session_lock`): the lease is not
     // freed early while any process of the command holds it, even after our own death.
     let session_lock = match session_lock(session.as_ref()) {
@@ -133,14 +119,15 @@ pub(crate) async fn run(spec: &StoreSpec, args: RunArgs) -> Result<u8, CliError>
             )));
         }
     };
-    let mut command = std::process::Command::new(exe);
+    let mut command = tree::shim_command(&exe);
     if let Some(fd) = &session_lock {
         command.env("LEASE_SESSION_FD", fd.as_raw_fd().to_string());
     }
     let spawned = command
-        .arg("__exec-child")
         .arg("--parent")
         .arg(pid.to_string())
+        .arg("--deadline")
+        .arg(deadline.first().as_nanos().to_string())
         .arg("--deadline-file")
         .arg(deadline.path())
         .arg("--")

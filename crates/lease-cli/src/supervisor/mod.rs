@@ -1,0 +1,417 @@
+//! The shim: the tiny supervisor `lease run` starts its command under, and that outlives
+//! `lease run` long enough to kill the command's whole process tree.
+//!
+//! `lease run` starts it as `lease-run-shim --parent PID [--deadline NANOS --deadline-file FILE]
+//! -- CMD…` (the
+//! small binary beside `lease`, built from this module alone), or, when that binary is
+//! missing, as `lease __exec-child …` with the same arguments (the same code, inside `lease`),
+//! in a new process group (`CommandExt::process_group`, no `unsafe`). The shim stays for
+//! CMD's whole life:
+//!
+//! - it is the leader of CMD's process group (CMD inherits the group), so `lease run` signals
+//!   the whole tree with one `kill(-pgid)`; the shim catches and ignores SIGTERM, SIGINT and
+//!   SIGHUP, which are meant for CMD (caught, not ignored: CMD starts with the default
+//!   dispositions);
+//! - it is a child subreaper (`PR_SET_CHILD_SUBREAPER`): a descendant whose parent dies (a
+//!   double-forked daemon, even in its own session) is re-parented to the shim, not to init, so
+//!   with a subreaper "no child left" means "no descendant left";
+//! - its parent-death signal is SIGUSR1, which it catches (SIGKILL could not be caught, and the
+//!   shim has work to do): when `lease run` dies, even by SIGKILL, the kernel signals the shim,
+//!   which kills the tree. The signal is armed before CMD starts, and the shim checks that its
+//!   parent is still `PID` after arming it: if `lease run` died first, the shim was re-parented
+//!   and does not start CMD. (The kernel fires the signal when the *thread* that forked the
+//!   shim ends, so `lease run` spawns it from its main thread.)
+//! - it enforces the lease's window on its own: `lease run` gives it the kill deadline
+//!   (`--deadline`) and moves it after each renewal through a file ([`deadline`]); if the
+//!   deadline comes and the file has not moved it (`lease run` stopped or starved), the shim
+//!   kills the tree. It also checks the deadline right before starting CMD;
+//! - when CMD's main process exits, the shim kills what CMD left behind, so nothing of the tree
+//!   outlives the release of the lease; it then exits with CMD's status (its exit code, or
+//!   128+N for signal N), once it has no child left. Its exit means "the tree is gone".
+//!
+//! A kill of the tree ("sweep", [`sweep`]) SIGKILLs every process of the group and every child
+//! of the sweeper, and repeats as children die until none is left: killing a process
+//! re-parents its children to the subreaper, so the tree is taken apart level by level. Each
+//! target is signalled through a pidfd opened *before* re-checking that it still belongs to the
+//! tree, so a recycled pid is never signalled.
+//!
+//! It uses threads and std's channels rather than an async runtime, and parses its few
+//! arguments by hand: it is started once per `lease run`, and its start-up is part of what
+//! every run costs.
+
+pub(crate) mod deadline;
+pub(crate) mod sweep;
+
+use std::ffi::OsString;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use lease_core::{Clock, SystemClock, Timestamp};
+use rustix::process::{Signal, WaitOptions};
+
+use self::sweep::{Targets, kill_targets};
+
+/// Bad usage: an unknown option or store, an invalid name or duration, a missing command.
+pub(crate) const EXIT_USAGE: u8 = 2;
+/// `run`: the lease was lost while the command ran (it was sent SIGTERM, then SIGKILL).
+pub(crate) const EXIT_LOST: u8 = 3;
+/// The store failed: an unwritable or damaged database, an unreachable or forbidden
+/// Kubernetes API.
+pub(crate) const EXIT_STORE: u8 = 4;
+/// `run`: the command could not be executed (not found, not executable), as in shells.
+pub(crate) const EXIT_CANNOT_EXEC: u8 = 127;
+
+/// The shim's arguments.
+#[derive(Debug, PartialEq, Eq)]
+struct Args {
+    /// The pid of the `lease run` that started the shim.
+    parent: i32,
+    /// The instant (ns on `CLOCK_BOOTTIME`) at which the tree must be killed unless the
+    /// deadline file moved it.
+    deadline: Option<Timestamp>,
+    /// The file through which `lease run` moves the deadline (read when the deadline comes;
+    /// without `--deadline`, also before CMD starts).
+    deadline_file: Option<PathBuf>,
+    /// The command to run.
+    command: Vec<OsString>,
+}
+
+impl Args {
+    /// `--parent PID [--deadline NANOS] [--deadline-file FILE] -- CMD [ARGS]...`, as
+    /// `lease run` writes them.
+    fn parse(mut args: impl Iterator<Item = OsString>) -> Result<Args, String> {
+        let (mut parent, mut deadline, mut deadline_file) = (None, None, None);
+        loop {
+            let Some(arg) = args.next() else {
+                return Err("missing command after --".to_owned());
+            };
+            match arg.to_str() {
+                Some("--") => break,
+                Some("--parent") => {
+                    let value = args.next().ok_or("--parent needs a pid")?;
+                    let pid = value
+                        .to_str()
+                        .and_then(|v| v.parse::<i32>().ok())
+                        .filter(|pid| *pid > 0)
+                        .ok_or_else(|| format!("invalid --parent {value:?}"))?;
+                    parent = Some(pid);
+                }
+                Some("--deadline") => {
+                    let value = args.next().ok_or("--deadline needs an instant")?;
+                    let at = value
+                        .to_str()
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .ok_or_else(|| format!("invalid --deadline {value:?}"))?;
+                    deadline = Some(Timestamp::from_nanos(at));
+                }
+                Some("--deadline-file") => {
+                    let value = args.next().ok_or("--deadline-file needs a path")?;
+                    deadline_file = Some(PathBuf::from(value));
+                }
+                _ => return Err(format!("unexpected argument {arg:?}")),
+            }
+        }
+        let command: Vec<OsString> = args.collect();
+        if command.is_empty() {
+            return Err("missing command after --".to_owned());
+        }
+        Ok(Args {
+            parent: parent.ok_or("missing --parent")?,
+            deadline,
+            deadline_file,
+            command,
+        })
+    }
+}
+
+/// Runs the shim on its arguments (those after the program name, or after `__exec-child`).
+/// Returns its exit code: CMD's status, or a `lease` code when CMD could not be started.
+pub(crate) fn main(args: impl Iterator<Item = OsString>) -> u8 {
+    match Args::parse(args) {
+        Ok(args) => supervise(&args),
+        Err(e) => {
+            eprintln!("lease: error: the command's supervisor: {e}");
+            EXIT_USAGE
+        }
+    }
+}
+
+/// What wakes the shim's main thread.
+enum Event {
+    /// The reaper is done: every child is reaped; CMD's status, if it was seen.
+    Reaped(Option<rustix::process::WaitStatus>),
+    /// The reaper ended without an answer (it panicked).
+    ReaperGone,
+    /// SIGUSR1: the parent-death signal, or CMD signalling its own group.
+    Usr1,
+}
+
+/// Sends [`Event::ReaperGone`] if dropped before the reaper reported.
+struct ReaperReport(Option<mpsc::Sender<Event>>);
+
+impl ReaperReport {
+    fn send(mut self, status: Option<rustix::process::WaitStatus>) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(Event::Reaped(status));
+        }
+    }
+}
+
+impl Drop for ReaperReport {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(Event::ReaperGone);
+        }
+    }
+}
+
+fn supervise(args: &Args) -> u8 {
+    let (parent, deadline_file) = (args.parent, args.deadline_file.as_deref());
+    let (events_tx, events) = mpsc::channel();
+    // The handlers first: from here on, the signals `lease run` sends the group leave the shim
+    // alone, and a kill request is caught.
+    let caught = Arc::new(AtomicBool::new(false));
+    let handled = [
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+    ]
+    .into_iter()
+    .all(|sig| signal_hook::flag::register(sig, Arc::clone(&caught)).is_ok());
+    let usr1 = signal_hook::iterator::Signals::new([signal_hook::consts::SIGUSR1]);
+    let (true, Ok(mut usr1)) = (handled, usr1) else {
+        eprintln!("lease: error: cannot catch signals in the command's supervisor");
+        return EXIT_STORE;
+    };
+    let tx = events_tx.clone();
+    std::thread::spawn(move || {
+        for _ in usr1.forever() {
+            if tx.send(Event::Usr1).is_err() {
+                return;
+            }
+        }
+    });
+    // The argument is a flag: any pid sets the attribute, `None` clears it.
+    if let Err(e) = rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
+        eprintln!("lease: error: cannot become the subreaper of the command's processes: {e}");
+        return EXIT_STORE;
+    }
+    if let Err(e) = rustix::process::set_parent_process_death_signal(Some(Signal::USR1)) {
+        eprintln!("lease: error: cannot set the parent-death signal: {e}");
+        return EXIT_STORE;
+    }
+    // If `lease run` died before the signal was armed, we were re-parented: do not run CMD.
+    let ppid = rustix::process::getppid().map(|p| p.as_raw_nonzero().get());
+    if ppid != Some(parent) {
+        eprintln!("lease: error: lease run (pid {parent}) is gone; not starting the command");
+        return EXIT_LOST;
+    }
+    let Some((program, rest)) = args.command.split_first() else {
+        eprintln!("lease: error: missing command after --");
+        return EXIT_USAGE;
+    };
+    // The window, checked once more right before CMD starts.
+    let clock = SystemClock::new();
+    let first = match (args.deadline, deadline_file) {
+        (Some(at), _) => Some(at),
+        (None, Some(file)) => Some(deadline::read(file).unwrap_or(Timestamp::ZERO)),
+        (None, None) => None,
+    };
+    let mut deadline = match first {
+        None => Timestamp::MAX,
+        Some(at) if clock.now() < at => at,
+        Some(_) => {
+            eprintln!("lease: error: the lease's window has ended; not starting the command");
+            return EXIT_LOST;
+        }
+    };
+    let mut expired = false;
+    let child = match std::process::Command::new(program).args(rest).spawn() {
+        Ok(child) => child,
+        Err(err) => {
+            eprintln!(
+                "lease: error: cannot run {:?}: {err}",
+                program.to_string_lossy()
+            );
+            return if err.kind() == io::ErrorKind::PermissionDenied {
+                126
+            } else {
+                EXIT_CANNOT_EXEC
+            };
+        }
+    };
+    let main_pid = i32::try_from(child.id()).unwrap_or(0);
+    // The reaper owns every wait of this process (std's handle is not used to wait).
+    drop(child);
+    let me = rustix::process::getpid().as_raw_nonzero().get();
+    let targets = Targets {
+        me,
+        group: rustix::process::getpgrp().as_raw_nonzero().get(),
+        spare_children_in: None,
+        spare: None,
+    };
+    let sweeping = Arc::new(AtomicBool::new(false));
+    let report = ReaperReport(Some(events_tx.clone()));
+    let reaper_sweeping = sweeping.clone();
+    std::thread::spawn(move || {
+        report.send(reap_all(main_pid, targets, &reaper_sweeping));
+    });
+    loop {
+        let event = if expired {
+            events
+                .recv()
+                .map_err(|_| mpsc::RecvTimeoutError::Disconnected)
+        } else {
+            // The channel's timeout runs on CLOCK_MONOTONIC, which stops during suspend while
+            // the deadline's clock does not: the deadline is judged on its clock on waking.
+            let left = deadline.saturating_duration_since(clock.now());
+            events.recv_timeout(left.max(Duration::from_micros(1)))
+        };
+        match event {
+            Ok(Event::Reaped(status)) => return status.map_or(EXIT_STORE, status_code),
+            // The reaper is gone without an answer: the shim's exit must still mean "the tree
+            // is gone", so take it apart here.
+            Ok(Event::ReaperGone) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                sweeping.store(true, Ordering::SeqCst);
+                return reap_all(main_pid, targets, &sweeping).map_or(EXIT_STORE, status_code);
+            }
+            Ok(Event::Usr1) => {
+                // The parent-death signal, unless CMD signalled its own group with SIGUSR1:
+                // only a parent that is really gone counts.
+                let ppid = rustix::process::getppid().map(|p| p.as_raw_nonzero().get());
+                if ppid != Some(parent) && !sweeping.swap(true, Ordering::SeqCst) {
+                    eprintln!(
+                        "lease: error: lease run (pid {parent}) died; killing the command's \
+                         processes"
+                    );
+                }
+                if ppid != Some(parent) {
+                    kill_targets(targets);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if clock.now() < deadline {
+                    continue;
+                }
+                match deadline_file.and_then(deadline::read) {
+                    Some(at) if clock.now() < at => deadline = at,
+                    _ => {
+                        // `lease run` did not renew in time and did not stop the tree (it is
+                        // stopped or starved): the window is about to end.
+                        expired = true;
+                        eprintln!(
+                            "lease: error: lease run (pid {parent}) did not renew the lease in \
+                             time; killing the command's processes before the lease expires"
+                        );
+                        sweeping.store(true, Ordering::SeqCst);
+                        kill_targets(targets);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reaps every child until none is left; once CMD's main process (`main_pid`) has exited, or a
+/// kill was requested, kills the rest of the tree after each reap. Returns CMD's status.
+fn reap_all(
+    main_pid: i32,
+    targets: Targets,
+    sweeping: &AtomicBool,
+) -> Option<rustix::process::WaitStatus> {
+    let mut status = None;
+    loop {
+        match rustix::process::wait(WaitOptions::empty()) {
+            Ok(Some((pid, st))) => {
+                if pid.as_raw_nonzero().get() == main_pid {
+                    status = Some(st);
+                    sweeping.store(true, Ordering::SeqCst);
+                    // CMD left nothing behind (the common case): no child means no descendant,
+                    // so skip the sweep's scan of every process on the host.
+                    if let Err(rustix::io::Errno::CHILD) =
+                        rustix::process::waitpid(None, WaitOptions::NOHANG)
+                    {
+                        return status;
+                    }
+                }
+            }
+            Ok(None) | Err(rustix::io::Errno::INTR) => {}
+            // ECHILD: as a subreaper, no child means no descendant.
+            Err(_) => return status,
+        }
+        if sweeping.load(Ordering::SeqCst) {
+            kill_targets(targets);
+        }
+    }
+}
+
+/// The shell's convention: the exit code, or 128+N for signal N.
+fn status_code(status: rustix::process::WaitStatus) -> u8 {
+    if let Some(code) = status.exit_status() {
+        return u8::try_from(code & 0xff).unwrap_or(EXIT_STORE);
+    }
+    match status.terminating_signal() {
+        Some(sig) => u8::try_from((128 + sig) & 0xff).unwrap_or(EXIT_STORE),
+        None => EXIT_STORE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, String> {
+        Args::parse(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn arguments_are_those_lease_run_writes() {
+        assert_eq!(
+            parse(&[
+                "--parent",
+                "42",
+                "--deadline",
+                "9000",
+                "--deadline-file",
+                "/d",
+                "--",
+                "sh",
+                "-c",
+                "x"
+            ]),
+            Ok(Args {
+                parent: 42,
+                deadline: Some(Timestamp::from_nanos(9000)),
+                deadline_file: Some(PathBuf::from("/d")),
+                command: ["sh", "-c", "x"].map(OsString::from).to_vec(),
+            })
+        );
+        // Everything after -- is the command's, options included.
+        assert_eq!(
+            parse(&["--parent", "7", "--", "true", "--parent"]).map(|a| a.command.len()),
+            Ok(2)
+        );
+    }
+
+    #[test]
+    fn bad_arguments_are_refused() {
+        for args in [
+            &["--", "true"][..],
+            &["--parent", "0", "--", "true"],
+            &["--parent", "x", "--", "true"],
+            &["--parent"],
+            &["--parent", "7"],
+            &["--parent", "7", "--"],
+            &["--parent", "7", "--other", "--", "true"],
+            &["--parent", "7", "true"],
+            &["--parent", "7", "--deadline", "-1", "--", "true"],
+            &["--parent", "7", "--deadline", "--", "true"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?}");
+        }
+    }
+}
