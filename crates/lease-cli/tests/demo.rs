@@ -28,7 +28,9 @@ fn the_short_demo_fails_over_without_overlap() {
         .stderr(std::process::Stdio::piped());
     let output = wait_output(cmd.spawn().unwrap(), Duration::from_secs(90));
     let (code, out, err) = decode(&output);
-    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    // Every failure shows the logs it was judged on.
+    let kept = kept_logs(&logs);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}\n{kept}");
     assert!(out.contains("kill -9 worker-"), "{out}");
     assert!(out.contains("takeover: worker-"), "{out}");
     assert!(out.contains("no two workers ever led at once: OK"), "{out}");
@@ -51,8 +53,10 @@ fn the_short_demo_fails_over_without_overlap() {
             });
         }
     }
-    // A killed worker's windows end at its death (the demo records when it reaped it): the
-    // store frees a dead holder's lease at once, and a dead process cannot act on it.
+    // A killed worker's windows end at its recorded death: the demo stops each worker it ends
+    // (SIGSTOP) and records the instant the kernel reports it stopped, before the SIGKILL that
+    // frees its lease; the store frees a dead holder's lease at once, and a stopped or dead
+    // process cannot act on it. Every worker is ended so, the ones left at the end included.
     let deaths = std::fs::read_to_string(logs.join("deaths")).unwrap_or_default();
     for line in deaths.lines() {
         let parts: Vec<&str> = line.split_whitespace().collect();
@@ -62,26 +66,46 @@ fn the_short_demo_fails_over_without_overlap() {
             w.end = w.end.min(dead);
         }
     }
-    assert!(!deaths.is_empty(), "no death recorded");
+    assert_eq!(deaths.lines().count(), 3, "{kept}");
     let mut acquisitions: Vec<Window> = windows.iter().copied().filter(|w| w.acquire).collect();
-    assert!(acquisitions.len() >= 2, "no takeover logged: {windows:?}");
+    assert!(acquisitions.len() >= 2, "no takeover logged: {kept}");
     acquisitions.sort_by_key(|w| w.start);
     for pair in acquisitions.windows(2) {
-        assert!(pair[1].generation > pair[0].generation, "{pair:?}");
-        assert_ne!(pair[0].worker, pair[1].worker, "{pair:?}");
+        assert!(pair[1].generation > pair[0].generation, "{pair:?}\n{kept}");
+        assert_ne!(pair[0].worker, pair[1].worker, "{pair:?}\n{kept}");
     }
     let mut leaders = BTreeMap::new();
     for w in &windows {
-        assert!(w.start < w.end, "{w:?}");
+        assert!(w.start < w.end, "{w:?}\n{kept}");
         leaders.entry(w.worker).or_insert(0);
         for other in &windows {
             if other.worker != w.worker {
                 assert!(
                     other.end <= w.start || w.end <= other.start,
-                    "overlap: {w:?} and {other:?}"
+                    "overlap: {w:?} and {other:?}\n{kept}"
                 );
             }
         }
     }
     assert!(leaders.len() >= 2);
+}
+
+/// The demo's logs in `logs` (its deaths and each worker's windows and errors), for a failure
+/// message.
+fn kept_logs(logs: &std::path::Path) -> String {
+    let mut text = String::new();
+    for name in [
+        "deaths",
+        "worker-1.log",
+        "worker-2.log",
+        "worker-3.log",
+        "worker-1.err",
+        "worker-2.err",
+        "worker-3.err",
+    ] {
+        let content = std::fs::read_to_string(logs.join(name))
+            .unwrap_or_else(|e| format!("(unreadable: {e})\n"));
+        text.push_str(&format!("--- {name}\n{content}"));
+    }
+    text
 }

@@ -52,8 +52,10 @@ impl Verdict {
     }
 }
 
-/// Ends each window of a killed worker at its death (when it was reaped, no earlier): a dead
-/// process cannot act on its lease, which is why the store may free it then.
+/// Ends each window of a killed worker at its death: an instant by which it had stopped acting
+/// for good, and before which no other worker could take its lease (the demo reads it once the
+/// worker is stopped, before it kills it). A dead process cannot act on its lease, which is why
+/// the store may free it then.
 pub(crate) fn cut_at_deaths(windows: Vec<Window>, deaths: &[(u32, Timestamp)]) -> Vec<Window> {
     windows
         .into_iter()
@@ -136,6 +138,36 @@ mod tests {
             &[(1, Timestamp::from_nanos(15))],
         );
         assert_eq!(verify(&late).overlaps.len(), 1);
+    }
+
+    /// The windows of a failed run from before the demo recorded deaths as it does now (times in
+    /// ns on the boot clock): worker-1, the leader, was SIGKILLed; worker-2 acquired 0.2ms before
+    /// the demo had reaped worker-1 and read its clock, and that reap time, used as the death,
+    /// made a takeover after the kill look like an overlap. Cut where worker-1 was known stopped
+    /// (before the SIGKILL, so before its lease could be freed), it is none; an acquisition
+    /// before that instant still is.
+    #[test]
+    fn a_takeover_after_the_stop_is_no_overlap_and_one_before_it_is() {
+        let killed = [
+            w(1, true, 1, 16_605_406_579, 17_573_012_689),
+            w(1, false, 1, 16_938_954_562, 17_916_153_986),
+            w(1, false, 1, 17_255_255_838, 18_250_547_028),
+            w(1, false, 1, 17_611_995_464, 18_595_289_129),
+        ];
+        let takeover = w(2, true, 2, 17_857_364_403, 18_828_605_901);
+        let reaped = Timestamp::from_nanos(17_857_574_388);
+        let stopped = Timestamp::from_nanos(17_825_000_000);
+        let mut windows = killed.to_vec();
+        windows.push(takeover);
+        let at_reap = verify(&cut_at_deaths(windows.clone(), &[(1, reaped)]));
+        assert_eq!(at_reap.overlaps.len(), 3, "{at_reap:?}");
+        let at_stop = verify(&cut_at_deaths(windows, &[(1, stopped)]));
+        assert!(at_stop.ok(), "{at_stop:?}");
+        let early = w(2, true, 2, 17_824_999_999, 18_828_605_901);
+        let mut windows = killed.to_vec();
+        windows.push(early);
+        let verdict = verify(&cut_at_deaths(windows, &[(1, stopped)]));
+        assert_eq!(verdict.overlaps.len(), 3, "{verdict:?}");
     }
 
     #[test]

@@ -123,8 +123,9 @@ pub(super) struct Demo {
     pub(super) view: View,
     /// Since when the current leader (holder, generation) has led, as the demo first saw it.
     since: Option<(String, Generation, Timestamp)>,
-    /// Each killed worker and when it was known dead (reaped): it can act no more after that,
-    /// so its guaranteed windows end there. SQLite frees a dead holder's lease at once.
+    /// Each killed worker and an instant by which it had stopped acting for good (see
+    /// [`stop_and_kill`]): its guaranteed windows end there. SQLite frees a dead holder's lease
+    /// at once, but no earlier than that instant.
     deaths: Vec<(u32, Timestamp)>,
     /// Where the deaths are written, one `dead ID NANOS` line each, for an outside check.
     deaths_log: PathBuf,
@@ -231,19 +232,24 @@ impl Demo {
         None
     }
 
-    /// SIGKILLs and reaps the live worker `holder` and records its death; its pid.
+    /// Stops, SIGKILLs and reaps the live worker `holder` and records its death; its pid.
     pub(super) fn kill(&mut self, holder: &str) -> Option<u32> {
-        let worker = self
+        let index = self
             .workers
-            .iter_mut()
-            .find(|w| w.alive && w.holder() == holder)?;
-        if let Some(pid) = worker.pid() {
-            let _ = rustix::process::kill_process(pid, Signal::KILL);
-        }
-        let _ = worker.child.wait();
+            .iter()
+            .position(|w| w.alive && w.holder() == holder)?;
+        self.put_down(index);
+        Some(self.workers[index].child.id())
+    }
+
+    /// Ends the live worker `index` with [`stop_and_kill`] and records the instant it returns
+    /// as the worker's death, in `deaths` and in the deaths log.
+    fn put_down(&mut self, index: usize) {
+        let clock = self.clock.clone();
+        let worker = &mut self.workers[index];
+        let dead_by = stop_and_kill(&mut worker.child, &*clock);
         worker.alive = false;
-        let (id, pid) = (worker.id, worker.child.id());
-        let dead_by = self.clock.now();
+        let id = worker.id;
         self.deaths.push((id, dead_by));
         let line = format!("dead {id} {}\n", dead_by.as_nanos());
         if let Err(e) = fs::OpenOptions::new()
@@ -257,7 +263,6 @@ impl Demo {
                 self.deaths_log.display()
             );
         }
-        Some(pid)
     }
 
     /// Sends `signal` to the live worker `holder`; its pid.
@@ -272,15 +277,13 @@ impl Demo {
         Some(worker.child.id())
     }
 
-    /// SIGKILLs and reaps every live worker.
+    /// Ends every live worker, recording each death: a worker still running while another is
+    /// put down may take the lease over, and its window then must not count as overlapping the
+    /// window of the one that died.
     pub(super) fn stop_all(&mut self) {
-        for w in &mut self.workers {
-            if w.alive {
-                if let Some(pid) = w.pid() {
-                    let _ = rustix::process::kill_process(pid, Signal::KILL);
-                }
-                let _ = w.child.wait();
-                w.alive = false;
+        for index in 0..self.workers.len() {
+            if self.workers[index].alive {
+                self.put_down(index);
             }
         }
     }
@@ -318,8 +321,106 @@ impl Demo {
     }
 }
 
+/// How long [`stop_and_kill`] waits for a SIGSTOP to take effect before it kills anyway.
+const STOP_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Ends `child` and reaps it; the instant by which it had stopped acting for good, on `clock`.
+///
+/// The child is stopped first (SIGSTOP), and the instant is read once the kernel reports it
+/// stopped, which it does only when every thread has stopped: from then on the child runs none
+/// of its code. Stopped, it still holds its store session's flock, so no other worker can take
+/// its lease before that instant; the SIGKILL that follows frees it. The instant is therefore
+/// exact for the check: an instant read after the reap would be too late (another worker may
+/// take over as soon as the kernel has torn the child down, before the reap returns, which the
+/// check would count as an overlap), and one read before the SIGKILL too early (a running child
+/// acts until the signal is delivered). Should the stop not show in [`STOP_PATIENCE`] (a child
+/// stuck in the kernel), the instant is read after the reap: late, so an overlap may be
+/// reported that was not one, but a real one is never missed. A child that had already exited
+/// is reaped, and the instant read then.
+pub(super) fn stop_and_kill(child: &mut Child, clock: &dyn Clock) -> Timestamp {
+    use rustix::process::{WaitId, WaitIdOptions, waitid};
+    let Some(pid) = i32::try_from(child.id()).ok().and_then(Pid::from_raw) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return clock.now();
+    };
+    let stopped = rustix::process::kill_process(pid, Signal::STOP).is_ok() && {
+        // NOWAIT leaves an exited child for `wait` below to reap.
+        let options = WaitIdOptions::STOPPED
+            | WaitIdOptions::EXITED
+            | WaitIdOptions::NOWAIT
+            | WaitIdOptions::NOHANG;
+        let start = std::time::Instant::now();
+        loop {
+            match waitid(WaitId::Pid(pid), options) {
+                Ok(Some(_)) => break true,
+                Ok(None) if start.elapsed() < STOP_PATIENCE => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Ok(None) | Err(_) => break false,
+            }
+        }
+    };
+    let stopped_by = stopped.then(|| clock.now());
+    let _ = rustix::process::kill_process(pid, Signal::KILL);
+    let _ = child.wait();
+    stopped_by.unwrap_or_else(|| clock.now())
+}
+
 impl Drop for Demo {
     fn drop(&mut self) {
         self.stop_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sleeper() -> Child {
+        std::process::Command::new("sleep")
+            .arg("30")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_child_is_stopped_then_killed_and_reaped() {
+        use std::os::unix::process::ExitStatusExt as _;
+        let clock = backend::clock();
+        let mut child = sleeper();
+        let before = clock.now();
+        let stopped = stop_and_kill(&mut child, &*clock);
+        let after = clock.now();
+        assert!(
+            before <= stopped && stopped <= after,
+            "{before:?} {stopped:?} {after:?}"
+        );
+        // Reaped, killed by the SIGKILL (a stopped child dies of it all the same).
+        let status = child.try_wait().unwrap().unwrap();
+        assert_eq!(status.signal(), Some(9), "{status:?}");
+    }
+
+    #[test]
+    fn a_child_that_already_exited_is_reaped_without_waiting_for_a_stop() {
+        let clock = backend::clock();
+        let mut child = std::process::Command::new("true")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
+        // Exited but not reaped (a zombie): waited for without reaping it.
+        let exited = rustix::process::waitid(
+            rustix::process::WaitId::Pid(pid),
+            rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOWAIT,
+        );
+        assert!(matches!(exited, Ok(Some(_))), "{exited:?}");
+        let start = std::time::Instant::now();
+        let before = clock.now();
+        let dead = stop_and_kill(&mut child, &*clock);
+        assert!(before <= dead);
+        assert!(start.elapsed() < STOP_PATIENCE, "{:?}", start.elapsed());
+        assert!(child.try_wait().unwrap().unwrap().success());
     }
 }
