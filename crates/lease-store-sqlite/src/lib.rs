@@ -114,6 +114,7 @@ mod schema;
 mod session;
 mod settings;
 mod store;
+mod wal;
 
 pub use boot::{BOOT_ID_PATH, host_boot_id};
 pub use check::{IntegrityReport, check_file};

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lease_core::{Clock, SystemClock};
-use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use crate::boot::{check_boot_id, host_boot_id};
@@ -22,6 +21,7 @@ use crate::schema::{APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, read_schema_vers
 use crate::session::{SessionScope, SessionSlot, Sessions};
 use crate::settings::Settings;
 use crate::store::SqliteStore;
+use crate::wal::{keep_wal_on_close, wal_has_content};
 
 /// How long an operation waits for another connection's write lock unless told otherwise.
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(1);
@@ -406,21 +406,6 @@ impl SqliteStoreBuilder {
     fn classify(&self, action: &'static str, e: rusqlite::Error) -> SqliteStoreError {
         SqliteStoreError::from_sqlite(&self.path, self.busy_timeout, action, e)
     }
-}
-
-/// Whether closing `conn` leaves the write-ahead log as it is (`keep`) or checkpoints it into
-/// the database file and removes it (SQLite's default).
-pub(crate) fn keep_wal_on_close(conn: &Connection, keep: bool) -> rusqlite::Result<()> {
-    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, keep)?;
-    Ok(())
-}
-
-/// Whether the write-ahead log of the database at `path` holds anything (frames that a
-/// checkpoint could copy into the file); false when it is absent or empty.
-pub(crate) fn wal_has_content(path: &Path) -> bool {
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    fs::metadata(PathBuf::from(wal)).is_ok_and(|m| m.len() > 0)
 }
 
 /// Whether permission bits grant no one write access (what `chmod a-w` leaves).

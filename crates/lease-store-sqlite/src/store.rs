@@ -249,11 +249,11 @@ impl Conn {
     /// gained content since is kept too; an empty one is left to the close, which copies
     /// nothing and removes it.
     fn leave_damaged_file_alone(&mut self, settings: &Settings) {
-        let keep = crate::open::wal_has_content(&settings.db.path);
+        let keep = crate::wal::wal_has_content(&settings.db.path);
         let stopped = self
             .conn
             .pragma_update(None, "wal_autocheckpoint", 0)
-            .and_then(|()| crate::open::keep_wal_on_close(&self.conn, keep));
+            .and_then(|()| crate::wal::keep_wal_on_close(&self.conn, keep));
         if let Err(error) = stopped {
             tracing::error!(
                 path = %settings.db.path.display(),
