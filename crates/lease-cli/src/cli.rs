@@ -63,8 +63,17 @@ pub(crate) enum Command {
     #[command(after_help = RUN_AFTER_HELP)]
     Run(RunArgs),
     /// Acquire a lease (or extend it, when this holder already holds it).
+    ///
+    /// The command exits at once; the lease stays held by --holder until its --ttl runs out or
+    /// `lease revoke` gives it up, not only while this command runs: its exit (or its death)
+    /// does not free the lease, even on SQLite, where a dead holder's leases are otherwise free
+    /// at once. To hold a lease only while a command runs, use `lease run`.
     Claim(ClaimArgs),
     /// Extend a lease held by --holder.
+    ///
+    /// As with `lease claim`, the lease then lasts until its new expiry whatever becomes of the
+    /// process that extended it, or of the one that claimed it (on SQLite, a lease of a `lease
+    /// run` extended this way is no longer freed early when that run dies).
     Extend(ExtendArgs),
     /// Give up a lease held by --holder.
     Revoke(RevokeArgs),

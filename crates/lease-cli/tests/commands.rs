@@ -82,6 +82,94 @@ fn claim_extend_revoke_show_and_fencing() {
     assert_one_error_line(&err, "not held");
 }
 
+/// `lease claim` and `lease extend` exit at once by design: the lease is the script's until its
+/// expiry (or a revoke). On SQLite the store frees a dead holder session's leases at once, so
+/// had the short-lived `lease` process recorded its own session, its exit would free the lease
+/// long before its ttl: a second claimer, death-aware or not, must be refused until the expiry
+/// and get it only then.
+#[test]
+fn a_claim_outlives_the_command_that_made_it_until_its_expiry() {
+    let dir = tempdir();
+    let d = dir.path();
+    // Generous ttls: the refusals below only need to come before the expiry on a loaded host.
+    let (code, out, err) = lease_args(
+        d,
+        &[
+            "claim", "-l", "job", "--holder", "h1", "--ttl", "8s", "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let claimed = json(&out);
+    assert_eq!(claimed["generation"], 1);
+    // `lease claim` has exited (lease_args waited for it). Refused: another one-shot claimer,
+    // and `lease run`, which writes with a holder session of its own and frees dead ones.
+    let (code, _, err) = lease_args(d, &["claim", "-l", "job", "--holder", "h2"]);
+    assert_eq!(code, 1, "{err}");
+    assert_one_error_line(&err, "held by h1");
+    let marker = d.join("ran");
+    let touch = format!("touch {}", path_str(&marker));
+    let (code, _, err) = lease_args(
+        d,
+        &[
+            "run", "-l", "job", "--holder", "h2", "--", "sh", "-c", &touch,
+        ],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert_one_error_line(&err, "held by h1");
+    assert!(
+        !marker.exists(),
+        "lease run ran its command without the lease"
+    );
+
+    // An extend by a one-shot command lasts until its own expiry in the same way.
+    let (code, out, err) = lease_args(
+        d,
+        &[
+            "extend", "-l", "job", "--holder", "h1", "--ttl", "10s", "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let extended = json(&out);
+    let expiry = extended["expiry_ns"].as_u64().unwrap();
+    assert!(
+        expiry > claimed["expiry_ns"].as_u64().unwrap(),
+        "{extended}"
+    );
+    let (code, _, err) = lease_args(d, &["claim", "-l", "job", "--holder", "h2"]);
+    assert_eq!(code, 1, "{err}");
+    assert_one_error_line(&err, "held by h1");
+
+    // The second claimer gets it, but not before the expiry: its claim's start on the store's
+    // clock (its expiry minus its ttl) is at or after the first holder's expiry.
+    let mut taken = None;
+    assert!(
+        eventually(PATIENCE, || {
+            let (code, out, _) = lease_args(
+                d,
+                &[
+                    "claim", "-l", "job", "--holder", "h2", "--ttl", "60s", "--json",
+                ],
+            );
+            if code == 0 {
+                taken = Some(json(&out));
+            }
+            code == 0
+        }),
+        "the lease was never free again"
+    );
+    let taken = taken.unwrap();
+    assert_eq!(taken["generation"], 2, "{taken}");
+    let start = taken["expiry_ns"]
+        .as_u64()
+        .unwrap()
+        .saturating_sub(60_000_000_000);
+    assert!(
+        start >= expiry,
+        "claimed {} ms before the first holder's expiry",
+        (expiry - start) / 1_000_000
+    );
+}
+
 #[test]
 fn claim_by_the_holder_extends_and_keeps_metadata() {
     let dir = tempdir();

@@ -31,6 +31,57 @@ fn stall_writes(db: &std::path::Path, hold: Duration) -> std::thread::JoinHandle
     handle
 }
 
+/// Runs `lease ARGS` in `d` while another connection holds the database's write lock, from
+/// before it starts until `hold` after it has opened the database (its claim, which comes
+/// next, then waits for the lock), and returns its exit code, stdout and stderr.
+///
+/// Measured from the open rather than from the start, the claim's wait does not depend on how
+/// long a loaded host takes to start `lease run`; `hold` stays under the store's 1 s busy
+/// timeout, so the claim waits rather than fails.
+fn run_with_a_late_claim(
+    d: &std::path::Path,
+    args: &[&str],
+    hold: Duration,
+) -> (i32, String, String) {
+    let db = d.join("leases.db");
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let stall = {
+        let db = db.clone();
+        let (taken, wait) = std::sync::mpsc::channel();
+        let handle = std::thread::spawn(move || {
+            let conn = rusqlite::Connection::open(&db).unwrap();
+            conn.busy_timeout(Duration::from_secs(10)).unwrap();
+            conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+            taken.send(()).unwrap();
+            let _ = released.recv();
+            conn.execute_batch("COMMIT").unwrap();
+        });
+        wait.recv_timeout(PATIENCE)
+            .expect("could not take the write lock");
+        handle
+    };
+    let mut cmd = lease(d);
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let fds = format!("/proc/{}/fd", child.id());
+    let opened = || {
+        std::fs::read_dir(&fds).is_ok_and(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .any(|e| std::fs::read_link(e.path()).is_ok_and(|target| target == db))
+        })
+    };
+    assert!(
+        eventually(PATIENCE, || opened()
+            || matches!(child.try_wait(), Ok(Some(_)))),
+        "lease run never opened the database"
+    );
+    std::thread::sleep(hold);
+    release.send(()).unwrap();
+    stall.join().unwrap();
+    decode(&wait_output(child, PATIENCE))
+}
+
 #[test]
 fn stalled_renewals_stop_the_whole_tree_before_the_next_holder_starts() {
     let dir = tempdir();
@@ -130,14 +181,13 @@ fn a_stopped_lease_run_cannot_keep_its_command_past_the_window() {
 fn a_claim_that_comes_back_too_late_does_not_start_the_command() {
     let dir = tempdir();
     let d = dir.path();
-    // Create the database, then hold its write lock for 900 ms: the claim waits for it.
+    // Create the database; the claim then waits for another connection's write lock.
     let (code, _, err) = lease_args(d, &["list"]);
     assert_eq!(code, 0, "{err}");
     let marker = d.join("ran");
-    let stall = stall_writes(&d.join("leases.db"), Duration::from_millis(900));
     let touch = format!("touch {}", path_str(&marker));
-    // Renew deadline 100 ms: a claim answered later than that would be given up at once.
-    let (code, _, err) = lease_args(
+    // Renew deadline 300 ms: the claim, answered some 700 ms after it started, is given up.
+    let (code, _, err) = run_with_a_late_claim(
         d,
         &[
             "run",
@@ -146,14 +196,14 @@ fn a_claim_that_comes_back_too_late_does_not_start_the_command() {
             "--ttl",
             "3s",
             "--renew-deadline",
-            "100ms",
+            "300ms",
             "--",
             "sh",
             "-c",
             &touch,
         ],
+        Duration::from_millis(700),
     );
-    stall.join().unwrap();
     assert_eq!(code, 4, "{err}");
     assert_one_error_line(&err, "not starting");
     assert!(
@@ -171,8 +221,9 @@ fn with_wait_a_claim_that_comes_back_too_late_is_given_back_and_tried_again() {
     let d = dir.path();
     let (code, _, err) = lease_args(d, &["list"]);
     assert_eq!(code, 0, "{err}");
-    let stall = stall_writes(&d.join("leases.db"), Duration::from_millis(900));
-    let (code, out, err) = lease_args(
+    // The command then runs under the same renew deadline: 300 ms (renewals every 150 ms)
+    // leaves a loaded host room, where 100 ms lost the lease to a late renewal now and then.
+    let (code, out, err) = run_with_a_late_claim(
         d,
         &[
             "run",
@@ -182,14 +233,14 @@ fn with_wait_a_claim_that_comes_back_too_late_is_given_back_and_tried_again() {
             "--ttl",
             "3s",
             "--renew-deadline",
-            "100ms",
+            "300ms",
             "--",
             "sh",
             "-c",
             "echo $LEASE_FENCE",
         ],
+        Duration::from_millis(700),
     );
-    stall.join().unwrap();
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("trying again"), "{err}");
     // The late claim was generation 1, given back; the command ran under a later one.

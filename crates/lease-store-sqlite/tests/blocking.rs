@@ -37,13 +37,14 @@ fn req(holder: &str) -> Request {
     Request::new(holder, Duration::from_secs(30))
 }
 
-/// A store on a new file that waits up to 2 s for another connection's write lock.
+/// A store on a new file that waits up to 10 s for another connection's write lock: far
+/// longer than any test here holds it, so a loaded host cannot turn a wait into `Busy`.
 fn open(dir: &TempDir, clock: &FakeClock) -> (SqliteStore, PathBuf) {
     let path = dir.path().join("leases.db");
     let store = SqliteStore::builder(&path)
         .clock(clock.as_clock())
         .boot_id("boot-a")
-        .busy_timeout(Duration::from_secs(2))
+        .busy_timeout(Duration::from_secs(10))
         .open()
         .expect("opening the store");
     (store, path)
@@ -65,6 +66,26 @@ fn hold_write_lock(path: &Path, hold: Duration) -> thread::JoinHandle<()> {
     });
     is_locked.recv().expect("the lock holder died");
     holder
+}
+
+/// Holds the database's write lock on a plain connection of another thread until told to
+/// release it (send on, or drop, the returned sender), then commits. Returns once the lock is
+/// held.
+fn hold_write_lock_until_released(path: &Path) -> (mpsc::Sender<()>, thread::JoinHandle<()>) {
+    let path = path.to_owned();
+    let (locked, is_locked) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    let holder = thread::spawn(move || {
+        let mut conn = Connection::open(&path).expect("opening a second connection");
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .expect("taking the write lock");
+        locked.send(()).unwrap();
+        let _ = released.recv();
+        tx.commit().expect("releasing the write lock");
+    });
+    is_locked.recv().expect("the lock holder died");
+    (release, holder)
 }
 
 /// Another connection can take the write lock at once: the store left no transaction open.
@@ -168,7 +189,8 @@ async fn dropped_calls_leave_the_store_usable() {
     let dir = TempDir::new().unwrap();
     let clock = FakeClock::new();
     let (mut store, path) = open(&dir, &clock);
-    let holder = hold_write_lock(&path, Duration::from_millis(1000));
+    // Held until both calls below have given up, however slow the host.
+    let (release, holder) = hold_write_lock_until_released(&path);
 
     let first = tokio::time::timeout(
         Duration::from_millis(200),
@@ -185,6 +207,7 @@ async fn dropped_calls_leave_the_store_usable() {
     )
     .await;
     assert!(second.is_err(), "the queued claim returned {second:?}");
+    release.send(()).unwrap();
 
     // The next call waits for the dropped claim to finish, then runs.
     let info = store

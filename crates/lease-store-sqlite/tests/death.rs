@@ -8,7 +8,7 @@
 //! ([`child_entry_point`]). Real time is unavoidable here; bounds are generous (the machine
 //! may be loaded): "at once" is checked as "long before the expiry".
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::Arc;
@@ -52,17 +52,21 @@ fn child_entry_point() {
         println!("held {}", info.generation.0);
         match mode.as_str() {
             "hold" => std::thread::sleep(Duration::from_secs(600)),
-            "renew" => loop {
-                std::thread::sleep(Duration::from_millis(100));
-                match store.extend_lease(&key(), &request).await {
-                    Ok(_) => {}
-                    Err(Error::Invalid) => {
-                        println!("fenced");
-                        return;
+            // Extends when told to (a line on stdin), and says so once the write is
+            // committed: between two, the holder is idle, outside any transaction.
+            "renew" => {
+                for line in std::io::stdin().lines() {
+                    line.unwrap();
+                    match store.extend_lease(&key(), &request).await {
+                        Ok(info) => println!("extended {}", info.expiry.as_nanos()),
+                        Err(Error::Invalid) => {
+                            println!("fenced");
+                            return;
+                        }
+                        Err(e) => panic!("{e}"),
                     }
-                    Err(e) => panic!("{e}"),
                 }
-            },
+            }
             "release" => {
                 store.revoke_lease(&key(), "child").await.unwrap();
             }
@@ -89,6 +93,7 @@ impl Holder {
             .env(CHILD, mode)
             .env(DB, db)
             .env(TTL_MS, ttl.as_millis().to_string())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -119,7 +124,15 @@ impl Holder {
         kill_process(self.pid(), signal).unwrap();
     }
 
-    /// The next line it prints that is not test-harness chatter.
+    /// Tells a `renew` holder to extend its lease once.
+    fn extend(&mut self) {
+        let stdin = self.child.stdin.as_mut().expect("the holder's stdin");
+        stdin.write_all(b"extend\n").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// The next line it prints that is not test-harness chatter: `fenced`, or `extended NANOS`
+    /// (the new expiry); empty once it has exited.
     fn next_line(&mut self) -> String {
         loop {
             let mut line = String::new();
@@ -128,6 +141,10 @@ impl Holder {
             }
             if line.contains("fenced") {
                 return "fenced".to_owned();
+            }
+            // The harness may print "test child_entry_point ... " on the same line.
+            if let Some((_, rest)) = line.trim().split_once("extended ") {
+                return format!("extended {rest}");
             }
         }
     }
@@ -245,25 +262,42 @@ async fn a_stopped_holders_lease_frees_only_at_its_expiry_and_its_next_write_is_
     let (_dir, db) = temp_db();
     let ttl = Duration::from_secs(3);
     let mut holder = Holder::start(&db, "renew", ttl);
+    // Stopped right after a renewal it reported committed: idle, holding no write lock, with a
+    // known expiry (on CLOCK_BOOTTIME, the clock of every store here).
+    holder.extend();
+    let line = holder.next_line();
+    let expiry: u64 = line
+        .strip_prefix("extended ")
+        .unwrap_or_else(|| panic!("the holder could not renew: {line:?}"))
+        .parse()
+        .unwrap();
     holder.signal(Signal::STOP);
-    let stopped = Instant::now();
     let mut store = SqliteStore::open(&db).unwrap();
     let request = Request::new("waiter", Duration::from_secs(60));
-    let info = loop {
-        match store.claim_lease(&key(), &request).await {
-            Ok(info) => break info,
-            Err(Error::Held) => tokio::time::sleep(Duration::from_millis(50)).await,
-            Err(e) => panic!("{e}"),
+    let waiting = async {
+        loop {
+            match store.claim_lease(&key(), &request).await {
+                Ok(info) => break info,
+                Err(Error::Held) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(e) => panic!("{e}"),
+            }
         }
     };
-    // Renewed at most ~100 ms before the stop: never free before ttl - 100 ms after it.
-    let waited = stopped.elapsed();
+    // A hang guard only: the lease frees 3 s after the renewal.
+    let info = tokio::time::timeout(Duration::from_secs(60), waiting)
+        .await
+        .expect("the stopped holder's lease never freed");
+    // Alive though silent: free at its expiry, not before. The waiter's claim decided at
+    // `info.expiry - 60 s` on the store's clock.
+    let claimed_at = info.expiry.as_nanos().saturating_sub(60_000_000_000);
     assert!(
-        waited >= ttl - Duration::from_millis(150),
-        "a stopped holder's lease freed after {waited:?}, before its {ttl:?} expiry"
+        claimed_at >= expiry,
+        "a stopped holder's lease freed {} ms before its expiry",
+        (expiry - claimed_at) / 1_000_000
     );
     assert!(info.generation.0 > holder.generation);
     holder.signal(Signal::CONT);
+    holder.extend();
     assert_eq!(
         holder.next_line(),
         "fenced",

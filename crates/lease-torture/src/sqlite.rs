@@ -390,6 +390,11 @@ pub fn run(args: RunArgs) -> Result<Summary, String> {
         sleep_until(now().saturating_add(wait.as_nanos() as u64).min(last_kill));
         for slot in &mut slots {
             if let Ok(Some(status)) = slot.child.try_wait() {
+                if !exited_early(status, now(), until) {
+                    // Finished: this orchestrator overslept past the end (a loaded host). The
+                    // last loop below sees the same status.
+                    continue;
+                }
                 crashes.push(format!(
                     "w{}-{} exited on its own: {status}",
                     slot.index, slot.incarnation
@@ -452,6 +457,13 @@ pub fn run(args: RunArgs) -> Result<Summary, String> {
     })
 }
 
+/// Whether a worker that exited with `status`, seen at `seen`, crashed or gave up: a failure
+/// at any time, or a success before the end of the run (`until`). A success seen after the end
+/// is a worker that finished.
+fn exited_early(status: std::process::ExitStatus, seen: u64, until: u64) -> bool {
+    !status.success() || seen < until
+}
+
 /// SIGKILLs `child` and reaps it; returns when `kill(2)` had returned. From then on every
 /// thread of the worker has the signal pending and dies on its next entry to the kernel (an
 /// interrupt included): it may finish a system call under way, but runs no more of its own
@@ -487,4 +499,31 @@ fn stop_for(child: &Child, pause: Duration) {
 
 fn random_between(rng: &mut fastrand::Rng, min: Duration, max: Duration) -> Duration {
     random_duration(rng, min, max)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt as _;
+    use std::process::ExitStatus;
+
+    use super::exited_early;
+
+    #[test]
+    fn a_worker_that_finished_after_the_end_did_not_crash() {
+        let (ok, failed, killed) = (
+            ExitStatus::from_raw(0),
+            ExitStatus::from_raw(2 << 8),
+            ExitStatus::from_raw(9),
+        );
+        let until = 1_000;
+        // The orchestrator overslept past the end and found the worker done.
+        assert!(!exited_early(ok, until, until));
+        assert!(!exited_early(ok, until + 500, until));
+        // Gone before the end, or failed at any time: a crash.
+        assert!(exited_early(ok, until - 1, until));
+        for seen in [until - 1, until, until + 500] {
+            assert!(exited_early(failed, seen, until));
+            assert!(exited_early(killed, seen, until));
+        }
+    }
 }
