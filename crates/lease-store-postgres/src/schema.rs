@@ -23,6 +23,13 @@
 //! - Functions `now_ns`, `claim`, `extend`, `revoke`, `pin`, `unpin`: each decides one operation
 //!   inside the caller's transaction under the key's row locks, and `pg_notify`s the schema's
 //!   change channel with the writer's id when it changed something, so a batch is one round trip.
+//!
+//! # Version 2
+//!
+//! - `extend` reads the deciding clock once it holds the lease row's lock, not before: in
+//!   version 1 an extend that waited for the lock (behind another transaction on the row) past
+//!   the lease's expiry decided on the instant it read before waiting, and revived the expired
+//!   lease.
 
 /// The schema version this crate writes and understands (kept in the schema's `meta` table).
 ///
@@ -31,12 +38,12 @@
 /// [`PostgresStoreError::SchemaVersion`](crate::PostgresStoreError::SchemaVersion), whose
 /// `supported` is this value. The only part of the schema that is public: the tables and
 /// functions themselves are the crate's business.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// The SQL of each step from one version to the next, for schema `schema` (already validated as
 /// a plain lowercase identifier) notifying `channel`.
-pub(crate) fn migrations(schema: &str, channel: &str) -> [String; 1] {
-    [V1.replace("{s}", schema).replace("{channel}", channel)]
+pub(crate) fn migrations(schema: &str, channel: &str) -> [String; 2] {
+    [V1, V2].map(|step| step.replace("{s}", schema).replace("{channel}", channel))
 }
 
 /// Version 1; see the module documentation. `{s}` is the schema, `{channel}` the NOTIFY channel.
@@ -205,6 +212,42 @@ END
 $$;
 "#;
 
+/// Version 2: `extend` reads the clock after locking the row; see the module documentation.
+const V2: &str = r#"
+CREATE OR REPLACE FUNCTION {s}.extend(
+    p_ns text, p_model text, p_name text, p_holder text, p_dur bigint, p_meta text,
+    p_now bigint, p_origin text,
+    OUT o_status text, OUT o_now bigint, OUT o_expiry bigint, OUT o_generation bigint,
+    OUT o_metadata text, OUT o_pinned boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_holder text;
+    v_expiry bigint;
+    v_found boolean;
+BEGIN
+    SELECT l.holder, l.expiry, l.generation, l.metadata
+      INTO v_holder, v_expiry, o_generation, o_metadata FROM {s}.lease l
+     WHERE l.namespace = p_ns AND l.model = p_model AND l.name = p_name FOR UPDATE;
+    v_found := FOUND;
+    -- The clock is read only once the row is locked: an instant read before waiting for the
+    -- lock could revive a lease that expired during the wait.
+    o_now := {s}.now_ns(p_now);
+    o_pinned := EXISTS (SELECT 1 FROM {s}.pin p
+                         WHERE p.namespace = p_ns AND p.model = p_model AND p.name = p_name);
+    IF NOT v_found OR NOT (o_pinned OR o_now < v_expiry) OR v_holder <> p_holder THEN
+        o_status := 'invalid';
+        RETURN;
+    END IF;
+    o_expiry := greatest(v_expiry, least(o_now::numeric + p_dur, 9223372036854775807)::bigint);
+    o_metadata := coalesce(p_meta, o_metadata);
+    UPDATE {s}.lease l SET expiry = o_expiry, metadata = o_metadata
+     WHERE l.namespace = p_ns AND l.model = p_model AND l.name = p_name;
+    o_status := 'ok';
+    PERFORM pg_notify('{channel}', p_origin);
+END
+$$;
+"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,7 +256,9 @@ mod tests {
     fn one_migration_per_version() {
         let steps = migrations("lease", "lease_changes");
         assert_eq!(i32::try_from(steps.len()), Ok(SCHEMA_VERSION));
-        assert!(!steps[0].contains("{s}") && !steps[0].contains("{channel}"));
+        for step in &steps {
+            assert!(!step.contains("{s}") && !step.contains("{channel}"));
+        }
         assert!(steps[0].contains("lease.generation"));
     }
 }
