@@ -234,14 +234,17 @@ async fn orchestrate(args: Args) -> Res<String> {
         runs.push(run_backend(&backend, &exe, Some(&admin), &args).await?);
     }
     if args.sqlite {
-        let path = std::env::temp_dir().join(format!("bench-election-{}.db", std::process::id()));
-        let backend = Backend::Sqlite { path: path.clone() };
+        // A directory of its own, removed with everything SQLite and the store put beside the
+        // file (the WAL, the shared memory, the holder sessions' directory).
+        let dir = tempfile::Builder::new()
+            .prefix("bench-election-")
+            .tempdir()
+            .map_err(|e| format!("creating a temp dir for the SQLite file: {e}"))?;
+        let backend = Backend::Sqlite {
+            path: dir.path().join("leases.db"),
+        };
         let result = run_backend(&backend, &exe, None, &args).await;
-        for suffix in ["", "-wal", "-shm", "-journal"] {
-            let mut p = path.clone().into_os_string();
-            p.push(suffix);
-            let _ = std::fs::remove_file(p);
-        }
+        drop(dir);
         runs.push(result?);
     }
     eprintln!(
