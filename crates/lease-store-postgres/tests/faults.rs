@@ -10,7 +10,7 @@ use std::time::Duration;
 use lease_core::{ErrorKind, Key, Op, Request, Store};
 use lease_store_postgres::{PostgresStore, PostgresStoreError};
 
-use common::{SchemaGuard, admin, fresh_schema, url};
+use common::{SchemaGuard, admin, fresh_schema, lock_lease_row, url, wait_for_lock_waiters};
 
 const LONG: Duration = Duration::from_secs(300);
 
@@ -83,37 +83,15 @@ async fn connection_killed_mid_renewal_is_timeout_then_recovers() {
 
     // Hold the lease row so the renewal blocks inside its transaction.
     let mut locker = admin(&url()).await;
-    let tx = locker.transaction().await.unwrap();
-    tx.execute(
-        &format!("SELECT 1 FROM {schema}.lease WHERE name = 'renewed' FOR UPDATE"),
-        &[],
-    )
-    .await
-    .unwrap();
+    let tx = lock_lease_row(&mut locker, &schema, "renewed").await;
     let killer = admin(&url()).await;
     let renewal = tokio::spawn(async move {
         let result = store.extend_lease(&k, &Request::new("a", LONG)).await;
         (store, k, result)
     });
     // Wait until the renewal is blocked on the lock, then kill its backend.
-    let mut blocked = false;
-    for _ in 0..100 {
-        let waiting: i64 = killer
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 \
-                 AND wait_event_type = 'Lock'",
-                &[&app],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if waiting > 0 {
-            blocked = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(blocked, "the renewal never blocked on the row lock");
+    let waiting = wait_for_lock_waiters(&killer, &app, |n| n > 0).await;
+    assert!(waiting > 0, "the renewal never blocked on the row lock");
     assert!(terminate(&killer, &app).await >= 1);
     let (mut store, k, result) = renewal.await.unwrap();
     let err = result.expect_err("a renewal on a killed connection must not succeed");
@@ -151,13 +129,7 @@ async fn statement_timeout_fails_the_batch_and_holds_nothing() {
         .unwrap();
 
     let mut locker = admin(&url()).await;
-    let tx = locker.transaction().await.unwrap();
-    tx.execute(
-        &format!("SELECT 1 FROM {schema}.lease WHERE name = 'blocked' FOR UPDATE"),
-        &[],
-    )
-    .await
-    .unwrap();
+    let tx = lock_lease_row(&mut locker, &schema, "blocked").await;
     let free = key("free");
     let results = store
         .apply(vec![
@@ -222,13 +194,7 @@ async fn operation_timeout_cancels_the_statement_on_the_server() {
         .unwrap();
 
     let mut locker = admin(&url()).await;
-    let tx = locker.transaction().await.unwrap();
-    tx.execute(
-        &format!("SELECT 1 FROM {schema}.lease WHERE name = 'slow' FOR UPDATE"),
-        &[],
-    )
-    .await
-    .unwrap();
+    let tx = lock_lease_row(&mut locker, &schema, "slow").await;
     let err = store
         .extend_lease(&k, &Request::new("a", Duration::from_secs(1000)))
         .await
@@ -236,22 +202,7 @@ async fn operation_timeout_cancels_the_statement_on_the_server() {
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
     // The abandoned statement must not stay queued behind the lock.
     let inspector = admin(&url()).await;
-    let mut waiting: i64 = 1;
-    for _ in 0..100 {
-        waiting = inspector
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 \
-                 AND wait_event_type = 'Lock'",
-                &[&app],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if waiting == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let waiting = wait_for_lock_waiters(&inspector, &app, |n| n == 0).await;
     assert_eq!(waiting, 0, "the timed-out extend still waits on the server");
     tx.rollback().await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -139,13 +139,7 @@ async fn an_extend_blocked_past_the_expiry_does_not_revive_the_lease() {
 
     // Hold the lease row, so the extend blocks inside its transaction.
     let mut locker = common::admin(&url()).await;
-    let tx = locker.transaction().await.unwrap();
-    tx.execute(
-        &format!("SELECT 1 FROM {schema}.lease WHERE name = 'stalled' FOR UPDATE"),
-        &[],
-    )
-    .await
-    .unwrap();
+    let tx = common::lock_lease_row(&mut locker, &schema, "stalled").await;
     let watcher = common::admin(&url()).await;
     let extend = tokio::spawn(async move {
         let result = store
@@ -153,24 +147,8 @@ async fn an_extend_blocked_past_the_expiry_does_not_revive_the_lease() {
             .await;
         (store, k, result)
     });
-    let mut blocked = false;
-    for _ in 0..200 {
-        let waiting: i64 = watcher
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 \
-                 AND wait_event_type = 'Lock'",
-                &[&app],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if waiting > 0 {
-            blocked = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(blocked, "the extend never blocked on the row lock");
+    let waiting = common::wait_for_lock_waiters(&watcher, &app, |n| n > 0).await;
+    assert!(waiting > 0, "the extend never blocked on the row lock");
     // The test proves something only if the extend started before the expiry.
     assert!(
         claimed_at.elapsed() < ttl,

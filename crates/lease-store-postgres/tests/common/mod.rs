@@ -78,3 +78,54 @@ pub async fn store(url: &str, schema: &str) -> PostgresStore {
         .await
         .expect("connecting to the test server")
 }
+
+/// Begins a transaction on `locker` that holds the row lock of lease `name` in `schema`, so
+/// that a store's operation on that lease blocks inside its own transaction until it ends.
+pub async fn lock_lease_row<'a>(
+    locker: &'a mut tokio_postgres::Client,
+    schema: &str,
+    name: &str,
+) -> tokio_postgres::Transaction<'a> {
+    let tx = locker
+        .transaction()
+        .await
+        .expect("begin the locking transaction");
+    tx.execute(
+        &format!("SELECT 1 FROM {schema}.lease WHERE name = $1 FOR UPDATE"),
+        &[&name],
+    )
+    .await
+    .expect("lock the lease row");
+    tx
+}
+
+/// How many backends with application name `app` wait on a lock right now.
+pub async fn lock_waiters(client: &tokio_postgres::Client, app: &str) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 \
+             AND wait_event_type = 'Lock'",
+            &[&app],
+        )
+        .await
+        .expect("read pg_stat_activity")
+        .get(0)
+}
+
+/// Polls [`lock_waiters`] (every 20 ms, for up to 10 s on a loaded machine) until `done`
+/// accepts the count; returns the last count.
+pub async fn wait_for_lock_waiters(
+    client: &tokio_postgres::Client,
+    app: &str,
+    done: impl Fn(i64) -> bool,
+) -> i64 {
+    let mut count = lock_waiters(client, app).await;
+    for _ in 0..500 {
+        if done(count) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        count = lock_waiters(client, app).await;
+    }
+    count
+}
