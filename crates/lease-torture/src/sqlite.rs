@@ -464,25 +464,28 @@ fn exited_early(status: std::process::ExitStatus, seen: u64, until: u64) -> bool
     !status.success() || seen < until
 }
 
-/// SIGKILLs `child` and reaps it; returns when `kill(2)` had returned. From then on every
-/// thread of the worker has the signal pending and dies on its next entry to the kernel (an
-/// interrupt included): it may finish a system call under way, but runs no more of its own
-/// code, so it logs nothing it could act on. Its lease is freed later still, when its exit
-/// releases its session lock. (The reap comes later, and on a loaded machine after the next
-/// holder's claim: the wrong instant to end the dead worker's windows.)
+/// SIGKILLs `child` and reaps it; returns the instant from which it ran none of its own code:
+/// it is first stopped with SIGSTOP and the kill waits until the kernel reports the whole
+/// thread group stopped, so that instant is exact. (A SIGKILL alone only marks the signal
+/// pending: a thread running on another CPU may execute a little more of its own code after
+/// `kill(2)` returns. The reap comes later still, and on a loaded machine after the next
+/// holder's claim: the wrong instant to end the dead worker's windows.) Its lease is freed
+/// later, when its exit releases its session lock.
 fn kill_now(child: &mut Child) -> io::Result<u64> {
-    use rustix::process::{Pid, Signal, kill_process};
+    use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, kill_process, waitid};
     let pid = i32::try_from(child.id()).ok().and_then(Pid::from_raw);
-    let sent = match pid.map(|pid| kill_process(pid, Signal::KILL)) {
-        Some(Ok(())) => now(),
+    let Some(pid) = pid.filter(|pid| kill_process(*pid, Signal::STOP).is_ok()) else {
         // Gone already (it exited on its own): the reap below says when at the latest.
-        _ => {
-            child.wait()?;
-            return Ok(now());
-        }
+        child.wait()?;
+        return Ok(now());
     };
+    // Stopped (every thread), or exited meanwhile; NOWAIT leaves the state for `wait` below.
+    let stopped_or_exited = WaitIdOptions::STOPPED | WaitIdOptions::EXITED | WaitIdOptions::NOWAIT;
+    while let Err(rustix::io::Errno::INTR) = waitid(WaitId::Pid(pid), stopped_or_exited) {}
+    let stopped = now();
+    let _ = kill_process(pid, Signal::KILL);
     child.wait()?;
-    Ok(sent)
+    Ok(stopped)
 }
 
 /// Stops `child` with SIGSTOP for `pause`, then continues it with SIGCONT.
