@@ -480,7 +480,7 @@ pub fn stall(db: &Path, hold: Duration) -> Result<(), String> {
 pub fn report_section(title: &str, s: &Summary) -> String {
     use std::fmt::Write as _;
     let a = &s.args;
-    let ms = |d: Duration| format!("{} ms", d.as_millis());
+    let ms = crate::report::ms;
     let mut out = String::new();
     let _ = writeln!(out, "### {title}\n");
     let _ = writeln!(out, "| parameter | value |\n| --- | --- |");
@@ -567,12 +567,7 @@ pub fn report_section(title: &str, s: &Summary) -> String {
         ("Violations", &s.violations),
         ("Leftover processes", &s.leftovers),
     ] {
-        if !items.is_empty() {
-            let _ = writeln!(out, "\n{name} ({}; the first 20):\n", items.len());
-            for item in items.iter().take(20) {
-                let _ = writeln!(out, "- {item}");
-            }
-        }
+        crate::report::list(&mut out, name, items);
     }
     let _ = writeln!(
         out,

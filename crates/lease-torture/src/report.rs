@@ -4,7 +4,8 @@ use std::fmt::Write as _;
 
 use crate::{k8s, secs, sqlite};
 
-fn ms(d: std::time::Duration) -> String {
+/// A duration as whole milliseconds, for a table cell.
+pub(crate) fn ms(d: std::time::Duration) -> String {
     format!("{} ms", d.as_millis())
 }
 
@@ -12,7 +13,8 @@ fn opt_s(v: Option<f64>, digits: usize) -> String {
     v.map_or("–".to_owned(), |s| format!("{s:.digits$} s"))
 }
 
-fn list(out: &mut String, title: &str, items: &[String]) {
+/// A list of up to the first 20 `items` under `title` (nothing when there are none).
+pub(crate) fn list(out: &mut String, title: &str, items: &[String]) {
     if items.is_empty() {
         return;
     }

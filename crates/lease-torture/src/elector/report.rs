@@ -1,9 +1,8 @@
 //! The elector scenario's section of `RELIABILITY.md`: its parameters, its figures, and the
 //! first of each kind of violation.
 
-use std::time::Duration;
-
 use super::Summary;
+use crate::report::{list, ms};
 use crate::secs;
 
 /// The scenario's section of `RELIABILITY.md`.
@@ -12,7 +11,6 @@ pub fn section(title: &str, s: &Summary) -> String {
     let a = &s.args;
     let v = &s.verdict;
     let t = a.timing;
-    let ms = |d: Duration| format!("{} ms", d.as_millis());
     let mut out = String::new();
     let _ = writeln!(out, "### {title}\n");
     let _ = writeln!(out, "| parameter | value |\n| --- | --- |");
@@ -100,12 +98,7 @@ pub fn section(title: &str, s: &Summary) -> String {
         ("Terms not above the one before", &s.term_generation_faults),
         ("Problems", &s.problems),
     ] {
-        if !items.is_empty() {
-            let _ = writeln!(out, "\n{name} ({}; the first 20):\n", items.len());
-            for item in items.iter().take(20) {
-                let _ = writeln!(out, "- {item}");
-            }
-        }
+        list(&mut out, name, items);
     }
     out
 }
