@@ -244,6 +244,94 @@ fn session_for_write(
         .transpose()
 }
 
+/// A lease this store's session holds, as [`extend_own`] renews it: the row of key `?1..?3`
+/// held by `?4` on this boot (`?5`), unexpired at `?6`, written under the session `?7` (ours,
+/// or `NULL` without death-awareness): [`Row::is_valid`]'s conditions for a row whose session
+/// is known alive, with [`extend`]'s holder check. An expiry of another type than integer (a
+/// hand edit) is left to [`extend`]'s general path, which reports it.
+const OWN_LEASE: &str = "SELECT l.expiry, l.generation, l.metadata, EXISTS (SELECT 1 FROM pin p \
+    WHERE p.namespace = l.namespace AND p.model = l.model AND p.name = l.name) FROM lease l \
+    WHERE l.namespace = ?1 AND l.model = ?2 AND l.name = ?3 AND l.holder = ?4 AND l.boot = ?5 \
+      AND typeof(l.expiry) = 'integer' AND l.expiry > ?6 AND l.session IS ?7";
+
+/// The new expiry of a lease [`OWN_LEASE`] found: nothing else changes (not `boot`, a foreign
+/// key, nor `metadata`, under a `CHECK`, nor `session`, indexed), so SQLite checks no
+/// constraint. Not `UPDATE … RETURNING` instead of the `SELECT`: a `RETURNING` clause makes
+/// SQLite open a statement journal for every renewal, which cost more than the read.
+const SET_EXPIRY: &str =
+    "UPDATE lease SET expiry = ?4 WHERE namespace = ?1 AND model = ?2 AND name = ?3";
+
+/// [`extend`]'s common case: the lease is held by the requester under this store's own session
+/// (alive: it is ours) and the request brings no metadata. `None` when that is not the case
+/// (nothing was written); then the general path decides, on the row as read.
+fn extend_own(
+    tx: &Connection,
+    settings: &Settings,
+    now: Timestamp,
+    key: &Key,
+    request: &Request,
+    slot: &mut Slot<'_>,
+) -> StoreResult<Option<Info>> {
+    if request.metadata.is_some() {
+        return Ok(None);
+    }
+    let session = match slot.as_mut() {
+        None => None,
+        Some(slot) => match slot.established(tx, &settings.db)? {
+            Some(seq) => Some(seq),
+            None => return Ok(None),
+        },
+    };
+    let sql = settings.sql("writing an extension");
+    let found = tx
+        .prepare_cached(OWN_LEASE)
+        .and_then(|mut stmt| {
+            stmt.query_row(
+                rusqlite::params![
+                    key.namespace,
+                    key.model,
+                    key.lease,
+                    request.holder,
+                    settings.boot.seq,
+                    encode_expiry(now),
+                    session,
+                ],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, bool>(3)?,
+                    ))
+                },
+            )
+            .optional()
+        })
+        .map_err(&sql)?;
+    let Some((expiry, generation, metadata, pinned)) = found else {
+        return Ok(None);
+    };
+    let metadata = parse_metadata(settings, key, metadata.as_deref())?;
+    let expiry = decode_expiry(expiry).max(now.saturating_add(request.duration));
+    tx.prepare_cached(SET_EXPIRY)
+        .and_then(|mut stmt| {
+            stmt.execute(rusqlite::params![
+                key.namespace,
+                key.model,
+                key.lease,
+                encode_expiry(expiry),
+            ])
+        })
+        .map_err(&sql)?;
+    Ok(Some(Info {
+        holder: request.holder.clone(),
+        expiry,
+        generation: Generation(stored_generation(generation)),
+        metadata,
+        pinned,
+    }))
+}
+
 pub(crate) fn extend(
     tx: &Connection,
     settings: &Settings,
@@ -252,6 +340,9 @@ pub(crate) fn extend(
     request: &Request,
     slot: &mut Slot<'_>,
 ) -> OpResult<Info> {
+    if let Some(info) = extend_own(tx, settings, now, key, request, slot)? {
+        return Ok(Ok(info));
+    }
     let row = match read_lease(tx, settings, key)? {
         Some(row) if row.is_valid(settings, now) && row.holder == request.holder => row,
         _ => return Ok(Err(Error::Invalid)),
