@@ -2,6 +2,7 @@
 //! snapshots, with how rows and timestamps are stored.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use lease_core::{Error, Generation, Info, Key, Op, Request, Timestamp, validate_string};
 use rusqlite::{Connection, OptionalExtension};
@@ -14,6 +15,19 @@ use crate::settings::Settings;
 /// The outcome of one lease operation inside a transaction: the outer error aborts the
 /// transaction (SQLite failed), the inner one is the operation's own answer (`Held`, …).
 pub(crate) type OpResult<T> = StoreResult<lease_core::Result<T>>;
+
+/// Makes the connection's query plans independent of bound values (SQLite's query planner
+/// stability guarantee). Without it SQLite marks a statement for re-preparing each time a value
+/// is bound to a parameter its plan looked at (a `LIMIT ?`, as the purge's; with `STAT4`,
+/// which the bundled SQLite enables, a compared indexed column once `ANALYZE` has run): the
+/// cached statement would be compiled again at every use. No plan here depends on a value.
+pub(crate) fn stable_plans(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )
+    .map(drop)
+}
 
 /// Validates one op's inputs, as the single-op methods do.
 pub(crate) fn validate_op(op: &Op) -> lease_core::Result<()> {
@@ -397,6 +411,54 @@ pub(crate) fn revoke(
     Ok(Ok(()))
 }
 
+/// How many successful writes pass between opportunistic purges, at least.
+const PURGE_EVERY_WRITES: u64 = 64;
+
+/// How long, on the store's clock, after a purge that left nothing behind (it deleted fewer
+/// rows than its limit) the next one waits. A row only becomes purgeable by expiring, so
+/// right after a purge that caught up there is little to find; without the pause a batch of
+/// more than [`PURGE_EVERY_WRITES`] ops (the manager's, 256 at a time) would run the purge's
+/// two index scans in every transaction. A purge that deleted its limit runs again after
+/// [`PURGE_EVERY_WRITES`] writes, so a backlog is worked off at the old pace.
+const PURGE_PAUSE: Duration = Duration::from_secs(1);
+
+/// When the next opportunistic purge runs: see [`PURGE_EVERY_WRITES`] and [`PURGE_PAUSE`].
+#[derive(Debug, Default)]
+pub(crate) struct PurgeSchedule {
+    writes_since: u64,
+    /// Not before this instant on the store's clock (`ZERO`: as soon as the writes are done).
+    not_before: Timestamp,
+}
+
+impl PurgeSchedule {
+    /// Counts `writes` successful writes; true when a purge is due now.
+    pub(crate) fn due(&mut self, settings: &Settings, writes: u64, now: Timestamp) -> bool {
+        self.writes_since = self.writes_since.saturating_add(writes);
+        settings.purge_batch > 0
+            && self.writes_since >= PURGE_EVERY_WRITES
+            // A clock that went back (a fake one) does not stop purging for longer.
+            && (now >= self.not_before
+                || self.not_before.saturating_duration_since(now) > PURGE_PAUSE)
+    }
+
+    /// Runs the purge (in the caller's transaction) and schedules the next.
+    pub(crate) fn purge(
+        &mut self,
+        tx: &Connection,
+        settings: &Settings,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let deleted = purge(tx, settings, now, settings.purge_batch)?;
+        self.writes_since = 0;
+        self.not_before = if deleted >= settings.purge_batch {
+            Timestamp::ZERO
+        } else {
+            now.saturating_add(PURGE_PAUSE)
+        };
+        Ok(())
+    }
+}
+
 /// Up to `?3` expired, unpinned lease keys: rows of boots other than `?1`, then rows of boot
 /// `?1` whose expiry is at or before `?2`. Two index range scans.
 const PURGE_CANDIDATES: &str = "SELECT l.namespace, l.model, l.name FROM lease l \
@@ -546,6 +608,48 @@ mod tests {
             .unwrap()
             .collect::<rusqlite::Result<_>>()
             .unwrap()
+    }
+
+    /// How many times the cached statement `sql` was compiled again while running it with
+    /// each of `params`.
+    fn reprepares(conn: &Connection, sql: &str, params: &[[i64; 8]]) -> i32 {
+        for p in params {
+            let mut stmt = conn.prepare_cached(sql).unwrap();
+            let n = stmt.parameter_count();
+            let mut rows = stmt.query(rusqlite::params_from_iter(&p[..n])).unwrap();
+            while rows.next().unwrap().is_some() {}
+        }
+        conn.prepare_cached(sql)
+            .unwrap()
+            .get_status(rusqlite::StatementStatus::RePrepare)
+    }
+
+    #[test]
+    fn the_statements_of_every_batch_are_compiled_once() {
+        let (_dir, path, mut conn) = empty_db();
+        seq(migrate_and_register_boot(
+            &mut conn,
+            &path,
+            0,
+            &boot("b1"),
+            WALL,
+        ));
+        // Each use binds other values, as the store does (`now`, a limit, keys).
+        let params: Vec<[i64; 8]> = (0..3)
+            .map(|i| [1, 10 + i, 256 - i, 4, 5, 6, 7, 8])
+            .collect();
+        // What SQLite does without the guarantee: the purge's `LIMIT ?3` recompiles it.
+        assert!(reprepares(&conn, PURGE_CANDIDATES, &params) > 0);
+        conn.flush_prepared_statement_cache();
+        stable_plans(&conn).unwrap();
+        for sql in [
+            PURGE_CANDIDATES,
+            crate::kernel::LATEST_EXPIRY,
+            OWN_LEASE,
+            SET_EXPIRY,
+        ] {
+            assert_eq!(reprepares(&conn, sql, &params), 0, "{sql}");
+        }
     }
 
     #[test]
