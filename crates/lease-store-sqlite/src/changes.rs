@@ -312,10 +312,14 @@ fn confirm(
                 // Unsettled until the window ends: report then rather than risk a silence.
                 if verdict != Verdict::Unsettled || Instant::now() >= deadline {
                     seen = now_seen;
-                    if verdict != Verdict::Own {
+                    if verdict == Verdict::Own {
+                        own.check_others();
+                    } else {
                         tx.send_modify(|n| *n = n.wrapping_add(1));
                     }
-                    break;
+                    // No break: keep looking until the window passes. The file event of
+                    // another commit may have come (and been taken) before this look, while
+                    // that commit became visible only after it.
                 }
             }
             let now = Instant::now();

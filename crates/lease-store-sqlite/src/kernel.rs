@@ -202,20 +202,20 @@ pub(crate) fn record_write(
     });
     tx.prepare_cached(
         "UPDATE boot SET last_tx = (SELECT max(last_tx) FROM boot) + 1, last_write_wall = ?2, \
-         live_until_wall = ?3 WHERE seq = ?1 RETURNING last_tx",
+         live_until_wall = ?3 WHERE seq = ?1",
     )
     .and_then(|mut s| {
-        s.query_row(
-            rusqlite::params![
-                boot_seq,
-                wall_column(wall),
-                wall_column(wall.saturating_add(live_for)),
-            ],
-            |r| r.get(0),
-        )
-        .optional()
+        s.execute(rusqlite::params![
+            boot_seq,
+            wall_column(wall),
+            wall_column(wall.saturating_add(live_for)),
+        ])
     })
-    .map_err(&sql)
+    .map_err(&sql)?;
+    // Read back rather than `RETURNING`, which would make SQLite open a statement journal.
+    tx.prepare_cached("SELECT last_tx FROM boot WHERE seq = ?1")
+        .and_then(|mut s| s.query_row([boot_seq], |r| r.get(0)).optional())
+        .map_err(&sql)
 }
 
 #[cfg(test)]

@@ -24,12 +24,12 @@
 //! foreign: a needless wake-up, as before this existed.
 //!
 //! A change that took no number, made between two looks of the notifier that also saw a commit
-//! of ours, is judged with ours. The store covers that case itself: after each of its commits
-//! it compares its connection's `PRAGMA data_version` (which only other connections' commits
-//! change) with the one of its last [`poll_changes`](lease_core::Store::poll_changes), and
-//! [wakes](OwnCommits::wake) the manager when they differ. A busy store (the only one whose
-//! commits keep coinciding with others') so reports it by its next commit; an idle one has no
-//! commit of its own to judge it with.
+//! of ours, is judged with ours. The store's connection tells it: its `PRAGMA data_version`
+//! changes with other connections' commits only. So after each of its calls the store compares
+//! it with the one of its last [`poll_changes`](lease_core::Store::poll_changes) and
+//! [wakes](OwnCommits::wake) the manager when they differ; and the notifier, each time it
+//! judged a change ours alone, [has the store check](OwnCommits::check_others) at once if no
+//! call of the store is under way (one that is checks when it ends, after the change).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,15 +40,20 @@ use tokio::sync::watch;
 /// The most numbers remembered; beyond, the oldest are forgotten (see the module docs).
 const REMEMBERED: usize = 4096;
 
+/// Asks the store, if it is idle, whether another connection committed since it last looked.
+pub(crate) type OthersCheck = Box<dyn Fn() + Send + Sync>;
+
 /// A store's own write-counter numbers, shared by its connection and its change notifier.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct OwnCommits {
-    /// Set while a notifier runs: nothing is recorded otherwise (no one would read it).
+    /// Set while a notifier runs.
     watched: AtomicBool,
     /// `(number, committed)`, in increasing numbers.
     numbers: Mutex<VecDeque<(i64, bool)>>,
     /// The notifier's counter, for [`OwnCommits::wake`].
     counter: OnceLock<Weak<watch::Sender<u64>>>,
+    /// The store's check for others' commits, for [`OwnCommits::check_others`].
+    others: OnceLock<OthersCheck>,
 }
 
 /// What the numbers since the notifier's last look say.
@@ -86,26 +91,34 @@ impl OwnCommits {
         }
     }
 
-    /// A notifier starts (`true`) or ends (`false`) reading the numbers.
-    pub(crate) fn set_watched(&self, watched: bool) {
-        self.watched.store(watched, Ordering::Release);
-        if !watched {
-            self.numbers().clear();
+    /// The store's check for others' commits (set once).
+    pub(crate) fn set_others_check(&self, check: OthersCheck) {
+        let _ = self.others.set(check);
+    }
+
+    /// Runs the store's check for others' commits: called by the notifier after it judged a
+    /// change to be ours alone, as a change that took no number may hide in it.
+    pub(crate) fn check_others(&self) {
+        if let Some(check) = self.others.get() {
+            check();
         }
     }
 
-    /// Our transaction took `number` and is about to commit. Returns whether it was recorded
-    /// (then [`OwnCommits::settled`] must follow).
-    pub(crate) fn committing(&self, number: i64) -> bool {
-        if !self.watched() {
-            return false;
-        }
+    /// A notifier starts (`true`) or ends (`false`) reading the numbers.
+    pub(crate) fn set_watched(&self, watched: bool) {
+        self.watched.store(watched, Ordering::Release);
+    }
+
+    /// Our transaction took `number` and is about to commit; [`OwnCommits::settled`] must
+    /// follow. Recorded even while no notifier runs: one that is starting may read its baseline
+    /// before this commit is visible, and must then know the commit as ours (the memory is
+    /// bounded).
+    pub(crate) fn committing(&self, number: i64) {
         let mut numbers = self.numbers();
         if numbers.len() >= REMEMBERED {
             numbers.pop_front();
         }
         numbers.push_back((number, false));
-        true
     }
 
     /// The commit that took `number` ended: committed, or not (the number is dropped, as the
@@ -162,24 +175,25 @@ mod tests {
     fn watched() -> OwnCommits {
         let own = OwnCommits::default();
         own.set_watched(true);
+        assert!(own.watched());
         own
     }
 
     #[test]
     fn only_numbers_all_ours_and_committed_are_ours() {
         let own = watched();
-        assert!(own.committing(5));
+        own.committing(5);
         own.settled(5, true);
-        assert!(own.committing(6));
+        own.committing(6);
         own.settled(6, true);
         assert_eq!(own.judge(4, 6), Verdict::Own);
         // Forgotten once judged: the same numbers again are someone else's (a hand edit).
         assert_eq!(own.judge(4, 6), Verdict::Foreign);
 
         // Another writer's number between two of ours.
-        assert!(own.committing(7));
+        own.committing(7);
         own.settled(7, true);
-        assert!(own.committing(9));
+        own.committing(9);
         own.settled(9, true);
         assert_eq!(own.judge(6, 9), Verdict::Foreign);
 
@@ -192,37 +206,33 @@ mod tests {
     #[test]
     fn a_pending_number_waits_and_a_rolled_back_one_is_not_ours() {
         let own = watched();
-        assert!(own.committing(10));
+        own.committing(10);
         assert_eq!(own.judge(9, 10), Verdict::Unsettled);
         own.settled(10, true);
         assert_eq!(own.judge(9, 10), Verdict::Own);
 
         // Ours rolled back; the next writer took the same number.
-        assert!(own.committing(11));
+        own.committing(11);
         assert_eq!(own.judge(10, 11), Verdict::Unsettled);
         own.settled(11, false);
         assert_eq!(own.judge(10, 11), Verdict::Foreign);
 
         // Pending, but another writer's number is in the span too: report at once.
-        assert!(own.committing(13));
+        own.committing(13);
         assert_eq!(own.judge(11, 13), Verdict::Foreign);
     }
 
     #[test]
-    fn nothing_is_recorded_unwatched_and_the_memory_is_bounded() {
+    fn the_memory_is_bounded() {
         let own = OwnCommits::default();
-        assert!(!own.committing(1));
-        assert_eq!(own.judge(0, 1), Verdict::Foreign);
-        own.set_watched(true);
         let last = i64::try_from(REMEMBERED).unwrap() + 10;
         for n in 1..=last {
-            assert!(own.committing(n));
+            own.committing(n);
             own.settled(n, true);
         }
         assert_eq!(own.numbers().len(), REMEMBERED);
         // The forgotten ones make the span look foreign: a needless report, never a lost one.
         assert_eq!(own.judge(0, last), Verdict::Foreign);
-        own.set_watched(false);
-        assert!(own.numbers().is_empty());
+        assert!(own.numbers().is_empty(), "forgotten once judged");
     }
 }

@@ -134,7 +134,7 @@ impl SqliteStore {
         stable_plans(&conn).map_err(settings.sql("configuring the query planner"))?;
         let data_version = data_version(&conn).map_err(settings.sql("reading the data version"))?;
         let own = Arc::new(OwnCommits::default());
-        Ok(SqliteStore {
+        let store = SqliteStore {
             conn: Arc::new(Mutex::new(Conn {
                 conn,
                 data_version,
@@ -146,7 +146,18 @@ impl SqliteStore {
             settings: Arc::new(settings),
             notifier: None,
             own,
-        })
+        };
+        // The notifier's check, run on its thread: only when no call holds the connection
+        // (one that does checks as it ends). Weak: the store owns the notifier.
+        let conn = Arc::downgrade(&store.conn);
+        store.own.set_others_check(Box::new(move || {
+            if let Some(conn) = conn.upgrade()
+                && let Ok(mut conn) = conn.try_lock()
+            {
+                conn.wake_for_others();
+            }
+        }));
+        Ok(store)
     }
 
     /// Runs `f` on the connection on a blocking thread, after every earlier call has ended.
@@ -170,6 +181,7 @@ impl SqliteStore {
             let mut guard: OwnedMutexGuard<Conn> = guard;
             guard.end_stray_transaction(&settings);
             let out = f(&mut guard, &settings);
+            guard.wake_for_others();
             if settings
                 .met_damage
                 .load(std::sync::atomic::Ordering::Relaxed)
@@ -283,10 +295,11 @@ impl Conn {
         }
     }
 
-    /// After a commit of ours: when another connection committed since the last
-    /// [`Store::poll_changes`], wake the manager (once per data version), as the notifier may
-    /// have judged that change together with our commit ([`crate::own_commits`]). A read of
-    /// the data version that fails is left to the next poll.
+    /// After each call, and when the notifier asks: when another connection committed since
+    /// the last [`Store::poll_changes`], wake the manager (once per data version), as the
+    /// notifier may have judged that change together with a commit of ours
+    /// ([`crate::own_commits`]). A read of the data version that fails is left to the next
+    /// poll.
     fn wake_for_others(&mut self) {
         if !self.own.watched() {
             return;
@@ -317,7 +330,6 @@ impl Conn {
             (now, wall),
             "committing a purge",
         )?;
-        self.wake_for_others();
         Ok(deleted)
     }
 
@@ -346,7 +358,6 @@ impl Conn {
         // A transaction that changed nothing (a refused claim) stays read-only: no fsync.
         let wrote = tx.total_changes() != changes;
         commit(tx, settings, &self.own, wrote, (now, wall), "committing")?;
-        self.wake_for_others();
         if let Some(slot) = slot {
             slot.committed();
         }
@@ -448,7 +459,6 @@ impl Conn {
             (now, wall),
             "committing a batch",
         )?;
-        self.wake_for_others();
         if let Some(session) = session {
             session.committed();
         }
@@ -472,11 +482,13 @@ fn commit(
     } else {
         None
     };
-    let announced = number.filter(|&n| own.committing(n));
+    if let Some(n) = number {
+        own.committing(n);
+    }
     // A failed commit has rolled back when `commit` returns (rusqlite's `Transaction` does it
     // as it is dropped): the number is free for the next writer.
     let committed = tx.commit().map_err(settings.sql(action));
-    if let Some(n) = announced {
+    if let Some(n) = number {
         own.settled(n, committed.is_ok());
     }
     committed

@@ -79,7 +79,11 @@ async fn a_backlog_is_purged_every_batch_and_then_once_a_second() {
     clock.advance(Duration::from_millis(200));
     for _ in 0..3 {
         batch(&mut store).await;
-        assert_eq!(rows(&path), 1 + 5, "purged within a second of the last purge");
+        assert_eq!(
+            rows(&path),
+            1 + 5,
+            "purged within a second of the last purge"
+        );
     }
     clock.advance(Duration::from_millis(900));
     batch(&mut store).await;
