@@ -72,6 +72,10 @@ const FIRST_PAUSE: Duration = Duration::from_micros(250);
 /// The longest pause between two looks.
 const MAX_PAUSE: Duration = Duration::from_millis(50);
 
+/// The least time between two looks after one that found only the store's own commits: how
+/// much later another connection's commit may be seen while the store keeps writing.
+const OWN_PAUSE: Duration = Duration::from_millis(1);
+
 /// How long the notifier's connection waits for a lock (it only ever reads).
 const BUSY_TIMEOUT: Duration = Duration::from_millis(100);
 
@@ -300,11 +304,21 @@ fn confirm(
 ) {
     while events.recv().is_ok() {
         let mut deadline = Instant::now() + CONFIRM_WINDOW;
-        let mut pause = FIRST_PAUSE;
+        // The least time between two looks: FIRST_PAUSE, or OWN_PAUSE while the store's own
+        // commits keep coming (each brings many file events; looking at every one of them
+        // cost as much as the commits).
+        let mut floor = FIRST_PAUSE;
+        let mut pause = floor;
+        let mut last_look: Option<Instant> = None;
         loop {
+            let due = last_look.is_none_or(|at| at.elapsed() >= floor);
             // An error (a lock held through the busy timeout) is a look that saw nothing. The
             // cheap version check first; the counter only once something changed.
-            if let Ok(version) = data_version(conn)
+            if due {
+                last_look = Some(Instant::now());
+            }
+            if due
+                && let Ok(version) = data_version(conn)
                 && version != seen.version
                 && let Ok(now_seen) = look(conn)
             {
@@ -314,8 +328,10 @@ fn confirm(
                     seen = now_seen;
                     if verdict == Verdict::Own {
                         own.check_others();
+                        floor = OWN_PAUSE;
                     } else {
                         tx.send_modify(|n| *n = n.wrapping_add(1));
+                        floor = FIRST_PAUSE;
                     }
                     // No break: keep looking until the window passes. The file event of
                     // another commit may have come (and been taken) before this look, while
@@ -326,14 +342,19 @@ fn confirm(
             if now >= deadline {
                 break;
             }
-            match events.recv_timeout(pause.min(deadline - now)) {
+            let wait = match last_look {
+                Some(at) if !due => floor.saturating_sub(at.elapsed()),
+                _ => pause,
+            };
+            match events.recv_timeout(wait.min(deadline - now)) {
                 Ok(()) => {
-                    // Another write: perhaps another commit on its way; look at once, and
-                    // for a full window again.
+                    // Another write: perhaps another commit on its way; look as soon as
+                    // allowed, and for a full window again.
                     deadline = Instant::now() + CONFIRM_WINDOW;
-                    pause = FIRST_PAUSE;
+                    pause = floor;
                 }
-                Err(RecvTimeoutError::Timeout) => pause = (pause * 2).min(MAX_PAUSE),
+                Err(RecvTimeoutError::Timeout) if due => pause = (pause * 2).min(MAX_PAUSE),
+                Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
         }
