@@ -13,10 +13,15 @@
 //! growing pause, until it changes (then it bumps the counter) or [`CONFIRM_WINDOW`] passes
 //! without a change (a checkpoint copying pages into the main file, say; nothing to report).
 //! A bump therefore means a commit is visible to every new read, so the store's
-//! [`poll_changes`](lease_core::Store::poll_changes) right after it sees the change when
-//! another connection made it. The store's own commits are seen too (the notifier's connection
-//! is another connection); the manager's `poll_changes` tells them apart, and its re-reads
-//! write nothing, so they wake no one.
+//! [`poll_changes`](lease_core::Store::poll_changes) right after it sees the change.
+//!
+//! # Not for the store's own commits
+//!
+//! The notifier's connection sees the store's own commits as changes too, and a busy manager
+//! commits hundreds of times a second: waking it for each, to have its `poll_changes` say "no
+//! change", cost a tenth of its CPU. So a change is reported only when it is not made of the
+//! store's own commits alone, told by the write counter each commit takes
+//! ([`crate::own_commits`]). The manager's re-reads write nothing, so they wake no one either.
 //!
 //! # Deaths
 //!
@@ -37,7 +42,8 @@
 //! # Cost
 //!
 //! Idle, nothing: the thread blocks on a channel and the watch thread on inotify. After each
-//! commit (anyone's): a few `data_version` reads, microseconds each.
+//! commit (anyone's): a few `data_version` reads and one read of the write counter,
+//! microseconds each.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -53,6 +59,7 @@ use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::watch;
 
+use crate::own_commits::{OwnCommits, Verdict};
 use crate::paths::{parent_dir, session_file};
 
 /// How long after a file event the notifier keeps looking for a new commit to become visible
@@ -64,6 +71,10 @@ const FIRST_PAUSE: Duration = Duration::from_micros(250);
 
 /// The longest pause between two looks.
 const MAX_PAUSE: Duration = Duration::from_millis(50);
+
+/// The least time between two looks after one that found only the store's own commits: how
+/// much later another connection's commit may be seen while the store keeps writing.
+const OWN_PAUSE: Duration = Duration::from_millis(1);
 
 /// How long the notifier's connection waits for a lock (it only ever reads).
 const BUSY_TIMEOUT: Duration = Duration::from_millis(100);
@@ -152,6 +163,7 @@ impl ChangeNotifier {
     pub(crate) fn start(
         path: &Path,
         sessions_dir: Option<&Path>,
+        own: Arc<OwnCommits>,
     ) -> Result<ChangeNotifier, StartError> {
         let name = path
             .file_name()
@@ -177,6 +189,7 @@ impl ChangeNotifier {
         // the channel until the thread looks).
         let (tx, rx) = watch::channel(0_u64);
         let tx = Arc::new(tx);
+        own.set_counter(Arc::downgrade(&tx));
         let deaths = sessions_dir.map(|dir| {
             Arc::new(DeathWatch {
                 dir: dir.to_path_buf(),
@@ -188,15 +201,20 @@ impl ChangeNotifier {
         let path = path.to_owned();
         thread::Builder::new()
             .name("lease-sqlite-notify".to_owned())
-            .spawn(move || match open_baseline(&path) {
-                Ok((conn, seen)) => confirm(&conn, seen, &events, &tx),
-                // Ending drops `tx`, closing the channel: receivers fall back to polling.
-                Err(error) => tracing::warn!(
-                    path = %path.display(),
-                    %error,
-                    "cannot read the lease database for change notification; other \
-                     processes' changes will be noticed at refresh polls only"
-                ),
+            .spawn(move || {
+                // Recorded from now on: a commit of ours after the baseline is known as ours.
+                own.set_watched(true);
+                match open_baseline(&path) {
+                    Ok((conn, seen)) => confirm(&conn, seen, &own, &events, &tx),
+                    // Ending drops `tx`, closing the channel: receivers fall back to polling.
+                    Err(error) => tracing::warn!(
+                        path = %path.display(),
+                        %error,
+                        "cannot read the lease database for change notification; other \
+                         processes' changes will be noticed at refresh polls only"
+                    ),
+                }
+                own.set_watched(false);
             })?;
         Ok(ChangeNotifier {
             rx,
@@ -237,49 +255,106 @@ fn relevant(event: &notify::Result<Event>, names: &[OsString; 2]) -> bool {
         .any(|p| p.file_name().is_some_and(|n| names.iter().any(|m| m == n)))
 }
 
-/// The notifier's read-only connection to the database at `path`, and its data version.
-fn open_baseline(path: &Path) -> rusqlite::Result<(Connection, i64)> {
+/// What the notifier last saw of the file: its data version, and the highest write counter
+/// (`boot.last_tx`) in the same snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Seen {
+    version: i64,
+    counter: i64,
+}
+
+/// The notifier's read-only connection to the database at `path`, and what it sees.
+fn open_baseline(path: &Path) -> rusqlite::Result<(Connection, Seen)> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "query_only", true)?;
-    let seen = data_version(&conn)?;
+    let seen = look(&conn)?;
     Ok((conn, seen))
 }
 
-fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.query_row("PRAGMA data_version", [], |row| row.get(0))
+/// `PRAGMA data_version`: changed by every commit of another connection.
+pub(crate) fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached("PRAGMA data_version")?
+        .query_row([], |row| row.get(0))
+}
+
+/// The data version and the highest write counter, in one snapshot (one read transaction).
+fn look(conn: &Connection) -> rusqlite::Result<Seen> {
+    let read = conn.unchecked_transaction()?;
+    let counter = read
+        .prepare_cached("SELECT coalesce(max(last_tx), 0) FROM boot")?
+        .query_row([], |row| row.get(0))?;
+    let version = data_version(&read)?;
+    read.commit()?;
+    Ok(Seen { version, counter })
 }
 
 /// The thread: on each wake-up, look for a new commit until one is visible or the window
-/// passes; end when the watch is gone.
-fn confirm(conn: &Connection, mut seen: i64, events: &Receiver<()>, tx: &watch::Sender<u64>) {
+/// passes; report it unless it was the store's own ([`OwnCommits::judge`]); end when the
+/// watch is gone.
+fn confirm(
+    conn: &Connection,
+    mut seen: Seen,
+    own: &OwnCommits,
+    events: &Receiver<()>,
+    tx: &watch::Sender<u64>,
+) {
     while events.recv().is_ok() {
         let mut deadline = Instant::now() + CONFIRM_WINDOW;
-        let mut pause = FIRST_PAUSE;
+        // The least time between two looks: FIRST_PAUSE, or OWN_PAUSE while the store's own
+        // commits keep coming (each brings many file events; looking at every one of them
+        // cost as much as the commits).
+        let mut floor = FIRST_PAUSE;
+        let mut pause = floor;
+        let mut last_look: Option<Instant> = None;
         loop {
-            // An error (a lock held through the busy timeout) is a look that saw nothing.
-            if let Ok(version) = data_version(conn)
-                && version != seen
+            let due = last_look.is_none_or(|at| at.elapsed() >= floor);
+            // An error (a lock held through the busy timeout) is a look that saw nothing. The
+            // cheap version check first; the counter only once something changed.
+            if due {
+                last_look = Some(Instant::now());
+            }
+            if due
+                && let Ok(version) = data_version(conn)
+                && version != seen.version
+                && let Ok(now_seen) = look(conn)
             {
-                seen = version;
-                tx.send_modify(|n| *n = n.wrapping_add(1));
-                break;
+                let verdict = own.judge(seen.counter, now_seen.counter);
+                // Unsettled until the window ends: report then rather than risk a silence.
+                if verdict != Verdict::Unsettled || Instant::now() >= deadline {
+                    seen = now_seen;
+                    if verdict == Verdict::Own {
+                        own.check_others();
+                        floor = OWN_PAUSE;
+                    } else {
+                        tx.send_modify(|n| *n = n.wrapping_add(1));
+                        floor = FIRST_PAUSE;
+                    }
+                    // No break: keep looking until the window passes. The file event of
+                    // another commit may have come (and been taken) before this look, while
+                    // that commit became visible only after it.
+                }
             }
             let now = Instant::now();
             if now >= deadline {
                 break;
             }
-            match events.recv_timeout(pause.min(deadline - now)) {
+            let wait = match last_look {
+                Some(at) if !due => floor.saturating_sub(at.elapsed()),
+                _ => pause,
+            };
+            match events.recv_timeout(wait.min(deadline - now)) {
                 Ok(()) => {
-                    // Another write: perhaps another commit on its way; look at once, and
-                    // for a full window again.
+                    // Another write: perhaps another commit on its way; look as soon as
+                    // allowed, and for a full window again.
                     deadline = Instant::now() + CONFIRM_WINDOW;
-                    pause = FIRST_PAUSE;
+                    pause = floor;
                 }
-                Err(RecvTimeoutError::Timeout) => pause = (pause * 2).min(MAX_PAUSE),
+                Err(RecvTimeoutError::Timeout) if due => pause = (pause * 2).min(MAX_PAUSE),
+                Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
         }

@@ -176,13 +176,16 @@ pub(crate) const LATEST_EXPIRY: &str = "SELECT expiry FROM lease \
 
 /// Records that this boot wrote in this transaction: the write counter, the wall-clock time,
 /// and until when its leases may be live (its latest expiry, by the index on `(boot, expiry)`).
+/// Returns the write counter's new value, which no other committed transaction takes
+/// ([`crate::own_commits`]); `None` when this boot's row is missing (a hand edit), which
+/// records nothing, as before the value was returned.
 pub(crate) fn record_write(
     tx: &Connection,
     db: &DbFile,
     boot_seq: i64,
     now: Timestamp,
     wall: Timestamp,
-) -> StoreResult<()> {
+) -> StoreResult<Option<i64>> {
     let sql = db.sql("recording this boot's write");
     // The latest integer expiry, by one descent of the index: a hand-edited expiry of another
     // type (text sorts above every number) says nothing and must not stop every write.
@@ -209,7 +212,10 @@ pub(crate) fn record_write(
         ])
     })
     .map_err(&sql)?;
-    Ok(())
+    // Read back rather than `RETURNING`, which would make SQLite open a statement journal.
+    tx.prepare_cached("SELECT last_tx FROM boot WHERE seq = ?1")
+        .and_then(|mut s| s.query_row([boot_seq], |r| r.get(0)).optional())
+        .map_err(&sql)
 }
 
 #[cfg(test)]

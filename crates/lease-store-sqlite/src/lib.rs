@@ -109,6 +109,7 @@ mod filesystem;
 mod kernel;
 mod open;
 mod ops;
+mod own_commits;
 mod paths;
 mod schema;
 mod session;

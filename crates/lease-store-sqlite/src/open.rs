@@ -237,9 +237,10 @@ impl SqliteStoreBuilder {
         self
     }
 
-    /// The most expired rows a write deletes, every 64 writes, in its own transaction
-    /// ([`DEFAULT_PURGE_BATCH`]); 0 turns opportunistic purging off, leaving it to
-    /// [`SqliteStore::purge_expired`].
+    /// The most expired rows a write deletes, in its transaction, after at least 64 writes
+    /// since the last purge and, unless that purge deleted this many (a backlog), a second on
+    /// the store's clock ([`DEFAULT_PURGE_BATCH`]); 0 turns opportunistic purging off, leaving
+    /// it to [`SqliteStore::purge_expired`].
     #[must_use]
     pub fn purge_batch(mut self, rows: usize) -> Self {
         self.purge_batch = rows;

@@ -2,6 +2,7 @@
 //! snapshots, with how rows and timestamps are stored.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use lease_core::{Error, Generation, Info, Key, Op, Request, Timestamp, validate_string};
 use rusqlite::{Connection, OptionalExtension};
@@ -14,6 +15,19 @@ use crate::settings::Settings;
 /// The outcome of one lease operation inside a transaction: the outer error aborts the
 /// transaction (SQLite failed), the inner one is the operation's own answer (`Held`, …).
 pub(crate) type OpResult<T> = StoreResult<lease_core::Result<T>>;
+
+/// Makes the connection's query plans independent of bound values (SQLite's query planner
+/// stability guarantee). Without it SQLite marks a statement for re-preparing each time a value
+/// is bound to a parameter its plan looked at (a `LIMIT ?`, as the purge's; with `STAT4`,
+/// which the bundled SQLite enables, a compared indexed column once `ANALYZE` has run): the
+/// cached statement would be compiled again at every use. No plan here depends on a value.
+pub(crate) fn stable_plans(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )
+    .map(drop)
+}
 
 /// Validates one op's inputs, as the single-op methods do.
 pub(crate) fn validate_op(op: &Op) -> lease_core::Result<()> {
@@ -244,6 +258,94 @@ fn session_for_write(
         .transpose()
 }
 
+/// A lease this store's session holds, as [`extend_own`] renews it: the row of key `?1..?3`
+/// held by `?4` on this boot (`?5`), unexpired at `?6`, written under the session `?7` (ours,
+/// or `NULL` without death-awareness): [`Row::is_valid`]'s conditions for a row whose session
+/// is known alive, with [`extend`]'s holder check. An expiry of another type than integer (a
+/// hand edit) is left to [`extend`]'s general path, which reports it.
+const OWN_LEASE: &str = "SELECT l.expiry, l.generation, l.metadata, EXISTS (SELECT 1 FROM pin p \
+    WHERE p.namespace = l.namespace AND p.model = l.model AND p.name = l.name) FROM lease l \
+    WHERE l.namespace = ?1 AND l.model = ?2 AND l.name = ?3 AND l.holder = ?4 AND l.boot = ?5 \
+      AND typeof(l.expiry) = 'integer' AND l.expiry > ?6 AND l.session IS ?7";
+
+/// The new expiry of a lease [`OWN_LEASE`] found: nothing else changes (not `boot`, a foreign
+/// key, nor `metadata`, under a `CHECK`, nor `session`, indexed), so SQLite checks no
+/// constraint. Not `UPDATE … RETURNING` instead of the `SELECT`: a `RETURNING` clause makes
+/// SQLite open a statement journal for every renewal, which cost more than the read.
+const SET_EXPIRY: &str =
+    "UPDATE lease SET expiry = ?4 WHERE namespace = ?1 AND model = ?2 AND name = ?3";
+
+/// [`extend`]'s common case: the lease is held by the requester under this store's own session
+/// (alive: it is ours) and the request brings no metadata. `None` when that is not the case
+/// (nothing was written); then the general path decides, on the row as read.
+fn extend_own(
+    tx: &Connection,
+    settings: &Settings,
+    now: Timestamp,
+    key: &Key,
+    request: &Request,
+    slot: &mut Slot<'_>,
+) -> StoreResult<Option<Info>> {
+    if request.metadata.is_some() {
+        return Ok(None);
+    }
+    let session = match slot.as_mut() {
+        None => None,
+        Some(slot) => match slot.established(tx, &settings.db)? {
+            Some(seq) => Some(seq),
+            None => return Ok(None),
+        },
+    };
+    let sql = settings.sql("writing an extension");
+    let found = tx
+        .prepare_cached(OWN_LEASE)
+        .and_then(|mut stmt| {
+            stmt.query_row(
+                rusqlite::params![
+                    key.namespace,
+                    key.model,
+                    key.lease,
+                    request.holder,
+                    settings.boot.seq,
+                    encode_expiry(now),
+                    session,
+                ],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, bool>(3)?,
+                    ))
+                },
+            )
+            .optional()
+        })
+        .map_err(&sql)?;
+    let Some((expiry, generation, metadata, pinned)) = found else {
+        return Ok(None);
+    };
+    let metadata = parse_metadata(settings, key, metadata.as_deref())?;
+    let expiry = decode_expiry(expiry).max(now.saturating_add(request.duration));
+    tx.prepare_cached(SET_EXPIRY)
+        .and_then(|mut stmt| {
+            stmt.execute(rusqlite::params![
+                key.namespace,
+                key.model,
+                key.lease,
+                encode_expiry(expiry),
+            ])
+        })
+        .map_err(&sql)?;
+    Ok(Some(Info {
+        holder: request.holder.clone(),
+        expiry,
+        generation: Generation(stored_generation(generation)),
+        metadata,
+        pinned,
+    }))
+}
+
 pub(crate) fn extend(
     tx: &Connection,
     settings: &Settings,
@@ -252,6 +354,9 @@ pub(crate) fn extend(
     request: &Request,
     slot: &mut Slot<'_>,
 ) -> OpResult<Info> {
+    if let Some(info) = extend_own(tx, settings, now, key, request, slot)? {
+        return Ok(Ok(info));
+    }
     let row = match read_lease(tx, settings, key)? {
         Some(row) if row.is_valid(settings, now) && row.holder == request.holder => row,
         _ => return Ok(Err(Error::Invalid)),
@@ -304,6 +409,54 @@ pub(crate) fn revoke(
         .and_then(|mut stmt| stmt.execute([&key.namespace, &key.model, &key.lease]))
         .map_err(settings.sql("deleting a lease"))?;
     Ok(Ok(()))
+}
+
+/// How many successful writes pass between opportunistic purges, at least.
+const PURGE_EVERY_WRITES: u64 = 64;
+
+/// How long, on the store's clock, after a purge that left nothing behind (it deleted fewer
+/// rows than its limit) the next one waits. A row only becomes purgeable by expiring, so
+/// right after a purge that caught up there is little to find; without the pause a batch of
+/// more than [`PURGE_EVERY_WRITES`] ops (the manager's, 256 at a time) would run the purge's
+/// two index scans in every transaction. A purge that deleted its limit runs again after
+/// [`PURGE_EVERY_WRITES`] writes, so a backlog is worked off at the old pace.
+const PURGE_PAUSE: Duration = Duration::from_secs(1);
+
+/// When the next opportunistic purge runs: see [`PURGE_EVERY_WRITES`] and [`PURGE_PAUSE`].
+#[derive(Debug, Default)]
+pub(crate) struct PurgeSchedule {
+    writes_since: u64,
+    /// Not before this instant on the store's clock (`ZERO`: as soon as the writes are done).
+    not_before: Timestamp,
+}
+
+impl PurgeSchedule {
+    /// Counts `writes` successful writes; true when a purge is due now.
+    pub(crate) fn due(&mut self, settings: &Settings, writes: u64, now: Timestamp) -> bool {
+        self.writes_since = self.writes_since.saturating_add(writes);
+        settings.purge_batch > 0
+            && self.writes_since >= PURGE_EVERY_WRITES
+            // A clock that went back (a fake one) does not stop purging for longer.
+            && (now >= self.not_before
+                || self.not_before.saturating_duration_since(now) > PURGE_PAUSE)
+    }
+
+    /// Runs the purge (in the caller's transaction) and schedules the next.
+    pub(crate) fn purge(
+        &mut self,
+        tx: &Connection,
+        settings: &Settings,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let deleted = purge(tx, settings, now, settings.purge_batch)?;
+        self.writes_since = 0;
+        self.not_before = if deleted >= settings.purge_batch {
+            Timestamp::ZERO
+        } else {
+            now.saturating_add(PURGE_PAUSE)
+        };
+        Ok(())
+    }
 }
 
 /// Up to `?3` expired, unpinned lease keys: rows of boots other than `?1`, then rows of boot
@@ -455,6 +608,48 @@ mod tests {
             .unwrap()
             .collect::<rusqlite::Result<_>>()
             .unwrap()
+    }
+
+    /// How many times the cached statement `sql` was compiled again while running it with
+    /// each of `params`.
+    fn reprepares(conn: &Connection, sql: &str, params: &[[i64; 8]]) -> i32 {
+        for p in params {
+            let mut stmt = conn.prepare_cached(sql).unwrap();
+            let n = stmt.parameter_count();
+            let mut rows = stmt.query(rusqlite::params_from_iter(&p[..n])).unwrap();
+            while rows.next().unwrap().is_some() {}
+        }
+        conn.prepare_cached(sql)
+            .unwrap()
+            .get_status(rusqlite::StatementStatus::RePrepare)
+    }
+
+    #[test]
+    fn the_statements_of_every_batch_are_compiled_once() {
+        let (_dir, path, mut conn) = empty_db();
+        seq(migrate_and_register_boot(
+            &mut conn,
+            &path,
+            0,
+            &boot("b1"),
+            WALL,
+        ));
+        // Each use binds other values, as the store does (`now`, a limit, keys).
+        let params: Vec<[i64; 8]> = (0..3)
+            .map(|i| [1, 10 + i, 256 - i, 4, 5, 6, 7, 8])
+            .collect();
+        // What SQLite does without the guarantee: the purge's `LIMIT ?3` recompiles it.
+        assert!(reprepares(&conn, PURGE_CANDIDATES, &params) > 0);
+        conn.flush_prepared_statement_cache();
+        stable_plans(&conn).unwrap();
+        for sql in [
+            PURGE_CANDIDATES,
+            crate::kernel::LATEST_EXPIRY,
+            OWN_LEASE,
+            SET_EXPIRY,
+        ] {
+            assert_eq!(reprepares(&conn, sql, &params), 0, "{sql}");
+        }
     }
 
     #[test]

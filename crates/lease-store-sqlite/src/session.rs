@@ -256,6 +256,7 @@ impl SessionSlot {
         SlotTx {
             slot: self,
             state: self.state.lock().unwrap_or_else(PoisonError::into_inner),
+            verified: false,
         }
     }
 }
@@ -269,6 +270,10 @@ pub(crate) type Slot<'a> = Option<SlotTx<'a>>;
 pub(crate) struct SlotTx<'a> {
     slot: &'a SessionSlot,
     state: MutexGuard<'a, State>,
+    /// The established session's row was found, with its token, in this transaction: no other
+    /// connection can remove it before the transaction ends (it holds the write lock), so it
+    /// is not looked up again for each op of a batch.
+    verified: bool,
 }
 
 impl SlotTx<'_> {
@@ -284,9 +289,11 @@ impl SlotTx<'_> {
         db: &DbFile,
         sessions: &Sessions,
     ) -> StoreResult<i64> {
+        if let Some(seq) = self.established(tx, db)? {
+            return Ok(seq);
+        }
         match &*self.state {
             State::Pending(held) => return Ok(held.seq),
-            State::Established(held) if still_ours(tx, db, held)? => return Ok(held.seq),
             // The file was replaced by another one at the same place (same device, inode and
             // path), or our row was removed (a store of this process simulating another
             // boot): this session means nothing in this file. Start a new one.
@@ -301,6 +308,23 @@ impl SlotTx<'_> {
         *self.state = State::Pending(held);
         sweep(tx, db, sessions, seq)?;
         Ok(seq)
+    }
+
+    /// The established session, when its row is still in the file with its token (looked up
+    /// once per transaction); `None` when there is none, or it is not ours any more (then
+    /// [`SlotTx::session`] starts a new one). Creates nothing.
+    ///
+    /// # Errors
+    ///
+    /// When the session row cannot be read.
+    pub(crate) fn established(&mut self, tx: &Connection, db: &DbFile) -> StoreResult<Option<i64>> {
+        let State::Established(held) = &*self.state else {
+            return Ok(None);
+        };
+        if !self.verified {
+            self.verified = still_ours(tx, db, held)?;
+        }
+        Ok(self.verified.then_some(held.seq))
     }
 
     /// The transaction committed: a session created in it is established.

@@ -41,23 +41,16 @@ use lease_core::{
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::changes::ChangeNotifier;
+use crate::changes::{ChangeNotifier, data_version};
 use crate::error::{SqliteStoreError, StoreResult};
 use crate::kernel::{record_write, refuse_other_kernels};
 use crate::ops::{
-    OpResult, claim, extend, purge, revoke, snapshot_all, snapshot_group, snapshot_keys,
-    validate_op,
+    OpResult, PurgeSchedule, claim, extend, purge, revoke, snapshot_all, snapshot_group,
+    snapshot_keys, stable_plans, validate_op,
 };
+use crate::own_commits::OwnCommits;
 use crate::session::{SessionHandle, Slot};
 use crate::settings::Settings;
-
-/// How many successful writes pass between opportunistic purges.
-const PURGE_EVERY_WRITES: u64 = 64;
-
-fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.prepare_cached("PRAGMA data_version")?
-        .query_row([], |row| row.get(0))
-}
 
 /// A lease [`Store`] on an SQLite file, safe for many processes of one host sharing the file.
 ///
@@ -104,6 +97,8 @@ pub struct SqliteStore {
     settings: Arc<Settings>,
     /// Started by the first [`Store::change_notifier`] call; stopped when the store is dropped.
     notifier: Option<ChangeNotifier>,
+    /// The commits the notifier does not report (the same as the connection's).
+    own: Arc<OwnCommits>,
 }
 
 /// The connection and what changes with it: everything a call needs besides [`Settings`],
@@ -114,7 +109,12 @@ pub(crate) struct Conn {
     data_version: i64,
     /// The death watch's count of holder deaths as of the last poll.
     deaths: u64,
-    writes_since_purge: u64,
+    /// When the next opportunistic purge runs.
+    purges: PurgeSchedule,
+    /// This store's commits, for its change notifier (shared with it).
+    own: Arc<OwnCommits>,
+    /// The data version for which [`Conn::wake_for_others`] last woke the notifier.
+    woken_for: i64,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -131,17 +131,33 @@ impl fmt::Debug for SqliteStore {
 impl SqliteStore {
     /// A store over an opened, migrated connection.
     pub(crate) fn from_parts(conn: Connection, settings: Settings) -> StoreResult<SqliteStore> {
+        stable_plans(&conn).map_err(settings.sql("configuring the query planner"))?;
         let data_version = data_version(&conn).map_err(settings.sql("reading the data version"))?;
-        Ok(SqliteStore {
+        let own = Arc::new(OwnCommits::default());
+        let store = SqliteStore {
             conn: Arc::new(Mutex::new(Conn {
                 conn,
                 data_version,
                 deaths: 0,
-                writes_since_purge: 0,
+                purges: PurgeSchedule::default(),
+                own: Arc::clone(&own),
+                woken_for: data_version,
             })),
             settings: Arc::new(settings),
             notifier: None,
-        })
+            own,
+        };
+        // The notifier's check, run on its thread: only when no call holds the connection
+        // (one that does checks as it ends). Weak: the store owns the notifier.
+        let conn = Arc::downgrade(&store.conn);
+        store.own.set_others_check(Box::new(move || {
+            if let Some(conn) = conn.upgrade()
+                && let Ok(mut conn) = conn.try_lock()
+            {
+                conn.wake_for_others();
+            }
+        }));
+        Ok(store)
     }
 
     /// Runs `f` on the connection on a blocking thread, after every earlier call has ended.
@@ -165,6 +181,7 @@ impl SqliteStore {
             let mut guard: OwnedMutexGuard<Conn> = guard;
             guard.end_stray_transaction(&settings);
             let out = f(&mut guard, &settings);
+            guard.wake_for_others();
             if settings
                 .met_damage
                 .load(std::sync::atomic::Ordering::Relaxed)
@@ -278,6 +295,24 @@ impl Conn {
         }
     }
 
+    /// After each call, and when the notifier asks: when another connection committed since
+    /// the last [`Store::poll_changes`], wake the manager (once per data version), as the
+    /// notifier may have judged that change together with a commit of ours
+    /// ([`crate::own_commits`]). A read of the data version that fails is left to the next
+    /// poll.
+    fn wake_for_others(&mut self) {
+        if !self.own.watched() {
+            return;
+        }
+        if let Ok(version) = data_version(&self.conn)
+            && version != self.data_version
+            && version != self.woken_for
+        {
+            self.woken_for = version;
+            self.own.wake();
+        }
+    }
+
     fn purge_expired(&mut self, settings: &Settings, limit: usize) -> StoreResult<usize> {
         let tx = self
             .conn
@@ -287,10 +322,14 @@ impl Conn {
         let (now, wall) = (settings.clock.now(), settings.wall.now());
         refuse_other_kernels(&tx, &settings.db, &settings.boot, now, wall)?;
         let deleted = purge(&tx, settings, now, limit)?;
-        if deleted > 0 {
-            record_write(&tx, &settings.db, settings.boot.seq, now, wall)?;
-        }
-        tx.commit().map_err(settings.sql("committing a purge"))?;
+        commit(
+            tx,
+            settings,
+            &self.own,
+            deleted > 0,
+            (now, wall),
+            "committing a purge",
+        )?;
         Ok(deleted)
     }
 
@@ -313,18 +352,12 @@ impl Conn {
         refuse_other_kernels(&tx, &settings.db, &settings.boot, now, wall)?;
         let changes = tx.total_changes();
         let out = f(&tx, settings, now, &mut slot)?;
-        if out.is_ok() {
-            self.writes_since_purge += 1;
-            if settings.purge_batch > 0 && self.writes_since_purge >= PURGE_EVERY_WRITES {
-                purge(&tx, settings, now, settings.purge_batch)?;
-                self.writes_since_purge = 0;
-            }
+        if out.is_ok() && self.purges.due(settings, 1, now) {
+            self.purges.purge(&tx, settings, now)?;
         }
         // A transaction that changed nothing (a refused claim) stays read-only: no fsync.
-        if tx.total_changes() != changes {
-            record_write(&tx, &settings.db, settings.boot.seq, now, wall)?;
-        }
-        tx.commit().map_err(settings.sql("committing"))?;
+        let wrote = tx.total_changes() != changes;
+        commit(tx, settings, &self.own, wrote, (now, wall), "committing")?;
         if let Some(slot) = slot {
             slot.committed();
         }
@@ -414,20 +447,51 @@ impl Conn {
             }
             *slot = Some(result);
         }
-        self.writes_since_purge += wrote;
-        if settings.purge_batch > 0 && self.writes_since_purge >= PURGE_EVERY_WRITES {
-            purge(&tx, settings, now, settings.purge_batch)?;
-            self.writes_since_purge = 0;
+        if self.purges.due(settings, wrote, now) {
+            self.purges.purge(&tx, settings, now)?;
         }
-        if tx.total_changes() != changes {
-            record_write(&tx, &settings.db, settings.boot.seq, now, wall)?;
-        }
-        tx.commit().map_err(settings.sql("committing a batch"))?;
+        let wrote = tx.total_changes() != changes;
+        commit(
+            tx,
+            settings,
+            &self.own,
+            wrote,
+            (now, wall),
+            "committing a batch",
+        )?;
         if let Some(session) = session {
             session.committed();
         }
         Ok(())
     }
+}
+
+/// Commits `tx`. When it `wrote`, first records the write ([`record_write`]) and tells `own`
+/// the write counter's value it took, pending until the commit has ended, so the change
+/// notifier does not report this commit as someone else's ([`crate::own_commits`]).
+fn commit(
+    tx: Transaction<'_>,
+    settings: &Settings,
+    own: &OwnCommits,
+    wrote: bool,
+    (now, wall): (Timestamp, Timestamp),
+    action: &'static str,
+) -> StoreResult<()> {
+    let number = if wrote {
+        record_write(&tx, &settings.db, settings.boot.seq, now, wall)?
+    } else {
+        None
+    };
+    if let Some(n) = number {
+        own.committing(n);
+    }
+    // A failed commit has rolled back when `commit` returns (rusqlite's `Transaction` does it
+    // as it is dropped): the number is free for the next writer.
+    let committed = tx.commit().map_err(settings.sql(action));
+    if let Some(n) = number {
+        own.settled(n, committed.is_ok());
+    }
+    committed
 }
 
 /// Every pin, as [`Store::pinned`] returns them.
@@ -647,8 +711,9 @@ impl Store for SqliteStore {
         Ok(changed)
     }
 
-    /// A counter bumped within milliseconds of each commit to the file, by any connection of
-    /// any process, so the manager re-polls at once instead of at its next refresh.
+    /// A counter bumped within milliseconds of each commit to the file by another connection
+    /// (of this process or another), so the manager re-polls at once instead of at its next
+    /// refresh.
     ///
     /// The first call starts the notifier: a non-recursive watch (inotify on Linux) on the
     /// database's directory for writes to the file and its `-wal`, and a thread with a
@@ -663,9 +728,11 @@ impl Store for SqliteStore {
     /// process is gone; the thread then bumps the counter and ends, and the next
     /// [`poll_changes`](Store::poll_changes) says yes. No polling: the holder's death wakes
     /// its waiters within milliseconds. One thread per watched session, ended by that
-    /// session's death (not by dropping the store). The store's own commits bump it
-    /// too; `poll_changes` then says no. Idle, it costs nothing; the watch and the thread end
-    /// when the store is dropped, which closes the channel.
+    /// session's death (not by dropping the store). The store's own commits do not bump it
+    /// (each takes a number of the file's write counter, which the notifier recognises); a
+    /// change that took no number (a hand edit) does, at the latest by the store's next commit.
+    /// Idle, it costs nothing; the watch and the thread end when the store is dropped, which
+    /// closes the channel.
     ///
     /// `None`, after a `tracing` warning, when the notifier cannot start (no inotify instances
     /// or watches left, a file system without change notification): the manager then notices
@@ -675,7 +742,11 @@ impl Store for SqliteStore {
     /// fallback.
     fn change_notifier(&mut self) -> Option<tokio::sync::watch::Receiver<u64>> {
         if self.notifier.is_none() {
-            match ChangeNotifier::start(&self.settings.db.path, self.settings.sessions.dir()) {
+            match ChangeNotifier::start(
+                &self.settings.db.path,
+                self.settings.sessions.dir(),
+                Arc::clone(&self.own),
+            ) {
                 Ok(notifier) => {
                     if let Some(watch) = notifier.death_watch() {
                         self.settings.sessions.set_death_watch(watch);

@@ -316,3 +316,115 @@ async fn a_file_damaged_while_open_gives_clear_errors_never_a_false_held() {
         "the damaged file was written to"
     );
 }
+
+/// One edit made behind the store's back between two renewals of `a` by `h`, and what the
+/// next renewal must answer: `Some((generation, pinned))` when the row still grants `h` the
+/// lease, `None` when it must be refused as not held.
+struct Behind {
+    name: &'static str,
+    sql: &'static str,
+    renewed: Option<(u64, bool)>,
+}
+
+const BEHIND: [Behind; 7] = [
+    Behind {
+        name: "another holder",
+        sql: "UPDATE lease SET holder = 'x' WHERE name = 'a'",
+        renewed: None,
+    },
+    Behind {
+        name: "another generation",
+        sql: "UPDATE lease SET generation = 7 WHERE name = 'a'",
+        renewed: Some((7, false)),
+    },
+    Behind {
+        name: "expired",
+        sql: "UPDATE lease SET expiry = -9223372036854775808 WHERE name = 'a'",
+        renewed: None,
+    },
+    Behind {
+        name: "another boot",
+        sql: "UPDATE lease SET boot = 999 WHERE name = 'a'",
+        renewed: None,
+    },
+    Behind {
+        name: "pinned",
+        sql: "INSERT INTO pin VALUES ('ns', 'model', 'a', 'e')",
+        renewed: Some((1, true)),
+    },
+    Behind {
+        name: "another session",
+        sql: "UPDATE lease SET session = NULL WHERE name = 'a'",
+        renewed: Some((1, false)),
+    },
+    Behind {
+        name: "our session's row gone",
+        sql: "DELETE FROM session",
+        renewed: Some((1, false)),
+    },
+];
+
+/// A renewal never answers from what the store knew before: the row is judged as it is in the
+/// file when the renewal runs (the store writes only `expiry` for a lease its session holds,
+/// and takes holder, generation and pins from the row it updated, in the same statement).
+/// Single renewals and batches alike, after the store has renewed the lease before the edit.
+#[tokio::test]
+async fn an_edit_between_renewals_is_seen_by_the_next_one() {
+    for edit in BEHIND {
+        for batched in [false, true] {
+            let name = format!("{} (batched: {batched})", edit.name);
+            let dir = tempfile::tempdir().unwrap();
+            let path = db_path(&dir);
+            let clock = FakeClock::new();
+            let mut store = open(&path, &clock);
+            store.claim_lease(&key("a"), &req("h")).await.unwrap();
+            store.claim_lease(&key("b"), &req("h")).await.unwrap();
+            // Renewed once before the edit: whatever the store could remember, it has.
+            assert_eq!(
+                store
+                    .extend_lease(&key("a"), &req("h"))
+                    .await
+                    .unwrap()
+                    .generation
+                    .0,
+                1
+            );
+            clock.advance(Duration::from_secs(1));
+            raw(&path).execute_batch(edit.sql).unwrap();
+            let before = row(&path, "a").unwrap();
+            let renewal = if batched {
+                let ops = ["a", "b"].map(|lease| lease_core::Op::Extend {
+                    key: key(lease),
+                    request: req("h"),
+                });
+                let mut out = store.apply(ops.to_vec()).await;
+                assert!(out[1].is_ok(), "{name}: the other lease");
+                out.swap_remove(0).map(|outcome| match outcome {
+                    lease_core::Outcome::Extended(info) => info,
+                    other => panic!("{name}: {other:?}"),
+                })
+            } else {
+                store.extend_lease(&key("a"), &req("h")).await
+            };
+            match (edit.renewed, renewal) {
+                (Some((generation, pinned)), Ok(info)) => {
+                    assert_eq!(info.holder, "h", "{name}");
+                    assert_eq!(info.generation.0, generation, "{name}");
+                    assert_eq!(info.pinned, pinned, "{name}");
+                    assert_eq!(
+                        info.expiry,
+                        clock.now().saturating_add(Duration::from_secs(30)),
+                        "{name}"
+                    );
+                    let after = row(&path, "a").unwrap();
+                    assert_eq!(after[3], generation.to_string(), "{name}: {after:?}");
+                }
+                (None, Err(e)) => {
+                    assert!(e.is_invalid(), "{name}: {e}");
+                    assert_eq!(row(&path, "a").unwrap(), before, "{name}: the row changed");
+                }
+                (expected, got) => panic!("{name}: expected {expected:?}, got {got:?}"),
+            }
+        }
+    }
+}

@@ -1,6 +1,6 @@
-//! The store's change notifier: another connection's commit bumps it, and only once that commit
-//! is visible to [`Store::poll_changes`]; the store's own commits bump it but `poll_changes`
-//! says no; it ends with the store; and a notifier that cannot start is `None`, not a failure.
+//! The store's change notifier: another connection's commit (or a hand edit) bumps it, and
+//! only once that commit is visible to [`Store::poll_changes`]; the store's own commits do not
+//! bump it; it ends with the store; and a notifier that cannot start is `None`, not a failure.
 //! Real time is only ever a bound against hanging.
 
 use std::path::Path;
@@ -90,15 +90,75 @@ async fn another_connections_commits_wake_the_notifier_once_visible() {
     assert!(again.has_changed().unwrap());
     let seen = *again.borrow_and_update();
     assert!(seen >= ROUNDS, "one bump per commit at least: {seen}");
+}
 
-    // The store's own commits wake it too, and poll_changes tells them apart.
-    rx.borrow_and_update();
-    a.claim_lease(&key("mine"), &req("a")).await.unwrap();
-    bumped(&mut rx, "the store's own commit").await;
+/// Nothing bumps `rx` for a while: generous, a wrong bump comes within milliseconds.
+async fn quiet(rx: &mut watch::Receiver<u64>, what: &str) {
     assert!(
-        !a.poll_changes().await.unwrap(),
-        "our own commit is no change"
+        timeout(Duration::from_millis(300), rx.changed())
+            .await
+            .is_err(),
+        "{what} was reported as a change"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_commits_wake_no_one_and_others_still_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("leases.db");
+    let clock = FakeClock::new();
+    let mut a = open(&path, &clock);
+    let mut b = open(&path, &clock);
+    a.poll_changes().await.unwrap();
+    let mut rx = a.change_notifier().unwrap();
+    rx.borrow_and_update();
+
+    // Claims, renewals, batches and revokes of the store itself, many commits in a row.
+    for i in 0..20 {
+        let k = key(&format!("mine{i}"));
+        a.claim_lease(&k, &req("a")).await.unwrap();
+        a.extend_lease(&k, &req("a")).await.unwrap();
+        let ops = vec![
+            lease_core::Op::Extend {
+                key: k.clone(),
+                request: req("a"),
+            };
+            3
+        ];
+        assert!(a.apply(ops).await.iter().all(Result::is_ok));
+    }
+    for i in 0..20 {
+        a.revoke_lease(&key(&format!("mine{i}")), "a")
+            .await
+            .unwrap();
+    }
+    quiet(&mut rx, "the store's own commit").await;
+    assert!(!a.poll_changes().await.unwrap());
+
+    // Another connection's commit, between commits of ours.
+    a.claim_lease(&key("mine"), &req("a")).await.unwrap();
+    b.claim_lease(&key("theirs"), &req("b")).await.unwrap();
+    a.extend_lease(&key("mine"), &req("a")).await.unwrap();
+    bumped(&mut rx, "another connection's commit").await;
+    assert!(a.poll_changes().await.unwrap());
+    rx.borrow_and_update();
+
+    // A hand edit takes no write-counter number: reported alone, and when followed at once by
+    // a commit of ours that the notifier may judge it with.
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    for round in 0..10 {
+        raw.execute(
+            "UPDATE lease SET expiry = expiry + 1 WHERE name = 'theirs'",
+            [],
+        )
+        .unwrap();
+        if round % 2 == 1 {
+            a.extend_lease(&key("mine"), &req("a")).await.unwrap();
+        }
+        bumped(&mut rx, &format!("a hand edit (round {round})")).await;
+        assert!(a.poll_changes().await.unwrap(), "round {round}");
+        rx.borrow_and_update();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
