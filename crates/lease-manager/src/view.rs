@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use foldhash::fast::RandomState;
 use lease_core::{Generation, Info, Key, Timestamp};
 
 /// What the worker knows about one lease.
@@ -38,16 +39,22 @@ pub(crate) fn info_valid(info: &Info, now: Timestamp) -> bool {
     info.pinned || now < info.expiry
 }
 
-type Leases = HashMap<Box<str>, Entry>;
+/// The view's maps hash with foldhash rather than std's SipHash: every claim and extend looks
+/// its key up a few times (three short strings each), and SipHash was a visible share of the
+/// worker's time per op. The keys are the application's lease names, not an attacker's
+/// choice; foldhash's per-map random seed still keeps hashes from being predictable.
+type Map<K, V> = HashMap<K, V, RandomState>;
+
+type Leases = Map<Box<str>, Entry>;
 
 /// Leases by namespace, model and name: nested maps, so a lookup by `&Key` allocates nothing and
 /// each lease stores its name once.
 #[derive(Debug, Default)]
 pub(crate) struct View {
-    scopes: HashMap<Box<str>, HashMap<Box<str>, Leases>>,
+    scopes: Map<Box<str>, Map<Box<str>, Leases>>,
     len: usize,
     own: usize,
-    holders: HashSet<Arc<str>>,
+    holders: HashSet<Arc<str>, RandomState>,
 }
 
 impl View {

@@ -422,12 +422,14 @@ impl State {
         duration: Duration,
     ) {
         let mut own_until = started.saturating_add(duration);
+        let mut same_holder = None;
         if let Some(old) = self.view.get(key)
-            && old.own()
             && *old.holder == *info.holder
-            && old.generation == info.generation
         {
-            own_until = own_until.max(old.own_until);
+            if old.own() && old.generation == info.generation {
+                own_until = own_until.max(old.own_until);
+            }
+            same_holder = Some(Arc::clone(&old.holder));
         }
         // Never promise past what the store reports, unless the lease is pinned.
         if !info.pinned {
@@ -440,7 +442,11 @@ impl State {
                 self.ambiguous_claims.remove(key);
             }
         }
-        let holder = self.view.intern(&info.holder);
+        // An extend keeps its holder: reuse the interned copy rather than look it up again.
+        let holder = match same_holder {
+            Some(holder) => holder,
+            None => self.view.intern(&info.holder),
+        };
         self.view.insert(
             key,
             Entry {
