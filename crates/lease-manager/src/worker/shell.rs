@@ -168,18 +168,8 @@ impl Worker {
                 Effect::Idle(deadline) => deadline,
                 Effect::Ended => continue,
                 effect => {
-                    let answers_ops = matches!(effect, Effect::Apply(_));
                     let returned = self.call(effect).await;
                     self.machine.returned(returned, self.now());
-                    if answers_ops {
-                        // The batch's callers were just answered, and most will send their next
-                        // request at once: let the tasks that became ready run before the
-                        // channel is read, so those requests join one batch (one transaction)
-                        // instead of trickling into several small ones. Only a scheduling hint:
-                        // nothing is decided differently, and with nothing else ready the
-                        // worker goes on at once.
-                        tokio::task::yield_now().await;
-                    }
                     continue;
                 }
             };
