@@ -74,6 +74,29 @@ impl View {
             .get(key.lease.as_str())
     }
 
+    /// Changes the entry of `key` in place with `change`, keeping the count of own entries
+    /// right; `None` (and `change` not called) when there is none, else what `change`
+    /// returned. `change` may decline by returning `None` after changing nothing.
+    pub(crate) fn modify<R>(
+        &mut self,
+        key: &Key,
+        change: impl FnOnce(&mut Entry) -> Option<R>,
+    ) -> Option<R> {
+        let entry = self
+            .scopes
+            .get_mut(key.namespace.as_str())?
+            .get_mut(key.model.as_str())?
+            .get_mut(key.lease.as_str())?;
+        let was_own = entry.own();
+        let out = change(entry);
+        match (was_own, entry.own()) {
+            (false, true) => self.own += 1,
+            (true, false) => self.own -= 1,
+            _ => {}
+        }
+        out
+    }
+
     /// The shared copy of `holder`.
     pub(crate) fn intern(&mut self, holder: &str) -> Arc<str> {
         if let Some(h) = self.holders.get(holder) {
@@ -236,6 +259,29 @@ mod tests {
         assert_eq!(
             view.own_keys_past_window(Timestamp::from_nanos(50)),
             vec![a.clone()]
+        );
+        // Changing an entry in place keeps the own count right; a missing key is not changed.
+        assert_eq!(
+            view.modify(&b, |e| {
+                e.own_until = Timestamp::from_nanos(60);
+                Some(())
+            }),
+            Some(())
+        );
+        assert_eq!(view.own_count(), 2);
+        assert_eq!(view.modify(&b, |_| None::<()>), None);
+        assert_eq!(
+            view.modify(&b, |e| {
+                e.own_until = Timestamp::ZERO;
+                Some(())
+            }),
+            Some(())
+        );
+        assert_eq!(view.own_count(), 1);
+        let missing = Key::new("ns", "m", "missing");
+        assert_eq!(
+            view.modify(&missing, |_| -> Option<()> { unreachable!() }),
+            None
         );
         // Replacing an own entry with a foreign one.
         let e3 = entry(&mut view, "other", 0);

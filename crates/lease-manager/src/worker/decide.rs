@@ -322,11 +322,8 @@ impl State {
                     request, started, ..
                 } = &pending.kind
                 {
-                    let renewed = self.view.get(&pending.key).is_some_and(|e| {
-                        *e.holder == *info.holder && e.generation == info.generation
-                    });
+                    let renewed = self.record_own(&pending.key, &info, *started, request.duration);
                     tracing::debug!(key = %pending.key, generation = %info.generation, extend = renewed, "claimed");
-                    self.record_own(&pending.key, &info, *started, request.duration);
                     let verdict = if renewed {
                         Verdict::Extended(info)
                     } else {
