@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use foldhash::fast::RandomState;
 use lease_core::{Generation, Info, Key, Timestamp};
 
 /// What the worker knows about one lease.
@@ -38,16 +39,22 @@ pub(crate) fn info_valid(info: &Info, now: Timestamp) -> bool {
     info.pinned || now < info.expiry
 }
 
-type Leases = HashMap<Box<str>, Entry>;
+/// The view's maps hash with foldhash rather than std's SipHash: every claim and extend looks
+/// its key up a few times (three short strings each), and SipHash was a visible share of the
+/// worker's time per op. The keys are the application's lease names, not an attacker's
+/// choice; foldhash's per-map random seed still keeps hashes from being predictable.
+type Map<K, V> = HashMap<K, V, RandomState>;
+
+type Leases = Map<Box<str>, Entry>;
 
 /// Leases by namespace, model and name: nested maps, so a lookup by `&Key` allocates nothing and
 /// each lease stores its name once.
 #[derive(Debug, Default)]
 pub(crate) struct View {
-    scopes: HashMap<Box<str>, HashMap<Box<str>, Leases>>,
+    scopes: Map<Box<str>, Map<Box<str>, Leases>>,
     len: usize,
     own: usize,
-    holders: HashSet<Arc<str>>,
+    holders: HashSet<Arc<str>, RandomState>,
 }
 
 impl View {
@@ -65,6 +72,29 @@ impl View {
             .get(key.namespace.as_str())?
             .get(key.model.as_str())?
             .get(key.lease.as_str())
+    }
+
+    /// Changes the entry of `key` in place with `change`, keeping the count of own entries
+    /// right; `None` (and `change` not called) when there is none, else what `change`
+    /// returned. `change` may decline by returning `None` after changing nothing.
+    pub(crate) fn modify<R>(
+        &mut self,
+        key: &Key,
+        change: impl FnOnce(&mut Entry) -> Option<R>,
+    ) -> Option<R> {
+        let entry = self
+            .scopes
+            .get_mut(key.namespace.as_str())?
+            .get_mut(key.model.as_str())?
+            .get_mut(key.lease.as_str())?;
+        let was_own = entry.own();
+        let out = change(entry);
+        match (was_own, entry.own()) {
+            (false, true) => self.own += 1,
+            (true, false) => self.own -= 1,
+            _ => {}
+        }
+        out
     }
 
     /// The shared copy of `holder`.
@@ -229,6 +259,29 @@ mod tests {
         assert_eq!(
             view.own_keys_past_window(Timestamp::from_nanos(50)),
             vec![a.clone()]
+        );
+        // Changing an entry in place keeps the own count right; a missing key is not changed.
+        assert_eq!(
+            view.modify(&b, |e| {
+                e.own_until = Timestamp::from_nanos(60);
+                Some(())
+            }),
+            Some(())
+        );
+        assert_eq!(view.own_count(), 2);
+        assert_eq!(view.modify(&b, |_| None::<()>), None);
+        assert_eq!(
+            view.modify(&b, |e| {
+                e.own_until = Timestamp::ZERO;
+                Some(())
+            }),
+            Some(())
+        );
+        assert_eq!(view.own_count(), 1);
+        let missing = Key::new("ns", "m", "missing");
+        assert_eq!(
+            view.modify(&missing, |_| -> Option<()> { unreachable!() }),
+            None
         );
         // Replacing an own entry with a foreign one.
         let e3 = entry(&mut view, "other", 0);

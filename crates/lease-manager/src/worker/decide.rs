@@ -2,9 +2,11 @@
 //! each op's result means for its caller, and what a store read answers a check or a wait.
 //! Nothing here awaits: the shell makes the store calls these plan and feeds back the results.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
+use foldhash::fast::FixedState;
 use lease_core::{Error, Generation, Info, Key, Op, Outcome, Result, Timestamp};
 use tracing::Span;
 
@@ -41,13 +43,46 @@ pub(crate) fn read_keys(reads: &[(Command, Span)]) -> Vec<Key> {
     keys
 }
 
+/// The keys of the claims and revokes a batch sends to the store so far, by hash: a second op
+/// on one key waits for the next batch. Indexes into the batch's pendings rather than copies
+/// of the keys (three strings each, for every op of every batch).
+#[derive(Debug, Default)]
+struct BatchKeys {
+    hasher: FixedState,
+    /// The pending of the first op with each hash.
+    first: HashMap<u64, usize, FixedState>,
+}
+
+impl BatchKeys {
+    fn hash(&self, key: &Key) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// Whether `key` (whose hash is `hash`) is among `pendings` already. Exact: on a hash
+    /// collision the keys are compared.
+    fn contains(&self, hash: u64, key: &Key, pendings: &[Pending]) -> bool {
+        match self.first.get(&hash) {
+            None => false,
+            Some(&i) => {
+                pendings.get(i).is_some_and(|p| p.key == *key)
+                    || pendings.iter().any(|p| p.key == *key)
+            }
+        }
+    }
+
+    /// The pending at `index` has a key with `hash`.
+    fn insert(&mut self, hash: u64, index: usize) {
+        self.first.entry(hash).or_insert(index);
+    }
+}
+
 impl State {
     /// A batch of work is served at `now`: what the view answers is answered; the rest is
     /// planned as store calls. A second claim or revoke of a key already in the batch is
     /// queued again, to be decided from what the batch leaves behind.
     pub(crate) fn plan(&mut self, batch: Vec<Work>, now: Timestamp) -> Plan {
         let mut plan = Plan::default();
-        let mut in_batch: HashSet<Key> = HashSet::new();
+        let mut in_batch = BatchKeys::default();
         for work in batch {
             match work {
                 Work::Op(mut pending) => {
@@ -55,13 +90,14 @@ impl State {
                         self.drop_abandoned(&pending);
                         continue;
                     }
-                    if in_batch.contains(&pending.key) {
+                    let hash = in_batch.hash(&pending.key);
+                    if in_batch.contains(hash, &pending.key, &plan.apply.pendings) {
                         self.queue.queue(Work::Op(pending));
                         continue;
                     }
                     if let Some(op) = self.decide(&pending, now) {
                         pending.extend |= matches!(op, Op::Extend { .. });
-                        in_batch.insert(pending.key.clone());
+                        in_batch.insert(hash, plan.apply.pendings.len());
                         plan.apply.ops.push(op);
                         plan.apply.pendings.push(pending);
                     } else {
@@ -286,11 +322,8 @@ impl State {
                     request, started, ..
                 } = &pending.kind
                 {
-                    let renewed = self.view.get(&pending.key).is_some_and(|e| {
-                        *e.holder == *info.holder && e.generation == info.generation
-                    });
+                    let renewed = self.record_own(&pending.key, &info, *started, request.duration);
                     tracing::debug!(key = %pending.key, generation = %info.generation, extend = renewed, "claimed");
-                    self.record_own(&pending.key, &info, *started, request.duration);
                     let verdict = if renewed {
                         Verdict::Extended(info)
                     } else {

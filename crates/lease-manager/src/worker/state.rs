@@ -413,53 +413,77 @@ impl State {
         }
     }
 
-    /// Records this manager's successful claim or extend.
+    /// Records this manager's successful claim or extend; returns whether it renewed the
+    /// holding the view knew (same holder and generation: an extend).
     pub(super) fn record_own(
         &mut self,
         key: &Key,
         info: &Info,
         started: Timestamp,
         duration: Duration,
-    ) {
-        let mut own_until = started.saturating_add(duration);
-        if let Some(old) = self.view.get(key)
-            && old.own()
-            && *old.holder == *info.holder
-            && old.generation == info.generation
-        {
-            own_until = own_until.max(old.own_until);
-        }
-        // Never promise past what the store reports, unless the lease is pinned.
-        if !info.pinned {
-            own_until = own_until.min(info.expiry);
-        }
-        let own_until = own_until.max(Timestamp::from_nanos(1));
+    ) -> bool {
         if let Some(claims) = self.ambiguous_claims.get_mut(key) {
             claims.retain(|c| *c.holder != *info.holder);
             if claims.is_empty() {
                 self.ambiguous_claims.remove(key);
             }
         }
-        let holder = self.view.intern(&info.holder);
-        self.view.insert(
-            key,
-            Entry {
-                holder: Arc::clone(&holder),
-                expiry: info.expiry,
-                generation: info.generation,
-                own_until,
-                pinned: info.pinned,
-            },
-        );
-        self.slots.publish(
-            key,
+        // Never promise past what the store reports, unless the lease is pinned.
+        let bound = |own_until: Timestamp| {
+            let own_until = if info.pinned {
+                own_until
+            } else {
+                own_until.min(info.expiry)
+            };
+            own_until.max(Timestamp::from_nanos(1))
+        };
+        let mut own_until = started.saturating_add(duration);
+        let mut renewed = false;
+        // The common case, an extend of a holding the view knows: update that entry in place
+        // (one lookup, and the holder stays the interned copy it has).
+        let window = self.view.modify(key, |old| {
+            if *old.holder != *info.holder {
+                return None;
+            }
+            renewed = old.generation == info.generation;
+            if renewed && old.own() {
+                own_until = own_until.max(old.own_until);
+            }
+            old.expiry = info.expiry;
+            old.generation = info.generation;
+            old.own_until = bound(own_until);
+            old.pinned = info.pinned;
             Some(Window {
-                holder,
+                holder: Arc::clone(&old.holder),
                 generation: info.generation,
-                until: own_until,
-            }),
-        );
+                until: old.own_until,
+            })
+        });
+        let window = match window {
+            Some(window) => window,
+            None => {
+                let holder = self.view.intern(&info.holder);
+                let own_until = bound(own_until);
+                self.view.insert(
+                    key,
+                    Entry {
+                        holder: Arc::clone(&holder),
+                        expiry: info.expiry,
+                        generation: info.generation,
+                        own_until,
+                        pinned: info.pinned,
+                    },
+                );
+                Window {
+                    holder,
+                    generation: info.generation,
+                    until: own_until,
+                }
+            }
+        };
+        self.slots.publish(key, Some(window));
         self.reschedule(key);
+        renewed
     }
 
     /// Sets the expiry timer of `key`'s waiters from the view.
