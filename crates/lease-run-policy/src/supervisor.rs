@@ -287,6 +287,32 @@ mod tests {
         );
     }
 
+    /// The mutation brings the defect back on this thread only: lost at the window's end,
+    /// SIGKILL `kill_after` later, past the window.
+    #[cfg(feature = "mutations")]
+    #[test]
+    fn stop_after_expiry_kills_only_after_the_window_and_only_where_switched_on() {
+        use crate::mutation::{Mutation, set};
+        set(Some(Mutation::StopAfterExpiry));
+        let mut m = machine();
+        let timing = *m.timing();
+        assert_eq!(m.first_deadline(), at(25.0));
+        assert_eq!(m.handle(at(0.0), Event::Tick), [Effect::WakeAt(at(15.0))]);
+        assert_eq!(
+            m.handle(at(15.0), Event::Tick),
+            [
+                Effect::Terminate(Loss::NoRenewalInTime),
+                Effect::WakeAt(at(25.0))
+            ]
+        );
+        let other = std::thread::spawn(move || timing.kill_at(at(0.0), None))
+            .join()
+            .unwrap();
+        assert_eq!(other, at(13.5), "another thread keeps the real supervisor");
+        set(None);
+        assert_eq!(timing.kill_at(at(0.0), None), at(13.5));
+    }
+
     #[test]
     fn a_late_wake_up_does_everything_due_at_once() {
         let mut m = machine();
