@@ -15,9 +15,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use lease_core::Timestamp;
-use rustix::process::{Pid, Signal};
-
 use lease_run_policy::{Effect, Loss, Supervisor};
+use rustix::process::{Pid, Signal};
 
 use super::timing::Timing;
 use crate::backend;
