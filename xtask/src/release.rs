@@ -8,8 +8,9 @@ use std::path::Path;
 use std::process::Command;
 
 /// The publishable crates, in dependency order.
-pub(crate) const LIBRARY_CRATES: [&str; 8] = [
+pub(crate) const LIBRARY_CRATES: [&str; 9] = [
     "lease-core",
+    "lease-run-policy",
     "lease-testkit",
     "lease-store-sqlite",
     "lease-store-k8s",

@@ -1,8 +1,8 @@
 //! `cargo xtask sim`: the deterministic simulation (crates/lease-sim) over many seeds, in a
 //! release build, in its default configuration, in swarm mode and over SQLite, plus its proof that it
 //! searches (the drift bound: leader candidates whose clocks may run 40% slow must be caught
-//! overlapping, at 30% never; each of lease-manager's mutations must be found within its bound
-//! of seeds); writes the totals into `RELIABILITY.md` (or, for CI, which stops each mutation run
+//! overlapping, at 30% never; each of lease-manager's and lease-run-policy's mutations must be
+//! found within its bound of seeds); writes the totals into `RELIABILITY.md` (or, for CI, which stops each mutation run
 //! at its first failing seed, `target/sim/RELIABILITY-sim.md`).
 
 use std::env;
@@ -33,7 +33,8 @@ const SQLITE_SEEDS: &str = "200";
 /// SQLite seeds of a CI run.
 const CI_SQLITE_SEEDS: &str = "100";
 
-/// A mutation of lease-manager's `mutations` feature, as `lease-sim --mutation` names it, the
+/// A mutation of lease-manager's or lease-run-policy's `mutations` feature, as `lease-sim
+/// --mutation` names it, the
 /// client kinds its runs draw from, and the seeds (swarm mode, from seed 0) within which the
 /// simulator must find it. Each bound is a few times the seeds a failure takes on average, as
 /// measured (RELIABILITY.md); the seeds are the same on every run, so a bound that stops being
@@ -50,7 +51,7 @@ const ELECTORS: &str = "elector,elector-relock,elector-concurrent";
 /// resource lock's renew), and the leaser.
 const KINDS_RETRIED_EXTEND: &str = "claimer,leaser,resource-lock";
 
-const MUTATIONS: [Mutation; 4] = [
+const MUTATIONS: [Mutation; 5] = [
     Mutation {
         name: "concurrent-lock",
         kinds: ELECTORS,
@@ -70,6 +71,12 @@ const MUTATIONS: [Mutation; 4] = [
         name: "revoke-racing-lock",
         kinds: ELECTORS,
         bound: 200,
+    },
+    // lease-run-policy's: `lease run`'s supervisor stopping the command only after expiry.
+    Mutation {
+        name: "stop-after-expiry",
+        kinds: "lease-run",
+        bound: 20,
     },
 ];
 
@@ -303,8 +310,10 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<(), String> {
          Each seed runs simulated processes (each with its own manager and a clock running at \
          1 ± 1% of true time) with leader-election candidates (also ones that lock() again from \
          their lost-token handler, and two concurrent lock() on one elector), leaser holders, \
-         resource-lock transactions and raw claimers, over the in-memory store behind the \
-         simulator's faults: timeouts before and after taking effect, long-tailed latency, \
+         resource-lock transactions, raw claimers and `lease run` invocations (the \
+         supervisor's state machine on the process's clock, a shim enforcing the kill deadline \
+         while `lease run` is paused, commands that may ignore SIGTERM), over the in-memory \
+         store behind the simulator's faults: timeouts before and after taking effect, long-tailed latency, \
          Invalid answers, split batches, change notices late or lost, partitions, process \
          pauses, crashes and restarts, and an operator revoking held leases behind their \
          holders' backs. lease-torture's checker proves from the clients' windows (on true time) \
@@ -330,9 +339,9 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<(), String> {
          (ARCHITECTURE.md, Time).\n\n\
          | clock-rate error ε | violations | expected |\n|---|---|---|\n\
          | 40% | {} | some |\n| 30% | {} | none |\n\n\
-         ### Mutation mode: defects switched on in lease-manager must be found\n\n\
-         lease-manager's `mutations` feature (test-only, all off unless the simulator switches \
-         one on for its thread) re-introduces a defect; swarm mode (each seed draws its fault \
+         ### Mutation mode: defects switched on in lease-manager and `lease run` must be found\n\n\
+         lease-manager's and lease-run-policy's `mutations` features (test-only, all off unless \
+         the simulator switches one on for its thread) re-introduce a defect; swarm mode (each seed draws its fault \
          rates, processes, leases and a subset of the kinds listed), seeds from 0. CI fails \
          when a mutation is not found within its bound.\n\n\
          | mutation | kinds | found at | bound | failing seeds |\n|---|---|---|---|---|\n{mutation_rows}",

@@ -1,6 +1,7 @@
 //! The verdict of one run, from the windows the clients logged, with lease-torture's checker:
-//! windows become [`Span`]s (cut at their process's first pause inside them, its crash and the
-//! end of the run), [`sweep`] finds overlaps between different tenures of a lease and
+//! windows become [`Span`]s (cut at their process's first pause inside them, but for a `lease
+//! run` command's, which runs on while its `lease run` is paused; at its crash and at the end
+//! of the run), [`sweep`] finds overlaps between different tenures of a lease and
 //! [`generations`] checks that generations strictly increase in the order tenures began to act.
 //! Calls are checked too: every bounded call answered within the bound while its process ran.
 //!
@@ -73,7 +74,7 @@ pub fn check(record: &Record, end: u64, bound: u64) -> Verdict {
         if let Some(&crash) = record.crashes.get(&w.process) {
             stop = stop.min(crash);
         }
-        if let Some(pauses) = record.pauses.get(&w.process) {
+        if let Some(pauses) = record.pauses.get(&w.process).filter(|_| !w.command) {
             for &(from, _) in pauses {
                 if from >= w.start && from < stop {
                     stop = from;

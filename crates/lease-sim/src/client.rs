@@ -81,6 +81,7 @@ impl Ctx {
                 start,
                 end,
                 notice,
+                command: false,
             });
             r.windows.len() - 1
         })
@@ -100,12 +101,12 @@ impl Ctx {
         });
     }
 
-    fn call(&self, what: &'static str) -> usize {
+    pub(crate) fn call(&self, what: &'static str) -> usize {
         self.call_for(what, None)
     }
 
     /// A call that claims or renews the holding of `holder` on `lease` (`namespace/lease`).
-    fn call_for(&self, what: &'static str, holding: Option<(&str, &str)>) -> usize {
+    pub(crate) fn call_for(&self, what: &'static str, holding: Option<(&str, &str)>) -> usize {
         let start = self.now();
         let process = self.process;
         self.world.record(|r| {
@@ -122,7 +123,7 @@ impl Ctx {
         })
     }
 
-    fn answered(&self, call: usize) {
+    pub(crate) fn answered(&self, call: usize) {
         let at = self.now();
         self.world.record(|r| {
             let ops = r.ops.len();
@@ -139,7 +140,7 @@ impl Ctx {
     }
 
     /// Sleeps `d` on the process's clock; false when the run ended meanwhile.
-    async fn sleep(&self, d: Duration) -> bool {
+    pub(crate) async fn sleep(&self, d: Duration) -> bool {
         let until = self.clock.now().saturating_add(d);
         tokio::select! {
             biased;
@@ -148,7 +149,7 @@ impl Ctx {
         }
     }
 
-    fn random(&self, max: Duration) -> Duration {
+    pub(crate) fn random(&self, max: Duration) -> Duration {
         let ns = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX).max(1);
         Duration::from_nanos(self.world.rng(|r| r.u64(0..ns)))
     }

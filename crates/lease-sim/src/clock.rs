@@ -132,6 +132,15 @@ impl DriftClock {
         Timestamp::from_nanos(t)
     }
 
+    /// The same clock (same rate, same readings: another process of the same host) behind
+    /// another gate.
+    pub fn with_gate(&self, gate: Arc<Gate>) -> DriftClock {
+        DriftClock {
+            gate,
+            ..self.clone()
+        }
+    }
+
     /// The process's gate.
     pub fn gate(&self) -> &Arc<Gate> {
         &self.gate

@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use lease_manager::mutation::Mutation;
+use lease_run_policy::mutation::Mutation as RunMutation;
 
 /// The knobs of a simulated run. Everything random within them is decided by the seed.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,6 +63,8 @@ pub struct SimConfig {
     pub kinds: Vec<Kind>,
     /// A defect switched on in lease-manager for the run (mutation mode), if any.
     pub mutation: Option<Mutation>,
+    /// A defect switched on in `lease run`'s supervisor (lease-run-policy) for the run, if any.
+    pub run_mutation: Option<RunMutation>,
     /// Whether to keep the full event log (for determinism tests and replays).
     pub keep_log: bool,
     /// Trace-level shrinking: the scheduled events (pauses, partitions, crashes, operator
@@ -110,6 +113,7 @@ impl Default for SimConfig {
             answer_bound: Duration::from_secs(120),
             kinds: Kind::ALL.to_vec(),
             mutation: None,
+            run_mutation: None,
             keep_log: false,
             dropped_events: BTreeSet::new(),
             dropped_faults: BTreeSet::new(),
@@ -188,11 +192,15 @@ pub enum Kind {
     Leaser,
     /// Takes, renews and releases `ResourceLocks`.
     ResourceLock,
+    /// `lease run`: claims, starts a command (which may ignore SIGTERM), renews, and stops the
+    /// command as lease-run-policy's supervisor decides, beside a shim that enforces the kill
+    /// deadline on its own ([`crate::lease_run`]).
+    LeaseRun,
 }
 
 impl Kind {
     /// The kind named `name` (as `--kinds` spells it: `elector`, `elector-relock`,
-    /// `elector-concurrent`, `claimer`, `leaser`, `resource-lock`).
+    /// `elector-concurrent`, `claimer`, `leaser`, `resource-lock`, `lease-run`).
     pub fn named(name: &str) -> Option<Kind> {
         Some(match name {
             "elector" => Kind::Elector,
@@ -201,6 +209,7 @@ impl Kind {
             "claimer" => Kind::Claimer,
             "leaser" => Kind::Leaser,
             "resource-lock" => Kind::ResourceLock,
+            "lease-run" => Kind::LeaseRun,
             _ => return None,
         })
     }
@@ -214,16 +223,18 @@ impl Kind {
             Kind::Claimer => "claimer",
             Kind::Leaser => "leaser",
             Kind::ResourceLock => "resource-lock",
+            Kind::LeaseRun => "lease-run",
         }
     }
 
     /// Every kind, for drawing one.
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Elector,
         Kind::ElectorRelock,
         Kind::ElectorConcurrent,
         Kind::Claimer,
         Kind::Leaser,
         Kind::ResourceLock,
+        Kind::LeaseRun,
     ];
 }

@@ -16,6 +16,7 @@
 //! - [`store`]: the fault layer.
 //! - [`config`]: what a run simulates, and the client kinds it draws from.
 //! - [`client`]: the clients and the windows they log.
+//! - [`lease_run`]: a simulated `lease run`, its shim and its command.
 //! - [`check`]: the verdict.
 //! - [`runner`]: many seeds on several threads, totals, and shrinking a failing seed.
 //!
@@ -28,6 +29,7 @@ pub mod check;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod lease_run;
 pub mod runner;
 pub mod sim;
 pub mod store;

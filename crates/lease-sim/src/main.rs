@@ -9,7 +9,7 @@
 //!           [--split F] [--late-notices F] [--lost-notices F] [--invalid F]
 //!           [--timeout-before F] [--timeout-after F] [--latency F] [--kinds K,K,...]
 //!           [--mutation concurrent-lock|generation-across-terms|
-//!                       retried-extend-claims|revoke-racing-lock]
+//!                       retried-extend-claims|revoke-racing-lock|stop-after-expiry]
 //! ```
 //!
 //! Exit status: 0 when no seed failed, 1 when one did, 2 on a usage error.
@@ -20,6 +20,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use lease_manager::mutation::Mutation;
+use lease_run_policy::mutation::Mutation as RunMutation;
 use lease_sim::config::Kind;
 use lease_sim::runner::{run_seeds, shrink, shrink_trace};
 use lease_sim::{SimConfig, run_seed};
@@ -82,11 +83,16 @@ fn parse() -> Result<Args, String> {
             "--timeout-after" => c.timeout_after = num(&value()?)?,
             "--latency" => c.latency = num(&value()?)?,
             "--mutation" => {
-                c.mutation = Some(match value()?.as_str() {
+                let name = value()?;
+                c.mutation = Some(match name.as_str() {
                     "concurrent-lock" => Mutation::ConcurrentLock,
                     "generation-across-terms" => Mutation::GenerationAcrossTerms,
                     "retried-extend-claims" => Mutation::RetriedExtendClaims,
                     "revoke-racing-lock" => Mutation::RevokeRacingLock,
+                    "stop-after-expiry" => {
+                        c.run_mutation = Some(RunMutation::StopAfterExpiry);
+                        continue;
+                    }
                     other => return Err(format!("no mutation {other}")),
                 });
             }
@@ -248,6 +254,9 @@ fn replay_command(seed: u64, c: &SimConfig) -> String {
             Mutation::RevokeRacingLock => "revoke-racing-lock",
         };
         flag("mutation", true, name.to_owned());
+    }
+    if let Some(RunMutation::StopAfterExpiry) = c.run_mutation {
+        flag("mutation", true, "stop-after-expiry".to_owned());
     }
     let kinds: Vec<&str> = c.kinds.iter().map(|k| k.name()).collect();
     flag("kinds", c.kinds != d.kinds, kinds.join(","));

@@ -131,8 +131,10 @@ pub fn run_seed(seed: u64, config: &SimConfig) -> SeedRun {
         .build()
         .expect("a current_thread runtime");
     lease_manager::mutation::set(config.mutation);
+    lease_run_policy::mutation::set(config.run_mutation);
     let run = runtime.block_on(simulate(seed, config.clone()));
     lease_manager::mutation::set(None);
+    lease_run_policy::mutation::set(None);
     run
 }
 
@@ -239,6 +241,13 @@ impl Sim {
                     };
                     tasks.push(tokio::spawn(client::resource_lock(ctx, locks)));
                 }
+                Kind::LeaseRun => {
+                    // `lease run` is a program of its own: its own handle on the store.
+                    let (inner, _) = self.backing.handle(&world.truth);
+                    let store =
+                        SimStore::new(inner, blocking, clock.clone(), Arc::clone(&world), id);
+                    tasks.push(tokio::spawn(crate::lease_run::lease_run(ctx, store)));
+                }
             }
         }
         self.live.insert(
@@ -257,7 +266,7 @@ impl Sim {
         let blocking = self.blocking;
         let store = &mut *self.operator;
         let mut held = Vec::new();
-        for namespace in ["elect", "claim", "leaser", "locks"] {
+        for namespace in ["elect", "claim", "leaser", "locks", "run"] {
             if let Ok(group) = settle(blocking, store.lease_group(namespace, "m")).await {
                 held.extend(group);
             }

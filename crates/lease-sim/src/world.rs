@@ -34,6 +34,11 @@ pub struct Window {
     /// deadline on its own clock, stretched by the largest clock-rate error. 0 for a claim's
     /// window, which is a guarantee nobody is told the end of.
     pub notice: u64,
+    /// Whether this is a `lease run` command's running interval: the command is a process
+    /// tree of its own, which runs on while `lease run` (its process) is paused, so the
+    /// checker does not cut it at the pauses of its process (a crash still ends it: the shim
+    /// kills the tree at once when `lease run` dies).
+    pub command: bool,
 }
 
 /// What the store recorded for a lease right after a write took effect.

@@ -1,8 +1,10 @@
-//! Mutation mode: each defect switched on in lease-manager is found at the seed `cargo xtask
+//! Mutation mode: each defect switched on in lease-manager (or in `lease run`'s supervisor,
+//! lease-run-policy) is found at the seed `cargo xtask
 //! sim` first finds it at (swarm mode, the kinds its run draws from), and the same seed passes
 //! without it. RELIABILITY.md lists how many seeds each takes and how often seeds fail.
 
 use lease_manager::mutation::Mutation;
+use lease_run_policy::mutation::Mutation as RunMutation;
 use lease_sim::config::Kind;
 use lease_sim::runner::{shrink, shrink_trace};
 use lease_sim::{SimConfig, run_seed};
@@ -42,6 +44,33 @@ fn each_mutation_is_found_at_its_seed_which_passes_without_it() {
             clean.verdict.violations
         );
     }
+}
+
+/// `lease run`'s supervisor stopping the command only after expiry: the first failing seed of
+/// `cargo xtask sim`'s run (swarm mode, `lease run` invocations only), which passes with the
+/// supervisor as it is.
+#[test]
+fn stop_after_expiry_is_found_at_its_seed_which_passes_without_it() {
+    let seed = 1;
+    let mut config = swarm(&[Kind::LeaseRun], None);
+    config.run_mutation = Some(RunMutation::StopAfterExpiry);
+    let found = run_seed(seed, &config);
+    assert!(
+        found
+            .verdict
+            .violations
+            .iter()
+            .any(|v| v.contains("overlaps") || v.contains("expired at")),
+        "StopAfterExpiry not found at seed {seed}: {:?}",
+        found.verdict.violations
+    );
+    config.run_mutation = None;
+    let clean = run_seed(seed, &config);
+    assert!(
+        clean.verdict.windows > 0 && clean.verdict.violations.is_empty(),
+        "seed {seed} without StopAfterExpiry: {:?}",
+        clean.verdict.violations
+    );
 }
 
 /// A failing seed shrinks to fewer processes, events and faults, and the shrunk configuration

@@ -2,9 +2,11 @@
 //! so that no store call, however long it hangs, can delay stopping the command.
 //!
 //! It hears of each successful renewal (the start of the call) and of a renewal that was
-//! refused, and applies [`Timing`]: SIGTERM to the command's process group when the lease is
-//! lost, SIGKILL to the group and every descendant by the kill deadline, always before the
-//! window ends.
+//! refused, and does what lease-run-policy's [`Supervisor`] decides: SIGTERM to the command's
+//! process group when the lease is lost, SIGKILL to the group and every descendant by the kill
+//! deadline, always before the window ends. The decisions are the machine's (which the
+//! simulator drives too); this thread only brings it the clock and the events, and sends the
+//! signals, the messages and the deadline it asks for.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +15,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use lease_core::Timestamp;
+use lease_run_policy::{Effect, Loss, Supervisor};
 use rustix::process::{Pid, Signal};
 
 use super::timing::Timing;
@@ -86,65 +89,42 @@ fn watch(
     rx: &Receiver<Event>,
 ) -> Option<String> {
     let clock = backend::clock();
-    let mut last_ok = window_start;
-    let mut lost: Option<(Timestamp, String)> = None;
-    let mut termed = false;
-    let mut killed = false;
+    let mut machine = Supervisor::new(timing.policy(), window_start);
+    let reason = |loss: Loss| match loss {
+        Loss::NoRenewalInTime => format!(
+            "no renewal succeeded within --renew-deadline {}",
+            format_duration(timing.renew_deadline)
+        ),
+        Loss::Refused(reason) => reason,
+        Loss::WindowEnding => "its window ended".to_owned(),
+    };
+    let mut event = lease_run_policy::Event::Tick;
     loop {
-        let now = clock.now();
-        if lost.is_none() && now >= timing.lost_at(last_ok) {
-            lost = Some((
-                now,
-                format!(
-                    "no renewal succeeded within --renew-deadline {}",
-                    format_duration(timing.renew_deadline)
-                ),
-            ));
-        }
-        if let Some((_, reason)) = &lost
-            && !termed
-        {
-            termed = true;
-            lost_flag.store(true, Ordering::SeqCst);
-            eprintln!(
-                "lease: error: lost {}: {reason}; stopping {:?} with SIGTERM",
-                w.lease, w.program
-            );
-            let _ = rustix::process::kill_process_group(w.group, Signal::TERM);
-        }
-        let kill_at = timing.kill_at(last_ok, lost.as_ref().map(|(at, _)| *at));
-        if !killed && now >= kill_at {
-            killed = true;
-            lost_flag.store(true, Ordering::SeqCst);
-            let left = timing.window_end(last_ok).saturating_duration_since(now);
-            eprintln!(
-                "lease: error: {:?} still running {} before the lease's window ends; sending \
-                 SIGKILL to its process tree",
-                w.program,
-                format_duration(left)
-            );
-            super::tree::kill_descendants_and_group(w.group, w.me);
-            if lost.is_none() {
-                lost = Some((now, "its window ended".to_owned()));
-            }
-        }
-        let mut next = Timestamp::MAX;
-        if lost.is_none() {
-            next = next.min(timing.lost_at(last_ok));
-        }
-        if !killed {
-            next = next.min(kill_at);
-        }
-        // Re-read the clock after every wake: the channel's timer runs on another clock.
-        let pause = next
-            .saturating_duration_since(clock.now())
-            .min(Duration::from_secs(3600));
-        match rx.recv_timeout(pause) {
-            Ok(Event::Renewed(start)) => {
-                // Once lost, always lost: the command has been told to stop.
-                if lost.is_none() && start > last_ok {
-                    last_ok = start;
-                    if let Err(e) = w.deadline.set(timing.kill_at(last_ok, None)) {
+        let mut wake = Timestamp::MAX;
+        for effect in machine.handle(clock.now(), event) {
+            match effect {
+                Effect::Terminate(loss) => {
+                    lost_flag.store(true, Ordering::SeqCst);
+                    eprintln!(
+                        "lease: error: lost {}: {}; stopping {:?} with SIGTERM",
+                        w.lease,
+                        reason(loss),
+                        w.program
+                    );
+                    let _ = rustix::process::kill_process_group(w.group, Signal::TERM);
+                }
+                Effect::Kill { window_left } => {
+                    lost_flag.store(true, Ordering::SeqCst);
+                    eprintln!(
+                        "lease: error: {:?} still running {} before the lease's window ends; \
+                         sending SIGKILL to its process tree",
+                        w.program,
+                        format_duration(window_left)
+                    );
+                    super::tree::kill_descendants_and_group(w.group, w.me);
+                }
+                Effect::MoveDeadline(at) => {
+                    if let Err(e) = w.deadline.set(at) {
                         eprintln!(
                             "lease: warning: cannot move the deadline in {}: {e} (the command \
                              will be stopped at the old one)",
@@ -152,28 +132,21 @@ fn watch(
                         );
                     }
                 }
+                Effect::WakeAt(at) => wake = at,
+                Effect::Finished(verdict) => return verdict.map(reason),
             }
-            Ok(Event::Lost(reason)) => {
-                if lost.is_none() {
-                    lost = Some((clock.now(), reason));
-                }
-            }
-            Ok(Event::TreeGone) | Err(RecvTimeoutError::Disconnected) => {
-                // The tree may have ended after the renew deadline without this thread having
-                // woken up for it: `lease run` was stopped (SIGSTOP) while the supervisor
-                // enforced the kill deadline on its own. The lease was lost all the same.
-                if lost.is_none() && clock.now() >= timing.lost_at(last_ok) {
-                    lost = Some((
-                        clock.now(),
-                        format!(
-                            "no renewal succeeded within --renew-deadline {}",
-                            format_duration(timing.renew_deadline)
-                        ),
-                    ));
-                }
-                return lost.map(|(_, r)| r);
-            }
-            Err(RecvTimeoutError::Timeout) => {}
         }
+        // Re-read the clock after every wake: the channel's timer runs on another clock.
+        let pause = wake
+            .saturating_duration_since(clock.now())
+            .min(Duration::from_secs(3600));
+        event = match rx.recv_timeout(pause) {
+            Ok(Event::Renewed(start)) => lease_run_policy::Event::Renewed(start),
+            Ok(Event::Lost(reason)) => lease_run_policy::Event::Refused(reason),
+            Ok(Event::TreeGone) | Err(RecvTimeoutError::Disconnected) => {
+                lease_run_policy::Event::TreeGone
+            }
+            Err(RecvTimeoutError::Timeout) => lease_run_policy::Event::Tick,
+        };
     }
 }
