@@ -88,9 +88,10 @@ impl Calls<'_> {
         if self.inline {
             return inline::block_on(release(store, key, holder));
         }
+        // The timeout is made inside the runtime, which its timer needs.
         let released = self
             .runtime
-            .block_on(tokio::time::timeout(limit, release(store, key, holder)));
+            .block_on(async { tokio::time::timeout(limit, release(store, key, holder)).await });
         if released.is_err() {
             eprintln!(
                 "lease: warning: releasing lease {key}: no answer in time (it expires on its own)"
