@@ -317,14 +317,8 @@ impl SqliteStoreBuilder {
             });
         }
 
-        // Inspect before changing anything: these only read the header and the schema, in one
-        // read transaction (one snapshot: a migration committed between two of the reads must
-        // not make a new file look foreign).
-        let snapshot = conn
-            .unchecked_transaction()
-            .map_err(sql("reading the schema"))?;
-        let version = read_schema_version(&snapshot, &path, self.busy_timeout)?;
-        drop(snapshot);
+        // Inspect before changing anything: this only reads the header and the schema.
+        let version = read_schema_version(&conn, &path, self.busy_timeout)?;
         // The full scan costs O(file): only before a migration writes to the file (creation
         // included), or when asked for. Otherwise damage is met by the operation reading it.
         if self.integrity_check || version < SCHEMA_VERSION {
