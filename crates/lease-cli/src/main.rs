@@ -61,6 +61,14 @@ fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
+/// The runtime of every command: one thread.
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new(EXIT_STORE, format!("cannot start the runtime: {e}")))
+}
+
 /// Help and version as clap prints them; every usage error as one line, exit code 2.
 fn clap_error(e: &clap::Error) -> ExitCode {
     match e.kind() {
@@ -106,29 +114,32 @@ fn shorten_invalid_value(e: &clap::Error, text: String) -> String {
 }
 
 fn execute(cli: Cli) -> Result<u8, CliError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::new(EXIT_STORE, format!("cannot start the runtime: {e}")))?;
     let spec = backend::resolve(cli.store);
     let spec = match cli.command.lease_args() {
         Some(lease) => backend::bind_object(spec, lease.key(), lease.object.as_deref())?,
         None => spec,
     };
-    runtime.block_on(async move {
-        match cli.command {
-            Command::Run(args) => run::run(&spec, args).await,
-            Command::Claim(args) => commands::claim(&spec, args).await,
-            Command::Extend(args) => commands::extend(&spec, args).await,
-            Command::Revoke(args) => commands::revoke(&spec, args).await,
-            Command::Pin(args) => commands::pin(&spec, args, true).await,
-            Command::Unpin(args) => commands::pin(&spec, args, false).await,
-            Command::Wait(args) => commands::wait(&spec, args).await,
-            Command::Show(args) => commands::show(&spec, args).await,
-            Command::List(args) => commands::list(&spec, args).await,
-            Command::Check(args) => commands::check(&spec, &args),
-            Command::Demo(args) => demo::demo(args).await,
-            Command::DemoWorker(args) => demo::worker(args).await,
-        }
-    })
+    let runtime = runtime()?;
+    match cli.command {
+        // `lease run` enters its runtime only where it needs it (see `run`).
+        Command::Run(args) => run::run(&spec, args, &runtime),
+        command => runtime.block_on(execute_async(&spec, command)),
+    }
+}
+
+async fn execute_async(spec: &backend::StoreSpec, command: Command) -> Result<u8, CliError> {
+    match command {
+        Command::Run(_) => Err(CliError::store("lease run runs outside the runtime")),
+        Command::Claim(args) => commands::claim(spec, args).await,
+        Command::Extend(args) => commands::extend(spec, args).await,
+        Command::Revoke(args) => commands::revoke(spec, args).await,
+        Command::Pin(args) => commands::pin(spec, args, true).await,
+        Command::Unpin(args) => commands::pin(spec, args, false).await,
+        Command::Wait(args) => commands::wait(spec, args).await,
+        Command::Show(args) => commands::show(spec, args).await,
+        Command::List(args) => commands::list(spec, args).await,
+        Command::Check(args) => commands::check(spec, &args),
+        Command::Demo(args) => demo::demo(args).await,
+        Command::DemoWorker(args) => demo::worker(args).await,
+    }
 }

@@ -21,7 +21,7 @@ use crate::schema::{APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, read_schema_vers
 use crate::session::{SessionScope, SessionSlot, Sessions};
 use crate::settings::Settings;
 use crate::store::SqliteStore;
-use crate::wal::{keep_wal_on_close, wal_has_content};
+use crate::wal::{keep_wal_on_close, switch_to_wal, wal_has_content};
 
 /// How long an operation waits for another connection's write lock unless told otherwise.
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(1);
@@ -318,7 +318,7 @@ impl SqliteStoreBuilder {
             });
         }
 
-        // Inspect before changing anything: these only read the header and the schema.
+        // Inspect before changing anything: this only reads the header and the schema.
         let version = read_schema_version(&conn, &path, self.busy_timeout)?;
         // The full scan costs O(file): only before a migration writes to the file (creation
         // included), or when asked for. Otherwise damage is met by the operation reading it.
@@ -333,9 +333,7 @@ impl SqliteStoreBuilder {
         }
 
         // Now configure and, if need be, write.
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-            .map_err(sql("switching to WAL"))?;
+        let mode = switch_to_wal(&conn, self.busy_timeout).map_err(sql("switching to WAL"))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(SqliteStoreError::Unsupported {
                 path,

@@ -126,23 +126,26 @@ CREATE INDEX lease_by_session ON lease (session) WHERE session IS NOT NULL;
 
 /// Reads the file's application id and schema version and refuses a file that is another
 /// program's (a foreign application id, or tables without a lease schema version) or of a newer
-/// schema. Only the header and the schema are read: O(1) in the file's size. Returns the schema
-/// version, 0 for an empty file.
+/// schema. Only the header and the schema table are read, by one statement, so in one snapshot
+/// (a migration committed between two reads must not make a new file look foreign): O(1) in the
+/// file's size. Returns the schema version, 0 for an empty file.
 pub(crate) fn read_schema_version(
     conn: &rusqlite::Connection,
     path: &std::path::Path,
     busy_timeout: std::time::Duration,
 ) -> Result<i64, crate::error::SqliteStoreError> {
     use crate::error::SqliteStoreError;
-    let sql = |action: &'static str| {
-        move |e| SqliteStoreError::from_sqlite(path, busy_timeout, action, e)
-    };
-    let application_id: i32 = conn
-        .pragma_query_value(None, "application_id", |row| row.get(0))
-        .map_err(sql("reading the application id"))?;
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |row| row.get(0))
-        .map_err(sql("reading the schema version"))?;
+    let (application_id, version, tables): (i32, i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT application_id FROM pragma_application_id), \
+             (SELECT user_version FROM pragma_user_version), \
+             (SELECT count(*) FROM sqlite_schema)",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
+        .map_err(|e| {
+            SqliteStoreError::from_sqlite(path, busy_timeout, "reading the schema version", e)
+        })?;
     if application_id != 0 && application_id != APPLICATION_ID {
         return Err(SqliteStoreError::ForeignDatabase {
             path: path.to_path_buf(),
@@ -158,16 +161,11 @@ pub(crate) fn read_schema_version(
             supported: SCHEMA_VERSION,
         });
     }
-    if version == 0 {
-        let tables: i64 = conn
-            .query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))
-            .map_err(sql("reading the schema"))?;
-        if tables > 0 {
-            return Err(SqliteStoreError::ForeignDatabase {
-                path: path.to_path_buf(),
-                reason: format!("it has {tables} schema objects but no lease schema version"),
-            });
-        }
+    if version == 0 && tables > 0 {
+        return Err(SqliteStoreError::ForeignDatabase {
+            path: path.to_path_buf(),
+            reason: format!("it has {tables} schema objects but no lease schema version"),
+        });
     }
     Ok(version)
 }

@@ -16,7 +16,7 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use lease_core::{Error, Key, Request, Store};
-use lease_store_sqlite::{SessionScope, SqliteStore, SqliteStoreError};
+use lease_store_sqlite::{SessionScope, SqliteStore};
 use lease_testkit::FakeClock;
 
 const TTL: Duration = Duration::from_secs(3600);
@@ -35,27 +35,13 @@ fn temp_db() -> (tempfile::TempDir, PathBuf) {
     (dir, db)
 }
 
-/// Opens a store on `db`. Opening beside busy writers can meet `SQLITE_BUSY` at once, without
-/// SQLite calling the busy handler (seen once in ci, 0.2 s into a 60 s timeout); the store
-/// reports it as `Busy`, a transient error, and this test is about sessions, not opening, so
-/// it opens again (a bounded number of times).
 fn open(db: &Path, clock: &Arc<FakeClock>, scope: SessionScope) -> SqliteStore {
-    let mut attempts = 0;
-    loop {
-        let opened = SqliteStore::builder(db)
-            .clock(clock.clone())
-            .session_scope(scope)
-            .busy_timeout(Duration::from_secs(60))
-            .open();
-        match opened {
-            Ok(store) => return store,
-            Err(SqliteStoreError::Busy { .. }) if attempts < 100 => {
-                attempts += 1;
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Err(e) => panic!("opening {}: {e}", db.display()),
-        }
-    }
+    SqliteStore::builder(db)
+        .clock(clock.clone())
+        .session_scope(scope)
+        .busy_timeout(Duration::from_secs(60))
+        .open()
+        .unwrap()
 }
 
 fn runtime() -> tokio::runtime::Runtime {

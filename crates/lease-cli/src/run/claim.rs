@@ -103,13 +103,32 @@ async fn read(store: &mut dyn Store, key: &Key) -> lease_core::Result<Option<Inf
     Ok(map.remove(key))
 }
 
+/// An attempt made before [`acquire`] (on the main thread, outside the runtime), and the start
+/// of an earlier ambiguous call it found, if any (see [`try_claim`]).
+#[derive(Debug)]
+pub(crate) struct First {
+    pub(crate) attempt: Attempt,
+    pub(crate) ambiguous_since: Option<Timestamp>,
+}
+
+/// Whether and how long to wait for the lease.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Waiting {
+    /// `--wait`: wait for the lease when someone else holds it.
+    pub(crate) wait: bool,
+    /// `--timeout`, which messages name.
+    pub(crate) timeout: Option<Duration>,
+    /// When the wait gives up (the end of `--timeout`).
+    pub(crate) deadline: Option<tokio::time::Instant>,
+}
+
 /// When a `--wait` gives up: `timeout` from now; `None` (never) when that is beyond the clock.
 pub(crate) fn wait_deadline(timeout: Option<Duration>) -> Option<tokio::time::Instant> {
     timeout.and_then(|t| tokio::time::Instant::now().checked_add(t))
 }
 
-/// Claims the lease: at once, or (with `wait`) when it frees up, giving up at `deadline` (the
-/// end of `--timeout`, which messages name).
+/// Claims the lease: at once, or (with `--wait`) when it frees up, giving up at the end of
+/// `--timeout`; `first`, an attempt already made, counts as this call's first.
 ///
 /// # Errors
 ///
@@ -119,16 +138,27 @@ pub(crate) async fn acquire(
     store: &mut dyn Store,
     key: &Key,
     request: &Request,
-    wait: bool,
-    timeout: Option<Duration>,
-    deadline: Option<tokio::time::Instant>,
+    waiting: &Waiting,
+    first: Option<First>,
 ) -> Result<Claimed, CliError> {
+    let Waiting {
+        wait,
+        timeout,
+        deadline,
+    } = *waiting;
     let clock = backend::clock();
     let mut manager = None;
     let mut transient = 0;
-    let mut ambiguous_since = None;
+    let (mut first, mut ambiguous_since) = match first {
+        Some(f) => (Some(f.attempt), f.ambiguous_since),
+        None => (None, None),
+    };
     let result = loop {
-        match try_claim(store, clock.as_ref(), key, request, &mut ambiguous_since).await {
+        let attempt = match first.take() {
+            Some(attempt) => attempt,
+            None => try_claim(store, clock.as_ref(), key, request, &mut ambiguous_since).await,
+        };
+        match attempt {
             Attempt::Claimed(claimed) => break Ok(claimed),
             Attempt::Failed(err) => {
                 break Err(CliError::lease(&format!("claiming lease {key}"), &err));

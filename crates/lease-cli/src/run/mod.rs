@@ -9,7 +9,8 @@
 //! - [`tree`]: starting the shim that supervises the command's process tree (a process
 //!   group, a subreaper, a catchable parent-death signal: [`crate::supervisor`]) and the
 //!   sweeps that kill the tree when the shim itself was killed;
-//! - [`renew`]: the renewals, on a thread of their own;
+//! - [`renew`]: the renewals, on a thread of their own, started when the first one is due (a
+//!   command that ends sooner, as most do, never costs the thread);
 //! - [`watchdog`]: the clock, on a thread of its own: SIGTERM when the lease is lost, SIGKILL
 //!   before the window ends;
 //! - [`deadline`]: the kill deadline shared with the shim, which enforces it on its own when
@@ -19,9 +20,16 @@
 //! signal fires when the thread that forked it ends), passes SIGTERM, SIGINT and SIGHUP on to
 //! the command's group, and waits until the shim has exited and everything it left behind is
 //! reaped. Only then is the lease released.
+//!
+//! Each run is paid for by every job it wraps, so the main thread does its own store calls
+//! where it can ([`Calls`]): the SQLite store runs a call inline when called outside a runtime,
+//! and the main thread has nothing else to do while it claims (before the command starts) and
+//! releases (after the tree is gone). A short command so costs two threads (main and
+//! watchdog) and no hand-off between threads before or after it.
 
 mod claim;
 mod deadline;
+mod inline;
 mod renew;
 mod timing;
 mod tree;
@@ -36,6 +44,7 @@ use std::time::Duration;
 
 use lease_core::{Key, Request, Store};
 use rustix::process::{Pid, Signal};
+use tokio::runtime::Runtime;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::backend::{self, StoreSpec};
@@ -46,8 +55,53 @@ use crate::human::{default_holder, format_duration};
 /// How long `lease run` waits, at most, for the release after the command is gone.
 const RELEASE_WAIT: Duration = Duration::from_secs(15);
 
-/// `lease run`.
-pub(crate) async fn run(spec: &StoreSpec, args: RunArgs) -> Result<u8, CliError> {
+/// Where `lease run` makes its own store calls (those of the renewal thread aside).
+///
+/// The SQLite store runs each call on a blocking thread of the runtime it is called from, and
+/// inline, on the calling thread, when called outside any runtime: `lease run` calls it from
+/// the main thread outside its runtime, so a claim and a release cost no thread and no
+/// hand-off; each is bounded by the store's busy timeout. The other stores need the runtime.
+#[derive(Clone, Copy)]
+struct Calls<'a> {
+    runtime: &'a Runtime,
+    inline: bool,
+}
+
+impl Calls<'_> {
+    fn new<'a>(spec: &StoreSpec, runtime: &'a Runtime) -> Calls<'a> {
+        let inline = matches!(spec, StoreSpec::Sqlite(_) | StoreSpec::DefaultSqlite(_));
+        Calls { runtime, inline }
+    }
+
+    /// Runs `call` inline or on the runtime.
+    fn run<F: Future>(self, call: F) -> F::Output {
+        if self.inline {
+            inline::block_on(call)
+        } else {
+            self.runtime.block_on(call)
+        }
+    }
+
+    /// Releases the lease (see [`release`]), giving up after `limit` where the call can be
+    /// abandoned (an inline call is bounded by the store's busy timeout instead).
+    fn release(self, store: &mut dyn Store, key: &Key, holder: &str, limit: Duration) {
+        if self.inline {
+            return inline::block_on(release(store, key, holder));
+        }
+        // The timeout is made inside the runtime, which its timer needs.
+        let released = self
+            .runtime
+            .block_on(async { tokio::time::timeout(limit, release(store, key, holder)).await });
+        if released.is_err() {
+            eprintln!(
+                "lease: warning: releasing lease {key}: no answer in time (it expires on its own)"
+            );
+        }
+    }
+}
+
+/// `lease run`, on `runtime`, which it enters only where it needs it (see [`Calls`]).
+pub(crate) fn run(spec: &StoreSpec, args: RunArgs, runtime: &Runtime) -> Result<u8, CliError> {
     let timing = timing::Timing::new(args.ttl, args.renew_deadline, args.kill_after)?;
     let key = args.lease.key();
     let pid = std::process::id();
@@ -62,27 +116,52 @@ pub(crate) async fn run(spec: &StoreSpec, args: RunArgs) -> Result<u8, CliError>
             "cannot find the lease executable to start CMD: {e}"
         ))
     })?;
-    let (mut store, session) = backend::open_with_session(spec).await?;
+    let calls = Calls::new(spec, runtime);
+    let (mut store, session) = calls.run(backend::open_with_session(spec))?;
 
-    let deadline = claim::wait_deadline(args.timeout);
+    let waiting = claim::Waiting {
+        wait: args.wait,
+        timeout: args.timeout,
+        deadline: claim::wait_deadline(args.timeout),
+    };
     let claimed = loop {
-        let claimed = claim::acquire(
-            spec,
-            store.as_mut(),
-            &key,
-            &request,
-            args.wait,
-            args.timeout,
-            deadline,
-        )
-        .await?;
+        // The first attempt on this thread where it can be; anything but a claim goes on (to
+        // retries, waiting, messages) on the runtime.
+        let first = calls.inline.then(|| {
+            let mut ambiguous_since = None;
+            let attempt = inline::block_on(claim::try_claim(
+                store.as_mut(),
+                clock.as_ref(),
+                &key,
+                &request,
+                &mut ambiguous_since,
+            ));
+            claim::First {
+                attempt,
+                ambiguous_since,
+            }
+        });
+        let claimed = match first {
+            Some(claim::First {
+                attempt: claim::Attempt::Claimed(claimed),
+                ..
+            }) => claimed,
+            first => runtime.block_on(claim::acquire(
+                spec,
+                store.as_mut(),
+                &key,
+                &request,
+                &waiting,
+                first,
+            ))?,
+        };
         // A claim that came back too late would be given up at once: do not start the command
         // (with --wait, give it back and try again).
         let now = clock.now();
         if now < timing.lost_at(claimed.window_start) {
             break claimed;
         }
-        release(store.as_mut(), &key, &holder).await;
+        calls.release(store.as_mut(), &key, &holder, RELEASE_WAIT);
         let text = format!(
             "claimed lease {key}, but the store answered {} after the claim started, past \
              --renew-deadline {}: not starting {program:?}",
@@ -95,14 +174,21 @@ pub(crate) async fn run(spec: &StoreSpec, args: RunArgs) -> Result<u8, CliError>
         eprintln!("lease: warning: {text} yet; trying again");
     };
     let generation = claimed.info.generation;
+    // How long the release may take once the tree is gone.
+    let release_limit = RELEASE_WAIT.min(timing.ttl.max(Duration::from_secs(1)));
 
     // The second line of defence: descendants of a shim that died come back to us. (The
     // argument is a flag: any pid sets the attribute, `None` clears it.)
     let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
     // Catch the signals to pass on before CMD exists, so none is missed.
-    let mut terms = signal(SignalKind::terminate()).ok();
-    let mut ints = signal(SignalKind::interrupt()).ok();
-    let mut hups = signal(SignalKind::hangup()).ok();
+    let (mut terms, mut ints, mut hups) = {
+        let _entered = runtime.enter();
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::hangup()).ok(),
+        )
+    };
     // The shim enforces the window too: this deadline, then those renewals move.
     let deadline = deadline::DeadlineFile::new(
         &std::env::temp_dir(),
@@ -113,7 +199,7 @@ pub(crate) async fn run(spec: &StoreSpec, args: RunArgs) -> Result<u8, CliError>
     let session_lock = match session_lock(session.as_ref()) {
         Ok(fd) => fd,
         Err(e) => {
-            release(store.as_mut(), &key, &holder).await;
+            calls.release(store.as_mut(), &key, &holder, release_limit);
             return Err(CliError::store(format!(
                 "cannot pass the lease's holder session to {program:?}: {e}"
             )));
@@ -141,7 +227,7 @@ pub(crate) async fn run(spec: &StoreSpec, args: RunArgs) -> Result<u8, CliError>
     let mut shim = match spawned {
         Ok(child) => child,
         Err(e) => {
-            release(store.as_mut(), &key, &holder).await;
+            calls.release(store.as_mut(), &key, &holder, release_limit);
             return Err(CliError::new(
                 EXIT_CANNOT_EXEC,
                 format!("cannot start {program:?}: {e}"),
@@ -165,66 +251,41 @@ pub(crate) async fn run(spec: &StoreSpec, args: RunArgs) -> Result<u8, CliError>
         },
         lost.clone(),
     );
+    // Notes the shim's exit without reaping it (so its pid, the group's id, cannot be reused
+    // while signals may still be sent to the group), then sweeps what is left.
+    let mut gone = {
+        let _entered = runtime.enter();
+        tree::watch_exit(group)
+    };
 
-    // The reaper: notes the shim's exit without reaping it (so its pid, the group's id, cannot
-    // be reused while signals may still be sent to the group), then sweeps what is left.
-    let (gone_tx, mut gone) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let ended = loop {
-            match rustix::process::waitid(
-                rustix::process::WaitId::Pid(group),
-                rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOWAIT,
-            ) {
-                Err(rustix::io::Errno::INTR) => {}
-                Ok(status) => break Some(status),
-                Err(_) => break None,
+    let renewal = renew::Renewal {
+        key: key.clone(),
+        holder: holder.clone(),
+        generation,
+        timing,
+        window_start: claimed.window_start,
+    };
+    let mut first_renewal = Some(clock.sleep_until(renewal.first_due()));
+    let mut store = Some(store);
+    let mut renewer = None;
+    let exited = runtime.block_on(async {
+        loop {
+            let forward = |sig: Signal| {
+                let _ = rustix::process::kill_process_group(group, sig);
+            };
+            tokio::select! {
+                exited = &mut gone => break exited.unwrap_or(false),
+                Some(()) = recv(&mut terms) => forward(Signal::TERM),
+                Some(()) = recv(&mut ints) => forward(Signal::INT),
+                Some(()) = recv(&mut hups) => forward(Signal::HUP),
+                () = due(&mut first_renewal) => {
+                    first_renewal = None;
+                    let Some(store) = store.take() else { continue };
+                    renewer = start_renewer(store, &renewal, &watchdog, &lost, group, &program);
+                }
             }
-        };
-        let exited = ended.is_some();
-        // Only once the shim is gone: sweeping kills its group. A shim that returned from
-        // `main` has already taken the tree apart (it returns only once it has no child left,
-        // and as a subreaper that means no descendant left), so the sweep, a scan of every
-        // process on the host, is needed only when the shim itself was killed.
-        if ended.is_some_and(|status| !status.is_some_and(|s| s.exited())) {
-            tree::sweep_after_shim(group);
         }
-        let _ = gone_tx.send(exited);
     });
-
-    let renewer = renew::Renewer::start(
-        store,
-        renew::Renewal {
-            key: key.clone(),
-            holder: holder.clone(),
-            generation,
-            timing,
-            window_start: claimed.window_start,
-        },
-        watchdog.sender(),
-        lost,
-    )
-    .map_err(|e| CliError::store(format!("cannot start the renewals: {e}")));
-    let renewer = match renewer {
-        Ok(r) => Some(r),
-        Err(e) => {
-            // Nothing renews: stop the command now rather than at the deadline.
-            eprintln!("lease: error: {e}; stopping {program:?}");
-            tree::kill_descendants_and_group(group, i32::try_from(pid).unwrap_or(0));
-            None
-        }
-    };
-
-    let exited = loop {
-        let forward = |sig: Signal| {
-            let _ = rustix::process::kill_process_group(group, sig);
-        };
-        tokio::select! {
-            exited = &mut gone => break exited.unwrap_or(false),
-            Some(()) = recv(&mut terms) => forward(Signal::TERM),
-            Some(()) = recv(&mut ints) => forward(Signal::INT),
-            Some(()) = recv(&mut hups) => forward(Signal::HUP),
-        }
-    };
     let (verdict, status) = if exited {
         // The tree is gone: no more signals to the group; reap the shim (its status is CMD's).
         let verdict = watchdog.finish();
@@ -235,15 +296,46 @@ pub(crate) async fn run(spec: &StoreSpec, args: RunArgs) -> Result<u8, CliError>
         tree::sweep_after_shim(group);
         (watchdog.finish(), status)
     };
-    if let Some(r) = renewer {
-        r.finish(RELEASE_WAIT.min(timing.ttl.max(Duration::from_secs(1))))
-            .await;
+    match (renewer, store) {
+        (Some(r), _) => runtime.block_on(r.finish(release_limit)),
+        (None, Some(mut store)) => calls.release(store.as_mut(), &key, &holder, release_limit),
+        // The renewals could not start: the lease expires on its own.
+        (None, None) => {}
     }
     if verdict.is_some() {
         return Ok(EXIT_LOST);
     }
     let status = status.map_err(|e| CliError::store(format!("waiting for {program:?}: {e}")))?;
     Ok(exit_code(status))
+}
+
+/// Starts the renewal thread, which owns `store` from now on; when it cannot start, stops the
+/// command now rather than at the deadline.
+fn start_renewer(
+    store: Box<dyn Store>,
+    renewal: &renew::Renewal,
+    watchdog: &watchdog::Watchdog,
+    lost: &Arc<AtomicBool>,
+    group: Pid,
+    program: &str,
+) -> Option<renew::Renewer> {
+    match renew::Renewer::start(store, renewal.clone(), watchdog.sender(), lost.clone()) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("lease: error: cannot start the renewals: {e}; stopping {program:?}");
+            let me = i32::try_from(std::process::id()).unwrap_or(0);
+            tree::kill_descendants_and_group(group, me);
+            None
+        }
+    }
+}
+
+/// Completes when `sleep` does; never when there is none.
+async fn due(sleep: &mut Option<lease_core::Sleep>) {
+    match sleep {
+        Some(s) => s.await,
+        None => std::future::pending().await,
+    }
 }
 
 /// A descriptor of this process's holder session lock (SQLite), without close-on-exec, for the

@@ -1,6 +1,8 @@
 //! The renewals of `lease run`, on a thread and runtime of their own: a store call may block
 //! its thread (SQLite waits for a busy write lock) or hang until the client's timeout
-//! (Kubernetes); neither may delay the watchdog, nor the passing on of signals.
+//! (Kubernetes); neither may delay the watchdog, nor the passing on of signals. `lease run`
+//! starts the thread when the first renewal is due ([`Renewal::first_due`]): most commands
+//! end before, and never pay for it.
 //!
 //! Each renewal is bounded by the time left in the window (a later answer is worth nothing).
 //! The thread reports each success (with the call's *start*) and each refusal to the watchdog,
@@ -25,12 +27,20 @@ const RETRY_PAUSE: Duration = Duration::from_millis(200);
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the renewals are about.
+#[derive(Clone)]
 pub(crate) struct Renewal {
     pub(crate) key: Key,
     pub(crate) holder: String,
     pub(crate) generation: Generation,
     pub(crate) timing: Timing,
     pub(crate) window_start: Timestamp,
+}
+
+impl Renewal {
+    /// When the first renewal is due: the renewal thread need not run before.
+    pub(crate) fn first_due(&self) -> Timestamp {
+        self.window_start.saturating_add(self.timing.renew_every)
+    }
 }
 
 /// The running renewal thread.
@@ -81,7 +91,7 @@ async fn renew(
     let clock = backend::clock();
     let request = Request::new(r.holder.clone(), r.timing.ttl);
     let mut last_ok = r.window_start;
-    let mut next = r.window_start.saturating_add(r.timing.renew_every);
+    let mut next = r.first_due();
     loop {
         tokio::select! {
             biased;

@@ -8,7 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use rustix::process::{Pid, Signal, WaitOptions};
+use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, WaitIdStatus, WaitOptions};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::oneshot;
 
 use crate::supervisor::sweep::{Targets, all_processes, kill_checked, kill_targets};
 
@@ -32,6 +34,76 @@ pub(crate) fn shim_command(exe: &Path) -> Command {
 fn shim_beside(exe: &Path) -> Option<PathBuf> {
     let shim = exe.parent()?.join(SHIM);
     shim.is_file().then_some(shim)
+}
+
+/// Watches for the exit of the shim `shim` without reaping it (so its pid, the group's id,
+/// cannot be reused while signals may still be sent to the group), then, if the shim was
+/// killed, sweeps what it left. The receiver hears `true` then, or `false` when the exit could
+/// not be watched.
+///
+/// On the runtime, woken by SIGCHLD (no thread; the state is checked after the signal is
+/// caught, so an exit before is not missed, and again at each SIGCHLD, whichever child it was
+/// for); where the signal cannot be caught, on a thread of its own. Call it within the
+/// runtime's context.
+pub(crate) fn watch_exit(shim: Pid) -> oneshot::Receiver<bool> {
+    let (tx, rx) = oneshot::channel();
+    match signal(SignalKind::child()) {
+        Ok(mut children) => {
+            tokio::spawn(async move {
+                let ended = loop {
+                    match exit_of(shim, WaitIdOptions::NOHANG) {
+                        Some(None) => {}
+                        ended => break ended,
+                    }
+                    if children.recv().await.is_none() {
+                        // No more signals (the runtime is going away): wait on a thread.
+                        let wait = move || exit_of(shim, WaitIdOptions::empty());
+                        break tokio::task::spawn_blocking(wait).await.ok().flatten();
+                    }
+                };
+                if killed(ended) {
+                    let _ = tokio::task::spawn_blocking(move || sweep_after_shim(shim)).await;
+                }
+                let _ = tx.send(ended.is_some());
+            });
+        }
+        Err(_) => {
+            std::thread::spawn(move || {
+                let ended = exit_of(shim, WaitIdOptions::empty());
+                if killed(ended) {
+                    sweep_after_shim(shim);
+                }
+                let _ = tx.send(ended.is_some());
+            });
+        }
+    }
+    rx
+}
+
+/// What waiting for the shim's exit found: `None` when waiting failed.
+type Ended = Option<Option<WaitIdStatus>>;
+
+/// Whether the shim ended otherwise than by returning from `main`: a shim that returned has
+/// already taken the tree apart (it returns only once it has no child left, and as a subreaper
+/// that means no descendant left), so the sweep, a scan of every process on the host, is
+/// needed only when the shim itself was killed.
+fn killed(ended: Ended) -> bool {
+    ended.is_some_and(|status| !status.is_some_and(|s| s.exited()))
+}
+
+/// `waitid` on `shim` for its exit, leaving it unreaped; `Some(None)` when `options` has
+/// `NOHANG` and it has not exited.
+fn exit_of(shim: Pid, options: WaitIdOptions) -> Ended {
+    loop {
+        match rustix::process::waitid(
+            WaitId::Pid(shim),
+            WaitIdOptions::EXITED | WaitIdOptions::NOWAIT | options,
+        ) {
+            Err(rustix::io::Errno::INTR) => {}
+            Ok(status) => return Some(status),
+            Err(_) => return None,
+        }
+    }
 }
 
 /// SIGKILLs `root`'s process group, then `root`'s descendants as `/proc` shows them now

@@ -35,19 +35,20 @@
 //! target is signalled through a pidfd opened *before* re-checking that it still belongs to the
 //! tree, so a recycled pid is never signalled.
 //!
-//! It uses threads and std's channels rather than an async runtime, and parses its few
-//! arguments by hand: it is started once per `lease run`, and its start-up is part of what
-//! every run costs.
+//! It has one thread, which waits for a signal (a byte on a socket: SIGUSR1, or SIGCHLD when
+//! a child exits) or the deadline, whichever comes first, rather than an async runtime or threads of
+//! its own, and it parses its few arguments by hand: it is started once per `lease run`, and
+//! its start-up is part of what every run costs.
 
 pub(crate) mod deadline;
 pub(crate) mod sweep;
 
 use std::ffi::OsString;
-use std::io;
+use std::io::{self, Read as _};
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use lease_core::{Clock, SystemClock, Timestamp};
@@ -140,40 +141,10 @@ pub(crate) fn main(args: impl Iterator<Item = OsString>) -> u8 {
     }
 }
 
-/// What wakes the shim's main thread.
-enum Event {
-    /// The reaper is done: every child is reaped; CMD's status, if it was seen.
-    Reaped(Option<rustix::process::WaitStatus>),
-    /// The reaper ended without an answer (it panicked).
-    ReaperGone,
-    /// SIGUSR1: the parent-death signal, or CMD signalling its own group.
-    Usr1,
-}
-
-/// Sends [`Event::ReaperGone`] if dropped before the reaper reported.
-struct ReaperReport(Option<mpsc::Sender<Event>>);
-
-impl ReaperReport {
-    fn send(mut self, status: Option<rustix::process::WaitStatus>) {
-        if let Some(tx) = self.0.take() {
-            let _ = tx.send(Event::Reaped(status));
-        }
-    }
-}
-
-impl Drop for ReaperReport {
-    fn drop(&mut self) {
-        if let Some(tx) = self.0.take() {
-            let _ = tx.send(Event::ReaperGone);
-        }
-    }
-}
-
 fn supervise(args: &Args) -> u8 {
     let (parent, deadline_file) = (args.parent, args.deadline_file.as_deref());
-    let (events_tx, events) = mpsc::channel();
     // The handlers first: from here on, the signals `lease run` sends the group leave the shim
-    // alone, and a kill request is caught.
+    // alone, and a kill request or a child's exit wakes it (a byte on `wake`).
     let caught = Arc::new(AtomicBool::new(false));
     let handled = [
         signal_hook::consts::SIGTERM,
@@ -182,19 +153,10 @@ fn supervise(args: &Args) -> u8 {
     ]
     .into_iter()
     .all(|sig| signal_hook::flag::register(sig, Arc::clone(&caught)).is_ok());
-    let usr1 = signal_hook::iterator::Signals::new([signal_hook::consts::SIGUSR1]);
-    let (true, Ok(mut usr1)) = (handled, usr1) else {
+    let Some(wake) = handled.then(wake_on_signals).and_then(Result::ok) else {
         eprintln!("lease: error: cannot catch signals in the command's supervisor");
         return EXIT_STORE;
     };
-    let tx = events_tx.clone();
-    std::thread::spawn(move || {
-        for _ in usr1.forever() {
-            if tx.send(Event::Usr1).is_err() {
-                return;
-            }
-        }
-    });
     // The argument is a flag: any pid sets the attribute, `None` clears it.
     if let Err(e) = rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
         eprintln!("lease: error: cannot become the subreaper of the command's processes: {e}");
@@ -205,8 +167,7 @@ fn supervise(args: &Args) -> u8 {
         return EXIT_STORE;
     }
     // If `lease run` died before the signal was armed, we were re-parented: do not run CMD.
-    let ppid = rustix::process::getppid().map(|p| p.as_raw_nonzero().get());
-    if ppid != Some(parent) {
+    if !parent_is(parent) {
         eprintln!("lease: error: lease run (pid {parent}) is gone; not starting the command");
         return EXIT_LOST;
     }
@@ -229,7 +190,6 @@ fn supervise(args: &Args) -> u8 {
             return EXIT_LOST;
         }
     };
-    let mut expired = false;
     let child = match std::process::Command::new(program).args(rest).spawn() {
         Ok(child) => child,
         Err(err) => {
@@ -245,107 +205,124 @@ fn supervise(args: &Args) -> u8 {
         }
     };
     let main_pid = i32::try_from(child.id()).unwrap_or(0);
-    // The reaper owns every wait of this process (std's handle is not used to wait).
+    // This thread owns every wait of this process (std's handle is not used to wait).
     drop(child);
-    let me = rustix::process::getpid().as_raw_nonzero().get();
     let targets = Targets {
-        me,
+        me: rustix::process::getpid().as_raw_nonzero().get(),
         group: rustix::process::getpgrp().as_raw_nonzero().get(),
         spare_children_in: None,
         spare: None,
     };
-    let sweeping = Arc::new(AtomicBool::new(false));
-    let report = ReaperReport(Some(events_tx.clone()));
-    let reaper_sweeping = sweeping.clone();
-    std::thread::spawn(move || {
-        report.send(reap_all(main_pid, targets, &reaper_sweeping));
-    });
+    // Until CMD's main process exits, a kill is requested (the parent died) or the deadline
+    // passes, wait for a signal or the deadline; from then on, take the tree apart.
+    let mut status = None;
     loop {
-        let event = if expired {
-            events
-                .recv()
-                .map_err(|_| mpsc::RecvTimeoutError::Disconnected)
-        } else {
-            // The channel's timeout runs on CLOCK_MONOTONIC, which stops during suspend while
-            // the deadline's clock does not: the deadline is judged on its clock on waking.
-            let left = deadline.saturating_duration_since(clock.now());
-            events.recv_timeout(left.max(Duration::from_micros(1)))
-        };
-        match event {
-            Ok(Event::Reaped(status)) => return status.map_or(EXIT_STORE, status_code),
-            // The reaper is gone without an answer: the shim's exit must still mean "the tree
-            // is gone", so take it apart here.
-            Ok(Event::ReaperGone) | Err(mpsc::RecvTimeoutError::Disconnected) => {
-                sweeping.store(true, Ordering::SeqCst);
-                return reap_all(main_pid, targets, &sweeping).map_or(EXIT_STORE, status_code);
+        match reap_exited(main_pid, &mut status) {
+            Reaped::NoChildLeft => return status.map_or(EXIT_STORE, status_code),
+            Reaped::SomeLeft if status.is_some() => break,
+            Reaped::SomeLeft => {}
+        }
+        // The timeout runs on CLOCK_MONOTONIC, which stops during suspend while the
+        // deadline's clock does not: the deadline is judged on its clock on waking.
+        sleep_until_woken(&wake, deadline.saturating_duration_since(clock.now()));
+        if !parent_is(parent) {
+            // The parent-death signal, unless CMD signalled its own group with SIGUSR1: only a
+            // parent that is really gone counts.
+            eprintln!(
+                "lease: error: lease run (pid {parent}) died; killing the command's processes"
+            );
+            break;
+        }
+        if clock.now() < deadline {
+            continue;
+        }
+        match deadline_file.and_then(deadline::read) {
+            Some(at) if clock.now() < at => deadline = at,
+            _ => {
+                // `lease run` did not renew in time and did not stop the tree (it is stopped
+                // or starved): the window is about to end.
+                eprintln!(
+                    "lease: error: lease run (pid {parent}) did not renew the lease in time; \
+                     killing the command's processes before the lease expires"
+                );
+                break;
             }
-            Ok(Event::Usr1) => {
-                // The parent-death signal, unless CMD signalled its own group with SIGUSR1:
-                // only a parent that is really gone counts.
-                let ppid = rustix::process::getppid().map(|p| p.as_raw_nonzero().get());
-                if ppid != Some(parent) && !sweeping.swap(true, Ordering::SeqCst) {
-                    eprintln!(
-                        "lease: error: lease run (pid {parent}) died; killing the command's \
-                         processes"
-                    );
-                }
-                if ppid != Some(parent) {
-                    kill_targets(targets);
+        }
+    }
+    kill_targets(targets);
+    take_apart(main_pid, targets, status).map_or(EXIT_STORE, status_code)
+}
+
+/// Whether the shim's parent is still `parent` (`lease run`).
+fn parent_is(parent: i32) -> bool {
+    rustix::process::getppid().map(|p| p.as_raw_nonzero().get()) == Some(parent)
+}
+
+/// A socket that receives a byte at each SIGUSR1 (the parent-death signal) and SIGCHLD (a
+/// child exited), so that one thread can wait for both, and for a deadline.
+fn wake_on_signals() -> io::Result<UnixStream> {
+    let (wake, notify) = UnixStream::pair()?;
+    for sig in [signal_hook::consts::SIGUSR1, signal_hook::consts::SIGCHLD] {
+        signal_hook::low_level::pipe::register(sig, notify.try_clone()?)?;
+    }
+    Ok(wake)
+}
+
+/// Waits until `wake` has bytes (which it takes), at most `limit`. An interruption or an
+/// error wakes the caller as a byte would: it checks everything again. Bytes left unread (more
+/// than one read takes) only wake it once more.
+fn sleep_until_woken(wake: &UnixStream, limit: Duration) {
+    // A zero timeout would mean none.
+    let _ = wake.set_read_timeout(Some(limit.max(Duration::from_micros(1))));
+    let mut buf = [0_u8; 64];
+    let _ = (&*wake).read(&mut buf);
+}
+
+/// What [`reap_exited`] left.
+enum Reaped {
+    /// No child at all: as a subreaper, no descendant either.
+    NoChildLeft,
+    /// Children that have not exited yet.
+    SomeLeft,
+}
+
+/// Reaps every child that has exited, without waiting; CMD's status goes to `status`.
+fn reap_exited(main_pid: i32, status: &mut Option<rustix::process::WaitStatus>) -> Reaped {
+    loop {
+        match rustix::process::waitpid(None, WaitOptions::NOHANG) {
+            Ok(Some((pid, st))) => {
+                if pid.as_raw_nonzero().get() == main_pid {
+                    *status = Some(st);
                 }
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if clock.now() < deadline {
-                    continue;
-                }
-                match deadline_file.and_then(deadline::read) {
-                    Some(at) if clock.now() < at => deadline = at,
-                    _ => {
-                        // `lease run` did not renew in time and did not stop the tree (it is
-                        // stopped or starved): the window is about to end.
-                        expired = true;
-                        eprintln!(
-                            "lease: error: lease run (pid {parent}) did not renew the lease in \
-                             time; killing the command's processes before the lease expires"
-                        );
-                        sweeping.store(true, Ordering::SeqCst);
-                        kill_targets(targets);
-                    }
-                }
-            }
+            Ok(None) => return Reaped::SomeLeft,
+            Err(rustix::io::Errno::INTR) => {}
+            // ECHILD, or an error that waiting again would not cure.
+            Err(_) => return Reaped::NoChildLeft,
         }
     }
 }
 
-/// Reaps every child until none is left; once CMD's main process (`main_pid`) has exited, or a
-/// kill was requested, kills the rest of the tree after each reap. Returns CMD's status.
-fn reap_all(
+/// Reaps every child until none is left, killing the rest of the tree after each reap: what
+/// CMD left behind, or the whole tree on a kill request. Returns CMD's status (`status` when
+/// it was reaped already).
+fn take_apart(
     main_pid: i32,
     targets: Targets,
-    sweeping: &AtomicBool,
+    mut status: Option<rustix::process::WaitStatus>,
 ) -> Option<rustix::process::WaitStatus> {
-    let mut status = None;
     loop {
         match rustix::process::wait(WaitOptions::empty()) {
             Ok(Some((pid, st))) => {
                 if pid.as_raw_nonzero().get() == main_pid {
                     status = Some(st);
-                    sweeping.store(true, Ordering::SeqCst);
-                    // CMD left nothing behind (the common case): no child means no descendant,
-                    // so skip the sweep's scan of every process on the host.
-                    if let Err(rustix::io::Errno::CHILD) =
-                        rustix::process::waitpid(None, WaitOptions::NOHANG)
-                    {
-                        return status;
-                    }
                 }
             }
             Ok(None) | Err(rustix::io::Errno::INTR) => {}
             // ECHILD: as a subreaper, no child means no descendant.
             Err(_) => return status,
         }
-        if sweeping.load(Ordering::SeqCst) {
-            kill_targets(targets);
-        }
+        kill_targets(targets);
     }
 }
 
