@@ -3,8 +3,9 @@
 //! for each `lease run` costs little; `lease __exec-child` runs the same code when this
 //! binary is not beside `lease`.
 //!
-//! Not meant to be run by hand: `lease-run-shim --parent PID [--deadline-file FILE] -- CMD…`,
-//! where PID is its parent, which the shim watches.
+//! Not meant to be run by hand: `lease-run-shim --parent PID [--deadline-file FILE]
+//! [--go-on-stdin] -- CMD…`, where PID is its parent, which the shim watches, and standard
+//! input, with `--go-on-stdin`, the socket on which `lease run` sends the go.
 
 #![forbid(unsafe_code)]
 

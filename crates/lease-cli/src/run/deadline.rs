@@ -2,7 +2,7 @@
 //! lease's window on its own when `lease run` cannot: stopped (SIGSTOP, or Ctrl-Z, which
 //! reaches `lease run` but not CMD's separate process group), or starved of CPU.
 //!
-//! The first deadline (the claim's) is an argument of the shim (`--deadline NANOS`); later
+//! The first deadline (the claim's) goes to the shim in its go message (see `run::tree`); later
 //! ones, moved after each successful renewal, go through a file (`--deadline-file PATH`)
 //! holding one instant, nanoseconds on `CLOCK_BOOTTIME` (shared by every process of the
 //! host): when the command's tree must be SIGKILLed unless a renewal moved it. The file is
@@ -30,7 +30,7 @@ pub(crate) struct DeadlineFile {
 }
 
 impl DeadlineFile {
-    /// The deadline `first`, for the shim's `--deadline`, and the path of the file that will
+    /// The deadline `first`, for the shim's go message, and the path of the file that will
     /// carry later ones, in a directory under `parent` (the temporary directory) that does
     /// not exist yet. No I/O.
     pub(crate) fn new(parent: &Path, first: Timestamp) -> DeadlineFile {
@@ -44,9 +44,15 @@ impl DeadlineFile {
         }
     }
 
-    /// The first deadline, for the shim's `--deadline`.
+    /// The first deadline, for the shim's go message.
     pub(crate) fn first(&self) -> Timestamp {
         self.first
+    }
+
+    /// Sets the first deadline, known once the lease is claimed (the path is chosen before,
+    /// as the shim starts before the claim).
+    pub(crate) fn set_first(&mut self, first: Timestamp) {
+        self.first = first;
     }
 
     /// The file's path, for the shim's `--deadline-file`.

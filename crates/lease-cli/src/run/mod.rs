@@ -7,8 +7,9 @@
 //!   the call's answer was lost;
 //! - [`timing`]: the window and the deadlines (`--ttl`, `--renew-deadline`, `--kill-after`);
 //! - [`tree`]: starting the shim that supervises the command's process tree (a process
-//!   group, a subreaper, a catchable parent-death signal: [`crate::supervisor`]) and the
-//!   sweeps that kill the tree when the shim itself was killed;
+//!   group, a subreaper, a catchable parent-death signal: [`crate::supervisor`]) before the
+//!   claim, the go that lets it start the command, and the sweeps that kill the tree when the
+//!   shim itself was killed;
 //! - [`renew`]: the renewals, on a thread of their own, started when the first one is due (a
 //!   command that ends sooner, as most do, never costs the thread);
 //! - [`watchdog`]: the clock, on a thread of its own: SIGTERM when the lease is lost, SIGKILL
@@ -16,10 +17,12 @@
 //! - [`deadline`]: the kill deadline shared with the shim, which enforces it on its own when
 //!   `lease run` is stopped or starved.
 //!
-//! The main thread claims, starts the shim (from the main thread: the shim's parent-death
-//! signal fires when the thread that forked it ends), passes SIGTERM, SIGINT and SIGHUP on to
-//! the command's group, and waits until the shim has exited and everything it left behind is
-//! reaped. Only then is the lease released.
+//! The main thread opens the store, starts the shim (from the main thread: the shim's
+//! parent-death signal fires when the thread that forked it ends), claims while the shim sets
+//! itself up, sends the shim its go (the shim's start-up, ~1.5 ms, so overlaps the claim's I/O
+//! instead of following it; without a go the shim exits and CMD never runs), passes SIGTERM,
+//! SIGINT and SIGHUP on to the command's group, and waits until the shim has exited and
+//! everything it left behind is reaped. Only then is the lease released.
 //!
 //! Each run is paid for by every job it wraps, so the main thread does its own store calls
 //! where it can ([`Calls`]): the SQLite store runs a call inline when called outside a runtime,
@@ -35,8 +38,8 @@ mod timing;
 mod tree;
 mod watchdog;
 
-use std::os::fd::AsRawFd as _;
-use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
+use std::os::fd::AsFd;
+use std::os::unix::process::ExitStatusExt as _;
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -119,6 +122,24 @@ pub(crate) fn run(spec: &StoreSpec, args: RunArgs, runtime: &Runtime) -> Result<
     let calls = Calls::new(spec, runtime);
     let (mut store, session) = calls.run(backend::open_with_session(spec))?;
 
+    // The shim starts now and waits for a go (see `tree`): its start-up overlaps the claim.
+    // The shim enforces the window too: the first deadline (set once claimed), then those
+    // renewals move through this file.
+    let mut deadline =
+        deadline::DeadlineFile::new(&std::env::temp_dir(), lease_core::Timestamp::ZERO);
+    let mut command = tree::shim_command(&exe);
+    command
+        .arg("--parent")
+        .arg(pid.to_string())
+        .arg("--deadline-file")
+        .arg(deadline.path())
+        .env("LEASE_HOLDER", &holder);
+    let spawned = tree::WaitingShim::spawn(command, &args.command);
+    // Dropped before its go (any early return below), it stops and reaps the shim.
+    let waiting_shim = spawned
+        .map_err(|e| CliError::new(EXIT_CANNOT_EXEC, format!("cannot start {program:?}: {e}")))?;
+    let group = waiting_shim.group();
+
     let waiting = claim::Waiting {
         wait: args.wait,
         timeout: args.timeout,
@@ -189,11 +210,7 @@ pub(crate) fn run(spec: &StoreSpec, args: RunArgs, runtime: &Runtime) -> Result<
             signal(SignalKind::hangup()).ok(),
         )
     };
-    // The shim enforces the window too: this deadline, then those renewals move.
-    let deadline = deadline::DeadlineFile::new(
-        &std::env::temp_dir(),
-        timing.kill_at(claimed.window_start, None),
-    );
+    deadline.set_first(timing.kill_at(claimed.window_start, None));
     // The holder session's lock goes to the whole tree (see `session_lock`): the lease is not
     // freed early while any process of the command holds it, even after our own death.
     let session_lock = match session_lock(session.as_ref()) {
@@ -205,37 +222,24 @@ pub(crate) fn run(spec: &StoreSpec, args: RunArgs, runtime: &Runtime) -> Result<
             )));
         }
     };
-    let mut command = tree::shim_command(&exe);
-    if let Some(fd) = &session_lock {
-        command.env("LEASE_SESSION_FD", fd.as_raw_fd().to_string());
-    }
-    let spawned = command
-        .arg("--parent")
-        .arg(pid.to_string())
-        .arg("--deadline")
-        .arg(deadline.first().as_nanos().to_string())
-        .arg("--deadline-file")
-        .arg(deadline.path())
-        .arg("--")
-        .args(&args.command)
-        .env("LEASE_HOLDER", &holder)
-        .env("LEASE_FENCE", generation.to_string())
-        .process_group(0)
-        .spawn();
+    // The go: the shim checks the window once more, then starts CMD. A shim that is gone
+    // (killed before the go) is a broken pipe here: the command cannot be started.
+    let went = waiting_shim.go(
+        deadline.first(),
+        &generation.to_string(),
+        session_lock.as_ref().map(AsFd::as_fd),
+    );
     // The shim has its copy; ours would only keep the session alive in later children.
     drop(session_lock);
-    let mut shim = match spawned {
+    let mut shim = match went {
         Ok(child) => child,
         Err(e) => {
             calls.release(store.as_mut(), &key, &holder, release_limit);
             return Err(CliError::new(
                 EXIT_CANNOT_EXEC,
-                format!("cannot start {program:?}: {e}"),
+                format!("cannot start {program:?}: its supervisor is gone ({e})"),
             ));
         }
-    };
-    let Some(group) = i32::try_from(shim.id()).ok().and_then(Pid::from_raw) else {
-        return Err(CliError::store("the command's supervisor has no valid pid"));
     };
 
     let lost = Arc::new(AtomicBool::new(false));
@@ -339,11 +343,12 @@ async fn due(sleep: &mut Option<lease_core::Sleep>) {
 }
 
 /// A descriptor of this process's holder session lock (SQLite), without close-on-exec, for the
-/// shim and the command to inherit; `None` for stores without sessions.
+/// shim to hold and the command to inherit; `None` for stores without sessions.
 ///
 /// The rule: a death-aware lease is freed before its expiry only when every process holding
-/// the session's lock is gone. `lease run` holds it, and the shim, CMD and every descendant
-/// inherit this descriptor, so the lease is not freed early while any of them runs, even when
+/// the session's lock is gone. `lease run` holds it, the shim gets this descriptor with its go
+/// (the session exists only once the claim has committed), and CMD and every descendant
+/// inherit it, so the lease is not freed early while any of them runs, even when
 /// `lease run` was SIGKILLed. A process that closes all its descriptors (a daemon that
 /// daemonises by the book) drops its share: it no longer keeps the lease, but it is still part
 /// of the tree that `lease run` and the shim kill when the command exits, the lease is lost or

@@ -2,12 +2,32 @@
 //! ([`crate::supervisor`]), and the sweeps that kill what is left of the tree when the shim
 //! itself was killed.
 //!
+//! The shim is started *before* the claim and waits for a go ([`WaitingShim`]), so that its
+//! start-up (exec, loading, its set-up) overlaps the claim's I/O instead of following it. The
+//! go travels on a socket (a `SOCK_SEQPACKET` pair) that is the shim's standard input
+//! (`--go-on-stdin`): one message, `NANOS FENCE` (the first kill deadline and the lease's
+//! generation, known only after the claim), carrying two descriptors: our standard input, which
+//! the shim puts back as its own (CMD's), and the holder session's lock (SQLite), which exists
+//! only once a claim has committed and which the tree must hold. Then our end closes. Without a
+//! go (the claim failed or was refused, or came back too late, any early return, or `lease run`
+//! died), our end closes with nothing sent and the shim exits without starting CMD; `lease run`
+//! kills and reaps it (it has no child then). Descriptors passed this way need no fd number
+//! shared across an exec, which safe code could not close in the shim.
+//!
 //! `lease run` is a subreaper too, as the second line of defence: if the shim itself is killed,
 //! its descendants come back to `lease run`, which sweeps them.
 
+use std::mem::MaybeUninit;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command};
 
+use lease_core::Timestamp;
+
+use rustix::net::{
+    AddressFamily, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
+};
 use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, WaitIdStatus, WaitOptions};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::oneshot;
@@ -27,6 +47,106 @@ pub(crate) fn shim_command(exe: &Path) -> Command {
             let mut command = Command::new(exe);
             command.arg("__exec-child");
             command
+        }
+    }
+}
+
+/// The shim, started and waiting for its go. Dropped without [`WaitingShim::go`], it closes
+/// the go socket with nothing sent (the shim then exits without starting CMD), SIGKILLs the
+/// shim (a backstop for a stopped one: it has no child before the go) and reaps it.
+pub(crate) struct WaitingShim {
+    child: Option<Child>,
+    go: Option<OwnedFd>,
+    group: Pid,
+}
+
+impl WaitingShim {
+    /// Spawns `command` (the shim's, with its other arguments and environment set) on `cmd`,
+    /// in a new process group, with a go socket as its standard input.
+    ///
+    /// # Errors
+    ///
+    /// When the socket cannot be made or the shim cannot be started.
+    pub(crate) fn spawn(
+        mut command: Command,
+        cmd: &[std::ffi::OsString],
+    ) -> std::io::Result<WaitingShim> {
+        let (ours, theirs) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )?;
+        let spawned = command
+            .arg("--go-on-stdin")
+            .arg("--")
+            .args(cmd)
+            .stdin(std::process::Stdio::from(theirs))
+            .process_group(0)
+            .spawn();
+        // Only the shim may hold its end: when it dies, a go is a broken pipe.
+        drop(command);
+        let mut child = spawned?;
+        let Some(group) = i32::try_from(child.id()).ok().and_then(Pid::from_raw) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::other("the shim has no valid pid"));
+        };
+        Ok(WaitingShim {
+            child: Some(child),
+            go: Some(ours),
+            group,
+        })
+    }
+
+    /// The shim's pid, the id of the command's process group.
+    pub(crate) fn group(&self) -> Pid {
+        self.group
+    }
+
+    /// Tells the shim to start CMD, within the window ending at `deadline`, with `fence` as
+    /// `LEASE_FENCE`, our standard input as CMD's, and `session_lock` (the holder session's
+    /// lock) for the tree to hold; returns the shim, from now on CMD's supervisor.
+    ///
+    /// # Errors
+    ///
+    /// When the go cannot be sent (the shim is gone: a broken pipe, `EPIPE`, sent without
+    /// SIGPIPE); the shim is then killed and reaped, and CMD never starts.
+    pub(crate) fn go(
+        mut self,
+        deadline: Timestamp,
+        fence: &str,
+        session_lock: Option<BorrowedFd<'_>>,
+    ) -> std::io::Result<Child> {
+        let message = format!("{} {fence}\n", deadline.as_nanos());
+        let Some(socket) = self.go.take() else {
+            return Err(std::io::Error::other("the go was sent already"));
+        };
+        let mut fds = vec![rustix::stdio::stdin()];
+        fds.extend(session_lock);
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+            return Err(std::io::Error::other("the go's descriptors do not fit"));
+        }
+        let iov = [std::io::IoSlice::new(message.as_bytes())];
+        let sent = rustix::net::sendmsg(&socket, &iov, &mut control, SendFlags::NOSIGNAL)?;
+        if sent != message.len() {
+            return Err(std::io::Error::other("the go was cut short"));
+        }
+        drop(socket);
+        self.child
+            .take()
+            .ok_or_else(|| std::io::Error::other("the shim is gone"))
+    }
+}
+
+impl Drop for WaitingShim {
+    fn drop(&mut self) {
+        drop(self.go.take());
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }

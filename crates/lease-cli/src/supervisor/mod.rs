@@ -1,12 +1,21 @@
 //! The shim: the tiny supervisor `lease run` starts its command under, and that outlives
 //! `lease run` long enough to kill the command's whole process tree.
 //!
-//! `lease run` starts it as `lease-run-shim --parent PID [--deadline NANOS --deadline-file FILE]
-//! -- CMD…` (the
-//! small binary beside `lease`, built from this module alone), or, when that binary is
-//! missing, as `lease __exec-child …` with the same arguments (the same code, inside `lease`),
-//! in a new process group (`CommandExt::process_group`, no `unsafe`). The shim stays for
-//! CMD's whole life:
+//! `lease run` starts it as `lease-run-shim --parent PID --deadline-file FILE --go-on-stdin --
+//! CMD…` (the small binary beside `lease`, built from this module alone), or, when that binary
+//! is missing, as `lease __exec-child …` with the same arguments (the same code, inside
+//! `lease`), in a new process group (`CommandExt::process_group`, no `unsafe`).
+//!
+//! It is started *before* the lease is claimed, so that its start-up overlaps the claim: it
+//! sets itself up (the handlers, the subreaper, the parent-death signal, the parent check
+//! below), then waits for a go on its standard input, a socket ([`wait_for_go`]). The go
+//! carries what is known only after the claim: the first kill deadline, the generation for
+//! `LEASE_FENCE`, and, as descriptors, `lease run`'s standard input (put back as the shim's,
+//! so CMD's) and the holder session's lock. When the socket closes without a go (the lease
+//! was not claimed, or `lease run` died), the shim exits without starting CMD. (Without
+//! `--go-on-stdin`, `--deadline NANOS` gives the first deadline and CMD starts at once.)
+//!
+//! The shim stays for CMD's whole life:
 //!
 //! - it is the leader of CMD's process group (CMD inherits the group), so `lease run` signals
 //!   the whole tree with one `kill(-pgid)`; the shim catches and ignores SIGTERM, SIGINT and
@@ -19,10 +28,10 @@
 //!   shim has work to do): when `lease run` dies, even by SIGKILL, the kernel signals the shim,
 //!   which kills the tree. The signal is armed before CMD starts, and the shim checks that its
 //!   parent is still `PID` after arming it: if `lease run` died first, the shim was re-parented
-//!   and does not start CMD. (The kernel fires the signal when the *thread* that forked the
-//!   shim ends, so `lease run` spawns it from its main thread.)
+//!   and does not start CMD; it checks again after the go. (The kernel fires the signal when
+//!   the *thread* that forked the shim ends, so `lease run` spawns it from its main thread.)
 //! - it enforces the lease's window on its own: `lease run` gives it the kill deadline
-//!   (`--deadline`) and moves it after each renewal through a file ([`deadline`]); if the
+//!   (in the go) and moves it after each renewal through a file ([`deadline`]); if the
 //!   deadline comes and the file has not moved it (`lease run` stopped or starved), the shim
 //!   kills the tree. It also checks the deadline right before starting CMD;
 //! - when CMD's main process exits, the shim kills what CMD left behind, so nothing of the tree
@@ -45,6 +54,8 @@ pub(crate) mod sweep;
 
 use std::ffi::OsString;
 use std::io::{self, Read as _};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd as _, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -52,6 +63,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use lease_core::{Clock, SystemClock, Timestamp};
+use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
 use rustix::process::{Signal, WaitOptions};
 
 use self::sweep::{Targets, kill_targets};
@@ -77,15 +89,20 @@ struct Args {
     /// The file through which `lease run` moves the deadline (read when the deadline comes;
     /// without `--deadline`, also before CMD starts).
     deadline_file: Option<PathBuf>,
+    /// Whether standard input is the go socket (see [`wait_for_go`]): CMD starts only after
+    /// a go on it, which carries the first deadline, `LEASE_FENCE`, CMD's standard input and
+    /// the holder session's lock.
+    go_on_stdin: bool,
     /// The command to run.
     command: Vec<OsString>,
 }
 
 impl Args {
-    /// `--parent PID [--deadline NANOS] [--deadline-file FILE] -- CMD [ARGS]...`, as
-    /// `lease run` writes them.
+    /// `--parent PID [--deadline NANOS] [--deadline-file FILE] [--go-on-stdin] -- CMD [ARGS]...`,
+    /// as `lease run` writes them.
     fn parse(mut args: impl Iterator<Item = OsString>) -> Result<Args, String> {
         let (mut parent, mut deadline, mut deadline_file) = (None, None, None);
+        let mut go_on_stdin = false;
         loop {
             let Some(arg) = args.next() else {
                 return Err("missing command after --".to_owned());
@@ -113,6 +130,7 @@ impl Args {
                     let value = args.next().ok_or("--deadline-file needs a path")?;
                     deadline_file = Some(PathBuf::from(value));
                 }
+                Some("--go-on-stdin") => go_on_stdin = true,
                 _ => return Err(format!("unexpected argument {arg:?}")),
             }
         }
@@ -124,6 +142,7 @@ impl Args {
             parent: parent.ok_or("missing --parent")?,
             deadline,
             deadline_file,
+            go_on_stdin,
             command,
         })
     }
@@ -175,9 +194,28 @@ fn supervise(args: &Args) -> u8 {
         eprintln!("lease: error: missing command after --");
         return EXIT_USAGE;
     };
+    // Set up, wait for the go (the lease is being claimed meanwhile).
+    let (mut first_deadline, mut fence, mut session) = (args.deadline, None, None);
+    if args.go_on_stdin {
+        let go = wait_for_go();
+        if !parent_is(parent) {
+            eprintln!("lease: error: lease run (pid {parent}) is gone; not starting the command");
+            return EXIT_LOST;
+        }
+        // No go: the lease was not claimed (`lease run` says why, if anything is to say).
+        let Some(go) = go else { return EXIT_LOST };
+        // CMD's standard input in place of the go socket (which this closes).
+        if let Err(e) = rustix::stdio::dup2_stdin(&go.stdin) {
+            eprintln!("lease: error: cannot restore the command's standard input: {e}");
+            return EXIT_STORE;
+        }
+        first_deadline = Some(go.deadline);
+        fence = Some(go.fence);
+        session = go.session;
+    }
     // The window, checked once more right before CMD starts.
     let clock = SystemClock::new();
-    let first = match (args.deadline, deadline_file) {
+    let first = match (first_deadline, deadline_file) {
         (Some(at), _) => Some(at),
         (None, Some(file)) => Some(deadline::read(file).unwrap_or(Timestamp::ZERO)),
         (None, None) => None,
@@ -190,7 +228,16 @@ fn supervise(args: &Args) -> u8 {
             return EXIT_LOST;
         }
     };
-    let child = match std::process::Command::new(program).args(rest).spawn() {
+    let mut command = std::process::Command::new(program);
+    command.args(rest);
+    if let Some(fence) = &fence {
+        command.env("LEASE_FENCE", fence);
+    }
+    // Received without close-on-exec: CMD inherits it (and the shim holds it until it exits).
+    if let Some(session) = &session {
+        command.env("LEASE_SESSION_FD", session.as_raw_fd().to_string());
+    }
+    let child = match command.spawn() {
         Ok(child) => child,
         Err(err) => {
             eprintln!(
@@ -251,6 +298,73 @@ fn supervise(args: &Args) -> u8 {
     }
     kill_targets(targets);
     take_apart(main_pid, targets, status).map_or(EXIT_STORE, status_code)
+}
+
+/// The go from `lease run`: the lease is claimed, CMD may start.
+#[derive(Debug)]
+struct Go {
+    /// The first kill deadline (ns on `CLOCK_BOOTTIME`).
+    deadline: Timestamp,
+    /// The lease's generation, CMD's `LEASE_FENCE`.
+    fence: String,
+    /// `lease run`'s standard input, CMD's.
+    stdin: OwnedFd,
+    /// The holder session's lock (SQLite), for the tree to hold.
+    session: Option<OwnedFd>,
+}
+
+/// Waits for the go on standard input (a `SOCK_SEQPACKET` socket): one message, `NANOS FENCE`
+/// and a newline, carrying CMD's standard input and, for SQLite, the holder session's lock.
+/// `None` when the socket closes without one (`lease run` did not get the lease, or died), or
+/// the message is not a go.
+fn wait_for_go() -> Option<Go> {
+    let mut message = [0_u8; 128];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let received = loop {
+        let mut iov = [io::IoSliceMut::new(&mut message)];
+        match rustix::net::recvmsg(
+            rustix::stdio::stdin(),
+            &mut iov,
+            &mut control,
+            RecvFlags::empty(),
+        ) {
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return None,
+            Ok(received) => break received,
+        }
+    };
+    // Owned from here on: closed on every way out.
+    let mut fds = Vec::new();
+    for item in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(rights) = item {
+            fds.extend(rights);
+        }
+    }
+    let cut = ReturnFlags::TRUNC | ReturnFlags::CTRUNC;
+    if received.flags.intersects(cut) {
+        return None;
+    }
+    let (deadline, fence) = parse_go(message.get(..received.bytes)?)?;
+    let mut fds = fds.into_iter();
+    let stdin = fds.next()?;
+    let session = fds.next();
+    Some(Go {
+        deadline,
+        fence,
+        stdin,
+        session,
+    })
+}
+
+/// Parses a go message (a whole line, ending with a newline): the first deadline and the fence.
+fn parse_go(message: &[u8]) -> Option<(Timestamp, String)> {
+    let line = std::str::from_utf8(message).ok()?.strip_suffix('\n')?;
+    let (deadline, fence) = line.split_once(' ')?;
+    let deadline = Timestamp::from_nanos(deadline.parse::<u64>().ok()?);
+    let fence =
+        (!fence.is_empty() && fence.bytes().all(|b| b.is_ascii_digit())).then_some(fence)?;
+    Some((deadline, fence.to_owned()))
 }
 
 /// Whether the shim's parent is still `parent` (`lease run`).
@@ -364,6 +478,7 @@ mod tests {
                 parent: 42,
                 deadline: Some(Timestamp::from_nanos(9000)),
                 deadline_file: Some(PathBuf::from("/d")),
+                go_on_stdin: false,
                 command: ["sh", "-c", "x"].map(OsString::from).to_vec(),
             })
         );
@@ -387,8 +502,29 @@ mod tests {
             &["--parent", "7", "true"],
             &["--parent", "7", "--deadline", "-1", "--", "true"],
             &["--parent", "7", "--deadline", "--", "true"],
+            &["--parent", "7", "--go-on-stdin", "1", "--", "true"],
         ] {
             assert!(parse(args).is_err(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn a_go_is_one_whole_line() {
+        assert_eq!(
+            parse_go(b"9000 17\n"),
+            Some((Timestamp::from_nanos(9000), "17".to_owned()))
+        );
+        for message in [
+            &b""[..],
+            b"9000 17",
+            b"9000\n",
+            b"9000 \n",
+            b"x 17\n",
+            b"9000 1 7\n",
+            b"-1 17\n",
+            b"9000 17\nmore",
+        ] {
+            assert_eq!(parse_go(message), None, "{message:?}");
         }
     }
 }
