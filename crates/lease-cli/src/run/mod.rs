@@ -105,12 +105,12 @@ impl Calls<'_> {
 
 /// `lease run`, on `runtime`, which it enters only where it needs it (see [`Calls`]).
 pub(crate) fn run(spec: &StoreSpec, args: RunArgs, runtime: &Runtime) -> Result<u8, CliError> {
-    let timing = timing::Timing::new(args.ttl, args.renew_deadline, args.kill_after)?;
+    let timing = timing::new(args.ttl, args.renew_deadline, args.kill_after)?;
     let key = args.lease.key();
     let pid = std::process::id();
     let holder = args.holder.clone().unwrap_or_else(|| default_holder(pid));
     let program = args.command[0].to_string_lossy().into_owned();
-    let request = Request::new(holder.clone(), timing.ttl)
+    let request = Request::new(holder.clone(), timing.ttl())
         .with_metadata(serde_json::json!({"pid": pid, "command": program}));
     let clock = backend::clock();
     // What starting CMD needs, before the lease is taken.
@@ -187,7 +187,7 @@ pub(crate) fn run(spec: &StoreSpec, args: RunArgs, runtime: &Runtime) -> Result<
             "claimed lease {key}, but the store answered {} after the claim started, past \
              --renew-deadline {}: not starting {program:?}",
             format_duration(now.saturating_duration_since(claimed.window_start)),
-            format_duration(timing.renew_deadline)
+            format_duration(timing.renew_deadline())
         );
         if !args.wait {
             return Err(CliError::store(text));
@@ -196,7 +196,7 @@ pub(crate) fn run(spec: &StoreSpec, args: RunArgs, runtime: &Runtime) -> Result<
     };
     let generation = claimed.info.generation;
     // How long the release may take once the tree is gone.
-    let release_limit = RELEASE_WAIT.min(timing.ttl.max(Duration::from_secs(1)));
+    let release_limit = RELEASE_WAIT.min(timing.ttl().max(Duration::from_secs(1)));
 
     // The second line of defence: descendants of a shim that died come back to us. (The
     // argument is a flag: any pid sets the attribute, `None` clears it.)

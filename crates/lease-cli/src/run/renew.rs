@@ -39,7 +39,7 @@ pub(crate) struct Renewal {
 impl Renewal {
     /// When the first renewal is due: the renewal thread need not run before.
     pub(crate) fn first_due(&self) -> Timestamp {
-        self.window_start.saturating_add(self.timing.renew_every)
+        self.window_start.saturating_add(self.timing.renew_every())
     }
 }
 
@@ -89,7 +89,7 @@ async fn renew(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let clock = backend::clock();
-    let request = Request::new(r.holder.clone(), r.timing.ttl);
+    let request = Request::new(r.holder.clone(), r.timing.ttl());
     let mut last_ok = r.window_start;
     let mut next = r.first_due();
     loop {
@@ -119,7 +119,7 @@ async fn renew(
             Ok(Ok(info)) if info.holder == r.holder && info.generation == r.generation => {
                 last_ok = started;
                 let _ = events.send(Event::Renewed(started));
-                next = started.saturating_add(r.timing.renew_every);
+                next = started.saturating_add(r.timing.renew_every());
                 continue;
             }
             Ok(Ok(info)) => {
@@ -140,7 +140,7 @@ async fn renew(
         }
         next = clock
             .now()
-            .saturating_add(RETRY_PAUSE.min(r.timing.renew_every));
+            .saturating_add(RETRY_PAUSE.min(r.timing.renew_every()));
     }
     // Never release while the command may still run: wait for the tree to be gone.
     while !*stop.borrow_and_update() {

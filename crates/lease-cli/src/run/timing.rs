@@ -1,6 +1,6 @@
 //! `lease run`'s timing: the rules live in lease-run-policy ([`lease_run_policy::Timing`], where
 //! the simulator drives them too); this is their face in the command: the flags' usage errors,
-//! and the settings as fields for the modules that read them.
+//! checked by [`new`]; the modules read the settings from [`Timing`] itself.
 //!
 //! With `S` the start of the last successful claim or renewal, on the host's monotonic clock
 //! (`CLOCK_BOOTTIME`): the window ends at `S + ttl`; renewals are tried every
@@ -10,28 +10,12 @@
 
 use std::time::Duration;
 
-use lease_core::Timestamp;
 use lease_run_policy::{MIN_TTL, TimingError};
 
 use crate::error::{CliError, EXIT_USAGE};
 use crate::human::format_duration;
 
-/// The validated timing of one `lease run`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Timing {
-    /// How long each claim or renewal guarantees the lease, from the call's start.
-    pub(crate) ttl: Duration,
-    /// How long after the last successful renewal's start the lease counts as lost.
-    pub(crate) renew_deadline: Duration,
-    /// The pause between renewals.
-    pub(crate) renew_every: Duration,
-    /// After SIGTERM, how long before SIGKILL (capped by the window).
-    pub(crate) kill_after: Duration,
-    /// How long before the window's end SIGKILL is sent at the latest.
-    pub(crate) margin: Duration,
-    /// The rules themselves.
-    policy: lease_run_policy::Timing,
-}
+pub(crate) use lease_run_policy::Timing;
 
 impl From<TimingError> for CliError {
     /// A usage error naming the flag.
@@ -71,54 +55,23 @@ impl From<TimingError> for CliError {
     }
 }
 
-impl Timing {
-    /// Checks `--ttl`, `--renew-deadline` and `--kill-after` together.
-    ///
-    /// # Errors
-    ///
-    /// A usage error naming the flag when a setting cannot fit in the window.
-    pub(crate) fn new(
-        ttl: Duration,
-        renew_deadline: Option<Duration>,
-        kill_after: Option<Duration>,
-    ) -> Result<Timing, CliError> {
-        let policy = lease_run_policy::Timing::new(ttl, renew_deadline, kill_after)?;
-        Ok(Timing {
-            ttl: policy.ttl(),
-            renew_deadline: policy.renew_deadline(),
-            renew_every: policy.renew_every(),
-            kill_after: policy.kill_after(),
-            margin: policy.margin(),
-            policy,
-        })
-    }
-
-    /// The rules, for the supervisor's state machine.
-    pub(crate) fn policy(&self) -> lease_run_policy::Timing {
-        self.policy
-    }
-
-    /// The end of the window a call that started at `start` guarantees.
-    pub(crate) fn window_end(&self, start: Timestamp) -> Timestamp {
-        self.policy.window_end(start)
-    }
-
-    /// When the lease counts as lost if no renewal after the one that started at `start`
-    /// succeeds.
-    pub(crate) fn lost_at(&self, start: Timestamp) -> Timestamp {
-        self.policy.lost_at(start)
-    }
-
-    /// When SIGKILL is due: `kill_after` after the loss (if lost), and in any case by the
-    /// window's end minus the margin.
-    pub(crate) fn kill_at(&self, start: Timestamp, lost: Option<Timestamp>) -> Timestamp {
-        self.policy.kill_at(start, lost)
-    }
+/// Checks `--ttl`, `--renew-deadline` and `--kill-after` together.
+///
+/// # Errors
+///
+/// A usage error naming the flag when a setting cannot fit in the window.
+pub(crate) fn new(
+    ttl: Duration,
+    renew_deadline: Option<Duration>,
+    kill_after: Option<Duration>,
+) -> Result<Timing, CliError> {
+    Ok(Timing::new(ttl, renew_deadline, kill_after)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lease_core::Timestamp;
     use lease_run_policy::MAX_TTL;
 
     fn s(secs: f64) -> Duration {
@@ -127,38 +80,34 @@ mod tests {
 
     #[test]
     fn defaults_fit_in_the_window() {
-        let t = Timing::new(s(15.0), None, None).unwrap();
-        assert_eq!(t.renew_deadline, s(10.0));
-        assert_eq!(t.renew_every, s(5.0));
-        assert_eq!(t.margin, s(1.5));
+        let t = new(s(15.0), None, None).unwrap();
+        assert_eq!(t.renew_deadline(), s(10.0));
+        assert_eq!(t.renew_every(), s(5.0));
+        assert_eq!(t.margin(), s(1.5));
         let start = Timestamp::from_nanos(1_000_000_000);
         assert_eq!(t.lost_at(start), start.saturating_add(s(10.0)));
         // Default kill-after (10 s) is capped by the window: 13.5 s, not 20 s.
         let lost = t.lost_at(start);
         assert_eq!(t.kill_at(start, Some(lost)), start.saturating_add(s(13.5)));
         assert!(t.kill_at(start, None) < t.window_end(start));
-        assert_eq!(t.policy().ttl(), t.ttl);
     }
 
     #[test]
     fn settings_that_cannot_fit_are_refused_naming_the_flag() {
         let cases = [
-            (Timing::new(s(3.0), None, Some(s(3.0))), "--kill-after"),
-            (Timing::new(s(3.0), Some(s(3.0)), None), "--renew-deadline"),
-            (Timing::new(s(3.0), Some(s(2.8)), None), "--renew-deadline"),
-            (
-                Timing::new(s(3.0), Some(Duration::ZERO), None),
-                "--renew-deadline",
-            ),
-            (Timing::new(s(0.05), None, None), "--ttl"),
-            (Timing::new(Duration::MAX, None, None), "--ttl"),
+            (new(s(3.0), None, Some(s(3.0))), "--kill-after"),
+            (new(s(3.0), Some(s(3.0)), None), "--renew-deadline"),
+            (new(s(3.0), Some(s(2.8)), None), "--renew-deadline"),
+            (new(s(3.0), Some(Duration::ZERO), None), "--renew-deadline"),
+            (new(s(0.05), None, None), "--ttl"),
+            (new(Duration::MAX, None, None), "--ttl"),
         ];
         for (result, flag) in cases {
             let err = result.unwrap_err();
             assert_eq!(err.code, EXIT_USAGE);
             assert!(err.message.contains(flag), "{flag}: {}", err.message);
         }
-        assert!(Timing::new(s(3.0), Some(s(2.6)), Some(s(2.9))).is_ok());
-        assert!(Timing::new(MAX_TTL, None, Some(MAX_TTL / 2)).is_ok());
+        assert!(new(s(3.0), Some(s(2.6)), Some(s(2.9))).is_ok());
+        assert!(new(MAX_TTL, None, Some(MAX_TTL / 2)).is_ok());
     }
 }

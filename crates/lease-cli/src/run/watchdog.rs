@@ -89,11 +89,11 @@ fn watch(
     rx: &Receiver<Event>,
 ) -> Option<String> {
     let clock = backend::clock();
-    let mut machine = Supervisor::new(timing.policy(), window_start);
+    let mut machine = Supervisor::new(timing, window_start);
     let reason = |loss: Loss| match loss {
         Loss::NoRenewalInTime => format!(
             "no renewal succeeded within --renew-deadline {}",
-            format_duration(timing.renew_deadline)
+            format_duration(timing.renew_deadline())
         ),
         Loss::Refused(reason) => reason,
         Loss::WindowEnding => "its window ended".to_owned(),
