@@ -35,19 +35,13 @@ fn try_run(d: &std::path::Path) -> i32 {
 /// Starts `lease run -l job --ttl 120s -- sh -c SCRIPT` in `d` and waits until the script has
 /// touched `d/ready`.
 fn run_holding(d: &std::path::Path, script: &str) -> std::process::Child {
-    let run = lease(d)
-        .args([
-            "run", "-l", "job", "--ttl", "120s", "--", "sh", "-c", script,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(
-        eventually(PATIENCE, || d.join("ready").exists()),
-        "never started"
-    );
-    run
+    let mut run = lease(d);
+    run.args([
+        "run", "-l", "job", "--ttl", "120s", "--", "sh", "-c", script,
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    spawn_until_ready(run, d, "never started")
 }
 
 #[test]

@@ -152,11 +152,7 @@ fn a_stalled_api_server_stops_the_whole_tree_before_the_next_holder_starts() {
         .stdout(Stdio::null())
         // A file, not a pipe: a surviving process of the tree would hold a pipe open.
         .stderr(std::fs::File::create(d.join("first.err")).unwrap());
-    let first = first.spawn().unwrap();
-    assert!(
-        eventually(PATIENCE, || d.join("ready").exists()),
-        "the first command never started"
-    );
+    let first = spawn_until_ready(first, d, "the first command never started");
     // The API server stops answering the first holder mid-lease.
     proxy.pause();
     let (code, out, err) = lease_args(

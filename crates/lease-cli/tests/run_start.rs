@@ -44,17 +44,12 @@ fn shims_of(parent: u32) -> Vec<u32> {
 fn hold(d: &Path) -> Child {
     let p = path_str(d);
     let script = format!("touch {p}/ready; while [ ! -e {p}/stop ]; do sleep 0.02; done");
-    let holder = lease(d)
+    let mut holder = lease(d);
+    holder
         .args(["run", "-l", "job", "--", "sh", "-c", &script])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(
-        eventually(PATIENCE, || d.join("ready").exists()),
-        "the holder never started"
-    );
-    holder
+        .stderr(Stdio::null());
+    spawn_until_ready(holder, d, "the holder never started")
 }
 
 /// Ends the first holder and waits for it (it releases the lease).

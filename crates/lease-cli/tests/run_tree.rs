@@ -34,11 +34,7 @@ fn a_sigkilled_lease_run_leaves_no_process_of_the_tree() {
     cmd.args(["run", "-l", "job", "--", "sh", "-c", &spreading_command(d)])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let mut child = cmd.spawn().unwrap();
-    assert!(
-        eventually(PATIENCE, || d.join("ready").exists()),
-        "the command never started"
-    );
+    let mut child = spawn_until_ready(cmd, d, "the command never started");
     let pids = tree_pids(d);
     assert_eq!(pids.len(), 4, "{pids:?}");
     assert!(pids.iter().all(|&p| !process_gone(p)));
@@ -62,11 +58,7 @@ fn a_sigkilled_lease_run_stops_a_tree_that_ignores_sigterm() {
     cmd.args(["run", "-l", "job", "--", "sh", "-c", &stubborn_tree(d)])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let mut child = cmd.spawn().unwrap();
-    assert!(
-        eventually(PATIENCE, || d.join("ready").exists()),
-        "the command never started"
-    );
+    let mut child = spawn_until_ready(cmd, d, "the command never started");
     let pids = tree_pids(d);
     assert_eq!(pids.len(), 3, "{pids:?}");
     child.kill().unwrap();

@@ -95,11 +95,7 @@ fn stalled_renewals_stop_the_whole_tree_before_the_next_holder_starts() {
         .stdout(Stdio::null())
         // A file, not a pipe: a surviving process of the tree would hold a pipe open.
         .stderr(std::fs::File::create(d.join("first.err")).unwrap());
-    let first = first.spawn().unwrap();
-    assert!(
-        eventually(PATIENCE, || d.join("ready").exists()),
-        "the first command never started"
-    );
+    let first = spawn_until_ready(first, d, "the first command never started");
     // Renewals can no longer write: the lease expires 3 s after the last one started.
     let stall = stall_writes(&d.join("leases.db"), Duration::from_millis(4500));
     let mut second = lease(d);
@@ -133,11 +129,7 @@ fn a_stopped_lease_run_cannot_keep_its_command_past_the_window() {
         .args(["--", "sh", "-c", &script])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(d.join("first.err")).unwrap());
-    let first = first.spawn().unwrap();
-    assert!(
-        eventually(PATIENCE, || d.join("ready").exists()),
-        "the first command never started"
-    );
+    let first = spawn_until_ready(first, d, "the first command never started");
     // A paused supervisor (SIGSTOP, or Ctrl-Z: the command is in another process group and
     // does not stop with it) renews nothing; the command must still be gone when the lease
     // expires.

@@ -82,6 +82,14 @@ pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// Spawns `cmd`, a `lease run` whose command touches `d/ready` once it runs, and waits (up to
+/// [`PATIENCE`]) until it has; panics with `what` if it never does.
+pub fn spawn_until_ready(mut cmd: Command, d: &Path, what: &str) -> Child {
+    let child = cmd.spawn().unwrap();
+    assert!(eventually(PATIENCE, || d.join("ready").exists()), "{what}");
+    child
+}
+
 /// Asserts that `stderr` is exactly one line `lease: error: …` containing `needle`, with no
 /// panic or backtrace.
 pub fn assert_one_error_line(stderr: &str, needle: &str) {
