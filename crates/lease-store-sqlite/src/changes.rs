@@ -1,6 +1,6 @@
 //! The change notifier behind [`SqliteStore::change_notifier`](crate::SqliteStore): a
-//! file-system watch (inotify on Linux, through the `notify` crate) on the database's
-//! directory, confirmed against `PRAGMA data_version` on a connection of its own.
+//! file-system watch (inotify on the database's directory, [`crate::inotify`]), confirmed
+//! against `PRAGMA data_version` on a connection of its own, by one thread.
 //!
 //! # Why confirm
 //!
@@ -41,26 +41,24 @@
 //!
 //! # Cost
 //!
-//! Idle, nothing: the thread blocks on a channel and the watch thread on inotify. After each
-//! commit (anyone's): a few `data_version` reads and one read of the write counter,
-//! microseconds each.
+//! Idle, nothing: the thread blocks on the inotify queue. After each commit (anyone's): a few
+//! `data_version` reads and one read of the write counter, microseconds each. While commits
+//! keep coming the thread does not wait on the queue between two looks, so the many writes of
+//! each commit wake no one (see [`crate::inotify`]).
 
 use std::collections::HashSet;
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use notify::event::ModifyKind;
-use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::watch;
 
+use crate::inotify::{DirWatch, Stopper, Wake};
 use crate::own_commits::{OwnCommits, Verdict};
-use crate::paths::{parent_dir, session_file};
+use crate::paths::session_file;
 
 /// How long after a file event the notifier keeps looking for a new commit to become visible
 /// (measured from the latest event). A commit whose sync takes longer is left to the poll.
@@ -86,8 +84,8 @@ pub(crate) type StartError = Box<dyn std::error::Error + Send + Sync>;
 /// channel, which tells receivers to fall back to polling.
 pub(crate) struct ChangeNotifier {
     rx: watch::Receiver<u64>,
-    /// Kept for its `Drop`, which ends the watch (and so the thread).
-    _watcher: RecommendedWatcher,
+    /// Kept for its `Drop`, which stops the thread.
+    _stopper: Stopper,
     /// Waits for holder sessions' deaths, when the store is death-aware.
     deaths: Option<Arc<DeathWatch>>,
 }
@@ -165,28 +163,13 @@ impl ChangeNotifier {
         sessions_dir: Option<&Path>,
         own: Arc<OwnCommits>,
     ) -> Result<ChangeNotifier, StartError> {
-        let name = path
-            .file_name()
-            .ok_or_else(|| format!("{} names no file", path.display()))?
-            .to_owned();
-        let mut wal = name.clone();
-        wal.push("-wal");
-        let names = [name, wal];
-
-        // Events from the watch thread, coalesced: one pending wake-up is enough.
-        let (wake, events) = mpsc::sync_channel::<()>(1);
-        let mut watcher = notify::recommended_watcher(move |event: notify::Result<Event>| {
-            if relevant(&event, &names) {
-                let _ = wake.try_send(());
-            }
-        })?;
-        watcher.watch(parent_dir(path), RecursiveMode::NonRecursive)?;
+        let (mut dir_watch, stopper) = DirWatch::new(path)?;
 
         // The notifier's connection is opened, and its baseline read, on its own thread:
         // `change_notifier` is called from async code, and SQLite may block (up to
         // `BUSY_TIMEOUT` on a lock). The baseline is read after the watch is in place: a
         // commit made after it is either in the baseline or followed by an event (kept in
-        // the channel until the thread looks).
+        // the kernel's queue until the thread reads it).
         let (tx, rx) = watch::channel(0_u64);
         let tx = Arc::new(tx);
         own.set_counter(Arc::downgrade(&tx));
@@ -205,7 +188,7 @@ impl ChangeNotifier {
                 // Recorded from now on: a commit of ours after the baseline is known as ours.
                 own.set_watched(true);
                 match open_baseline(&path) {
-                    Ok((conn, seen)) => confirm(&conn, seen, &own, &events, &tx),
+                    Ok((conn, seen)) => confirm(&conn, seen, &own, &mut dir_watch, &tx),
                     // Ending drops `tx`, closing the channel: receivers fall back to polling.
                     Err(error) => tracing::warn!(
                         path = %path.display(),
@@ -218,7 +201,7 @@ impl ChangeNotifier {
             })?;
         Ok(ChangeNotifier {
             rx,
-            _watcher: watcher,
+            _stopper: stopper,
             deaths,
         })
     }
@@ -232,27 +215,6 @@ impl ChangeNotifier {
     pub(crate) fn receiver(&self) -> watch::Receiver<u64> {
         self.rx.clone()
     }
-}
-
-/// Whether a watch event may mean a commit: data written to the database or its `-wal` (or
-/// the `-wal` created), a lost event queue, or an error of the watch (the check is cheap).
-fn relevant(event: &notify::Result<Event>, names: &[OsString; 2]) -> bool {
-    let Ok(event) = event else {
-        return true;
-    };
-    if event.need_rescan() {
-        return true;
-    }
-    let kind = matches!(
-        event.kind,
-        EventKind::Create(_)
-            | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any | ModifyKind::Other)
-            | EventKind::Any
-    );
-    kind && event
-        .paths
-        .iter()
-        .any(|p| p.file_name().is_some_and(|n| names.iter().any(|m| m == n)))
 }
 
 /// What the notifier last saw of the file: its data version, and the highest write counter
@@ -292,33 +254,31 @@ fn look(conn: &Connection) -> rusqlite::Result<Seen> {
     Ok(Seen { version, counter })
 }
 
-/// The thread: on each wake-up, look for a new commit until one is visible or the window
-/// passes; report it unless it was the store's own ([`OwnCommits::judge`]); end when the
-/// watch is gone.
+/// The thread: on each relevant write, look for a new commit until one is visible or the
+/// window passes; report it unless it was the store's own ([`OwnCommits::judge`]); end when
+/// the watch stops.
 fn confirm(
     conn: &Connection,
     mut seen: Seen,
     own: &OwnCommits,
-    events: &Receiver<()>,
+    watch: &mut DirWatch,
     tx: &watch::Sender<u64>,
 ) {
-    while events.recv().is_ok() {
+    loop {
+        match watch.wait(None) {
+            Wake::Stop => return,
+            Wake::Quiet => continue,
+            Wake::Written => {}
+        }
         let mut deadline = Instant::now() + CONFIRM_WINDOW;
         // The least time between two looks: FIRST_PAUSE, or OWN_PAUSE while the store's own
-        // commits keep coming (each brings many file events; looking at every one of them
-        // cost as much as the commits).
+        // commits keep coming (each brings many file events).
         let mut floor = FIRST_PAUSE;
         let mut pause = floor;
-        let mut last_look: Option<Instant> = None;
         loop {
-            let due = last_look.is_none_or(|at| at.elapsed() >= floor);
             // An error (a lock held through the busy timeout) is a look that saw nothing. The
             // cheap version check first; the counter only once something changed.
-            if due {
-                last_look = Some(Instant::now());
-            }
-            if due
-                && let Ok(version) = data_version(conn)
+            if let Ok(version) = data_version(conn)
                 && version != seen.version
                 && let Ok(now_seen) = look(conn)
             {
@@ -334,7 +294,7 @@ fn confirm(
                         floor = FIRST_PAUSE;
                     }
                     // No break: keep looking until the window passes. The file event of
-                    // another commit may have come (and been taken) before this look, while
+                    // another commit may have come (and been read) before this look, while
                     // that commit became visible only after it.
                 }
             }
@@ -342,75 +302,19 @@ fn confirm(
             if now >= deadline {
                 break;
             }
-            let wait = match last_look {
-                Some(at) if !due => floor.saturating_sub(at.elapsed()),
-                _ => pause,
-            };
-            match events.recv_timeout(wait.min(deadline - now)) {
-                Ok(()) => {
-                    // Another write: perhaps another commit on its way; look as soon as
-                    // allowed, and for a full window again.
+            // Not waiting on the watch for the least pause: the writes made meanwhile wait in
+            // the kernel's queue, merged into one event, and wake no one.
+            thread::sleep(floor.min(deadline - now));
+            match watch.wait(Some(pause.saturating_sub(floor))) {
+                Wake::Stop => return,
+                // Another write: perhaps another commit on its way; look now, and for a full
+                // window again.
+                Wake::Written => {
                     deadline = Instant::now() + CONFIRM_WINDOW;
                     pause = floor;
                 }
-                Err(RecvTimeoutError::Timeout) if due => pause = (pause * 2).min(MAX_PAUSE),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
+                Wake::Quiet => pause = (pause * 2).min(MAX_PAUSE),
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::path::PathBuf;
-
-    use notify::event::{AccessKind, AccessMode, CreateKind, DataChange, MetadataKind};
-
-    use super::*;
-
-    fn names() -> [OsString; 2] {
-        [OsString::from("l.db"), OsString::from("l.db-wal")]
-    }
-
-    fn event(kind: EventKind, path: &str) -> notify::Result<Event> {
-        Ok(Event::new(kind).add_path(PathBuf::from(path)))
-    }
-
-    #[test]
-    fn only_writes_to_the_database_and_its_wal_are_relevant() {
-        let data = EventKind::Modify(ModifyKind::Data(DataChange::Any));
-        assert!(relevant(&event(data, "/d/l.db"), &names()));
-        assert!(relevant(&event(data, "/d/l.db-wal"), &names()));
-        assert!(relevant(
-            &event(EventKind::Create(CreateKind::File), "/d/l.db-wal"),
-            &names()
-        ));
-        // The shared-memory index, other files, reads and metadata changes are not.
-        assert!(!relevant(&event(data, "/d/l.db-shm"), &names()));
-        assert!(!relevant(&event(data, "/d/other.db"), &names()));
-        assert!(!relevant(
-            &event(
-                EventKind::Access(AccessKind::Close(AccessMode::Write)),
-                "/d/l.db-wal"
-            ),
-            &names()
-        ));
-        assert!(!relevant(
-            &event(
-                EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any)),
-                "/d/l.db"
-            ),
-            &names()
-        ));
-        // A lost queue or a watch error may hide a commit.
-        assert!(relevant(
-            &Ok(Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan)),
-            &names()
-        ));
-        assert!(relevant(
-            &Err(notify::Error::generic("queue overflow")),
-            &names()
-        ));
     }
 }

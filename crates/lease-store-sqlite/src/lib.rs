@@ -106,6 +106,7 @@ mod default_path;
 mod encoding;
 mod error;
 mod filesystem;
+mod inotify;
 mod kernel;
 mod open;
 mod ops;
