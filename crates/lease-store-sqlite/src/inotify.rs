@@ -207,11 +207,23 @@ mod tests {
     #[test]
     fn only_writes_to_the_database_and_its_wal_are_relevant() {
         assert_eq!(classify_one(ReadFlags::MODIFY, "l.db"), Drained::Written);
-        assert_eq!(classify_one(ReadFlags::MODIFY, "l.db-wal"), Drained::Written);
-        assert_eq!(classify_one(ReadFlags::CREATE, "l.db-wal"), Drained::Written);
+        assert_eq!(
+            classify_one(ReadFlags::MODIFY, "l.db-wal"),
+            Drained::Written
+        );
+        assert_eq!(
+            classify_one(ReadFlags::CREATE, "l.db-wal"),
+            Drained::Written
+        );
         // The shared-memory index, other files and other kinds of event are not.
-        assert_eq!(classify_one(ReadFlags::MODIFY, "l.db-shm"), Drained::Nothing);
-        assert_eq!(classify_one(ReadFlags::MODIFY, "other.db"), Drained::Nothing);
+        assert_eq!(
+            classify_one(ReadFlags::MODIFY, "l.db-shm"),
+            Drained::Nothing
+        );
+        assert_eq!(
+            classify_one(ReadFlags::MODIFY, "other.db"),
+            Drained::Nothing
+        );
         assert_eq!(classify_one(ReadFlags::ATTRIB, "l.db"), Drained::Nothing);
         assert_eq!(
             classify_one(ReadFlags::CLOSE_WRITE, "l.db-wal"),
