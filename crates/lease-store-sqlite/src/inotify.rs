@@ -200,49 +200,36 @@ mod tests {
         [b"l.db".to_vec(), b"l.db-wal".to_vec()]
     }
 
-    fn classify_one(flags: ReadFlags, name: &str) -> Drained {
-        classify(1, &names(), 1, flags, Some(OsStr::new(name)))
-    }
-
     #[test]
     fn only_writes_to_the_database_and_its_wal_are_relevant() {
-        assert_eq!(classify_one(ReadFlags::MODIFY, "l.db"), Drained::Written);
-        assert_eq!(
-            classify_one(ReadFlags::MODIFY, "l.db-wal"),
-            Drained::Written
-        );
-        assert_eq!(
-            classify_one(ReadFlags::CREATE, "l.db-wal"),
-            Drained::Written
-        );
-        // The shared-memory index, other files and other kinds of event are not.
-        assert_eq!(
-            classify_one(ReadFlags::MODIFY, "l.db-shm"),
-            Drained::Nothing
-        );
-        assert_eq!(
-            classify_one(ReadFlags::MODIFY, "other.db"),
-            Drained::Nothing
-        );
-        assert_eq!(classify_one(ReadFlags::ATTRIB, "l.db"), Drained::Nothing);
-        assert_eq!(
-            classify_one(ReadFlags::CLOSE_WRITE, "l.db-wal"),
-            Drained::Nothing
-        );
-        // Another watch's events are not ours.
-        assert_eq!(
-            classify(1, &names(), 2, ReadFlags::MODIFY, Some(OsStr::new("l.db"))),
-            Drained::Nothing
-        );
-        // A lost queue may hide a commit; a removed watch ends the notifier.
-        assert_eq!(
-            classify(1, &names(), -1, ReadFlags::QUEUE_OVERFLOW, None),
-            Drained::Written
-        );
-        assert_eq!(
-            classify(1, &names(), 1, ReadFlags::IGNORED, None),
-            Drained::Gone
-        );
+        // (event's watch, flags, file name, meaning) for a watch 1 on "l.db"'s directory.
+        let cases: [(i32, ReadFlags, Option<&str>, Drained); 10] = [
+            (1, ReadFlags::MODIFY, Some("l.db"), Drained::Written),
+            (1, ReadFlags::MODIFY, Some("l.db-wal"), Drained::Written),
+            (1, ReadFlags::CREATE, Some("l.db-wal"), Drained::Written),
+            // The shared-memory index, other files and other kinds of event are not.
+            (1, ReadFlags::MODIFY, Some("l.db-shm"), Drained::Nothing),
+            (1, ReadFlags::MODIFY, Some("other.db"), Drained::Nothing),
+            (1, ReadFlags::ATTRIB, Some("l.db"), Drained::Nothing),
+            (
+                1,
+                ReadFlags::CLOSE_WRITE,
+                Some("l.db-wal"),
+                Drained::Nothing,
+            ),
+            // Another watch's events are not ours.
+            (2, ReadFlags::MODIFY, Some("l.db"), Drained::Nothing),
+            // A lost queue may hide a commit; a removed watch ends the notifier.
+            (-1, ReadFlags::QUEUE_OVERFLOW, None, Drained::Written),
+            (1, ReadFlags::IGNORED, None, Drained::Gone),
+        ];
+        for (wd, flags, name, meaning) in cases {
+            assert_eq!(
+                classify(1, &names(), wd, flags, name.map(OsStr::new)),
+                meaning,
+                "{wd} {flags:?} {name:?}"
+            );
+        }
     }
 
     #[test]
