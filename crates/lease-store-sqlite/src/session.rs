@@ -357,7 +357,9 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Sqli
     }
 }
 
-/// A random 64-bit number (std's randomly keyed hasher over the pid and the time).
+/// A random 64-bit number (std's randomly keyed hasher over the pid and the time). Not
+/// `fastrand`'s global generator: the simulator seeds that one for its schedules, which a
+/// store's session tokens drawing from it would shift.
 fn random_token() -> i64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();

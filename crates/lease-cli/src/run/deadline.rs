@@ -34,7 +34,9 @@ impl DeadlineFile {
     /// carry later ones, in a directory under `parent` (the temporary directory) that does
     /// not exist yet. No I/O.
     pub(crate) fn new(parent: &Path, first: Timestamp) -> DeadlineFile {
-        let dir = parent.join(format!("lease-run-{:016x}", random()));
+        // Unpredictable (fastrand's per-thread generator, seeded from std's randomly keyed
+        // hasher), so that the directory's name cannot be guessed and taken first.
+        let dir = parent.join(format!("lease-run-{:016x}", fastrand::u64(..)));
         DeadlineFile {
             first,
             path: dir.join("deadline"),
@@ -82,20 +84,6 @@ impl Drop for DeadlineFile {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
-}
-
-/// A random 64-bit number (std's randomly keyed hasher over the pid and the time), so that
-/// the directory's name cannot be guessed and taken first.
-fn random() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u32(std::process::id());
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    hasher.finish()
 }
 
 #[cfg(test)]
