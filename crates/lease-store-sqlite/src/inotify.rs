@@ -16,11 +16,9 @@
 //! The thread also waits on the read end of a pipe whose write end the owner keeps: dropping
 //! it ([`Stopper`]) hangs the pipe up, and the thread's next wait returns [`Wake::Stop`].
 
-use std::ffi::OsStr;
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -72,7 +70,7 @@ impl DirWatch {
                 format!("{} names no file", path.display()),
             )
         })?;
-        let name = name.as_bytes().to_vec();
+        let name = name.as_encoded_bytes().to_vec();
         let mut wal = name.clone();
         wal.extend_from_slice(b"-wal");
         let inotify = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK)?;
@@ -146,7 +144,7 @@ impl DirWatch {
                 &self.names,
                 event.wd(),
                 event.events(),
-                event.file_name().map(|n| OsStr::from_bytes(n.to_bytes())),
+                event.file_name().map(|n| n.to_bytes()),
             ) {
                 Drained::Gone => return Drained::Gone,
                 Drained::Written => out = Drained::Written,
@@ -170,7 +168,7 @@ fn classify(
     names: &[Vec<u8>; 2],
     event_wd: i32,
     flags: ReadFlags,
-    name: Option<&OsStr>,
+    name: Option<&[u8]>,
 ) -> Drained {
     if flags.contains(ReadFlags::QUEUE_OVERFLOW) {
         return Drained::Written;
@@ -181,7 +179,7 @@ fn classify(
     if flags.contains(ReadFlags::IGNORED) || flags.contains(ReadFlags::UNMOUNT) {
         return Drained::Gone;
     }
-    let ours = name.is_some_and(|n| names.iter().any(|m| m.as_slice() == n.as_bytes()));
+    let ours = name.is_some_and(|n| names.iter().any(|m| m.as_slice() == n));
     if ours && flags.intersects(ReadFlags::MODIFY | ReadFlags::CREATE) {
         Drained::Written
     } else {
@@ -225,7 +223,7 @@ mod tests {
         ];
         for (wd, flags, name, meaning) in cases {
             assert_eq!(
-                classify(1, &names(), wd, flags, name.map(OsStr::new)),
+                classify(1, &names(), wd, flags, name.map(str::as_bytes)),
                 meaning,
                 "{wd} {flags:?} {name:?}"
             );
