@@ -111,6 +111,7 @@ mod kernel;
 mod open;
 mod ops;
 mod own_commits;
+mod own_rows;
 mod paths;
 mod schema;
 mod session;

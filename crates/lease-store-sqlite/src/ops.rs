@@ -9,6 +9,7 @@ use rusqlite::{Connection, OptionalExtension};
 
 use crate::encoding::{decode_expiry, encode_expiry};
 use crate::error::{SqliteStoreError, StoreResult};
+use crate::own_rows::{OwnRow, OwnRowsTx};
 use crate::session::{Liveness, Slot};
 use crate::settings::Settings;
 
@@ -185,7 +186,9 @@ pub(crate) fn claim(
     key: &Key,
     request: &Request,
     slot: &mut Slot<'_>,
+    rows: &mut OwnRowsTx<'_>,
 ) -> OpResult<Info> {
+    rows.forget(key);
     let pinned = match read_lease(tx, settings, key)? {
         Some(row) if row.is_valid(settings, now) => {
             return Ok(Err(if row.holder == request.holder {
@@ -199,6 +202,7 @@ pub(crate) fn claim(
             // its file and its other leases, which are free too.
             if let Some(dead) = row.dead_session(settings) {
                 settings.sessions.reap(tx, &settings.db, dead)?;
+                rows.forget_all();
             }
             row.pinned
         }
@@ -237,13 +241,17 @@ pub(crate) fn claim(
         ])
     })
     .map_err(settings.sql("writing a claim"))?;
-    Ok(Ok(Info {
+    let row = OwnRow {
         holder: request.holder.clone(),
+        session,
         expiry,
-        generation: Generation(stored_generation(generation)),
+        generation: stored_generation(generation),
         metadata: request.metadata.clone(),
         pinned,
-    }))
+    };
+    let info = row.info();
+    rows.record(key.clone(), row);
+    Ok(Ok(info))
 }
 
 /// The session to record in a lease row this transaction writes (created if need be), or
@@ -275,9 +283,20 @@ const OWN_LEASE: &str = "SELECT l.expiry, l.generation, l.metadata, EXISTS (SELE
 const SET_EXPIRY: &str =
     "UPDATE lease SET expiry = ?4 WHERE namespace = ?1 AND model = ?2 AND name = ?3";
 
+/// The new expiry (`?4`) of a lease as this store remembers writing it ([`crate::own_rows`]):
+/// [`SET_EXPIRY`], written only if the row is still held by `?5` on boot `?6` with expiry
+/// `?7`, generation `?8` and session `?9`, as remembered. One statement instead of
+/// [`OWN_LEASE`]'s read and [`SET_EXPIRY`].
+const SET_REMEMBERED_EXPIRY: &str = "UPDATE lease SET expiry = ?4 \
+    WHERE namespace = ?1 AND model = ?2 AND name = ?3 AND holder = ?5 AND boot = ?6 \
+      AND expiry = ?7 AND generation = ?8 AND session IS ?9";
+
 /// [`extend`]'s common case: the lease is held by the requester under this store's own session
 /// (alive: it is ours) and the request brings no metadata. `None` when that is not the case
 /// (nothing was written); then the general path decides, on the row as read.
+///
+/// The row is found in `rows` when this store wrote it last and no other connection has
+/// committed since; otherwise it is read ([`OWN_LEASE`]). Either way it is remembered again.
 fn extend_own(
     tx: &Connection,
     settings: &Settings,
@@ -285,7 +304,9 @@ fn extend_own(
     key: &Key,
     request: &Request,
     slot: &mut Slot<'_>,
+    rows: &mut OwnRowsTx<'_>,
 ) -> StoreResult<Option<Info>> {
+    let remembered = rows.take(key);
     if request.metadata.is_some() {
         return Ok(None);
     }
@@ -297,6 +318,36 @@ fn extend_own(
         },
     };
     let sql = settings.sql("writing an extension");
+    if let Some((key, mut row)) = remembered
+        && row.holder == request.holder
+        && row.session == session
+        && now < row.expiry
+    {
+        let expiry = row.expiry.max(now.saturating_add(request.duration));
+        let written = tx
+            .prepare_cached(SET_REMEMBERED_EXPIRY)
+            .and_then(|mut stmt| {
+                stmt.execute(rusqlite::params![
+                    key.namespace,
+                    key.model,
+                    key.lease,
+                    encode_expiry(expiry),
+                    row.holder,
+                    settings.boot.seq,
+                    encode_expiry(row.expiry),
+                    i64::try_from(row.generation).unwrap_or(i64::MAX),
+                    session,
+                ])
+            })
+            .map_err(&sql)?;
+        if written == 1 {
+            row.expiry = expiry;
+            let info = row.info();
+            rows.record(key, row);
+            return Ok(Some(info));
+        }
+        // Not as remembered: read it.
+    }
     let found = tx
         .prepare_cached(OWN_LEASE)
         .and_then(|mut stmt| {
@@ -337,13 +388,17 @@ fn extend_own(
             ])
         })
         .map_err(&sql)?;
-    Ok(Some(Info {
+    let row = OwnRow {
         holder: request.holder.clone(),
+        session,
         expiry,
-        generation: Generation(stored_generation(generation)),
+        generation: stored_generation(generation),
         metadata,
         pinned,
-    }))
+    };
+    let info = row.info();
+    rows.record(key.clone(), row);
+    Ok(Some(info))
 }
 
 pub(crate) fn extend(
@@ -353,8 +408,9 @@ pub(crate) fn extend(
     key: &Key,
     request: &Request,
     slot: &mut Slot<'_>,
+    rows: &mut OwnRowsTx<'_>,
 ) -> OpResult<Info> {
-    if let Some(info) = extend_own(tx, settings, now, key, request, slot)? {
+    if let Some(info) = extend_own(tx, settings, now, key, request, slot, rows)? {
         return Ok(Ok(info));
     }
     let row = match read_lease(tx, settings, key)? {
@@ -396,7 +452,9 @@ pub(crate) fn revoke(
     now: Timestamp,
     key: &Key,
     holder: &str,
+    rows: &mut OwnRowsTx<'_>,
 ) -> OpResult<()> {
+    rows.forget(key);
     match read_lease(tx, settings, key)? {
         Some(row) if row.is_valid(settings, now) => {
             if row.holder != holder {
@@ -447,8 +505,14 @@ impl PurgeSchedule {
         tx: &Connection,
         settings: &Settings,
         now: Timestamp,
+        rows: &mut OwnRowsTx<'_>,
     ) -> StoreResult<()> {
         let deleted = purge(tx, settings, now, settings.purge_batch)?;
+        if deleted > 0 {
+            // Only expired rows go, which no renewal would take from the memory; forgotten
+            // all the same, as purges are rare.
+            rows.forget_all();
+        }
         self.writes_since = 0;
         self.not_before = if deleted >= settings.purge_batch {
             Timestamp::ZERO

@@ -49,6 +49,7 @@ use crate::ops::{
     snapshot_keys, stable_plans, validate_op,
 };
 use crate::own_commits::OwnCommits;
+use crate::own_rows::{OwnRows, OwnRowsTx};
 use crate::session::{SessionHandle, Slot};
 use crate::settings::Settings;
 
@@ -115,6 +116,8 @@ pub(crate) struct Conn {
     own: Arc<OwnCommits>,
     /// The data version for which [`Conn::wake_for_others`] last woke the notifier.
     woken_for: i64,
+    /// The lease rows this connection wrote and still holds ([`crate::own_rows`]).
+    own_rows: OwnRows,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -142,6 +145,7 @@ impl SqliteStore {
                 purges: PurgeSchedule::default(),
                 own: Arc::clone(&own),
                 woken_for: data_version,
+                own_rows: OwnRows::default(),
             })),
             settings: Arc::new(settings),
             notifier: None,
@@ -322,6 +326,9 @@ impl Conn {
         let (now, wall) = (settings.clock.now(), settings.wall.now());
         refuse_other_kernels(&tx, &settings.db, &settings.boot, now, wall)?;
         let deleted = purge(&tx, settings, now, limit)?;
+        // Only expired rows go, which no renewal would take from the memory; forgotten all
+        // the same, as this is rare.
+        self.own_rows.forget_all();
         commit(
             tx,
             settings,
@@ -338,7 +345,13 @@ impl Conn {
         &mut self,
         settings: &Settings,
         begin: &'static str,
-        f: impl FnOnce(&Transaction<'_>, &Settings, Timestamp, &mut Slot<'_>) -> OpResult<T>,
+        f: impl FnOnce(
+            &Transaction<'_>,
+            &Settings,
+            Timestamp,
+            &mut Slot<'_>,
+            &mut OwnRowsTx<'_>,
+        ) -> OpResult<T>,
     ) -> lease_core::Result<T> {
         let tx = self
             .conn
@@ -350,14 +363,17 @@ impl Conn {
         let mut slot: Slot<'_> = settings.sessions.begin();
         let (now, wall) = (settings.clock.now(), settings.wall.now());
         refuse_other_kernels(&tx, &settings.db, &settings.boot, now, wall)?;
+        // Dropped on an early return too, which forgets every remembered row.
+        let mut rows = self.own_rows.begin(own_rows_version(&tx, settings)?);
         let changes = tx.total_changes();
-        let out = f(&tx, settings, now, &mut slot)?;
+        let out = f(&tx, settings, now, &mut slot, &mut rows)?;
         if out.is_ok() && self.purges.due(settings, 1, now) {
-            self.purges.purge(&tx, settings, now)?;
+            self.purges.purge(&tx, settings, now, &mut rows)?;
         }
         // A transaction that changed nothing (a refused claim) stays read-only: no fsync.
         let wrote = tx.total_changes() != changes;
         commit(tx, settings, &self.own, wrote, (now, wall), "committing")?;
+        rows.committed();
         if let Some(slot) = slot {
             slot.committed();
         }
@@ -425,6 +441,8 @@ impl Conn {
         let mut session: Slot<'_> = settings.sessions.begin();
         let (now, wall) = (settings.clock.now(), settings.wall.now());
         refuse_other_kernels(&tx, &settings.db, &settings.boot, now, wall)?;
+        // Dropped on an early return too, which forgets every remembered row.
+        let mut rows = self.own_rows.begin(own_rows_version(&tx, settings)?);
         let changes = tx.total_changes();
         let mut wrote = 0;
         for (op, slot) in ops.iter().zip(results.iter_mut()) {
@@ -433,13 +451,15 @@ impl Conn {
             }
             let result = match op {
                 Op::Claim { key, request } => {
-                    claim(&tx, settings, now, key, request, &mut session)?.map(Outcome::Claimed)
+                    claim(&tx, settings, now, key, request, &mut session, &mut rows)?
+                        .map(Outcome::Claimed)
                 }
                 Op::Extend { key, request } => {
-                    extend(&tx, settings, now, key, request, &mut session)?.map(Outcome::Extended)
+                    extend(&tx, settings, now, key, request, &mut session, &mut rows)?
+                        .map(Outcome::Extended)
                 }
                 Op::Revoke { key, holder } => {
-                    revoke(&tx, settings, now, key, holder)?.map(|()| Outcome::Revoked)
+                    revoke(&tx, settings, now, key, holder, &mut rows)?.map(|()| Outcome::Revoked)
                 }
             };
             if result.is_ok() {
@@ -448,7 +468,7 @@ impl Conn {
             *slot = Some(result);
         }
         if self.purges.due(settings, wrote, now) {
-            self.purges.purge(&tx, settings, now)?;
+            self.purges.purge(&tx, settings, now, &mut rows)?;
         }
         let wrote = tx.total_changes() != changes;
         commit(
@@ -459,11 +479,17 @@ impl Conn {
             (now, wall),
             "committing a batch",
         )?;
+        rows.committed();
         if let Some(session) = session {
             session.committed();
         }
         Ok(())
     }
+}
+
+/// The connection's data version inside a write transaction, for [`OwnRows::begin`].
+fn own_rows_version(tx: &Transaction<'_>, settings: &Settings) -> StoreResult<i64> {
+    data_version(tx).map_err(settings.sql("reading the data version"))
 }
 
 /// Commits `tx`. When it `wrote`, first records the write ([`record_write`]) and tells `own`
@@ -559,8 +585,8 @@ impl Store for SqliteStore {
         request.validate()?;
         let (key, request) = (key.clone(), request.clone());
         self.blocking(move |conn, settings| {
-            conn.write(settings, "beginning a claim", |tx, s, now, slot| {
-                claim(tx, s, now, &key, &request, slot)
+            conn.write(settings, "beginning a claim", |tx, s, now, slot, rows| {
+                claim(tx, s, now, &key, &request, slot, rows)
             })
         })
         .await?
@@ -571,9 +597,11 @@ impl Store for SqliteStore {
         request.validate()?;
         let (key, request) = (key.clone(), request.clone());
         self.blocking(move |conn, settings| {
-            conn.write(settings, "beginning an extension", |tx, s, now, slot| {
-                extend(tx, s, now, &key, &request, slot)
-            })
+            conn.write(
+                settings,
+                "beginning an extension",
+                |tx, s, now, slot, rows| extend(tx, s, now, &key, &request, slot, rows),
+            )
         })
         .await?
     }
@@ -583,8 +611,8 @@ impl Store for SqliteStore {
         validate_string("holder", holder)?;
         let (key, holder) = (key.clone(), holder.to_owned());
         self.blocking(move |conn, settings| {
-            conn.write(settings, "beginning a revoke", |tx, s, now, _| {
-                revoke(tx, s, now, &key, &holder)
+            conn.write(settings, "beginning a revoke", |tx, s, now, _, rows| {
+                revoke(tx, s, now, &key, &holder, rows)
             })
         })
         .await?
@@ -628,7 +656,8 @@ impl Store for SqliteStore {
         validate_string("entity", entity)?;
         let (key, entity) = (key.clone(), entity.to_owned());
         self.blocking(move |conn, settings| {
-            conn.write(settings, "beginning a pin", |tx, s, _, _| {
+            conn.write(settings, "beginning a pin", |tx, s, _, _, rows| {
+                rows.forget(&key);
                 tx.prepare_cached(
                     "INSERT INTO pin (namespace, model, name, entity) VALUES (?1, ?2, ?3, ?4) \
                      ON CONFLICT DO NOTHING",
@@ -648,7 +677,8 @@ impl Store for SqliteStore {
         validate_string("entity", entity)?;
         let (key, entity) = (key.clone(), entity.to_owned());
         self.blocking(move |conn, settings| {
-            conn.write(settings, "beginning an unpin", |tx, s, _, _| {
+            conn.write(settings, "beginning an unpin", |tx, s, _, _, rows| {
+                rows.forget(&key);
                 tx.prepare_cached(
                     "DELETE FROM pin WHERE namespace = ?1 AND model = ?2 AND name = ?3 \
                      AND entity = ?4",

@@ -326,7 +326,7 @@ struct Behind {
     renewed: Option<(u64, bool)>,
 }
 
-const BEHIND: [Behind; 7] = [
+const BEHIND: [Behind; 8] = [
     Behind {
         name: "another holder",
         sql: "UPDATE lease SET holder = 'x' WHERE name = 'a'",
@@ -348,6 +348,11 @@ const BEHIND: [Behind; 7] = [
         renewed: None,
     },
     Behind {
+        name: "new metadata",
+        sql: "UPDATE lease SET metadata = '{\"by\":\"hand\"}' WHERE name = 'a'",
+        renewed: Some((1, false)),
+    },
+    Behind {
         name: "pinned",
         sql: "INSERT INTO pin VALUES ('ns', 'model', 'a', 'e')",
         renewed: Some((1, true)),
@@ -365,8 +370,10 @@ const BEHIND: [Behind; 7] = [
 ];
 
 /// A renewal never answers from what the store knew before: the row is judged as it is in the
-/// file when the renewal runs (the store writes only `expiry` for a lease its session holds,
-/// and takes holder, generation and pins from the row it updated, in the same statement).
+/// file when the renewal runs. The store remembers the rows it wrote (`own_rows.rs`) and
+/// renews a remembered one with an `UPDATE` that matches holder, boot, expiry, generation and
+/// session as remembered; its metadata and pins are trusted only while no other connection
+/// has committed (`PRAGMA data_version`), so an edit of those alone is seen too.
 /// Single renewals and batches alike, after the store has renewed the lease before the edit.
 #[tokio::test]
 async fn an_edit_between_renewals_is_seen_by_the_next_one() {
@@ -418,6 +425,10 @@ async fn an_edit_between_renewals_is_seen_by_the_next_one() {
                     );
                     let after = row(&path, "a").unwrap();
                     assert_eq!(after[3], generation.to_string(), "{name}: {after:?}");
+                    let metadata = info
+                        .metadata
+                        .map_or_else(|| "NULL".to_owned(), |m| format!("'{m}'"));
+                    assert_eq!(after[4], metadata, "{name}: the metadata answered");
                 }
                 (None, Err(e)) => {
                     assert!(e.is_invalid(), "{name}: {e}");

@@ -3,13 +3,14 @@
 //!
 //! ```text
 //! cargo run --release -p lease-bench --bin bench_manager -- [--secs S] [--leases N]
-//!     [--dir DIR] [--throughput-only true]
+//!     [--dir DIR] [--throughput-only true] [--claimers 1,16,256]
 //! ```
 //!
 //! `--dir` puts every database file (the manager's and the raw baselines') in a temp dir under
 //! DIR instead of the system's temp dir: `--dir /dev/shm` (tmpfs, where `fsync` costs
 //! nothing) separates the CPU cost from the disk's with the same settings on both sides.
-//! `--throughput-only true` stops after the throughput rows (for profiling).
+//! `--throughput-only true` stops after the throughput rows (for profiling); `--claimers` picks
+//! which claimer counts' rows run (all three by default; the ratios need 256).
 //!
 //! - **Throughput**: claims+extends per second through the manager on an SQLite file (WAL,
 //!   `synchronous = FULL`, as the store sets it) with 1, 16 and 256 concurrent claimers, each
@@ -63,6 +64,7 @@ struct Args {
     leases: usize,
     dir: Option<std::path::PathBuf>,
     throughput_only: bool,
+    claimers: Vec<usize>,
 }
 
 fn args() -> Args {
@@ -71,6 +73,7 @@ fn args() -> Args {
         leases: 100_000,
         dir: None,
         throughput_only: false,
+        claimers: vec![1, 16, 256],
     };
     let pairs = flag_pairs(std::env::args().skip(1)).unwrap_or_else(|e| fail("usage", e));
     for (flag, value) in pairs {
@@ -82,6 +85,12 @@ fn args() -> Args {
                 args.throughput_only = value
                     .parse()
                     .unwrap_or_else(|e| fail("--throughput-only", e));
+            }
+            "--claimers" => {
+                args.claimers = value
+                    .split(',')
+                    .map(|n| n.trim().parse().unwrap_or_else(|e| fail("--claimers", e)))
+                    .collect();
             }
             other => fail("unknown argument", other),
         }
@@ -336,7 +345,7 @@ async fn run(args: Args) {
         "—".into(),
     ]);
     let mut ratios = Ratios::default();
-    for claimers in [1usize, 16, 256] {
+    for &claimers in &args.claimers {
         let before = cpu_time();
         let rate = manager_throughput(Arc::clone(&claimer), claimers, args.secs).await;
         let cpu = cpu_per_op(before, rate * args.secs);
@@ -636,6 +645,9 @@ fn print_rows(
         table.row(row);
     }
     println!("{table}");
+    if !args.claimers.contains(&256) {
+        return;
+    }
     println!(
         "256 claimers vs raw: {:.1}× (target ≥ 5×); vs raw batched: {:.2}× in ops/s, {:.2}× \
          in ops per CPU second (target ≥ 0.5×). Memory is measured over a store \

@@ -46,6 +46,7 @@ macro_rules! __conformance_case_list {
                 extend_just_before_expiry_succeeds,
                 extend_never_shortens,
                 extend_pinned_lease_past_expiry_succeeds,
+                extend_answers_changes_since_the_last_extend,
             }
             /// Revoke: only the holder of an unexpired or pinned lease revokes it; a pin never
             /// makes a revoke fail.

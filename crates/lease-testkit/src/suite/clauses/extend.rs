@@ -202,3 +202,51 @@ pub async fn extend_pinned_lease_past_expiry_succeeds<Bu: StoreBuilder>(
     );
     Ok(())
 }
+
+/// Each extend answers the lease as it is now: a pin, an unpin or new metadata since the last
+/// extend shows in the next one's answer (a store that remembers what it wrote between
+/// extends must not answer from that memory).
+pub async fn extend_answers_changes_since_the_last_extend<Bu: StoreBuilder>(
+    builder: &Bu,
+) -> CaseResult {
+    let Fx {
+        clock,
+        mut store,
+        guard: _guard,
+        ..
+    } = fx(builder).await?;
+    let k = key("extend-sees-changes");
+    claim_ok(&mut store, &clock, &k, &req(A, LEASE), "claim").await?;
+    let extend = async |store: &mut Bu::Store, what: &str| {
+        clock.advance(NANO);
+        store.extend_lease(&k, &req(A, LEASE)).await.ctx(what)
+    };
+    let first = extend(&mut store, "first extend").await?;
+    ensure!(
+        !first.pinned,
+        "an unpinned lease is reported pinned: {first:?}"
+    );
+    store.pin_lease(&k, "entity-1").await.ctx("pin")?;
+    let pinned = extend(&mut store, "extend after the pin").await?;
+    ensure!(
+        pinned.pinned,
+        "the extend after a pin says unpinned: {pinned:?}"
+    );
+    let new = json!({"v": 2});
+    store
+        .extend_lease(&k, &req(A, LEASE).with_metadata(new.clone()))
+        .await
+        .ctx("extend with metadata")?;
+    let kept = extend(&mut store, "extend after the metadata").await?;
+    ensure!(
+        kept.metadata.as_ref() == Some(&new) && kept.pinned,
+        "the extend after new metadata answered {kept:?}, expected metadata {new}, pinned"
+    );
+    store.unpin_lease(&k, "entity-1").await.ctx("unpin")?;
+    let unpinned = extend(&mut store, "extend after the unpin").await?;
+    ensure!(
+        !unpinned.pinned && unpinned.metadata.as_ref() == Some(&new),
+        "the extend after the unpin answered {unpinned:?}, expected unpinned, metadata {new}"
+    );
+    Ok(())
+}
