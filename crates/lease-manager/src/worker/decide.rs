@@ -303,7 +303,7 @@ impl State {
     }
 
     /// Handles one op's result; returns the key to re-read when the op awaits the re-read or
-    /// will be retried.
+    /// will be retried. An answer it decides is held in `answers` for the shell to send.
     fn complete(
         &mut self,
         pending: Pending,
@@ -329,19 +329,19 @@ impl State {
                     } else {
                         Verdict::Claimed(info)
                     };
-                    pending.settle(verdict, &self.recorder);
+                    self.answers.hold(pending, verdict);
                 } else {
-                    pending.settle(Verdict::Mismatched, &self.recorder);
+                    self.answers.hold(pending, Verdict::Mismatched);
                 }
                 None
             }
             Ok(Outcome::Revoked) => {
                 if pending.is_claim() {
-                    pending.settle(Verdict::Mismatched, &self.recorder);
+                    self.answers.hold(pending, Verdict::Mismatched);
                 } else {
                     tracing::debug!(key = %pending.key, "revoked");
                     self.forget(&pending.key);
-                    pending.settle(Verdict::Revoked, &self.recorder);
+                    self.answers.hold(pending, Verdict::Revoked);
                 }
                 None
             }
@@ -349,7 +349,7 @@ impl State {
                 if pending.is_claim() {
                     tracing::debug!(key = %pending.key, "claim denied: held");
                 }
-                pending.settle(Verdict::Denied, &self.recorder);
+                self.answers.hold(pending, Verdict::Denied);
                 None
             }
             Err(e) if e.is_not_held() => {
@@ -357,7 +357,7 @@ impl State {
                 if let PendingKind::Revoke { holder, .. } = &pending.kind {
                     self.disown(&pending.key, holder);
                 }
-                pending.settle(Verdict::Failed(e), &self.recorder);
+                self.answers.hold(pending, Verdict::Failed(e));
                 None
             }
             Err(e) if e.is_invalid() && pending.extend => {
@@ -398,7 +398,7 @@ impl State {
                     } else {
                         Verdict::NotHeld
                     };
-                    pending.settle(verdict, &self.recorder);
+                    self.answers.hold(pending, verdict);
                     return None;
                 }
                 tracing::debug!(key = %pending.key, attempts, error = %e, "store said no");
@@ -419,7 +419,7 @@ impl State {
             Err(e) => {
                 self.recorder
                     .store_failure("applying a lease operation", &e);
-                pending.settle(Verdict::Failed(e), &self.recorder);
+                self.answers.hold(pending, Verdict::Failed(e));
                 None
             }
         }

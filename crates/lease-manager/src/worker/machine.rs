@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use lease_core::Timestamp;
 
-use super::pending::Work;
+use super::pending::{Answers, Work};
 use super::recorder::Recorder;
 use super::state::{Settings, State};
 use super::task::{Effect, Returned, Tasks};
@@ -70,9 +70,22 @@ impl Machine {
     }
 
     /// The store call in flight returned at `now` (`None`: it was abandoned at the end of the
-    /// shutdown grace period).
+    /// shutdown grace period). The answers an applied batch's results decide are held
+    /// ([`Machine::take_answers`]); everything else (the view, token windows, waiters, retries)
+    /// is updated at once.
     pub(crate) fn returned(&mut self, out: Option<Returned>, now: Timestamp) {
         self.tasks.returned(&mut self.state, out, now);
+    }
+
+    /// The answers held since the last store call returned, for the shell to send once it has
+    /// started the next call, or before it waits for anything.
+    pub(crate) fn take_answers(&mut self) -> Answers {
+        std::mem::take(&mut self.state.answers)
+    }
+
+    /// Whether answers are held ([`Machine::take_answers`]).
+    pub(crate) fn holds_answers(&self) -> bool {
+        !self.state.answers.is_empty()
     }
 
     /// The store reported a change by others (or, `false`, can no longer report any).
@@ -85,8 +98,10 @@ impl Machine {
         self.state.update_gauges();
     }
 
-    /// Shutdown at `now`: answers everyone `Aborted` and withdraws every token window.
+    /// Shutdown at `now`: sends the held answers, answers everyone else `Aborted` and withdraws
+    /// every token window.
     pub(crate) fn finish(&mut self, now: Timestamp) {
+        self.take_answers().send(&self.state.recorder);
         self.tasks.abort(&mut self.state, now);
         self.state.finish();
     }

@@ -15,7 +15,8 @@
 //!   it up to date;
 //! - [`queue`]: the one queue of claims and revokes, by state;
 //! - [`pending`]: a claim or revoke until it is answered, and the one way it is answered
-//!   ([`pending::Pending::settle`]);
+//!   ([`pending::Pending::settle`]); the answers a batch's results decide, held until the
+//!   shell has started the next store call ([`pending::Answers`]);
 //! - [`recorder`]: the one place outcomes are counted (the report and the `metrics` export);
 //! - [`command`]: the requests and the verdicts that end claims and revokes (the vocabulary).
 

@@ -91,6 +91,32 @@ impl Pending {
 }
 
 /// A request as it arrives: a claim or revoke, or another command.
+/// Answers decided but not sent yet: a batch's answers are held while the worker hands the
+/// store its next call, so that the callers (woken by each answer, and competing for the
+/// runtime's threads) do not delay that call. Sent with [`Answers::send`]; never held across
+/// a wait for the store.
+#[derive(Debug, Default)]
+pub(crate) struct Answers(Vec<(Pending, Verdict)>);
+
+impl Answers {
+    /// Holds `verdict` for `pending`'s caller.
+    pub(crate) fn hold(&mut self, pending: Pending, verdict: Verdict) {
+        self.0.push((pending, verdict));
+    }
+
+    /// Whether any answer is held.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Sends every held answer ([`Pending::settle`]).
+    pub(crate) fn send(self, recorder: &Recorder) {
+        for (pending, verdict) in self.0 {
+            pending.settle(verdict, recorder);
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) enum Work {
     Op(Pending),

@@ -1,7 +1,8 @@
 //! The worker's async shell: the `select!` loop that turns channel messages, timers, store
 //! change notices and shutdown into [`Machine`] events, and makes the store calls the machine
 //! asks for ([`Effect`]s), each guarded by the shutdown grace period, handing their results
-//! back. Every decision is the machine's.
+//! back; and sends the answers the machine held from the last call once the next one has
+//! started, or before it waits. Every decision is the machine's.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -173,6 +174,20 @@ impl Worker {
                     continue;
                 }
             };
+            if self.machine.holds_answers() {
+                // Requests that came while the store worked are taken now, as the biased
+                // `select!` below would, so the held answers go out once the store has their
+                // batch (`call`). Shutdown first, as there.
+                if !self.shutdown.is_cancelled() {
+                    let batch = self.take_waiting_requests();
+                    if !batch.is_empty() {
+                        sleep = None;
+                        self.machine.arrived(batch, self.now());
+                        continue;
+                    }
+                }
+                self.machine.take_answers().send(self.machine.recorder());
+            }
             let sleep_fut = match &mut sleep {
                 Some((d, s)) if *d == deadline => s,
                 _ => {
@@ -194,12 +209,7 @@ impl Worker {
                 msg = self.rx.recv() => match msg {
                     Some(first) => {
                         let mut batch = vec![first];
-                        while batch.len() < self.machine.max_batch() {
-                            match self.rx.try_recv() {
-                                Ok(m) => batch.push(m),
-                                Err(_) => break,
-                            }
-                        }
+                        self.take_more_requests(&mut batch);
                         Wake::Batch(batch)
                     }
                     None => Wake::Closed,
@@ -228,6 +238,23 @@ impl Worker {
         self.finish();
     }
 
+    /// The requests waiting in the channel, up to a batch, as the machine's work.
+    fn take_waiting_requests(&mut self) -> Vec<Work> {
+        let mut batch = Vec::new();
+        self.take_more_requests(&mut batch);
+        batch.into_iter().map(Work::from_envelope).collect()
+    }
+
+    /// Adds requests waiting in the channel to `batch`, up to a batch.
+    fn take_more_requests(&mut self, batch: &mut Vec<Envelope>) {
+        while batch.len() < self.machine.max_batch() {
+            match self.rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+    }
+
     /// Answers everyone `Aborted` and closes the channel.
     fn finish(mut self) {
         tracing::debug!("lease manager stopping");
@@ -240,53 +267,77 @@ impl Worker {
         self.done.cancel();
     }
 
-    /// Makes the store call the machine asked for, guarded; `None` when it was abandoned.
+    /// Makes the store call the machine asked for, guarded; `None` when it was abandoned. The
+    /// answers the machine held from the last call are sent once this one has started (its
+    /// future polled once: a blocking store's work is then on its thread), so the callers
+    /// they wake run beside the store instead of before it.
     async fn call(&mut self, effect: Effect) -> Option<Returned> {
+        let answers = self.machine.take_answers();
         let recorder = self.machine.recorder();
         let guard = &mut self.guard;
         let store = &mut self.store;
-        match effect {
-            Effect::Apply(ops) => guard
-                .run("apply", recorder, store.apply(ops))
-                .await
-                .map(Returned::Applied),
-            Effect::Read(keys) => guard
-                .run("leases", recorder, store.leases(&keys))
-                .await
-                .map(Returned::Read),
-            Effect::Poll => guard
-                .run("poll_changes", recorder, store.poll_changes())
-                .await
-                .map(Returned::Polled),
-            Effect::Pin { key, entity, span } => guard
-                .run("pin_lease", recorder, store.pin_lease(&key, &entity))
-                .instrument(span)
-                .await
-                .map(Returned::Done),
-            Effect::Unpin { key, entity, span } => guard
-                .run("unpin_lease", recorder, store.unpin_lease(&key, &entity))
-                .instrument(span)
-                .await
-                .map(Returned::Done),
-            Effect::Pinned { span } => guard
-                .run("pinned", recorder, store.pinned())
-                .instrument(span)
-                .await
-                .map(Returned::Pins),
-            Effect::LeaseGroup {
-                namespace,
-                model,
-                span,
-            } => guard
-                .run(
-                    "lease_group",
-                    recorder,
-                    store.lease_group(&namespace, &model),
-                )
-                .instrument(span)
-                .await
-                .map(Returned::Group),
-            Effect::Ended | Effect::Idle(_) => None,
+        let call = async move {
+            match effect {
+                Effect::Apply(ops) => guard
+                    .run("apply", recorder, store.apply(ops))
+                    .await
+                    .map(Returned::Applied),
+                Effect::Read(keys) => guard
+                    .run("leases", recorder, store.leases(&keys))
+                    .await
+                    .map(Returned::Read),
+                Effect::Poll => guard
+                    .run("poll_changes", recorder, store.poll_changes())
+                    .await
+                    .map(Returned::Polled),
+                Effect::Pin { key, entity, span } => guard
+                    .run("pin_lease", recorder, store.pin_lease(&key, &entity))
+                    .instrument(span)
+                    .await
+                    .map(Returned::Done),
+                Effect::Unpin { key, entity, span } => guard
+                    .run("unpin_lease", recorder, store.unpin_lease(&key, &entity))
+                    .instrument(span)
+                    .await
+                    .map(Returned::Done),
+                Effect::Pinned { span } => guard
+                    .run("pinned", recorder, store.pinned())
+                    .instrument(span)
+                    .await
+                    .map(Returned::Pins),
+                Effect::LeaseGroup {
+                    namespace,
+                    model,
+                    span,
+                } => guard
+                    .run(
+                        "lease_group",
+                        recorder,
+                        store.lease_group(&namespace, &model),
+                    )
+                    .instrument(span)
+                    .await
+                    .map(Returned::Group),
+                Effect::Ended | Effect::Idle(_) => None,
+            }
+        };
+        let mut call = std::pin::pin!(call);
+        let started = poll_once(&mut call.as_mut()).await;
+        answers.send(recorder);
+        match started {
+            Some(out) => out,
+            None => call.await,
         }
     }
+}
+
+/// Polls `fut` once, in the caller's task: its output if it was ready at once.
+async fn poll_once<F: Future + Unpin>(fut: &mut F) -> Option<F::Output> {
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match std::pin::Pin::new(&mut *fut).poll(cx) {
+            std::task::Poll::Ready(out) => Some(out),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await
 }

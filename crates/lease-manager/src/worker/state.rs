@@ -12,7 +12,7 @@ use std::time::Duration;
 use lease_core::{Error, Info, Key, Result, Timestamp};
 
 use super::command::Reply;
-use super::pending::{Pending, Work};
+use super::pending::{Answers, Pending, Work};
 use super::queue::Queue;
 use super::recorder::Recorder;
 use crate::config::{Jitter, RetryPolicy};
@@ -77,6 +77,9 @@ pub(crate) struct State {
     /// Expiry timers of leases with waiters.
     pub(super) wait_timers: BTreeSet<(Timestamp, Key)>,
     pub(super) queue: Queue,
+    /// The answers of the last applied batch, held until the shell takes them
+    /// ([`super::machine::Machine::take_answers`]).
+    pub(super) answers: Answers,
     /// Claims whose outcome is unknown, by key: they bound what a store read may vouch for.
     pub(super) ambiguous_claims: HashMap<Key, Vec<AmbiguousClaim>>,
     /// The store reported a change not yet re-read.
@@ -106,6 +109,7 @@ impl State {
             waiter_count: 0,
             wait_timers: BTreeSet::new(),
             queue: Queue::default(),
+            answers: Answers::default(),
             ambiguous_claims: HashMap::new(),
             changed: false,
             reread_owed: false,
@@ -174,6 +178,7 @@ impl State {
     /// Shutdown, once the task under way was aborted: answers everyone `Aborted` and withdraws
     /// every token window.
     pub(crate) fn finish(&mut self) {
+        std::mem::take(&mut self.answers).send(&self.recorder);
         self.queue.abort_all(&self.recorder);
         for (_, state) in std::mem::take(&mut self.waiters) {
             for reply in state.replies {

@@ -375,6 +375,9 @@ impl Harness {
         let mut busy = false;
         for _ in 0..10_000 {
             let effect = self.machine.poll(self.now);
+            // As the shell: the answers held from the last call go out once the next call has
+            // started, or before the worker idles, at the same instant.
+            self.machine.take_answers().send(self.machine.recorder());
             match effect {
                 Effect::Idle(_) => {
                     assert!(self.machine.between_tasks());
@@ -390,6 +393,9 @@ impl Harness {
             let returned = self.answer(effect, faults, reads_fail);
             self.machine.returned(Some(returned), self.now);
             if self.machine.between_tasks() {
+                // The shell polls again at once, sending these answers before anything else
+                // happens.
+                self.machine.take_answers().send(self.machine.recorder());
                 return true;
             }
         }
@@ -603,6 +609,7 @@ fn a_clock_at_the_maximum_instant_settles_instead_of_spinning() {
                 calls += 1;
                 let returned = h.answer(effect, &[Fault::None], false);
                 h.machine.returned(Some(returned), h.now);
+                h.machine.take_answers().send(h.machine.recorder());
             }
         }
         h.check();
@@ -623,5 +630,40 @@ fn a_clock_at_the_maximum_instant_settles_instead_of_spinning() {
         );
     }
     h.check();
+    h.finish();
+}
+
+/// A batch's answers are held when its store call returns, and go out only when taken (the
+/// shell takes them once the next call has started, or before it idles); what the results
+/// decide besides the answers, the holder's token window, is published at once.
+#[test]
+fn a_batchs_answers_are_held_until_taken_and_its_windows_are_published_at_once() {
+    let mut h = Harness::new(3, 11);
+    h.event(Event::Claim {
+        key: 0,
+        holder: 0,
+        secs: 4,
+    });
+    let effect = h.machine.poll(h.now);
+    assert!(matches!(effect, Effect::Apply(_)), "{effect:?}");
+    let returned = h.answer(effect, &[Fault::None], false);
+    h.machine.returned(Some(returned), h.now);
+    assert!(h.machine.holds_answers());
+    let Some(Caller::Claim(_, rx)) = h.callers.last_mut() else {
+        panic!("the claim's caller is not the last");
+    };
+    assert!(
+        matches!(rx.try_recv(), Err(oneshot::error::TryRecvError::Empty)),
+        "the claim was answered before its answer was taken"
+    );
+    let now = h.now;
+    assert!(
+        h.slot(&key(0)).held(HOLDERS[0], || now).is_some(),
+        "the holder's token window was not published when the batch returned"
+    );
+    h.machine.take_answers().send(h.machine.recorder());
+    assert!(!h.machine.holds_answers());
+    h.check();
+    assert_eq!(h.held, 1, "the claim was not answered once taken");
     h.finish();
 }
