@@ -163,13 +163,25 @@ impl ChangeNotifier {
         sessions_dir: Option<&Path>,
         own: Arc<OwnCommits>,
     ) -> Result<ChangeNotifier, StartError> {
+        Self::start_with(path, sessions_dir, own, || {})
+    }
+
+    /// [`ChangeNotifier::start`], running `before_baseline` on the notifier's thread before it
+    /// reads its baseline (tests stage a commit there).
+    fn start_with(
+        path: &Path,
+        sessions_dir: Option<&Path>,
+        own: Arc<OwnCommits>,
+        before_baseline: impl FnOnce() + Send + 'static,
+    ) -> Result<ChangeNotifier, StartError> {
         let (mut dir_watch, stopper) = DirWatch::new(path)?;
 
         // The notifier's connection is opened, and its baseline read, on its own thread:
         // `change_notifier` is called from async code, and SQLite may block (up to
-        // `BUSY_TIMEOUT` on a lock). The baseline is read after the watch is in place: a
-        // commit made after it is either in the baseline or followed by an event (kept in
-        // the kernel's queue until the thread reads it).
+        // `BUSY_TIMEOUT` on a lock). The baseline is read after the watch is in place, so a
+        // commit made after it is followed by an event (kept in the kernel's queue until the
+        // thread reads it); if it is in the baseline too, [`first_look`] has that event judge
+        // it.
         let (tx, rx) = watch::channel(0_u64);
         let tx = Arc::new(tx);
         own.set_counter(Arc::downgrade(&tx));
@@ -187,8 +199,12 @@ impl ChangeNotifier {
             .spawn(move || {
                 // Recorded from now on: a commit of ours after the baseline is known as ours.
                 own.set_watched(true);
+                before_baseline();
                 match open_baseline(&path) {
-                    Ok((conn, seen)) => confirm(&conn, seen, &own, &mut dir_watch, &tx),
+                    Ok((conn, seen)) => {
+                        let seen = first_look(seen, own.known_counter());
+                        confirm(&conn, seen, &own, &mut dir_watch, &tx);
+                    }
                     // Ending drops `tx`, closing the channel: receivers fall back to polling.
                     Err(error) => tracing::warn!(
                         path = %path.display(),
@@ -243,15 +259,34 @@ pub(crate) fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
         .query_row([], |row| row.get(0))
 }
 
+/// The file's write counter: the highest `boot.last_tx` (see [`crate::own_commits`]).
+pub(crate) fn write_counter(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT coalesce(max(last_tx), 0) FROM boot")?
+        .query_row([], |row| row.get(0))
+}
+
 /// The data version and the highest write counter, in one snapshot (one read transaction).
 fn look(conn: &Connection) -> rusqlite::Result<Seen> {
     let read = conn.unchecked_transaction()?;
-    let counter = read
-        .prepare_cached("SELECT coalesce(max(last_tx), 0) FROM boot")?
-        .query_row([], |row| row.get(0))?;
+    let counter = write_counter(&read)?;
     let version = data_version(&read)?;
     read.commit()?;
     Ok(Seen { version, counter })
+}
+
+/// What a starting notifier takes as its last look, given its `baseline` and the write counter
+/// the store last knew (`known`, [`OwnCommits::known_counter`]): when other commits may hide in
+/// the baseline, the store's counter, and a data version no look returns, so the first event
+/// has the numbers since judged.
+fn first_look(baseline: Seen, known: i64) -> Seen {
+    if baseline.counter > known {
+        Seen {
+            version: i64::MIN,
+            counter: known,
+        }
+    } else {
+        baseline
+    }
 }
 
 /// The thread: on each relevant write, look for a new commit until one is visible or the
@@ -316,5 +351,91 @@ fn confirm(
                 Wake::Quiet => pause = (pause * 2).min(MAX_PAUSE),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Far longer than a notification takes; only a lost one reaches it.
+    const HANG: Duration = Duration::from_secs(5);
+
+    /// A lease database (made by a store, then closed) in a temporary directory.
+    fn database() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("leases.db");
+        drop(crate::SqliteStore::builder(&path).open().unwrap());
+        (dir, path)
+    }
+
+    /// The file's write counter, read on a connection of its own.
+    fn counter(path: &Path) -> i64 {
+        write_counter(&Connection::open(path).unwrap()).unwrap()
+    }
+
+    /// A commit that takes the next write-counter number, as any store's write does.
+    fn numbered_commit(path: &Path) {
+        Connection::open(path)
+            .unwrap()
+            .execute_batch(
+                "BEGIN IMMEDIATE;
+                 UPDATE boot SET last_tx = (SELECT max(last_tx) FROM boot) + 1
+                     WHERE seq = (SELECT min(seq) FROM boot);
+                 COMMIT;",
+            )
+            .unwrap();
+    }
+
+    /// Whether `rx` is bumped within `limit`.
+    fn bumped_within(rx: &mut watch::Receiver<u64>, limit: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if rx.has_changed().unwrap_or(false) {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+        false
+    }
+
+    /// Another connection's commit made after `change_notifier` returned but before the
+    /// notifier's thread read its baseline is in that baseline, with only its file event left:
+    /// it is reported all the same. (It was lost before: the notifier compared the event's look
+    /// with a baseline that already held the commit.)
+    #[test]
+    fn a_commit_made_while_the_notifier_starts_is_reported() {
+        let (_dir, path) = database();
+        let own = Arc::new(OwnCommits::default());
+        own.saw_counter(counter(&path));
+        let writer = path.clone();
+        let notifier =
+            ChangeNotifier::start_with(&path, None, own, move || numbered_commit(&writer)).unwrap();
+        let mut rx = notifier.receiver();
+        assert!(
+            bumped_within(&mut rx, HANG),
+            "a commit made while the notifier started was never reported"
+        );
+    }
+
+    /// The store's own commit made at the same moment is judged as its own: no report.
+    #[test]
+    fn the_stores_own_commit_while_the_notifier_starts_is_not_reported() {
+        let (_dir, path) = database();
+        let own = Arc::new(OwnCommits::default());
+        let before = counter(&path);
+        own.saw_counter(before);
+        let (writer, ours) = (path.clone(), Arc::clone(&own));
+        let notifier = ChangeNotifier::start_with(&path, None, own, move || {
+            ours.committing(before + 1);
+            numbered_commit(&writer);
+            ours.settled(before + 1, true);
+        })
+        .unwrap();
+        let mut rx = notifier.receiver();
+        assert!(
+            !bumped_within(&mut rx, Duration::from_millis(300)),
+            "the store's own commit was reported as a change"
+        );
     }
 }

@@ -32,7 +32,7 @@
 //! call of the store is under way (one that is checks when it ends, after the change).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError, Weak};
 
 use tokio::sync::watch;
@@ -54,6 +54,10 @@ pub(crate) struct OwnCommits {
     counter: OnceLock<Weak<watch::Sender<u64>>>,
     /// The store's check for others' commits, for [`OwnCommits::check_others`].
     others: OnceLock<OthersCheck>,
+    /// The highest write counter the store knows the file to have had (at open, at each of
+    /// its commits, at each poll): a notifier starting later judges the commits its baseline
+    /// holds beyond it ([`OwnCommits::known_counter`]).
+    known: AtomicI64,
 }
 
 /// What the numbers since the notifier's last look say.
@@ -121,9 +125,26 @@ impl OwnCommits {
         numbers.push_back((number, false));
     }
 
+    /// The store saw the file's write counter at `counter` (at open, or at a poll).
+    pub(crate) fn saw_counter(&self, counter: i64) {
+        self.known.fetch_max(counter, Ordering::AcqRel);
+    }
+
+    /// The highest write counter the store knows the file to have had. A notifier that starts
+    /// reads its baseline a moment after its watch is in place: a commit of another connection
+    /// made in between is in the baseline, with no event left to report it. So the notifier
+    /// judges the numbers from this one to its baseline's at its first event, as if it had
+    /// looked last when the store did.
+    pub(crate) fn known_counter(&self) -> i64 {
+        self.known.load(Ordering::Acquire)
+    }
+
     /// The commit that took `number` ended: committed, or not (the number is dropped, as the
     /// next writer may take it).
     pub(crate) fn settled(&self, number: i64, committed: bool) {
+        if committed {
+            self.saw_counter(number);
+        }
         let mut numbers = self.numbers();
         if let Some(i) = numbers.iter().rposition(|&(n, _)| n == number) {
             if committed {

@@ -41,7 +41,7 @@ use lease_core::{
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::changes::{ChangeNotifier, data_version};
+use crate::changes::{ChangeNotifier, data_version, write_counter};
 use crate::error::{SqliteStoreError, StoreResult};
 use crate::kernel::{record_write, refuse_other_kernels};
 use crate::ops::{
@@ -137,6 +137,7 @@ impl SqliteStore {
         stable_plans(&conn).map_err(settings.sql("configuring the query planner"))?;
         let data_version = data_version(&conn).map_err(settings.sql("reading the data version"))?;
         let own = Arc::new(OwnCommits::default());
+        own.saw_counter(settings.boot.registered_tx);
         let store = SqliteStore {
             conn: Arc::new(Mutex::new(Conn {
                 conn,
@@ -731,6 +732,10 @@ impl Store for SqliteStore {
             .blocking(|conn, settings| {
                 let version =
                     data_version(&conn.conn).map_err(settings.sql("polling for changes"))?;
+                // For a notifier that starts later (`OwnCommits::known_counter`).
+                let counter =
+                    write_counter(&conn.conn).map_err(settings.sql("polling for changes"))?;
+                conn.own.saw_counter(counter);
                 let deaths = settings.sessions.deaths();
                 let changed = version != conn.data_version || deaths != conn.deaths;
                 conn.data_version = version;
