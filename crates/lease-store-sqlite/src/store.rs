@@ -135,9 +135,22 @@ impl SqliteStore {
     /// A store over an opened, migrated connection.
     pub(crate) fn from_parts(conn: Connection, settings: Settings) -> StoreResult<SqliteStore> {
         stable_plans(&conn).map_err(settings.sql("configuring the query planner"))?;
-        let data_version = data_version(&conn).map_err(settings.sql("reading the data version"))?;
+        // One snapshot: what the store has seen at open. A commit of any connection before it
+        // is not news (the boot's `registered_tx` may be far older: another connection of
+        // this boot may have written since); one after it is.
+        let (data_version, counter) = {
+            let read = conn
+                .unchecked_transaction()
+                .map_err(settings.sql("reading the data version"))?;
+            let version = data_version(&read).map_err(settings.sql("reading the data version"))?;
+            let counter =
+                write_counter(&read).map_err(settings.sql("reading the write counter"))?;
+            read.commit()
+                .map_err(settings.sql("reading the data version"))?;
+            (version, counter)
+        };
         let own = Arc::new(OwnCommits::default());
-        own.saw_counter(settings.boot.registered_tx);
+        own.saw_counter(counter);
         let store = SqliteStore {
             conn: Arc::new(Mutex::new(Conn {
                 conn,

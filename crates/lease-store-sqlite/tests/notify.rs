@@ -161,6 +161,38 @@ async fn own_commits_wake_no_one_and_others_still_do() {
     }
 }
 
+/// A commit another connection made before the store opened is not news to it, even when that
+/// connection is of the same boot (whose registration in the file is older than the commit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_made_before_the_store_opened_wake_no_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("leases.db");
+    let clock = FakeClock::new();
+    let mut other = open(&path, &clock);
+    for i in 0..3 {
+        other
+            .claim_lease(&key(&format!("theirs{i}")), &req("other"))
+            .await
+            .unwrap();
+    }
+    let mut a = open(&path, &clock);
+    let mut rx = a.change_notifier().unwrap();
+    rx.borrow_and_update();
+    a.claim_lease(&key("mine"), &req("a")).await.unwrap();
+    quiet(&mut rx, "a commit made before the store opened").await;
+    assert!(!a.poll_changes().await.unwrap());
+
+    other
+        .claim_lease(&key("theirs-later"), &req("other"))
+        .await
+        .unwrap();
+    bumped(
+        &mut rx,
+        "another connection's commit after the store opened",
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_and_polls_wake_no_one() {
     let dir = tempfile::tempdir().unwrap();
