@@ -342,8 +342,6 @@ impl SqliteStoreBuilder {
                 ),
             });
         }
-        conn.pragma_update(None, "foreign_keys", true)
-            .map_err(sql("enabling foreign keys"))?;
         // FULL: a commit survives power loss, so a fencing generation is never handed out twice.
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(sql("setting synchronous"))?;
@@ -354,12 +352,20 @@ impl SqliteStoreBuilder {
             boot_id: boot_id.clone(),
             machine_id: self.machine_id.clone().unwrap_or_else(host_machine_id),
         };
+        // Off while migrating (the bundled SQLite starts with them on): see below.
+        conn.pragma_update(None, "foreign_keys", false)
+            .map_err(sql("disabling foreign keys to migrate"))?;
         let (boot_seq, registered_tx) =
             migrate_and_register_boot(&mut conn, &path, version, &record, self.wall.now())
                 .map_err(|e| match e {
                     Migrate::Sqlite(action, e) => sql(action)(e),
                     Migrate::Store(e) => e,
                 })?;
+        // Only now: a migration that rebuilds a table copies rows that break a foreign key (a
+        // hand-edited boot) as they are (see `schema.rs`), which SQLite refuses with foreign
+        // keys on; and `PRAGMA foreign_keys` cannot change inside the migration's transaction.
+        conn.pragma_update(None, "foreign_keys", true)
+            .map_err(sql("enabling foreign keys"))?;
         // The file passed every check: closing may now checkpoint it, if asked to.
         keep_wal_on_close(&conn, !self.checkpoint_on_close)
             .map_err(sql("setting the checkpoint on close"))?;
@@ -541,7 +547,8 @@ pub(crate) enum Migrate {
 
 /// Brings the schema up to date and returns this boot's number and the write counter when it
 /// was registered, writing only when needed: opening an up-to-date file from a boot it
-/// already knows takes no write lock. `wall` is the wall-clock time now.
+/// already knows takes no write lock. `wall` is the wall-clock time now. Called with foreign
+/// keys off, so that a step that rebuilds a table keeps hand-edited rows ([`crate::schema`]).
 pub(crate) fn migrate_and_register_boot(
     conn: &mut Connection,
     path: &Path,
@@ -691,6 +698,7 @@ pub(crate) mod tests {
                 "generation",
                 "lease",
                 "lease_by_expiry",
+                "lease_by_key",
                 "lease_by_session",
                 "pin",
                 "session"

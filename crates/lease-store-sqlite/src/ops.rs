@@ -241,17 +241,14 @@ pub(crate) fn claim(
         ])
     })
     .map_err(settings.sql("writing a claim"))?;
-    let row = OwnRow {
+    // Not remembered: an upsert does not tell the rowid. The first renewal reads the row.
+    Ok(Ok(Info {
         holder: request.holder.clone(),
-        session,
         expiry,
-        generation: stored_generation(generation),
+        generation: Generation(stored_generation(generation)),
         metadata: request.metadata.clone(),
         pinned,
-    };
-    let info = row.info();
-    rows.record(key.clone(), row);
-    Ok(Ok(info))
+    }))
 }
 
 /// The session to record in a lease row this transaction writes (created if need be), or
@@ -271,25 +268,25 @@ fn session_for_write(
 /// or `NULL` without death-awareness): [`Row::is_valid`]'s conditions for a row whose session
 /// is known alive, with [`extend`]'s holder check. An expiry of another type than integer (a
 /// hand edit) is left to [`extend`]'s general path, which reports it.
-const OWN_LEASE: &str = "SELECT l.expiry, l.generation, l.metadata, EXISTS (SELECT 1 FROM pin p \
+const OWN_LEASE: &str = "SELECT l.rowid, l.expiry, l.generation, l.metadata, EXISTS (SELECT 1 FROM pin p \
     WHERE p.namespace = l.namespace AND p.model = l.model AND p.name = l.name) FROM lease l \
     WHERE l.namespace = ?1 AND l.model = ?2 AND l.name = ?3 AND l.holder = ?4 AND l.boot = ?5 \
       AND typeof(l.expiry) = 'integer' AND l.expiry > ?6 AND l.session IS ?7";
 
-/// The new expiry of a lease [`OWN_LEASE`] found: nothing else changes (not `boot`, a foreign
-/// key, nor `metadata`, under a `CHECK`, nor `session`, indexed), so SQLite checks no
-/// constraint. Not `UPDATE … RETURNING` instead of the `SELECT`: a `RETURNING` clause makes
-/// SQLite open a statement journal for every renewal, which cost more than the read.
-const SET_EXPIRY: &str =
-    "UPDATE lease SET expiry = ?4 WHERE namespace = ?1 AND model = ?2 AND name = ?3";
+/// The new expiry (`?2`) of the lease row [`OWN_LEASE`] found (rowid `?1`): nothing else
+/// changes (not `boot`, a foreign key, nor `metadata`, under a `CHECK`, nor `session`,
+/// indexed), so SQLite checks no constraint and rewrites the row in place. Not `UPDATE …
+/// RETURNING` instead of the `SELECT`: a `RETURNING` clause makes SQLite open a statement
+/// journal for every renewal, which cost more than the read.
+const SET_EXPIRY: &str = "UPDATE lease SET expiry = ?2 WHERE rowid = ?1";
 
-/// The new expiry (`?4`) of a lease as this store remembers writing it ([`crate::own_rows`]):
-/// [`SET_EXPIRY`], written only if the row is still held by `?5` on boot `?6` with expiry
-/// `?7`, generation `?8` and session `?9`, as remembered. One statement instead of
-/// [`OWN_LEASE`]'s read and [`SET_EXPIRY`].
-const SET_REMEMBERED_EXPIRY: &str = "UPDATE lease SET expiry = ?4 \
-    WHERE namespace = ?1 AND model = ?2 AND name = ?3 AND holder = ?5 AND boot = ?6 \
-      AND expiry = ?7 AND generation = ?8 AND session IS ?9";
+/// The new expiry (`?2`) of a lease row as this store remembers writing it (rowid `?1`,
+/// [`crate::own_rows`]): written only if the row is still the key `?3..?5` held by `?6` on
+/// boot `?7` with expiry `?8`, generation `?9` and session `?10`, as remembered. One statement
+/// instead of [`OWN_LEASE`]'s read and [`SET_EXPIRY`].
+const SET_REMEMBERED_EXPIRY: &str = "UPDATE lease SET expiry = ?2 \
+    WHERE rowid = ?1 AND namespace = ?3 AND model = ?4 AND name = ?5 AND holder = ?6 \
+      AND boot = ?7 AND expiry = ?8 AND generation = ?9 AND session IS ?10";
 
 /// [`extend`]'s common case: the lease is held by the requester under this store's own session
 /// (alive: it is ours) and the request brings no metadata. `None` when that is not the case
@@ -328,10 +325,11 @@ fn extend_own(
             .prepare_cached(SET_REMEMBERED_EXPIRY)
             .and_then(|mut stmt| {
                 stmt.execute(rusqlite::params![
+                    row.rowid,
+                    encode_expiry(expiry),
                     key.namespace,
                     key.model,
                     key.lease,
-                    encode_expiry(expiry),
                     row.holder,
                     settings.boot.seq,
                     encode_expiry(row.expiry),
@@ -365,30 +363,25 @@ fn extend_own(
                     Ok((
                         r.get::<_, i64>(0)?,
                         r.get::<_, i64>(1)?,
-                        r.get::<_, Option<String>>(2)?,
-                        r.get::<_, bool>(3)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, bool>(4)?,
                     ))
                 },
             )
             .optional()
         })
         .map_err(&sql)?;
-    let Some((expiry, generation, metadata, pinned)) = found else {
+    let Some((rowid, expiry, generation, metadata, pinned)) = found else {
         return Ok(None);
     };
     let metadata = parse_metadata(settings, key, metadata.as_deref())?;
     let expiry = decode_expiry(expiry).max(now.saturating_add(request.duration));
     tx.prepare_cached(SET_EXPIRY)
-        .and_then(|mut stmt| {
-            stmt.execute(rusqlite::params![
-                key.namespace,
-                key.model,
-                key.lease,
-                encode_expiry(expiry),
-            ])
-        })
+        .and_then(|mut stmt| stmt.execute(rusqlite::params![rowid, encode_expiry(expiry)]))
         .map_err(&sql)?;
     let row = OwnRow {
+        rowid,
         holder: request.holder.clone(),
         session,
         expiry,

@@ -29,6 +29,8 @@ use lease_core::{Generation, Info, Key, Timestamp};
 /// A lease row as this store wrote it, held by `holder` under `session` on this boot.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct OwnRow {
+    /// Its rowid, which finds it without its key's index.
+    pub(crate) rowid: i64,
     pub(crate) holder: String,
     /// The holder session recorded in the row (`None`: death-awareness is off).
     pub(crate) session: Option<i64>,
@@ -151,6 +153,7 @@ mod tests {
 
     fn row(expiry: u64) -> OwnRow {
         OwnRow {
+            rowid: 1,
             holder: "h".into(),
             session: Some(1),
             expiry: Timestamp::from_nanos(expiry),

@@ -50,6 +50,19 @@
 //! - `lease.session`: the session that claimed or last extended the lease, a foreign key to
 //!   `session`; `NULL` for rows written before version 3 or by a store with death-awareness
 //!   off, which are judged by their expiry alone. Indexed, for removing a dead session's rows.
+//!
+//! # Version 4
+//!
+//! `lease` is a rowid table, its key a unique index (`lease_by_key`), instead of a table
+//! stored in its key's order (`WITHOUT ROWID`): a renewal then finds its row by rowid (the
+//! store remembers the rowids of the rows it wrote, [`crate::own_rows`]) and rewrites it in
+//! place, where the keyed table deleted and re-inserted the whole row. Same columns, same
+//! constraints, same indexes besides. The step copies every row as it is, hand-edited ones
+//! included: it runs with foreign keys off (as every migration: they are switched on once the
+//! schema is current), so a row naming a boot or session that does not exist is kept for the
+//! store to judge, as before, rather than failing the migration or being dropped. (A row that
+//! breaks the `CHECK`, metadata that is not JSON, never gets this far: the integrity check
+//! before every migration refuses the file as damaged, as it did for the earlier steps.)
 
 /// The schema version this crate writes and understands (the file's `PRAGMA user_version`).
 ///
@@ -59,14 +72,14 @@
 /// is this value. Compare it with [`IntegrityReport::schema_version`](crate::IntegrityReport)
 /// to tell whether a file a tool checked is current. The only part of the schema that is
 /// public: the tables themselves are the crate's business.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// The `PRAGMA application_id` of a lease database: `"LEAS"` in ASCII.
 pub(crate) const APPLICATION_ID: i32 = 0x4C45_4153;
 
 /// The SQL of the steps from each version to the next: `MIGRATIONS[i]` takes version `i` to
 /// `i + 1`, so `MIGRATIONS.len() == SCHEMA_VERSION`.
-pub(crate) const MIGRATIONS: [&str; 3] = [V1, V2, V3];
+pub(crate) const MIGRATIONS: [&str; 4] = [V1, V2, V3, V4];
 
 /// Version 1; see the module documentation.
 const V1: &str = "
@@ -121,6 +134,31 @@ CREATE TABLE session (
     token INTEGER NOT NULL
 );
 ALTER TABLE lease ADD COLUMN session INTEGER REFERENCES session (seq);
+CREATE INDEX lease_by_session ON lease (session) WHERE session IS NOT NULL;
+";
+
+/// Version 4; see the module documentation. The `lease` table is rebuilt (SQLite's way to
+/// change how a table is stored): a new table, the rows copied, the old one dropped (with its
+/// indexes) and the new one renamed, then the indexes made again.
+const V4: &str = "
+CREATE TABLE lease_v4 (
+    namespace  TEXT NOT NULL,
+    model      TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    holder     TEXT NOT NULL,
+    boot       INTEGER NOT NULL REFERENCES boot (seq),
+    expiry     INTEGER NOT NULL,
+    generation INTEGER NOT NULL,
+    metadata   TEXT CHECK (metadata IS NULL OR json_valid(metadata)),
+    session    INTEGER REFERENCES session (seq),
+    FOREIGN KEY (namespace, model, name) REFERENCES generation (namespace, model, name)
+);
+INSERT INTO lease_v4 (namespace, model, name, holder, boot, expiry, generation, metadata, session)
+    SELECT namespace, model, name, holder, boot, expiry, generation, metadata, session FROM lease;
+DROP TABLE lease;
+ALTER TABLE lease_v4 RENAME TO lease;
+CREATE UNIQUE INDEX lease_by_key ON lease (namespace, model, name);
+CREATE INDEX lease_by_expiry ON lease (boot, expiry);
 CREATE INDEX lease_by_session ON lease (session) WHERE session IS NOT NULL;
 ";
 
@@ -182,5 +220,110 @@ mod tests {
     #[test]
     fn application_id_spells_leas() {
         assert_eq!(&APPLICATION_ID.to_be_bytes(), b"LEAS");
+    }
+
+    /// Every lease row of the file, every column as SQLite quotes it, in key order.
+    fn lease_rows(conn: &rusqlite::Connection) -> Vec<Vec<String>> {
+        conn.prepare(
+            "SELECT quote(namespace), quote(model), quote(name), quote(holder), quote(boot), \
+             quote(expiry), quote(generation), quote(metadata), quote(session) FROM lease \
+             ORDER BY namespace, model, name",
+        )
+        .unwrap()
+        .query_map([], |r| (0..9).map(|i| r.get::<_, String>(i)).collect())
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+    }
+
+    /// A file of version 3, as the previous release left it, with a held lease, a pinned one,
+    /// and a row edited by hand that breaks the table's foreign keys (a boot and a session that
+    /// do not exist): opening it
+    /// rebuilds `lease` as a rowid table with every row exactly as it was, and the store then
+    /// works on it (generations continue).
+    #[tokio::test]
+    async fn version_3_rows_survive_the_rebuild_of_version_4_hand_edits_included() {
+        use lease_core::{Key, Request, Store};
+        use std::time::Duration;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v3.db");
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        // As a person with the `sqlite3` shell would edit it (rusqlite's SQLite has them on).
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = OFF")
+            .unwrap();
+        for step in &MIGRATIONS[..3] {
+            conn.execute_batch(step).unwrap();
+        }
+        conn.execute_batch(&format!(
+            "PRAGMA user_version = 3; PRAGMA application_id = {APPLICATION_ID};
+             INSERT INTO boot (seq, boot_id) VALUES (1, 'old-boot');
+             INSERT INTO session (seq, boot, pid, token) VALUES (1, 1, 4242, 7);
+             INSERT INTO generation VALUES ('ns', 'm', 'held', 3), ('ns', 'm', 'pinned', 1),
+                 ('ns', 'm', 'ghost-boot', 2);
+             INSERT INTO lease VALUES
+                 ('ns', 'm', 'held', 'h', 1, 12345, 3, '{{\"a\":1}}', 1),
+                 ('ns', 'm', 'pinned', 'p', 1, -9223372036854775000, 1, NULL, NULL),
+                 ('ns', 'm', 'ghost-boot', 'g', 999, 5, 2, NULL, 77);
+             INSERT INTO pin VALUES ('ns', 'm', 'pinned', 'e');"
+        ))
+        .unwrap();
+        let before = lease_rows(&conn);
+        assert_eq!(before.len(), 3);
+        drop(conn);
+
+        let mut store = crate::SqliteStore::builder(&path)
+            .boot_id("new-boot")
+            .open()
+            .unwrap();
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        assert_eq!(
+            conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
+                .unwrap(),
+            SCHEMA_VERSION
+        );
+        assert_eq!(lease_rows(&conn), before, "a row changed in the rebuild");
+        let sql: String = conn
+            .query_row(
+                "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'lease'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(!sql.contains("WITHOUT ROWID"), "{sql}");
+        let rowids: i64 = conn
+            .query_row("SELECT count(rowid) FROM lease", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rowids, 3);
+        let integrity: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(integrity, "ok");
+        // The hand edits are kept as they were, for the store to judge: the ghost boot's row
+        // (and its missing session) still break their foreign keys.
+        let broken: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM pragma_foreign_key_check('lease')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(broken, 2);
+
+        // The store works on the rebuilt table: the old boot's leases have expired, so they
+        // are claimed again with the next generations, and renewed.
+        let key = |name: &str| Key::new("ns", "m", name);
+        let request = Request::new("new", Duration::from_secs(30));
+        let held = store.claim_lease(&key("held"), &request).await.unwrap();
+        assert_eq!(held.generation.0, 4);
+        let renewed = store.extend_lease(&key("held"), &request).await.unwrap();
+        assert_eq!(renewed.generation.0, 4);
+        let renewed = store.extend_lease(&key("held"), &request).await.unwrap();
+        assert_eq!(renewed.generation.0, 4);
+        // Pinned: held by `p` still, whatever its expiry.
+        let pinned = store.claim_lease(&key("pinned"), &request).await;
+        assert!(pinned.is_err_and(|e| e.is_held()));
+        let fresh = store.claim_lease(&key("fresh"), &request).await.unwrap();
+        assert_eq!(fresh.generation.0, 1);
     }
 }
