@@ -293,7 +293,8 @@ const SET_REMEMBERED_EXPIRY: &str = "UPDATE lease SET expiry = ?2 \
 /// (nothing was written); then the general path decides, on the row as read.
 ///
 /// The row is found in `rows` when this store wrote it last and no other connection has
-/// committed since; otherwise it is read ([`OWN_LEASE`]). Either way it is remembered again.
+/// committed since; otherwise it is read ([`OWN_LEASE`]). Either way it is remembered again;
+/// when this path does not write it, it is forgotten (the general path may change it).
 fn extend_own(
     tx: &Connection,
     settings: &Settings,
@@ -303,7 +304,23 @@ fn extend_own(
     slot: &mut Slot<'_>,
     rows: &mut OwnRowsTx<'_>,
 ) -> StoreResult<Option<Info>> {
-    let remembered = rows.take(key);
+    let extended = extend_own_row(tx, settings, now, key, request, slot, rows);
+    if !matches!(extended, Ok(Some(_))) {
+        rows.forget(key);
+    }
+    extended
+}
+
+/// [`extend_own`], which forgets the row unless this wrote it.
+fn extend_own_row(
+    tx: &Connection,
+    settings: &Settings,
+    now: Timestamp,
+    key: &Key,
+    request: &Request,
+    slot: &mut Slot<'_>,
+    rows: &mut OwnRowsTx<'_>,
+) -> StoreResult<Option<Info>> {
     if request.metadata.is_some() {
         return Ok(None);
     }
@@ -315,7 +332,7 @@ fn extend_own(
         },
     };
     let sql = settings.sql("writing an extension");
-    if let Some((key, mut row)) = remembered
+    if let Some(row) = rows.get_mut(key)
         && row.holder == request.holder
         && row.session == session
         && now < row.expiry
@@ -340,9 +357,7 @@ fn extend_own(
             .map_err(&sql)?;
         if written == 1 {
             row.expiry = expiry;
-            let info = row.info();
-            rows.record(key, row);
-            return Ok(Some(info));
+            return Ok(Some(row.info()));
         }
         // Not as remembered: read it.
     }

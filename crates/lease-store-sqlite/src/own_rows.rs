@@ -16,13 +16,16 @@
 //!   metadata and whether the lease is pinned. Only a commit changes them: another
 //!   connection's (all rows forgotten) or this store's claim, extension with metadata, revoke,
 //!   pin or unpin of the key, each of which forgets the key first.
-//! - A transaction's new rows are kept aside until it has committed; one that ends any other
-//!   way (an error, a rollback, a failed commit, which may or may not have taken effect)
-//!   forgets every row ([`OwnRowsTx`]'s `Drop`).
+//! - A transaction's rows are remembered as it writes them (within it they are what SQLite
+//!   shows it), and one that ends any other way than committed (an error, a rollback, a failed
+//!   commit, which may or may not have taken effect) forgets every row ([`OwnRowsTx`]'s
+//!   `Drop`): no row of a transaction that did not commit outlives it.
 //!
 //! Bounded: at most [`OwnRows::LIMIT`] rows are remembered; the rest are renewed as before.
 
 use std::collections::HashMap;
+
+use foldhash::fast::RandomState;
 
 use lease_core::{Generation, Info, Key, Timestamp};
 
@@ -56,7 +59,9 @@ impl OwnRow {
 /// The remembered rows of one connection, and the data version they were recorded under.
 #[derive(Debug, Default)]
 pub(crate) struct OwnRows {
-    rows: HashMap<Key, OwnRow>,
+    /// Keyed with foldhash, seeded per process: a renewal hashes its key once, and SipHash's
+    /// share of a renewal was measurable.
+    rows: HashMap<Key, OwnRow, RandomState>,
     /// `PRAGMA data_version` when `rows` were last known to match the file (`None`: never).
     version: Option<i64>,
 }
@@ -75,7 +80,6 @@ impl OwnRows {
         }
         OwnRowsTx {
             memory: self,
-            staged: Vec::new(),
             committed: false,
         }
     }
@@ -98,44 +102,38 @@ impl OwnRows {
 #[derive(Debug)]
 pub(crate) struct OwnRowsTx<'a> {
     memory: &'a mut OwnRows,
-    /// Rows this transaction wrote, remembered once it has committed, in the order written.
-    staged: Vec<(Key, OwnRow)>,
     committed: bool,
 }
 
 impl OwnRowsTx<'_> {
-    /// The remembered row of `key`, taken out of the memory: the transaction rewrites it
-    /// (and [`OwnRowsTx::record`]s it again) or leaves it forgotten.
-    pub(crate) fn take(&mut self, key: &Key) -> Option<(Key, OwnRow)> {
-        self.memory.rows.remove_entry(key)
+    /// The remembered row of `key`, to rewrite in place: its caller updates it as it writes
+    /// the row, or [`OwnRowsTx::forget`]s it.
+    pub(crate) fn get_mut(&mut self, key: &Key) -> Option<&mut OwnRow> {
+        self.memory.rows.get_mut(key)
     }
 
-    /// Forgets `key`'s row, remembered or written earlier in this transaction: the
-    /// transaction changes it in a way the memory does not follow.
+    /// Forgets `key`'s row: the transaction changes it in a way the memory does not follow.
     pub(crate) fn forget(&mut self, key: &Key) {
         self.memory.rows.remove(key);
-        self.staged.retain(|(k, _)| k != key);
     }
 
-    /// Forgets every row, remembered or written in this transaction.
+    /// Forgets every row.
     pub(crate) fn forget_all(&mut self) {
         self.memory.rows.clear();
-        self.staged.clear();
     }
 
-    /// Remembers `row` as `key`'s once the transaction has committed.
+    /// Remembers `row` as `key`'s (while there is room), as this transaction wrote it; kept
+    /// only if the transaction commits.
     pub(crate) fn record(&mut self, key: Key, row: OwnRow) {
-        self.staged.push((key, row));
+        let rows = &mut self.memory.rows;
+        if rows.len() < OwnRows::LIMIT || rows.contains_key(&key) {
+            rows.insert(key, row);
+        }
     }
 
-    /// The transaction committed: its rows are remembered (while there is room).
+    /// The transaction committed: its rows stay remembered.
     pub(crate) fn committed(mut self) {
         self.committed = true;
-        for (key, row) in std::mem::take(&mut self.staged) {
-            if self.memory.rows.len() < OwnRows::LIMIT || self.memory.rows.contains_key(&key) {
-                self.memory.rows.insert(key, row);
-            }
-        }
     }
 }
 
@@ -167,16 +165,28 @@ mod tests {
         Key::new("ns", "m", name)
     }
 
+    /// The row as remembered, read through a new transaction at `version`.
+    fn remembered(memory: &mut OwnRows, version: i64, k: &Key) -> Option<OwnRow> {
+        let mut tx = memory.begin(version);
+        let row = tx.get_mut(k).cloned();
+        tx.committed();
+        row
+    }
+
     #[test]
-    fn rows_are_remembered_only_once_their_transaction_committed() {
+    fn rows_outlive_their_transaction_only_once_it_committed() {
         let mut memory = OwnRows::default();
         let mut tx = memory.begin(7);
         tx.record(key("a"), row(10));
-        assert_eq!(tx.take(&key("a")), None, "not before the commit");
+        // Within the transaction, the row is as SQLite shows it there.
+        assert_eq!(tx.get_mut(&key("a")).cloned(), Some(row(10)));
         tx.committed();
+        assert_eq!(remembered(&mut memory, 7, &key("a")), Some(row(10)));
+        // Updated in place by a committed transaction.
         let mut tx = memory.begin(7);
-        assert_eq!(tx.take(&key("a")), Some((key("a"), row(10))));
-        assert_eq!(tx.take(&key("a")), None, "taken out");
+        tx.get_mut(&key("a")).unwrap().expiry = Timestamp::from_nanos(20);
+        tx.committed();
+        assert_eq!(remembered(&mut memory, 7, &key("a")), Some(row(20)));
     }
 
     #[test]
@@ -191,9 +201,20 @@ mod tests {
         drop(tx);
         assert_eq!(memory.len(), 0);
         // Nor does a later transaction at the same version find anything.
+        assert_eq!(remembered(&mut memory, 1, &key("a")), None);
+        assert_eq!(remembered(&mut memory, 1, &key("c")), None);
+    }
+
+    #[test]
+    fn an_update_in_place_that_does_not_commit_is_forgotten() {
+        let mut memory = OwnRows::default();
         let mut tx = memory.begin(1);
-        assert_eq!(tx.take(&key("a")), None);
-        assert_eq!(tx.take(&key("c")), None);
+        tx.record(key("a"), row(10));
+        tx.committed();
+        let mut tx = memory.begin(1);
+        tx.get_mut(&key("a")).unwrap().expiry = Timestamp::from_nanos(20);
+        drop(tx);
+        assert_eq!(remembered(&mut memory, 1, &key("a")), None);
     }
 
     #[test]
@@ -202,8 +223,7 @@ mod tests {
         let mut tx = memory.begin(1);
         tx.record(key("a"), row(10));
         tx.committed();
-        let mut tx = memory.begin(2);
-        assert_eq!(tx.take(&key("a")), None);
+        assert_eq!(remembered(&mut memory, 2, &key("a")), None);
     }
 
     #[test]
@@ -228,11 +248,7 @@ mod tests {
         tx.record(key("a"), row(10));
         tx.record(key("a"), row(20));
         tx.committed();
-        let mut tx = memory.begin(1);
-        assert_eq!(
-            tx.take(&key("a")).map(|(_, r)| r.expiry),
-            Some(row(20).expiry)
-        );
+        assert_eq!(remembered(&mut memory, 1, &key("a")), Some(row(20)));
     }
 
     #[test]
@@ -248,10 +264,6 @@ mod tests {
         let mut tx = memory.begin(1);
         tx.record(key("0"), row(30));
         tx.committed();
-        let mut tx = memory.begin(1);
-        assert_eq!(
-            tx.take(&key("0")).map(|(_, r)| r.expiry),
-            Some(row(30).expiry)
-        );
+        assert_eq!(remembered(&mut memory, 1, &key("0")), Some(row(30)));
     }
 }

@@ -82,6 +82,9 @@ impl State {
     /// queued again, to be decided from what the batch leaves behind.
     pub(crate) fn plan(&mut self, batch: Vec<Work>, now: Timestamp) -> Plan {
         let mut plan = Plan::default();
+        // Most of a batch is claims and extends: one allocation each, not doubling as they come.
+        plan.apply.ops.reserve(batch.len());
+        plan.apply.pendings.reserve(batch.len());
         let mut in_batch = BatchKeys::default();
         for work in batch {
             match work {
@@ -240,6 +243,7 @@ impl State {
             });
         }
         let mut reread = Vec::new();
+        self.answers.reserve(n);
         for (pending, result) in pendings.into_iter().zip(results) {
             if let Some(key) = self.complete(pending, result, now) {
                 reread.push(key);

@@ -104,6 +104,11 @@ impl Answers {
         self.0.push((pending, verdict));
     }
 
+    /// Makes room for `n` more answers.
+    pub(crate) fn reserve(&mut self, n: usize) {
+        self.0.reserve(n);
+    }
+
     /// Whether any answer is held.
     pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()

@@ -208,7 +208,9 @@ impl Worker {
                 () = self.shutdown.cancelled() => Wake::Shutdown,
                 msg = self.rx.recv() => match msg {
                     Some(first) => {
-                        let mut batch = vec![first];
+                        let mut batch =
+                            Vec::with_capacity(1 + self.rx.len().min(self.machine.max_batch()));
+                        batch.push(first);
                         self.take_more_requests(&mut batch);
                         Wake::Batch(batch)
                     }
@@ -240,7 +242,7 @@ impl Worker {
 
     /// The requests waiting in the channel, up to a batch, as the machine's work.
     fn take_waiting_requests(&mut self) -> Vec<Work> {
-        let mut batch = Vec::new();
+        let mut batch = Vec::with_capacity(self.rx.len().min(self.machine.max_batch()));
         self.take_more_requests(&mut batch);
         batch.into_iter().map(Work::from_envelope).collect()
     }
