@@ -293,26 +293,9 @@ const SET_REMEMBERED_EXPIRY: &str = "UPDATE lease SET expiry = ?2 \
 /// (nothing was written); then the general path decides, on the row as read.
 ///
 /// The row is found in `rows` when this store wrote it last and no other connection has
-/// committed since; otherwise it is read ([`OWN_LEASE`]). Either way it is remembered again;
-/// when this path does not write it, it is forgotten (the general path may change it).
+/// committed since; otherwise it is read ([`OWN_LEASE`]). Either way it is remembered as
+/// written; when this path does not write it, [`extend`] forgets it.
 fn extend_own(
-    tx: &Connection,
-    settings: &Settings,
-    now: Timestamp,
-    key: &Key,
-    request: &Request,
-    slot: &mut Slot<'_>,
-    rows: &mut OwnRowsTx<'_>,
-) -> StoreResult<Option<Info>> {
-    let extended = extend_own_row(tx, settings, now, key, request, slot, rows);
-    if !matches!(extended, Ok(Some(_))) {
-        rows.forget(key);
-    }
-    extended
-}
-
-/// [`extend_own`], which forgets the row unless this wrote it.
-fn extend_own_row(
     tx: &Connection,
     settings: &Settings,
     now: Timestamp,
@@ -418,8 +401,14 @@ pub(crate) fn extend(
     slot: &mut Slot<'_>,
     rows: &mut OwnRowsTx<'_>,
 ) -> OpResult<Info> {
-    if let Some(info) = extend_own(tx, settings, now, key, request, slot, rows)? {
-        return Ok(Ok(info));
+    match extend_own(tx, settings, now, key, request, slot, rows) {
+        Ok(Some(info)) => return Ok(Ok(info)),
+        // Not written by the common case: the general path may change the row, an error may
+        // leave it unknown. The memory must not vouch for it either way.
+        other => {
+            rows.forget(key);
+            other?;
+        }
     }
     let row = match read_lease(tx, settings, key)? {
         Some(row) if row.is_valid(settings, now) && row.holder == request.holder => row,
