@@ -1,11 +1,13 @@
 //! Tidy checks on the source tree: every crate and module documents itself with `//!`, no
 //! debugging leftovers (`dbg!`, `todo!`, `unimplemented!`) remain outside tests, ARCHITECTURE.md's
 //! code map names every crate and only paths that exist ([`code_map`]), and every crate's
-//! dependencies keep ARCHITECTURE.md's dependency rules ([`dependency_rules`]).
+//! dependencies keep ARCHITECTURE.md's dependency rules ([`dependency_rules`]), and the
+//! READMEs' `cargo run` commands each find a binary to run ([`run_commands`]).
 
 mod code_map;
 mod dependency_rules;
 mod markdown;
+mod run_commands;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -44,6 +46,7 @@ pub(crate) fn check(root: &Path) -> Result<(), Vec<String>> {
     }
     code_map::check(root, &mut problems);
     dependency_rules::check(root, &mut problems);
+    run_commands::check(root, &mut problems);
     if problems.is_empty() {
         println!("tidy: {} files checked, no problems", files.len());
         Ok(())

@@ -62,9 +62,13 @@ enum Kind {
 
 /// What the check reads of one member's `Cargo.toml`.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-struct Manifest {
+pub(super) struct Manifest {
     /// `[package] name`.
-    name: Option<String>,
+    pub(super) name: Option<String>,
+    /// `[package] default-run` is set.
+    pub(super) default_run: bool,
+    /// How many `[[bin]]` targets it declares.
+    pub(super) declared_bins: usize,
     dependencies: Vec<(Kind, String)>,
 }
 
@@ -97,7 +101,7 @@ pub(crate) fn check(root: &Path, problems: &mut Vec<String>) {
 }
 
 /// The `members` of the root manifest's `[workspace]`.
-fn members(workspace: &str) -> Vec<String> {
+pub(super) fn members(workspace: &str) -> Vec<String> {
     let Some(start) = workspace.lines().position(|line| {
         line.trim_start()
             .strip_prefix("members")
@@ -128,7 +132,7 @@ fn members(workspace: &str) -> Vec<String> {
 }
 
 /// Reads a member's manifest; see the module documentation for what is understood.
-fn parse_manifest(text: &str) -> Manifest {
+pub(super) fn parse_manifest(text: &str) -> Manifest {
     let mut manifest = Manifest::default();
     let mut table = String::new();
     // Brackets and braces opened by earlier lines and not closed yet.
@@ -136,6 +140,9 @@ fn parse_manifest(text: &str) -> Manifest {
     for raw in text.lines() {
         let line = strip_comment(raw).trim();
         if depth == 0 && line.starts_with('[') {
+            if line.starts_with("[[bin]]") {
+                manifest.declared_bins += 1;
+            }
             table = line
                 .trim_matches(|c| c == '[' || c == ']')
                 .trim()
@@ -151,6 +158,8 @@ fn parse_manifest(text: &str) -> Manifest {
             let key = key.trim().trim_matches('"');
             if table == "package" && key == "name" && manifest.name.is_none() {
                 manifest.name = Some(value.trim().trim_matches('"').to_owned());
+            } else if table == "package" && key == "default-run" {
+                manifest.default_run = true;
             } else if let Some((kind, None)) = dependency_section(&table) {
                 let name = renamed(value).unwrap_or_else(|| {
                     key.split('.')
@@ -384,6 +393,7 @@ mod tests {
             Manifest {
                 name: Some(name.to_owned()),
                 dependencies: deps.iter().map(|&(k, d)| (k, d.to_owned())).collect(),
+                ..Manifest::default()
             },
         )
     }
@@ -559,6 +569,13 @@ workspace = true
 "#;
         let manifest = parse_manifest(text);
         assert_eq!(manifest.name.as_deref(), Some("lease-x"));
+        assert!(!manifest.default_run);
+        assert_eq!(manifest.declared_bins, 0);
+        let bins = parse_manifest(
+            "[package]\nname = \"c\"\ndefault-run = \"c\"\n\n[[bin]]\nname = \"c\"\n\n[[bin]]\nname = \"d\"\n",
+        );
+        assert!(bins.default_run);
+        assert_eq!(bins.declared_bins, 2);
         let normal: Vec<&str> = manifest
             .dependencies
             .iter()
