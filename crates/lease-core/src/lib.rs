@@ -86,7 +86,7 @@ pub use secretary::{
     APPLICATION_LEADERSHIP_NAMESPACE, DefaultSecretary, LeadershipSecretary,
     SINGULAR_CONTROLLER_NAMESPACE, Secretary, SingularSecretary, standard_secretaries,
 };
-pub use store::{Op, Outcome, Store};
+pub use store::{Op, Outcome, StartedApply, Store};
 pub use types::{Generation, Info, Key, Request, Timestamp};
 pub use validate::{
     FORBIDDEN_CHARS, MAX_METADATA_BYTES, MAX_NAME_BYTES, validate_duration, validate_metadata,

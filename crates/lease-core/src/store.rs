@@ -42,6 +42,10 @@ impl Op {
     }
 }
 
+/// A batch started with [`Store::start_apply`]: resolves to one result per op, in order.
+pub type StartedApply =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Result<Outcome>>> + Send + 'static>>;
+
 /// The result of one successful [`Op`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -191,6 +195,26 @@ pub trait Store: Send {
         results
     }
 
+    /// Starts applying `ops` as [`Store::apply`] would, returning a future of their results
+    /// that does not borrow the store, so that the caller can start the next batch before this
+    /// one has ended and the store goes from one to the next without waiting for the caller
+    /// (a pipeline: the manager plans its next batch while the store writes this one).
+    ///
+    /// A store that can do this applies the batches it started in the order it started them,
+    /// one after another, each as [`Store::apply`] does; a batch whose future was dropped
+    /// before the store began it is not applied at all. Other calls (reads, pins) are not
+    /// ordered with a started batch that has not ended: the manager makes none on the keys of
+    /// a started batch until its results are back. The default cannot: it gives the ops back
+    /// (`Err(ops)`), and the caller uses [`Store::apply`].
+    ///
+    /// # Errors
+    ///
+    /// `Err(ops)`, the ops untouched, when the store cannot start a batch this way (now or
+    /// ever); the future's results carry each op's errors as [`Store::apply`]'s do.
+    fn start_apply(&mut self, ops: Vec<Op>) -> std::result::Result<StartedApply, Vec<Op>> {
+        Err(ops)
+    }
+
     /// A cheap probe: whether the backing may have been changed by anyone other than this
     /// instance since the previous call. The manager polls it every refresh interval and
     /// re-reads the leases it cares about when it says yes. The default always says yes.
@@ -238,6 +262,9 @@ impl<S: Store + ?Sized> Store for Box<S> {
     }
     async fn apply(&mut self, ops: Vec<Op>) -> Vec<Result<Outcome>> {
         (**self).apply(ops).await
+    }
+    fn start_apply(&mut self, ops: Vec<Op>) -> std::result::Result<StartedApply, Vec<Op>> {
+        (**self).start_apply(ops)
     }
     async fn poll_changes(&mut self) -> Result<bool> {
         (**self).poll_changes().await
