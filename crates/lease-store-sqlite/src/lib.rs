@@ -113,6 +113,7 @@ mod ops;
 mod own_commits;
 mod own_rows;
 mod paths;
+mod pipeline;
 mod schema;
 mod session;
 mod settings;

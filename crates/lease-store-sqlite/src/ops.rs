@@ -1,11 +1,12 @@
 //! The body of each operation inside its transaction: claim, extend, revoke, purge and the
 //! snapshots, with how rows and timestamps are stored.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use lease_core::{Error, Generation, Info, Key, Op, Request, Timestamp, validate_string};
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::{CachedStatement, Connection, OptionalExtension};
 
 use crate::encoding::{decode_expiry, encode_expiry};
 use crate::error::{SqliteStoreError, StoreResult};
@@ -288,6 +289,42 @@ const SET_REMEMBERED_EXPIRY: &str = "UPDATE lease SET expiry = ?2 \
     WHERE rowid = ?1 AND namespace = ?3 AND model = ?4 AND name = ?5 AND holder = ?6 \
       AND boot = ?7 AND expiry = ?8 AND generation = ?9 AND session IS ?10";
 
+/// A write transaction's connection, with the remembered-row renewal
+/// ([`SET_REMEMBERED_EXPIRY`]) kept prepared for the whole transaction: through rusqlite's
+/// statement cache, each renewal of a batch would hash the statement's text twice, to borrow
+/// it and to give it back. Dereferences to the connection for every other statement.
+pub(crate) struct Batch<'c> {
+    conn: &'c Connection,
+    set_remembered: RefCell<Option<CachedStatement<'c>>>,
+}
+
+impl<'c> Batch<'c> {
+    pub(crate) fn new(conn: &'c Connection) -> Batch<'c> {
+        Batch {
+            conn,
+            set_remembered: RefCell::new(None),
+        }
+    }
+
+    /// Runs [`SET_REMEMBERED_EXPIRY`] with `params`: the number of rows it wrote.
+    fn set_remembered_expiry(&self, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+        let mut slot = self.set_remembered.borrow_mut();
+        let stmt = match slot.take() {
+            Some(stmt) => stmt,
+            None => self.conn.prepare_cached(SET_REMEMBERED_EXPIRY)?,
+        };
+        slot.insert(stmt).execute(params)
+    }
+}
+
+impl std::ops::Deref for Batch<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
 /// [`extend`]'s common case: the lease is held by the requester under this store's own session
 /// (alive: it is ours) and the request brings no metadata. `None` when that is not the case
 /// (nothing was written); then the general path decides, on the row as read.
@@ -296,7 +333,7 @@ const SET_REMEMBERED_EXPIRY: &str = "UPDATE lease SET expiry = ?2 \
 /// committed since; otherwise it is read ([`OWN_LEASE`]). Either way it is remembered as
 /// written; when this path does not write it, [`extend`] forgets it.
 fn extend_own(
-    tx: &Connection,
+    tx: &Batch<'_>,
     settings: &Settings,
     now: Timestamp,
     key: &Key,
@@ -322,21 +359,18 @@ fn extend_own(
     {
         let expiry = row.expiry.max(now.saturating_add(request.duration));
         let written = tx
-            .prepare_cached(SET_REMEMBERED_EXPIRY)
-            .and_then(|mut stmt| {
-                stmt.execute(rusqlite::params![
-                    row.rowid,
-                    encode_expiry(expiry),
-                    key.namespace,
-                    key.model,
-                    key.lease,
-                    row.holder,
-                    settings.boot.seq,
-                    encode_expiry(row.expiry),
-                    i64::try_from(row.generation).unwrap_or(i64::MAX),
-                    session,
-                ])
-            })
+            .set_remembered_expiry(rusqlite::params![
+                row.rowid,
+                encode_expiry(expiry),
+                key.namespace,
+                key.model,
+                key.lease,
+                row.holder,
+                settings.boot.seq,
+                encode_expiry(row.expiry),
+                i64::try_from(row.generation).unwrap_or(i64::MAX),
+                session,
+            ])
             .map_err(&sql)?;
         if written == 1 {
             row.expiry = expiry;
@@ -393,7 +427,7 @@ fn extend_own(
 }
 
 pub(crate) fn extend(
-    tx: &Connection,
+    tx: &Batch<'_>,
     settings: &Settings,
     now: Timestamp,
     key: &Key,

@@ -22,12 +22,16 @@
 //! while unwinding from a panic), and each call checks the connection is back in autocommit
 //! before beginning (see `Conn::end_stray_transaction`).
 //!
-//! Why not a dedicated thread per store with a channel (an actor)? It would be the same
-//! serialisation with a thread that lives as long as the store, a hand-written queue, and a
-//! reply channel per call; `spawn_blocking` reuses tokio's pool, costs nothing idle, and its
-//! join handle is the reply. Why not `block_in_place`? It panics on a `current_thread`
-//! runtime. Outside any tokio runtime (a caller polling the future on another executor) there
-//! is no runtime to block, and the call runs inline.
+//! Why not a dedicated thread per store with a channel (an actor)? For single calls it would be
+//! the same serialisation with a thread that lives as long as the store, a hand-written queue,
+//! and a reply channel per call; `spawn_blocking` reuses tokio's pool, costs nothing idle, and
+//! its join handle is the reply. For batches started ahead ([`Store::start_apply`], the
+//! manager's pipeline) there is one (`crate::pipeline`), started by the first of them: there
+//! the queue is the point, as the next batch is waiting when one commits, with no thread to
+//! wake and no round trip through the caller's runtime between the two. Why not
+//! `block_in_place`? It panics on a `current_thread` runtime. Outside any tokio runtime (a
+//! caller polling the future on another executor) there is no runtime to block, and the call
+//! runs inline.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -36,7 +40,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use lease_core::{
-    Clock, Error, Info, Key, Op, Outcome, Request, Store, Timestamp, validate_string,
+    Clock, Error, Info, Key, Op, Outcome, Request, StartedApply, Store, Timestamp, validate_string,
 };
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::{Mutex, OwnedMutexGuard};
@@ -45,11 +49,12 @@ use crate::changes::{ChangeNotifier, data_version, write_counter};
 use crate::error::{SqliteStoreError, StoreResult};
 use crate::kernel::{record_write, refuse_other_kernels};
 use crate::ops::{
-    OpResult, PurgeSchedule, claim, extend, purge, revoke, snapshot_all, snapshot_group,
+    Batch, OpResult, PurgeSchedule, claim, extend, purge, revoke, snapshot_all, snapshot_group,
     snapshot_keys, stable_plans, validate_op,
 };
 use crate::own_commits::OwnCommits;
 use crate::own_rows::{OwnRows, OwnRowsTx};
+use crate::pipeline::{ApplyThread, Checked};
 use crate::session::{SessionHandle, Slot};
 use crate::settings::Settings;
 
@@ -70,14 +75,19 @@ use crate::settings::Settings;
 /// runtime's workers: a call waiting up to the [busy timeout](crate::SqliteStoreBuilder::busy_timeout)
 /// for another process's write lock, or for an fsync, delays no other task (a lease holder's
 /// timers included), on a `current_thread` runtime as on a multi-thread one. Each method (and
-/// each [`Store::apply`] batch, as one transaction) is one blocking call.
+/// each [`Store::apply`] batch, as one transaction) is one blocking call. Batches started with
+/// [`Store::start_apply`] run, in the order started, on the store's apply thread (created by
+/// the first of them, ended when the store is dropped), one straight after another.
 ///
 /// Dropping a method's future is safe: if its transaction had not begun, it never will; if it
 /// had, it runs to its commit or rollback on its blocking thread (a write may so take effect
 /// after its caller gave up, as after any timeout), and the next call waits for it. No
 /// transaction is ever left open.
 ///
-/// Every method takes `&mut self`, so one handle runs one call at a time.
+/// Every method takes `&mut self`, so one handle runs one call at a time; besides them, the
+/// batches it started run one at a time on its apply thread, each as one transaction, never
+/// overlapping another call. A started batch whose future is dropped before its turn is never
+/// applied; one dropped after it began runs to its end.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -100,6 +110,8 @@ pub struct SqliteStore {
     notifier: Option<ChangeNotifier>,
     /// The commits the notifier does not report (the same as the connection's).
     own: Arc<OwnCommits>,
+    /// Started by the first [`Store::start_apply`]; ends when the store is dropped.
+    apply_thread: Option<ApplyThread>,
 }
 
 /// The connection and what changes with it: everything a call needs besides [`Settings`],
@@ -164,6 +176,7 @@ impl SqliteStore {
             settings: Arc::new(settings),
             notifier: None,
             own,
+            apply_thread: None,
         };
         // The notifier's check, run on its thread: only when no call holds the connection
         // (one that does checks as it ends). Weak: the store owns the notifier.
@@ -197,16 +210,7 @@ impl SqliteStore {
         let settings = Arc::clone(&self.settings);
         let run = move || {
             let mut guard: OwnedMutexGuard<Conn> = guard;
-            guard.end_stray_transaction(&settings);
-            let out = f(&mut guard, &settings);
-            guard.wake_for_others();
-            if settings
-                .met_damage
-                .load(std::sync::atomic::Ordering::Relaxed)
-            {
-                guard.leave_damaged_file_alone(&settings);
-            }
-            out
+            guard.call(&settings, f)
         };
         if tokio::runtime::Handle::try_current().is_err() {
             return Ok(run());
@@ -277,6 +281,26 @@ impl SqliteStore {
 }
 
 impl Conn {
+    /// One call on the connection, by whichever thread holds its lock: a transaction left
+    /// open by a panic is ended first; after it, the change notifier is woken if others
+    /// wrote, and a damaged file is left alone.
+    pub(crate) fn call<T>(
+        &mut self,
+        settings: &Settings,
+        f: impl FnOnce(&mut Conn, &Settings) -> T,
+    ) -> T {
+        self.end_stray_transaction(settings);
+        let out = f(self, settings);
+        self.wake_for_others();
+        if settings
+            .met_damage
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            self.leave_damaged_file_alone(settings);
+        }
+        out
+    }
+
     /// Stops every checkpoint of this connection, automatic or at close, once an operation
     /// found the file damaged: a log is not copied into a file that is damaged (it stays as
     /// it was found, for whoever repairs it), even when the log is sound and a later write of
@@ -412,12 +436,21 @@ impl Conn {
         Ok(out)
     }
 
-    fn apply_batch(&mut self, settings: &Settings, ops: &[Op]) -> Vec<lease_core::Result<Outcome>> {
-        // Validation first, before any I/O; an op that fails it fails alone.
-        let mut results: Vec<Option<lease_core::Result<Outcome>>> = ops
-            .iter()
-            .map(|op| validate_op(op).err().map(Err))
-            .collect();
+    pub(crate) fn apply_batch(
+        &mut self,
+        settings: &Settings,
+        ops: &[Op],
+    ) -> Vec<lease_core::Result<Outcome>> {
+        self.apply_checked(settings, ops, check_batch(ops))
+    }
+
+    /// [`Conn::apply_batch`] of `ops` whose validation `results` holds ([`check_batch`]).
+    pub(crate) fn apply_checked(
+        &mut self,
+        settings: &Settings,
+        ops: &[Op],
+        mut results: Checked,
+    ) -> Vec<lease_core::Result<Outcome>> {
         if results.iter().all(Option::is_some) {
             return results.into_iter().flatten().collect();
         }
@@ -459,6 +492,7 @@ impl Conn {
         let mut rows = self.own_rows.begin(own_rows_version(&tx, settings)?);
         let changes = tx.total_changes();
         let mut wrote = 0;
+        let batch = Batch::new(&tx);
         for (op, slot) in ops.iter().zip(results.iter_mut()) {
             if slot.is_some() {
                 continue;
@@ -469,7 +503,7 @@ impl Conn {
                         .map(Outcome::Claimed)
                 }
                 Op::Extend { key, request } => {
-                    extend(&tx, settings, now, key, request, &mut session, &mut rows)?
+                    extend(&batch, settings, now, key, request, &mut session, &mut rows)?
                         .map(Outcome::Extended)
                 }
                 Op::Revoke { key, holder } => {
@@ -481,6 +515,7 @@ impl Conn {
             }
             *slot = Some(result);
         }
+        drop(batch);
         if self.purges.due(settings, wrote, now) {
             self.purges.purge(&tx, settings, now, &mut rows)?;
         }
@@ -499,6 +534,13 @@ impl Conn {
         }
         Ok(())
     }
+}
+
+/// Validation first, before any I/O; an op that fails it fails alone.
+pub(crate) fn check_batch(ops: &[Op]) -> Checked {
+    ops.iter()
+        .map(|op| validate_op(op).err().map(Err))
+        .collect()
 }
 
 /// The connection's data version inside a write transaction, for [`OwnRows::begin`].
@@ -614,7 +656,9 @@ impl Store for SqliteStore {
             conn.write(
                 settings,
                 "beginning an extension",
-                |tx, s, now, slot, rows| extend(tx, s, now, &key, &request, slot, rows),
+                |tx, s, now, slot, rows| {
+                    extend(&Batch::new(tx), s, now, &key, &request, slot, rows)
+                },
             )
         })
         .await?
@@ -733,6 +777,36 @@ impl Store for SqliteStore {
                     .map(|_| Err(first.take().unwrap_or_else(|| shared_clone(&shared))))
                     .collect()
             }
+        }
+    }
+
+    /// Queues the batch on the store's apply thread (started at the first call), which
+    /// applies started batches in order, each as [`Store::apply`] does, one straight after
+    /// another. `Err(ops)` only when that thread cannot be started or has failed.
+    fn start_apply(&mut self, ops: Vec<Op>) -> Result<StartedApply, Vec<Op>> {
+        if self.apply_thread.is_none() {
+            let (conn, settings) = (Arc::clone(&self.conn), Arc::clone(&self.settings));
+            let apply = move |ops: &[Op], checked: Checked| {
+                conn.blocking_lock().call(&settings, |conn, settings| {
+                    conn.apply_checked(settings, ops, checked)
+                })
+            };
+            match ApplyThread::spawn(apply) {
+                Ok(thread) => self.apply_thread = Some(thread),
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot start the SQLite store's apply thread");
+                    return Err(ops);
+                }
+            }
+        }
+        match &self.apply_thread {
+            // Validated here, on the caller's thread: the apply thread is the pipeline's
+            // bottleneck, the caller's has time while it waits.
+            Some(thread) => {
+                let checked = check_batch(&ops);
+                thread.start(ops, checked)
+            }
+            None => Err(ops),
         }
     }
 

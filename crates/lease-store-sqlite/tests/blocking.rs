@@ -374,3 +374,84 @@ fn a_call_outside_any_tokio_runtime_runs_inline() {
     assert_eq!(leases[&key("a")].holder, "h");
     assert_no_open_transaction(&path);
 }
+
+/// Batches started ahead (`start_apply`) while another connection holds the write lock: the
+/// first waits for it on the store's apply thread, off the runtime (a timer fires on time);
+/// the second, whose future is dropped before its turn (its caller gave up), never touches the
+/// file; the third runs after the first; and nothing is left open.
+#[tokio::test(flavor = "current_thread")]
+async fn a_started_batch_dropped_before_its_turn_is_never_applied() {
+    let dir = TempDir::new().unwrap();
+    let clock = FakeClock::new();
+    let (mut store, path) = open(&dir, &clock);
+    let (release, holder) = hold_write_lock_until_released(&path);
+    let claim = |lease: &str| {
+        vec![Op::Claim {
+            key: key(lease),
+            request: req("h"),
+        }]
+    };
+    let first = store.start_apply(claim("first")).expect("starting a batch");
+    let dropped = store
+        .start_apply(claim("dropped"))
+        .expect("starting a batch");
+    let third = store.start_apply(claim("third")).expect("starting a batch");
+    drop(dropped);
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
+    let timer = async {
+        tokio::time::sleep_until(deadline).await;
+        let lateness = tokio::time::Instant::now().saturating_duration_since(deadline);
+        release.send(()).expect("the lock holder died");
+        lateness
+    };
+    let (lateness, first, third) = tokio::join!(timer, first, third);
+    holder.join().unwrap();
+    assert!(
+        lateness < MAX_LATENESS,
+        "a 50 ms timer fired {lateness:?} late while a started batch waited for the lock"
+    );
+    first[0].as_ref().expect("the first batch's claim");
+    third[0].as_ref().expect("the third batch's claim");
+    let held = store.leases(&[]).await.unwrap();
+    assert!(held.contains_key(&key("first")) && held.contains_key(&key("third")));
+    assert!(
+        !held.contains_key(&key("dropped")),
+        "a batch dropped before its turn was applied: {held:?}"
+    );
+    assert_no_open_transaction(&path);
+}
+
+/// Dropping the store with its apply thread idle ends the thread (joined by the drop, so no
+/// thread is left behind per store), and a new store on the file sees what it applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_store_ends_its_idle_apply_thread() {
+    let dir = TempDir::new().unwrap();
+    let clock = FakeClock::new();
+    let (mut store, _) = open(&dir, &clock);
+    let started = store
+        .start_apply(vec![Op::Claim {
+            key: key("a"),
+            request: req("h"),
+        }])
+        .expect("starting a batch");
+    started.await[0].as_ref().expect("the claim");
+    drop(store);
+    let threads = || {
+        std::fs::read_dir("/proc/self/task")
+            .map(|tasks| {
+                tasks
+                    .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                    .filter(|name| name.trim() == "lease-sqlite-ap")
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    // Other tests of this binary run in parallel threads with stores of their own only when
+    // run by `cargo test`; under nextest each test is a process. Either way this store's
+    // thread is joined by the drop, so none of ours is left.
+    if std::env::var_os("NEXTEST").is_some() {
+        assert_eq!(threads(), 0, "the apply thread outlived its store");
+    }
+    let (mut again, _) = open(&dir, &clock);
+    assert!(again.leases(&[]).await.unwrap().contains_key(&key("a")));
+}

@@ -108,12 +108,14 @@ macro_rules! __conformance_case_list {
                 pin_and_unpin_validate_key_and_entity,
             }
             /// Batches: `apply` returns one result per op, in order; each op sees the ones
-            /// before it, and a failing op fails alone.
+            /// before it, and a failing op fails alone; batches started ahead apply in the
+            /// order they were started.
             batch {
                 apply_returns_one_result_per_op_in_order,
                 apply_later_ops_see_earlier_ones,
                 apply_failing_op_does_not_stop_the_others,
                 apply_empty_batch_returns_nothing,
+                started_batches_apply_in_the_order_started,
             }
             /// Death: a store may free a lease before its expiry only when no process of its
             /// holder can act on it any more; the next claim then gets a higher generation.

@@ -214,3 +214,81 @@ pub async fn apply_empty_batch_returns_nothing<Bu: StoreBuilder>(builder: &Bu) -
     ensure!(before == after, "an empty batch changed the store");
     Ok(())
 }
+
+/// Batches started ahead (`start_apply`, for a store that can) are applied in the order they
+/// were started, each seeing the ones before, whatever order their results are awaited in. A
+/// store that cannot start batches gives the ops back untouched.
+pub async fn started_batches_apply_in_the_order_started<Bu: StoreBuilder>(
+    builder: &Bu,
+) -> CaseResult {
+    let Fx {
+        mut store,
+        guard: _guard,
+        ..
+    } = fx(builder).await?;
+    let k = key("started");
+    let first_ops = vec![op_claim(&k, req(A, LEASE))];
+    let first = match store.start_apply(first_ops.clone()) {
+        Ok(first) => first,
+        Err(ops) => {
+            ensure!(
+                ops == first_ops,
+                "a store that cannot start batches changed the ops it gave back: {ops:?}"
+            );
+            return Ok(());
+        }
+    };
+    let second = store
+        .start_apply(vec![
+            op_claim(&k, req(B, LEASE)),
+            op_extend(&k, req(A, LEASE * 2)),
+        ])
+        .map_err(|ops| {
+            CaseFailure::new(format!(
+                "the store started one batch and refused the next: {ops:?}"
+            ))
+        })?;
+    let third = store
+        .start_apply(vec![op_revoke(&k, A), op_claim(&k, req(B, LEASE))])
+        .map_err(|ops| CaseFailure::new(format!("the store refused a third batch: {ops:?}")))?;
+    // Awaited last first: the order they take effect in is the order they were started in.
+    let third = third.await;
+    let second = second.await;
+    let first = first.await;
+    let all: Vec<String> = first
+        .iter()
+        .chain(&second)
+        .chain(&third)
+        .map(describe)
+        .collect();
+    ensure!(
+        first.len() == 1 && second.len() == 2 && third.len() == 2,
+        "started batches of 1, 2 and 2 ops returned {all:?}"
+    );
+    let generation = match &first[0] {
+        Ok(Outcome::Claimed(i)) if i.holder == A => i.generation,
+        _ => {
+            return Err(CaseFailure::new(format!(
+                "the first batch's claim failed: {all:?}"
+            )));
+        }
+    };
+    ensure!(
+        matches!(&second[0], Err(e) if e.is_held())
+            && matches!(&second[1], Ok(Outcome::Extended(i)) if i.generation == generation),
+        "the second batch did not see the first's claim: {all:?}"
+    );
+    ensure!(
+        matches!(&third[0], Ok(Outcome::Revoked))
+            && matches!(&third[1], Ok(Outcome::Claimed(i)) if i.holder == B && i.generation > generation),
+        "the third batch did not see the second's extend, or its own revoke: {all:?}"
+    );
+    expect_holder(
+        &mut store,
+        &k,
+        Some(B),
+        "the lease after three started batches",
+    )
+    .await?;
+    Ok(())
+}
