@@ -14,10 +14,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use lease_core::{Clock, Error, Info, Key, Op, Outcome, Request, Result, Store, Timestamp};
+use lease_core::{
+    Clock, Error, Info, Key, Op, Outcome, Request, Result, StartedApply, Store, Timestamp,
+};
 use lease_testkit::FakeClock;
 use tokio::sync::watch;
 
@@ -31,8 +34,21 @@ struct Plan {
     start_own: Timestamp,
 }
 
-/// One process's view of the shared store.
+/// One process's view of the shared store: its calls ([`Calls`]) one at a time, in the order
+/// they reach the lock, and its change notices.
+///
+/// A batch started ahead ([`Store::start_apply`], the manager's pipeline) runs as a task of
+/// its own that takes its turn at the lock at once, so it may run before or after the calls the
+/// manager makes meanwhile (its re-reads of the batch in flight), with the simulator's faults
+/// as any batch; one whose future is dropped before its turn is never applied.
 pub struct SimStore {
+    calls: Arc<tokio::sync::Mutex<Calls>>,
+    changes: Option<watch::Receiver<u64>>,
+    process: usize,
+}
+
+/// One process's calls to the shared store, each with its faults.
+struct Calls {
     inner: Box<dyn Store + Sync>,
     /// Whether the backing does its work on other threads (SQLite's calls run on tokio's
     /// blocking pool): then each call is waited for on the simulation's thread (see
@@ -41,7 +57,6 @@ pub struct SimStore {
     clock: DriftClock,
     world: Arc<World>,
     process: usize,
-    changes: Option<watch::Receiver<u64>>,
 }
 
 impl std::fmt::Debug for SimStore {
@@ -65,14 +80,95 @@ impl SimStore {
     ) -> SimStore {
         SimStore {
             changes: Some(world.change_channel()),
-            inner,
-            blocking,
-            clock,
-            world,
+            calls: Arc::new(tokio::sync::Mutex::new(Calls {
+                inner,
+                blocking,
+                clock,
+                world,
+                process,
+            })),
             process,
         }
     }
+}
 
+/// Marks a started batch abandoned when its future is dropped: if its turn has not come, it
+/// never runs.
+struct Abandon(Arc<AtomicBool>);
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+}
+
+#[async_trait]
+impl Store for SimStore {
+    async fn claim_lease(&mut self, key: &Key, request: &Request) -> Result<Info> {
+        self.calls.lock().await.claim_lease(key, request).await
+    }
+    async fn extend_lease(&mut self, key: &Key, request: &Request) -> Result<Info> {
+        self.calls.lock().await.extend_lease(key, request).await
+    }
+    async fn revoke_lease(&mut self, key: &Key, holder: &str) -> Result<()> {
+        self.calls.lock().await.revoke_lease(key, holder).await
+    }
+    async fn leases(&mut self, keys: &[Key]) -> Result<BTreeMap<Key, Info>> {
+        self.calls.lock().await.leases(keys).await
+    }
+    async fn lease_group(&mut self, namespace: &str, model: &str) -> Result<BTreeMap<Key, Info>> {
+        self.calls.lock().await.lease_group(namespace, model).await
+    }
+    async fn pin_lease(&mut self, key: &Key, entity: &str) -> Result<()> {
+        self.calls.lock().await.pin_lease(key, entity).await
+    }
+    async fn unpin_lease(&mut self, key: &Key, entity: &str) -> Result<()> {
+        self.calls.lock().await.unpin_lease(key, entity).await
+    }
+    async fn pinned(&mut self) -> Result<BTreeMap<Key, Vec<String>>> {
+        self.calls.lock().await.pinned().await
+    }
+    async fn apply(&mut self, ops: Vec<Op>) -> Vec<Result<Outcome>> {
+        self.calls.lock().await.apply(ops).await
+    }
+    fn start_apply(&mut self, ops: Vec<Op>) -> std::result::Result<StartedApply, Vec<Op>> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(ops);
+        }
+        let n = ops.len();
+        let calls = Arc::clone(&self.calls);
+        let wanted = Arc::new(AtomicBool::new(true));
+        let abandon = Abandon(Arc::clone(&wanted));
+        let p = self.process;
+        // Spawned now, so it queues for the lock behind the calls already made and ahead of
+        // the later ones, as a store's apply thread takes started batches in order.
+        let task = tokio::spawn(async move {
+            let mut calls = calls.lock().await;
+            if !wanted.load(Ordering::Relaxed) {
+                calls
+                    .world
+                    .log(|| format!("p{p} batch dropped before its turn"));
+                return None;
+            }
+            Some(calls.apply(ops).await)
+        });
+        Ok(Box::pin(async move {
+            let _abandon = abandon;
+            match task.await {
+                Ok(Some(results)) => results,
+                _ => (0..n).map(|_| Err(Error::Timeout)).collect(),
+            }
+        }))
+    }
+    async fn poll_changes(&mut self) -> Result<bool> {
+        self.calls.lock().await.poll_changes().await
+    }
+    fn change_notifier(&mut self) -> Option<watch::Receiver<u64>> {
+        self.changes.take()
+    }
+}
+
+impl Calls {
     fn truth(&self) -> &FakeClock {
         &self.world.truth
     }
@@ -296,7 +392,7 @@ fn describe(key: &Key, holder: &str) -> String {
 }
 
 #[async_trait]
-impl Store for SimStore {
+impl Store for Calls {
     async fn claim_lease(&mut self, key: &Key, request: &Request) -> Result<Info> {
         self.sent(key, &request.holder, true);
         let plan = self.before("claim", true).await?;
@@ -444,9 +540,5 @@ impl Store for SimStore {
         let r = settle(self.blocking, self.inner.poll_changes()).await;
         self.clock.gate().pass(&self.world.truth).await;
         r
-    }
-
-    fn change_notifier(&mut self) -> Option<watch::Receiver<u64>> {
-        self.changes.take()
     }
 }

@@ -24,8 +24,8 @@ fn swarm(kinds: &[Kind], mutation: Option<Mutation>) -> SimConfig {
 /// (mutation, kinds, the first failing seed of `cargo xtask sim`'s run).
 const FOUND_AT: [(Mutation, &[Kind], u64); 4] = [
     (Mutation::ConcurrentLock, &ELECTORS, 1),
-    (Mutation::GenerationAcrossTerms, &ELECTORS, 25),
-    (Mutation::RetriedExtendClaims, &EXTENDERS, 7),
+    (Mutation::GenerationAcrossTerms, &ELECTORS, 92),
+    (Mutation::RetriedExtendClaims, &EXTENDERS, 2),
     (Mutation::RevokeRacingLock, &ELECTORS, 23),
 ];
 

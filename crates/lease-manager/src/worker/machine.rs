@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use lease_core::Timestamp;
+use lease_core::{Op, Timestamp};
 
 use super::pending::{Answers, Work};
 use super::recorder::Recorder;
@@ -75,6 +75,27 @@ impl Machine {
     /// is updated at once.
     pub(crate) fn returned(&mut self, out: Option<Returned>, now: Timestamp) {
         self.tasks.returned(&mut self.state, out, now);
+    }
+
+    /// Whether a batch may be planned now, ahead of the results of the `apply` in flight
+    /// ([`Tasks::can_plan_ahead`]).
+    pub(crate) fn can_plan_ahead(&self, now: Timestamp) -> bool {
+        self.tasks.can_plan_ahead(&self.state, now)
+    }
+
+    /// Plans `batch` ahead of the results of the `apply` in flight: the ops for the shell to
+    /// start at once, whose results it hands back after [`Effect::Ahead`]
+    /// ([`Tasks::plan_ahead`]).
+    pub(crate) fn plan_ahead(&mut self, batch: Vec<Work>, now: Timestamp) -> Option<Vec<Op>> {
+        self.tasks.plan_ahead(&mut self.state, batch, now)
+    }
+
+    /// Requests taken from the channel that no batch took: queued for the next batches,
+    /// ahead of the channel.
+    pub(crate) fn queue_work(&mut self, batch: Vec<Work>) {
+        for work in batch {
+            self.state.queue.queue(work);
+        }
     }
 
     /// The answers held since the last store call returned, for the shell to send once it has

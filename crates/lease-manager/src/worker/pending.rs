@@ -110,6 +110,11 @@ impl Answers {
     }
 
     /// Whether any answer is held.
+    /// How many answers are held.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

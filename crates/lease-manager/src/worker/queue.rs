@@ -56,6 +56,11 @@ impl Queue {
         !self.queued.is_empty()
     }
 
+    /// Whether it holds nothing, in any state.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queued.is_empty() && self.retry.is_empty() && self.awaiting.is_empty()
+    }
+
     pub(crate) fn queue(&mut self, work: Work) {
         self.queued.push_back(work);
     }

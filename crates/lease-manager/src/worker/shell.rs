@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lease_core::{CancellationToken, Clock, Error, Sleep, Store, Timestamp};
+use lease_core::{CancellationToken, Clock, Error, Op, Sleep, StartedApply, Store, Timestamp};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
@@ -42,14 +42,20 @@ impl Guard {
         recorder: &Recorder,
         fut: impl Future<Output = T>,
     ) -> Option<T> {
+        let (out, latency) = self.run_timed(fut).await?;
+        recorder.store_latency(call, latency);
+        Some(out)
+    }
+
+    /// Runs one store call: its output and how long it took; `None` when it was abandoned.
+    async fn run_timed<T>(&mut self, fut: impl Future<Output = T>) -> Option<(T, Duration)> {
         let start = self.clock.now();
         let mut fut = std::pin::pin!(fut);
         if self.deadline.is_none() {
             tokio::select! {
                 biased;
                 out = &mut fut => {
-                    recorder.store_latency(call, self.clock.now().saturating_duration_since(start));
-                    return Some(out);
+                    return Some((out, self.clock.now().saturating_duration_since(start)));
                 }
                 () = self.shutdown.cancelled() => {}
             }
@@ -60,16 +66,21 @@ impl Guard {
         let sleep = self.clock.sleep_until(until);
         tokio::select! {
             biased;
-            out = fut => {
-                recorder.store_latency(call, self.clock.now().saturating_duration_since(start));
-                Some(out)
-            }
+            out = fut => Some((out, self.clock.now().saturating_duration_since(start))),
             () = sleep => {
                 self.abandoned = true;
                 None
             }
         }
     }
+}
+
+/// The store call of the batch the machine planned ahead: started on the store
+/// ([`Store::start_apply`]), or its ops, when the store could not start it, to apply once the
+/// machine asks for its results ([`Effect::Ahead`]).
+enum AheadCall {
+    Started(StartedApply),
+    NotStarted(Vec<Op>),
 }
 
 /// What woke the worker.
@@ -98,6 +109,11 @@ pub(crate) struct Worker {
     done: CancellationToken,
     guard: Guard,
     machine: Machine,
+    /// Whether the store starts batches ahead ([`Store::start_apply`]); false once it said it
+    /// cannot.
+    pipelined: bool,
+    /// The batch planned ahead of the results of the `apply` in flight.
+    ahead: Option<AheadCall>,
 }
 
 /// What a worker is made of: its store, clock and channel, the manager's lifecycle tokens, and
@@ -148,6 +164,8 @@ impl Worker {
             done,
             guard,
             machine,
+            pipelined: true,
+            ahead: None,
         }
     }
 
@@ -168,6 +186,27 @@ impl Worker {
             let deadline = match self.machine.poll(self.now()) {
                 Effect::Idle(deadline) => deadline,
                 Effect::Ended => continue,
+                Effect::Ahead => {
+                    let returned = match self.ahead.take() {
+                        Some(AheadCall::Started(results)) => self.apply_pipelined(results).await,
+                        Some(AheadCall::NotStarted(ops)) => self.call(Effect::Apply(ops)).await,
+                        // Unreachable: the machine plans ahead only through the shell.
+                        None => Some(Returned::Applied(Vec::new())),
+                    };
+                    self.machine.returned(returned, self.now());
+                    continue;
+                }
+                Effect::Apply(ops) if self.pipelined => {
+                    let returned = match self.store.start_apply(ops) {
+                        Ok(results) => self.apply_pipelined(results).await,
+                        Err(ops) => {
+                            self.pipelined = false;
+                            self.call(Effect::Apply(ops)).await
+                        }
+                    };
+                    self.machine.returned(returned, self.now());
+                    continue;
+                }
                 effect => {
                     let returned = self.call(effect).await;
                     self.machine.returned(returned, self.now());
@@ -269,6 +308,65 @@ impl Worker {
         self.done.cancel();
     }
 
+    /// Waits for a batch started on the store (`results`), guarded, after sending the answers
+    /// held from the last call. Meanwhile it takes the requests that come: once as many have
+    /// come as callers were just answered (those callers' next requests, most likely), or a
+    /// whole batch, and the machine can plan ahead, the next batch is planned and started at
+    /// once, so the store goes on to it as soon as this one commits. Requests taken but not
+    /// planned by then are queued in the machine.
+    async fn apply_pipelined(&mut self, results: StartedApply) -> Option<Returned> {
+        let answers = self.machine.take_answers();
+        let max = self.machine.max_batch();
+        let want = answers.len().clamp(1, max);
+        answers.send(self.machine.recorder());
+        let mut taken: Vec<Work> = Vec::new();
+        let mut open = true;
+        let clock = Arc::clone(&self.clock);
+        let mut call = std::pin::pin!(self.guard.run_timed(results));
+        let out = loop {
+            let take = open
+                && self.ahead.is_none()
+                && !self.shutdown.is_cancelled()
+                && self.machine.can_plan_ahead(clock.now());
+            tokio::select! {
+                biased;
+                out = &mut call => break out,
+                msg = self.rx.recv(), if take => {
+                    let Some(first) = msg else {
+                        open = false;
+                        continue;
+                    };
+                    taken.push(Work::from_envelope(first));
+                    while taken.len() < max {
+                        match self.rx.try_recv() {
+                            Ok(env) => taken.push(Work::from_envelope(env)),
+                            Err(_) => break,
+                        }
+                    }
+                    if taken.len() < want {
+                        // The callers still to come are runnable tasks of this runtime: let
+                        // them run before looking again, rather than being woken by each one.
+                        tokio::task::yield_now().await;
+                    } else {
+                        let now = clock.now();
+                        if let Some(ops) = self.machine.plan_ahead(std::mem::take(&mut taken), now) {
+                            self.ahead = Some(match self.store.start_apply(ops) {
+                                Ok(results) => AheadCall::Started(results),
+                                Err(ops) => AheadCall::NotStarted(ops),
+                            });
+                        }
+                    }
+                }
+            }
+        };
+        if !taken.is_empty() {
+            self.machine.queue_work(taken);
+        }
+        let (results, latency) = out?;
+        self.machine.recorder().store_latency("apply", latency);
+        Some(Returned::Applied(results))
+    }
+
     /// Makes the store call the machine asked for, guarded; `None` when it was abandoned. The
     /// answers the machine held from the last call are sent once this one has started (its
     /// future polled once: a blocking store's work is then on its thread), so the callers
@@ -320,7 +418,7 @@ impl Worker {
                     .instrument(span)
                     .await
                     .map(Returned::Group),
-                Effect::Ended | Effect::Idle(_) => None,
+                Effect::Ended | Effect::Idle(_) | Effect::Ahead => None,
             }
         };
         let mut call = std::pin::pin!(call);

@@ -140,6 +140,12 @@ impl State {
         deadline
     }
 
+    /// Whether nothing but new requests is due at `now`: no queued work, retry or re-read
+    /// awaited, no timer due, no change reported ([`super::task::Tasks::can_plan_ahead`]).
+    pub(super) fn quiet(&self, now: Timestamp) -> bool {
+        self.queue.is_empty() && !self.changed && self.next_deadline() > now
+    }
+
     /// What to do next at `now`: queued work first, then due timers, then a reported change.
     pub(super) fn next(&mut self, now: Timestamp) -> Next {
         let interest = self.has_interest();

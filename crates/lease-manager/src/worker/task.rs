@@ -7,7 +7,9 @@
 //! runs to its end before the next one starts (shutdown is noticed between tasks, as the store
 //! calls of a task may finish in the grace period).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
+
+use foldhash::fast::FixedState;
 
 use lease_core::{Info, Key, Op, Outcome, Result, Timestamp};
 use tracing::Span;
@@ -47,6 +49,9 @@ pub(crate) enum Effect {
         model: String,
         span: Span,
     },
+    /// The batch started ahead ([`Tasks::plan_ahead`]) is now the call in flight: await the
+    /// results of the store call the shell started for it.
+    Ahead,
     /// No store call: the task ended without one more (the shell notices shutdown, then
     /// polls again).
     Ended,
@@ -139,11 +144,16 @@ enum Waiting {
     },
 }
 
-/// The current task: the rest of its steps, and the store call in flight.
+/// The current task: the rest of its steps, and the store call in flight; and the batch
+/// started ahead of it, if any.
 #[derive(Debug, Default)]
 pub(super) struct Tasks {
     steps: VecDeque<Step>,
     waiting: Option<Waiting>,
+    /// The requests of a batch planned and started while the current task's `apply` was in
+    /// flight ([`Tasks::plan_ahead`]): its results are the next task, once the current one
+    /// has ended.
+    ahead: Option<Vec<Pending>>,
 }
 
 /// Keys read by a refresh at most this many to a store call.
@@ -152,7 +162,61 @@ const REFRESH_CHUNK: usize = 1024;
 impl Tasks {
     /// Whether no task is under way (the shell notices shutdown and updates gauges here).
     pub(super) fn between(&self) -> bool {
-        self.steps.is_empty() && self.waiting.is_none()
+        self.steps.is_empty() && self.waiting.is_none() && self.ahead.is_none()
+    }
+
+    /// Whether a batch may be planned and started now, ahead of the results of the `apply` in
+    /// flight: that `apply` is the last step of its task, no batch is ahead already, and the
+    /// state has nothing else due (no queued work, retries or re-reads awaited, no timer due,
+    /// no change reported), so nothing the machine would do before the next batch is skipped.
+    pub(super) fn can_plan_ahead(&self, state: &State, now: Timestamp) -> bool {
+        self.ahead.is_none()
+            && self.steps.is_empty()
+            && matches!(self.waiting, Some(Waiting::Applied(_)))
+            && state.quiet(now)
+    }
+
+    /// Plans `batch` at `now` while the `apply` in flight runs ([`Tasks::can_plan_ahead`]):
+    /// its claims, extends and revokes of keys the batch in flight does not touch become the
+    /// next batch, whose ops are returned for the shell to start at once. Everything else
+    /// (checks, waits, pins, group reads, ops on the keys in flight, whose decision needs
+    /// their results) is queued for the batches after. `None` when no op is left to start.
+    pub(super) fn plan_ahead(
+        &mut self,
+        state: &mut State,
+        batch: Vec<Work>,
+        now: Timestamp,
+    ) -> Option<Vec<Op>> {
+        let Some(Waiting::Applied(in_flight)) = &self.waiting else {
+            for work in batch {
+                state.queue.queue(work);
+            }
+            return None;
+        };
+        let busy: HashSet<&Key, FixedState> = in_flight.iter().map(|p| &p.key).collect();
+        let mut ready = Vec::with_capacity(batch.len());
+        for work in batch {
+            match work {
+                Work::Op(pending) if !busy.contains(&pending.key) => {
+                    ready.push(Work::Op(pending));
+                }
+                other => state.queue.queue(other),
+            }
+        }
+        drop(busy);
+        let Plan {
+            apply,
+            reads,
+            singles,
+        } = state.plan(ready, now);
+        // Only claims, extends and revokes were planned: nothing else to read or call.
+        debug_assert!(reads.is_empty() && singles.is_empty());
+        if apply.ops.is_empty() {
+            return None;
+        }
+        state.recorder.batch(apply.ops.len());
+        self.ahead = Some(apply.pendings);
+        Some(apply.ops)
     }
 
     /// Starts serving `batch` at `now`: plans it on `state` and queues its store calls.
@@ -180,6 +244,12 @@ impl Tasks {
         if self.waiting.is_some() {
             // A call is in flight: nothing more until it returns.
             return Effect::Idle(now);
+        }
+        if self.steps.is_empty()
+            && let Some(pendings) = self.ahead.take()
+        {
+            self.waiting = Some(Waiting::Applied(pendings));
+            return Effect::Ahead;
         }
         if self.steps.is_empty() {
             match state.next(now) {
@@ -450,6 +520,9 @@ impl Tasks {
     pub(super) fn abort(&mut self, state: &mut State, now: Timestamp) {
         if self.waiting.is_some() {
             self.returned(state, None, now);
+        }
+        for pending in self.ahead.take().into_iter().flatten() {
+            pending.settle(Verdict::Aborted, &state.recorder);
         }
         while let Some(step) = self.steps.pop_front() {
             match step {

@@ -10,6 +10,11 @@
 //!   generation at that instant (a window lies inside an own guaranteed window);
 //! - a revoke's window is cleared before the revoke goes to the store;
 //! - a claim answered "held" is held in the store, with that generation, when answered.
+//!
+//! Requests either reach the machine's queue directly or, as through the shell's channel,
+//! wait in an inbox that the harness hands over when the machine idles or, while an `apply` is
+//! in flight, to [`Machine::plan_ahead`] (the store then applies that batch right after the
+//! one in flight, as a store that starts batches ahead does).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,6 +27,7 @@ use tracing::Span;
 
 use super::command::{Command, Envelope};
 use super::machine::Machine;
+use super::pending::Work;
 use super::recorder::Recorder;
 use super::state::Settings;
 use super::task::{Effect, Returned};
@@ -90,10 +96,12 @@ enum Event {
         secs: u8,
     },
     /// The machine takes one step; the store answers with these faults, and its reads fail
-    /// if `reads_fail`.
+    /// if `reads_fail`; with `ahead`, requests waiting in the inbox while an `apply` is in
+    /// flight are planned ahead when the machine allows.
     Step {
         faults: Vec<Fault>,
         reads_fail: bool,
+        ahead: bool,
     },
     /// Shutdown's grace period ends during the store calls of the next step: they are
     /// abandoned, and the machine stops (later events are ignored).
@@ -110,9 +118,26 @@ fn event() -> impl Strategy<Value = Event> {
         1 => any::<u8>().prop_map(|n| Event::GiveUp { n }),
         3 => (0..3000u16).prop_map(|millis| Event::Advance { millis }),
         1 => (0..KEYS, 1..5u8).prop_map(|(key, secs)| Event::Other { key, secs }),
-        8 => (prop::collection::vec(fault(), 1..6), prop::bool::weighted(0.2))
-            .prop_map(|(faults, reads_fail)| Event::Step { faults, reads_fail }),
+        8 => (prop::collection::vec(fault(), 1..6), prop::bool::weighted(0.2), any::<bool>())
+            .prop_map(|(faults, reads_fail, ahead)| Event::Step { faults, reads_fail, ahead }),
         1 => Just(Event::Abandon),
+    ]
+}
+
+/// Events of a busy machine: requests come faster than time passes, so batches are often
+/// planned ahead.
+fn busy_event() -> impl Strategy<Value = Event> {
+    prop_oneof![
+        6 => (0..KEYS, 0..2u8, 1..5u8).prop_map(|(key, holder, secs)| Event::Claim { key, holder, secs }),
+        3 => (0..KEYS, 0..2u8).prop_map(|(key, holder)| Event::Revoke { key, holder }),
+        1 => (0..KEYS, 0..2u8, any::<bool>())
+            .prop_map(|(key, holder, force_read)| Event::Check { key, holder, force_read }),
+        1 => (0..KEYS).prop_map(|key| Event::Wait { key }),
+        1 => any::<u8>().prop_map(|n| Event::GiveUp { n }),
+        2 => (0..200u16).prop_map(|millis| Event::Advance { millis }),
+        1 => (0..KEYS, 1..5u8).prop_map(|(key, secs)| Event::Other { key, secs }),
+        6 => (prop::collection::vec(fault(), 1..6), prop::bool::weighted(0.1))
+            .prop_map(|(faults, reads_fail)| Event::Step { faults, reads_fail, ahead: true }),
     ]
 }
 
@@ -193,7 +218,7 @@ impl Model {
 
 /// A caller's end of a request, and what it was told.
 enum Caller {
-    Claim(Key, oneshot::Receiver<Result<Info>>),
+    Claim(Key, &'static str, oneshot::Receiver<Result<Info>>),
     Unit(oneshot::Receiver<Result<()>>),
     Check(oneshot::Receiver<Result<Generation>>),
     Gone,
@@ -214,9 +239,24 @@ struct Harness {
     held: u64,
     denied: u64,
     timeouts: u64,
+    /// The shell's channel, when requests go through one (else they are queued directly).
+    inbox: Option<Vec<Envelope>>,
+    /// The results of the batch planned ahead, applied by the model right after the batch
+    /// that was in flight when it was planned.
+    ahead: Option<Vec<Result<Outcome>>>,
+    /// Batches planned ahead so far.
+    planned_ahead: u64,
 }
 
 impl Harness {
+    /// A harness whose requests wait in a channel, as the shell's do.
+    fn with_inbox(attempts: u32, seed: u64) -> Harness {
+        Harness {
+            inbox: Some(Vec::new()),
+            ..Harness::new(attempts, seed)
+        }
+    }
+
     fn new(attempts: u32, seed: u64) -> Harness {
         let table = Arc::new(SlotTable::default());
         let slots = (0..KEYS)
@@ -249,14 +289,35 @@ impl Harness {
             held: 0,
             denied: 0,
             timeouts: 0,
+            inbox: None,
+            ahead: None,
+            planned_ahead: 0,
         }
     }
 
     fn send(&mut self, command: Command) {
-        self.machine.enqueue(Envelope {
+        let envelope = Envelope {
             command,
             span: Span::none(),
-        });
+        };
+        match &mut self.inbox {
+            Some(inbox) => inbox.push(envelope),
+            None => self.machine.enqueue(envelope),
+        }
+    }
+
+    /// Up to a batch of the requests waiting in the inbox, oldest first.
+    fn take_inbox(&mut self) -> Vec<Work> {
+        self.take_inbox_part(usize::MAX)
+    }
+
+    /// Up to `most` (and a batch) of the requests waiting in the inbox, oldest first.
+    fn take_inbox_part(&mut self, most: usize) -> Vec<Work> {
+        let Some(inbox) = &mut self.inbox else {
+            return Vec::new();
+        };
+        let n = inbox.len().min(self.machine.max_batch()).min(most);
+        inbox.drain(..n).map(Work::from_envelope).collect()
     }
 
     fn event(&mut self, event: Event) {
@@ -270,7 +331,8 @@ impl Harness {
                 secs,
             } => {
                 let (reply, rx) = oneshot::channel();
-                self.callers.push(Caller::Claim(key(k), rx));
+                self.callers
+                    .push(Caller::Claim(key(k), HOLDERS[holder as usize], rx));
                 self.send(Command::Claim {
                     key: key(k),
                     request: Request::new(
@@ -328,8 +390,12 @@ impl Harness {
                     self.machine.change_noticed(true);
                 }
             }
-            Event::Step { faults, reads_fail } => {
-                self.step(&faults, reads_fail);
+            Event::Step {
+                faults,
+                reads_fail,
+                ahead,
+            } => {
+                self.step_with(&faults, reads_fail, ahead);
             }
             Event::Abandon => self.abandon(),
         }
@@ -372,15 +438,37 @@ impl Harness {
 
     /// The machine runs one task (or starts none); `false` when it had nothing to do.
     fn step(&mut self, faults: &[Fault], reads_fail: bool) -> bool {
+        self.step_with(faults, reads_fail, true)
+    }
+
+    /// [`Harness::step`], planning ahead only if `ahead`.
+    fn step_with(&mut self, faults: &[Fault], reads_fail: bool, ahead: bool) -> bool {
         let mut busy = false;
         for _ in 0..10_000 {
             let effect = self.machine.poll(self.now);
             // As the shell: the answers held from the last call go out once the next call has
-            // started, or before the worker idles, at the same instant.
-            self.machine.take_answers().send(self.machine.recorder());
+            // started, or before the worker idles, at the same instant. They are checked as
+            // they are sent: within this step, a batch planned ahead may yet revoke a holding
+            // just answered (by a request that came after the claim), and a caller's answer
+            // is only true as of when it was given.
+            self.send_answers();
             match effect {
                 Effect::Idle(_) => {
                     assert!(self.machine.between_tasks());
+                    // As the shell: requests waiting in the channel are taken when idle; when
+                    // planning ahead, only the first half of them, as if the rest came while
+                    // the store applied those.
+                    let half = self.inbox.as_ref().map_or(0, |i| i.len().div_ceil(2));
+                    let batch = if ahead {
+                        self.take_inbox_part(half)
+                    } else {
+                        self.take_inbox()
+                    };
+                    if !batch.is_empty() {
+                        self.machine.arrived(batch, self.now);
+                        busy = true;
+                        continue;
+                    }
                     return busy;
                 }
                 Effect::Ended => {
@@ -390,21 +478,52 @@ impl Harness {
                 _ => {}
             }
             busy = true;
-            let returned = self.answer(effect, faults, reads_fail);
+            let in_flight_apply = matches!(effect, Effect::Apply(_) | Effect::Ahead);
+            let returned = match effect {
+                Effect::Ahead => Returned::Applied(
+                    self.ahead
+                        .take()
+                        .expect("the machine awaits a batch it planned ahead"),
+                ),
+                effect => self.answer(effect, faults, reads_fail),
+            };
+            if ahead && in_flight_apply && self.machine.can_plan_ahead(self.now) {
+                // The apply is in flight (the model applied it already): the requests that
+                // came meanwhile are planned ahead, and the store applies them next.
+                let batch = self.take_inbox();
+                if !batch.is_empty()
+                    && let Some(ops) = self.machine.plan_ahead(batch, self.now)
+                {
+                    self.planned_ahead += 1;
+                    let Returned::Applied(results) =
+                        self.answer(Effect::Apply(ops), faults, reads_fail)
+                    else {
+                        unreachable!("an apply returns applied results");
+                    };
+                    self.ahead = Some(results);
+                }
+            }
             self.machine.returned(Some(returned), self.now);
             if self.machine.between_tasks() {
                 // The shell polls again at once, sending these answers before anything else
                 // happens.
-                self.machine.take_answers().send(self.machine.recorder());
+                self.send_answers();
                 return true;
             }
         }
         panic!("a task that never ends");
     }
 
+    /// Sends the answers the machine holds, and checks the invariants as the callers get them.
+    fn send_answers(&mut self) {
+        self.machine.take_answers().send(self.machine.recorder());
+        self.check();
+    }
+
     /// A task whose store calls are all abandoned (as the shell's guard does at the end of
     /// the grace period), after which the shell stops the machine.
     fn abandon(&mut self) {
+        self.ahead = None;
         for _ in 0..10_000 {
             if let Effect::Idle(_) | Effect::Ended = self.machine.poll(self.now) {
                 break;
@@ -451,7 +570,7 @@ impl Harness {
         }
         for caller in &mut self.callers {
             let answered = match caller {
-                Caller::Claim(key, rx) => match rx.try_recv() {
+                Caller::Claim(key, holder, rx) => match rx.try_recv() {
                     Ok(Ok(info)) => {
                         let store = self.model.valid(key, now);
                         assert!(
@@ -464,6 +583,13 @@ impl Harness {
                         true
                     }
                     Ok(Err(e)) => {
+                        if matches!(e, Error::ClaimDenied) {
+                            let store = self.model.valid(key, now);
+                            assert!(
+                                store.is_none_or(|i| i.holder != *holder),
+                                "a claim of {key} by {holder} was denied; the store has {store:?}"
+                            );
+                        }
                         self.denied += u64::from(matches!(e, Error::ClaimDenied));
                         self.timeouts += u64::from(e.is_timeout());
                         true
@@ -501,6 +627,10 @@ impl Harness {
     /// Shuts down and checks that every caller still there has its answer.
     fn finish(mut self) {
         self.machine.finish(self.now);
+        // As the shell's finish: what is still in the channel is answered `Aborted`.
+        for envelope in self.inbox.take().unwrap_or_default() {
+            envelope.command.fail(Error::Aborted);
+        }
         self.check();
         let unanswered = self
             .callers
@@ -533,9 +663,30 @@ proptest! {
     fn the_machine_keeps_its_invariants(
         attempts in 1..4u32,
         seed in any::<u64>(),
+        inbox in any::<bool>(),
         events in prop::collection::vec(event(), 1..120),
     ) {
-        let mut h = Harness::new(attempts, seed);
+        let mut h = if inbox {
+            Harness::with_inbox(attempts, seed)
+        } else {
+            Harness::new(attempts, seed)
+        };
+        for event in events {
+            h.event(event);
+            h.check();
+        }
+        h.finish();
+    }
+
+    /// The same invariants when most batches are planned ahead of the results of the one in
+    /// flight (requests come faster than time passes).
+    #[test]
+    fn the_machine_keeps_its_invariants_planning_ahead(
+        attempts in 1..4u32,
+        seed in any::<u64>(),
+        events in prop::collection::vec(busy_event(), 1..160),
+    ) {
+        let mut h = Harness::with_inbox(attempts, seed);
         for event in events {
             h.event(event);
             h.check();
@@ -548,9 +699,14 @@ proptest! {
     #[test]
     fn every_request_is_answered_once_the_store_behaves(
         seed in any::<u64>(),
+        inbox in any::<bool>(),
         events in prop::collection::vec(event(), 1..80),
     ) {
-        let mut h = Harness::new(3, seed);
+        let mut h = if inbox {
+            Harness::with_inbox(3, seed)
+        } else {
+            Harness::new(3, seed)
+        };
         for event in events {
             h.event(event);
             h.check();
@@ -649,7 +805,7 @@ fn a_batchs_answers_are_held_until_taken_and_its_windows_are_published_at_once()
     let returned = h.answer(effect, &[Fault::None], false);
     h.machine.returned(Some(returned), h.now);
     assert!(h.machine.holds_answers());
-    let Some(Caller::Claim(_, rx)) = h.callers.last_mut() else {
+    let Some(Caller::Claim(_, _, rx)) = h.callers.last_mut() else {
         panic!("the claim's caller is not the last");
     };
     assert!(
@@ -666,4 +822,184 @@ fn a_batchs_answers_are_held_until_taken_and_its_windows_are_published_at_once()
     h.check();
     assert_eq!(h.held, 1, "the claim was not answered once taken");
     h.finish();
+}
+
+/// While a batch's `apply` is in flight, requests that came meanwhile are planned ahead only
+/// when they touch none of its keys and are claims, extends or revokes: a claim of a key in
+/// flight, and a check, wait for the batches after; the batch ahead is the next task, after
+/// the one in flight has ended.
+#[test]
+fn a_batch_planned_ahead_leaves_the_keys_in_flight_and_other_commands_for_later() {
+    let mut h = Harness::with_inbox(3, 5);
+    h.event(Event::Claim {
+        key: 0,
+        holder: 0,
+        secs: 4,
+    });
+    assert!(matches!(h.machine.poll(h.now), Effect::Idle(_)));
+    let first = h.take_inbox();
+    h.machine.arrived(first, h.now);
+    let effect = h.machine.poll(h.now);
+    assert!(
+        matches!(effect, Effect::Apply(ref ops) if ops.len() == 1),
+        "{effect:?}"
+    );
+    // Came while the first batch is in flight: a claim of its key, one of another key, a check.
+    h.event(Event::Claim {
+        key: 0,
+        holder: 1,
+        secs: 4,
+    });
+    h.event(Event::Claim {
+        key: 1,
+        holder: 1,
+        secs: 4,
+    });
+    h.event(Event::Check {
+        key: 2,
+        holder: 0,
+        force_read: false,
+    });
+    assert!(h.machine.can_plan_ahead(h.now));
+    let batch = h.take_inbox();
+    let ahead = h
+        .machine
+        .plan_ahead(batch, h.now)
+        .expect("the claim of another key is planned ahead");
+    assert_eq!(ahead.len(), 1, "{ahead:?}");
+    assert_eq!(ahead[0].key(), &key(1));
+    assert!(
+        !h.machine.can_plan_ahead(h.now),
+        "a second batch was allowed ahead"
+    );
+    assert_eq!(
+        h.machine.state.queue.len(),
+        2,
+        "the other two were not queued"
+    );
+    // The store applies the first batch, then the one ahead.
+    let returned = h.answer(effect, &[Fault::None], false);
+    let Returned::Applied(ahead_results) = h.answer(Effect::Apply(ahead), &[Fault::None], false)
+    else {
+        unreachable!("an apply returns applied results");
+    };
+    h.machine.returned(Some(returned), h.now);
+    assert!(
+        !h.machine.between_tasks(),
+        "the batch ahead is still under way"
+    );
+    assert!(matches!(h.machine.poll(h.now), Effect::Ahead));
+    h.machine.take_answers().send(h.machine.recorder());
+    h.machine
+        .returned(Some(Returned::Applied(ahead_results)), h.now);
+    h.machine.take_answers().send(h.machine.recorder());
+    h.check();
+    assert_eq!(h.held, 2, "both claims of free keys got their holdings");
+    // The queued claim and check are served next.
+    assert!(h.step(&[Fault::None], false));
+    h.check();
+    assert_eq!(
+        h.denied, 1,
+        "the claim of the key that was in flight was denied"
+    );
+    h.finish();
+}
+
+/// Nothing is planned ahead while the machine has something else due: queued work, a
+/// reported change, a timer; nor while the apply in flight is not its task's last step.
+#[test]
+fn nothing_is_planned_ahead_while_something_else_is_due() {
+    let mut h = Harness::with_inbox(3, 9);
+    h.event(Event::Claim {
+        key: 0,
+        holder: 0,
+        secs: 4,
+    });
+    assert!(matches!(h.machine.poll(h.now), Effect::Idle(_)));
+    let first = h.take_inbox();
+    h.machine.arrived(first, h.now);
+    let effect = h.machine.poll(h.now);
+    assert!(matches!(effect, Effect::Apply(_)), "{effect:?}");
+    assert!(h.machine.can_plan_ahead(h.now));
+    h.machine.change_noticed(true);
+    assert!(
+        !h.machine.can_plan_ahead(h.now),
+        "planned ahead of a reported change's refresh"
+    );
+    h.machine.change_noticed(false);
+    assert!(h.machine.can_plan_ahead(h.now));
+    h.machine.queue_work(vec![Work::from_envelope(Envelope {
+        command: Command::Wait {
+            key: key(2),
+            reply: oneshot::channel().0,
+        },
+        span: Span::none(),
+    })]);
+    assert!(
+        !h.machine.can_plan_ahead(h.now),
+        "planned ahead of queued work"
+    );
+    let returned = h.answer(effect, &[Fault::None], false);
+    h.machine.returned(Some(returned), h.now);
+    h.machine.take_answers().send(h.machine.recorder());
+    assert!(h.step(&[Fault::None], false));
+    // A timer due (the refresh, with an own lease to refresh) while an apply is in flight.
+    h.now = h.now.saturating_add(Duration::from_secs(2));
+    h.event(Event::Claim {
+        key: 1,
+        holder: 0,
+        secs: 4,
+    });
+    let batch = h.take_inbox();
+    h.machine.arrived(batch, h.now);
+    let effect = h.machine.poll(h.now);
+    assert!(matches!(effect, Effect::Apply(_)), "{effect:?}");
+    assert!(
+        !h.machine.can_plan_ahead(h.now),
+        "planned ahead of a due refresh"
+    );
+    let returned = h.answer(effect, &[Fault::None], false);
+    h.machine.returned(Some(returned), h.now);
+    h.machine.take_answers().send(h.machine.recorder());
+    assert!(
+        matches!(h.machine.poll(h.now), Effect::Poll),
+        "the refresh was not due after all"
+    );
+    h.finish();
+}
+
+/// Shutdown while a batch planned ahead is under way answers its callers `Aborted`.
+#[test]
+fn shutdown_answers_a_batch_planned_ahead_aborted() {
+    let mut h = Harness::with_inbox(3, 13);
+    h.event(Event::Claim {
+        key: 0,
+        holder: 0,
+        secs: 4,
+    });
+    assert!(matches!(h.machine.poll(h.now), Effect::Idle(_)));
+    let first = h.take_inbox();
+    h.machine.arrived(first, h.now);
+    let effect = h.machine.poll(h.now);
+    h.event(Event::Claim {
+        key: 1,
+        holder: 0,
+        secs: 4,
+    });
+    let batch = h.take_inbox();
+    assert!(h.machine.plan_ahead(batch, h.now).is_some());
+    let returned = h.answer(effect, &[Fault::None], false);
+    h.machine.returned(Some(returned), h.now);
+    // The shell stops here (its grace period ended while it awaited the batch ahead).
+    h.machine.finish(h.now);
+    let Some(Caller::Claim(_, _, rx)) = h.callers.last_mut() else {
+        panic!("the second claim's caller is not the last");
+    };
+    assert!(
+        matches!(rx.try_recv(), Ok(Err(Error::Aborted))),
+        "the claim planned ahead was not answered Aborted"
+    );
+    *h.callers.last_mut().expect("a caller") = Caller::Answered;
+    h.check();
+    assert_eq!(h.held, 1);
 }
