@@ -309,15 +309,17 @@ impl Worker {
     }
 
     /// Waits for a batch started on the store (`results`), guarded, after sending the answers
-    /// held from the last call. Meanwhile it takes the requests that come: once as many have
-    /// come as callers were just answered (those callers' next requests, most likely), or a
-    /// whole batch, and the machine can plan ahead, the next batch is planned and started at
+    /// held from the last call. Meanwhile it takes the requests that come: once half as many
+    /// have come as callers were just answered (those callers' next requests, most likely), or
+    /// a whole batch, and the machine can plan ahead, the next batch is planned and started at
     /// once, so the store goes on to it as soon as this one commits. Requests taken but not
-    /// planned by then are queued in the machine.
+    /// planned by then are queued in the machine. Half, not all: waiting for the last callers
+    /// left the store idle more often than a smaller batch costs (interleaved runs, 16 and 256
+    /// claimers, BENCHMARKS.md).
     async fn apply_pipelined(&mut self, results: StartedApply) -> Option<Returned> {
         let answers = self.machine.take_answers();
         let max = self.machine.max_batch();
-        let want = answers.len().clamp(1, max);
+        let want = answers.len().div_ceil(2).clamp(1, max);
         answers.send(self.machine.recorder());
         let mut taken: Vec<Work> = Vec::new();
         let mut open = true;
