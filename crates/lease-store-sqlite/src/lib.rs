@@ -99,6 +99,7 @@
 //! # }
 //! ```
 
+mod batch_results;
 mod boot;
 mod changes;
 mod check;

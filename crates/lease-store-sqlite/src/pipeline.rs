@@ -16,30 +16,28 @@ use std::thread::JoinHandle;
 use lease_core::{Error, Op, Outcome, StartedApply};
 use tokio::sync::oneshot;
 
-/// A batch's results so far: an op that failed validation has its error, the others `None`.
-pub(crate) type Checked = Vec<Option<lease_core::Result<Outcome>>>;
-
 /// A batch's results, and its ops back, to be freed on the caller's thread (the apply
 /// thread is the pipeline's bottleneck).
 type Reply = (Vec<lease_core::Result<Outcome>>, Vec<Op>);
 
-/// One started batch, with its validation done (each op's error, or `None`), and where its
+/// One started batch, with what its validation found (`C`, the store's to read), and where its
 /// results go.
-struct Job {
+struct Job<C> {
     ops: Vec<Op>,
-    checked: Checked,
+    checked: C,
     reply: oneshot::Sender<Reply>,
 }
 
-/// The thread that applies started batches, and its queue.
-pub(crate) struct ApplyThread {
-    jobs: Option<mpsc::Sender<Job>>,
+/// The thread that applies started batches, and its queue; `C` is what the validation of a
+/// batch found, done on the caller's thread before the batch is queued.
+pub(crate) struct ApplyThread<C> {
+    jobs: Option<mpsc::Sender<Job<C>>>,
     /// Batches started and not yet answered.
     unanswered: Arc<AtomicUsize>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl ApplyThread {
+impl<C: Send + 'static> ApplyThread<C> {
     /// Starts the thread; `apply` applies one batch as [`Store::apply`] does (taking the
     /// connection's lock for it), given its validation's results.
     ///
@@ -49,9 +47,9 @@ impl ApplyThread {
     ///
     /// When the thread cannot be created.
     pub(crate) fn spawn(
-        mut apply: impl FnMut(&[Op], Checked) -> Vec<lease_core::Result<Outcome>> + Send + 'static,
-    ) -> std::io::Result<ApplyThread> {
-        let (jobs, queue) = mpsc::channel::<Job>();
+        mut apply: impl FnMut(&[Op], C) -> Vec<lease_core::Result<Outcome>> + Send + 'static,
+    ) -> std::io::Result<ApplyThread<C>> {
+        let (jobs, queue) = mpsc::channel::<Job<C>>();
         let unanswered = Arc::new(AtomicUsize::new(0));
         let count = Arc::clone(&unanswered);
         let thread = std::thread::Builder::new()
@@ -81,7 +79,7 @@ impl ApplyThread {
 
     /// Queues `ops` (whose validation `checked` holds) behind the batches started before;
     /// `Err(ops)` when the thread has ended (it panicked).
-    pub(crate) fn start(&self, ops: Vec<Op>, checked: Checked) -> Result<StartedApply, Vec<Op>> {
+    pub(crate) fn start(&self, ops: Vec<Op>, checked: C) -> Result<StartedApply, Vec<Op>> {
         let Some(jobs) = &self.jobs else {
             return Err(ops);
         };
@@ -114,7 +112,7 @@ impl ApplyThread {
     }
 }
 
-impl Drop for ApplyThread {
+impl<C> Drop for ApplyThread<C> {
     /// Closes the queue; waits for the thread only when it has nothing left to do (then it
     /// ends at once), so that the connection and the holder session are released before the
     /// store's drop returns. A batch still running (abandoned by its caller) finishes on its

@@ -40,21 +40,22 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use lease_core::{
-    Clock, Error, Info, Key, Op, Outcome, Request, StartedApply, Store, Timestamp, validate_string,
+    Clock, Info, Key, Op, Outcome, Request, StartedApply, Store, Timestamp, validate_string,
 };
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
+use crate::batch_results::{self, Checked};
 use crate::changes::{ChangeNotifier, data_version, write_counter};
 use crate::error::{SqliteStoreError, StoreResult};
 use crate::kernel::{record_write, refuse_other_kernels};
 use crate::ops::{
     Batch, OpResult, PurgeSchedule, claim, extend, purge, revoke, snapshot_all, snapshot_group,
-    snapshot_keys, stable_plans, validate_op,
+    snapshot_keys, stable_plans,
 };
 use crate::own_commits::OwnCommits;
 use crate::own_rows::{OwnRows, OwnRowsTx};
-use crate::pipeline::{ApplyThread, Checked};
+use crate::pipeline::ApplyThread;
 use crate::session::{SessionHandle, Slot};
 use crate::settings::Settings;
 
@@ -111,7 +112,7 @@ pub struct SqliteStore {
     /// The commits the notifier does not report (the same as the connection's).
     own: Arc<OwnCommits>,
     /// Started by the first [`Store::start_apply`]; ends when the store is dropped.
-    apply_thread: Option<ApplyThread>,
+    apply_thread: Option<ApplyThread<Checked>>,
 }
 
 /// The connection and what changes with it: everything a call needs besides [`Settings`],
@@ -441,10 +442,11 @@ impl Conn {
         settings: &Settings,
         ops: &[Op],
     ) -> Vec<lease_core::Result<Outcome>> {
-        self.apply_checked(settings, ops, check_batch(ops))
+        self.apply_checked(settings, ops, batch_results::check(ops))
     }
 
-    /// [`Conn::apply_batch`] of `ops` whose validation `results` holds ([`check_batch`]).
+    /// [`Conn::apply_batch`] of `ops` whose validation `results` holds
+    /// ([`batch_results::check`]).
     pub(crate) fn apply_checked(
         &mut self,
         settings: &Settings,
@@ -454,24 +456,10 @@ impl Conn {
         if results.iter().all(Option::is_some) {
             return results.into_iter().flatten().collect();
         }
-        match self.apply_valid(settings, ops, &mut results) {
-            Ok(()) => {}
-            Err(err) => {
-                // The transaction failed as a whole: nothing took effect, every op says so.
-                let shared = shared_error(&err);
-                let mut first = Some(Error::from(err));
-                for slot in results.iter_mut() {
-                    if slot.as_ref().is_none_or(|r| !is_validation(r)) {
-                        let e = first.take().unwrap_or_else(|| shared_clone(&shared));
-                        *slot = Some(Err(e));
-                    }
-                }
-            }
+        if let Err(err) = self.apply_valid(settings, ops, &mut results) {
+            batch_results::failed(&mut results, err);
         }
-        results
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(Error::store_msg("operation was not applied"))))
-            .collect()
+        batch_results::finish(results)
     }
 
     fn apply_valid(
@@ -534,13 +522,6 @@ impl Conn {
         }
         Ok(())
     }
-}
-
-/// Validation first, before any I/O; an op that fails it fails alone.
-pub(crate) fn check_batch(ops: &[Op]) -> Checked {
-    ops.iter()
-        .map(|op| validate_op(op).err().map(Err))
-        .collect()
 }
 
 /// The connection's data version inside a write transaction, for [`OwnRows::begin`].
@@ -606,32 +587,6 @@ fn read_pins(
         out.entry(key).or_default().push(entity);
     }
     Ok(out)
-}
-
-fn is_validation(result: &lease_core::Result<Outcome>) -> bool {
-    matches!(result, Err(e) if e.is_validation())
-}
-
-/// What the other ops of a failed batch are told: the same kind and message, without the
-/// source (which only the first op's error carries).
-enum Shared {
-    Timeout(String),
-    Store(String),
-}
-
-fn shared_error(err: &SqliteStoreError) -> Shared {
-    if err.is_busy() {
-        Shared::Timeout(err.to_string())
-    } else {
-        Shared::Store(err.to_string())
-    }
-}
-
-fn shared_clone(shared: &Shared) -> Error {
-    match shared {
-        Shared::Timeout(msg) => Error::Timeout.context(format!("batch not applied: {msg}")),
-        Shared::Store(msg) => Error::store_msg(format!("batch not applied: {msg}")),
-    }
 }
 
 #[async_trait]
@@ -768,15 +723,9 @@ impl Store for SqliteStore {
             .await
         {
             Ok(results) => results,
-            Err(err) => {
-                // The blocking thread failed (a panic rolled the transaction back, or the
-                // runtime is shutting down): nothing took effect, every op says so.
-                let shared = shared_error(&err);
-                let mut first = Some(Error::from(err));
-                (0..count)
-                    .map(|_| Err(first.take().unwrap_or_else(|| shared_clone(&shared))))
-                    .collect()
-            }
+            // The blocking thread failed (a panic rolled the transaction back, or the runtime
+            // is shutting down): nothing took effect, every op says so.
+            Err(err) => batch_results::all_failed(count, err),
         }
     }
 
@@ -803,7 +752,7 @@ impl Store for SqliteStore {
             // Validated here, on the caller's thread: the apply thread is the pipeline's
             // bottleneck, the caller's has time while it waits.
             Some(thread) => {
-                let checked = check_batch(&ops);
+                let checked = batch_results::check(&ops);
                 thread.start(ops, checked)
             }
             None => Err(ops),
