@@ -63,11 +63,14 @@ impl<C: Send + 'static> ApplyThread<C> {
                 {
                     // Its caller gave up before its turn: it never touches the file, as a
                     // dropped call waiting for the lock would not.
-                    if !reply.is_closed() {
-                        let results = apply(&ops, checked);
+                    let results = (!reply.is_closed()).then(|| apply(&ops, checked));
+                    // Counted before the answer goes out, so that a store dropped once its
+                    // caller has the answer finds the thread idle and waits for it to end
+                    // (it has nothing left to do but find the queue closed).
+                    count.fetch_sub(1, Ordering::AcqRel);
+                    if let Some(results) = results {
                         let _ = reply.send((results, ops));
                     }
-                    count.fetch_sub(1, Ordering::AcqRel);
                 }
             })?;
         Ok(ApplyThread {
