@@ -34,7 +34,7 @@ struct Plan {
     start_own: Timestamp,
 }
 
-/// One process's view of the shared store: its calls ([`Calls`]) one at a time, in the order
+/// One process's view of the shared store: its calls (`Calls`) one at a time, in the order
 /// they reach the lock, and its change notices.
 ///
 /// A batch started ahead ([`Store::start_apply`], the manager's pipeline) runs as a task of
