@@ -733,30 +733,28 @@ impl Store for SqliteStore {
     /// applies started batches in order, each as [`Store::apply`] does, one straight after
     /// another. `Err(ops)` only when that thread cannot be started or has failed.
     fn start_apply(&mut self, ops: Vec<Op>) -> Result<StartedApply, Vec<Op>> {
-        if self.apply_thread.is_none() {
-            let (conn, settings) = (Arc::clone(&self.conn), Arc::clone(&self.settings));
-            let apply = move |ops: &[Op], checked: Checked| {
-                conn.blocking_lock().call(&settings, |conn, settings| {
-                    conn.apply_checked(settings, ops, checked)
-                })
-            };
-            match ApplyThread::spawn(apply) {
-                Ok(thread) => self.apply_thread = Some(thread),
-                Err(err) => {
-                    tracing::warn!(error = %err, "cannot start the SQLite store's apply thread");
-                    return Err(ops);
+        let thread = match &mut self.apply_thread {
+            Some(thread) => thread,
+            slot @ None => {
+                let (conn, settings) = (Arc::clone(&self.conn), Arc::clone(&self.settings));
+                let apply = move |ops: &[Op], checked: Checked| {
+                    conn.blocking_lock().call(&settings, |conn, settings| {
+                        conn.apply_checked(settings, ops, checked)
+                    })
+                };
+                match ApplyThread::spawn(apply) {
+                    Ok(thread) => slot.insert(thread),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cannot start the SQLite store's apply thread");
+                        return Err(ops);
+                    }
                 }
             }
-        }
-        match &self.apply_thread {
-            // Validated here, on the caller's thread: the apply thread is the pipeline's
-            // bottleneck, the caller's has time while it waits.
-            Some(thread) => {
-                let checked = batch_results::check(&ops);
-                thread.start(ops, checked)
-            }
-            None => Err(ops),
-        }
+        };
+        // Validated here, on the caller's thread, so that the apply thread spends its time on
+        // the file (see `pipeline::Reply`).
+        let checked = batch_results::check(&ops);
+        thread.start(ops, checked)
     }
 
     /// `PRAGMA data_version`: true when another connection committed since the last poll (or

@@ -93,9 +93,7 @@ impl Machine {
     /// Requests taken from the channel that no batch took: queued for the next batches,
     /// ahead of the channel.
     pub(crate) fn queue_work(&mut self, batch: Vec<Work>) {
-        for work in batch {
-            self.state.queue.queue(work);
-        }
+        self.state.queue.queue_all(batch);
     }
 
     /// The answers held since the last store call returned, for the shell to send once it has

@@ -109,12 +109,12 @@ impl Answers {
         self.0.reserve(n);
     }
 
-    /// Whether any answer is held.
     /// How many answers are held.
     pub(crate) fn len(&self) -> usize {
         self.0.len()
     }
 
+    /// Whether any answer is held.
     pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -65,6 +65,11 @@ impl Queue {
         self.queued.push_back(work);
     }
 
+    /// Queues each of `works`, in order, behind the work already queued.
+    pub(crate) fn queue_all(&mut self, works: impl IntoIterator<Item = Work>) {
+        self.queued.extend(works);
+    }
+
     /// Up to `max` queued works, oldest first.
     pub(crate) fn next_batch(&mut self, max: usize) -> Vec<Work> {
         let n = self.queued.len().min(max);

@@ -186,29 +186,8 @@ impl Worker {
             let deadline = match self.machine.poll(self.now()) {
                 Effect::Idle(deadline) => deadline,
                 Effect::Ended => continue,
-                Effect::Ahead => {
-                    let returned = match self.ahead.take() {
-                        Some(AheadCall::Started(results)) => self.apply_pipelined(results).await,
-                        Some(AheadCall::NotStarted(ops)) => self.call(Effect::Apply(ops)).await,
-                        // Unreachable: the machine plans ahead only through the shell.
-                        None => Some(Returned::Applied(Vec::new())),
-                    };
-                    self.machine.returned(returned, self.now());
-                    continue;
-                }
-                Effect::Apply(ops) if self.pipelined => {
-                    let returned = match self.store.start_apply(ops) {
-                        Ok(results) => self.apply_pipelined(results).await,
-                        Err(ops) => {
-                            self.pipelined = false;
-                            self.call(Effect::Apply(ops)).await
-                        }
-                    };
-                    self.machine.returned(returned, self.now());
-                    continue;
-                }
                 effect => {
-                    let returned = self.call(effect).await;
+                    let returned = self.store_call(effect).await;
                     self.machine.returned(returned, self.now());
                     continue;
                 }
@@ -306,6 +285,28 @@ impl Worker {
             env.command.fail(Error::Aborted);
         }
         self.done.cancel();
+    }
+
+    /// Makes the store call `effect` asks for: a batch is started on the store when it can
+    /// start batches ahead ([`Worker::apply_pipelined`]), the batch planned ahead is awaited
+    /// where it was started, anything else is one guarded call ([`Worker::call`]).
+    async fn store_call(&mut self, effect: Effect) -> Option<Returned> {
+        match effect {
+            Effect::Ahead => match self.ahead.take() {
+                Some(AheadCall::Started(results)) => self.apply_pipelined(results).await,
+                Some(AheadCall::NotStarted(ops)) => self.call(Effect::Apply(ops)).await,
+                // Unreachable: the machine plans ahead only through the shell.
+                None => Some(Returned::Applied(Vec::new())),
+            },
+            Effect::Apply(ops) if self.pipelined => match self.store.start_apply(ops) {
+                Ok(results) => self.apply_pipelined(results).await,
+                Err(ops) => {
+                    self.pipelined = false;
+                    self.call(Effect::Apply(ops)).await
+                }
+            },
+            effect => self.call(effect).await,
+        }
     }
 
     /// Waits for a batch started on the store (`results`), guarded, after sending the answers

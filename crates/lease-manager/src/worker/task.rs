@@ -188,9 +188,7 @@ impl Tasks {
         now: Timestamp,
     ) -> Option<Vec<Op>> {
         let Some(Waiting::Applied(in_flight)) = &self.waiting else {
-            for work in batch {
-                state.queue.queue(work);
-            }
+            state.queue.queue_all(batch);
             return None;
         };
         let busy: HashSet<&Key, FixedState> = in_flight.iter().map(|p| &p.key).collect();
