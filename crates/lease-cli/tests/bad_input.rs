@@ -454,8 +454,10 @@ fn list_prints_names_longer_than_any_format_width() {
     )
     .unwrap();
     db.execute(
-        "INSERT INTO lease (namespace, model, name, holder, boot, expiry, generation, metadata) \
-         SELECT namespace, model, ?1, ?2, boot, expiry, 1, metadata FROM lease WHERE name = 'seed'",
+        "INSERT INTO lease (namespace, model, name, holder, boot, expiry, generation, metadata, \
+         expiry_bound) \
+         SELECT namespace, model, ?1, ?2, boot, expiry, 1, metadata, expiry_bound FROM lease \
+         WHERE name = 'seed'",
         [&long_lease, &long_holder],
     )
     .unwrap();

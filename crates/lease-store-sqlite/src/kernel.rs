@@ -14,8 +14,9 @@
 //! - `last_write_wall`: the wall-clock time of the boot's last write. One written after this
 //!   boot started (`CLOCK_REALTIME − CLOCK_BOOTTIME`) is not from an earlier boot either.
 //! - `machine_id` (`/etc/machine-id`): two known, different machine ids are two machines.
-//! - `live_until_wall`: until when, by the wall clock, the boot's leases may be live (its latest
-//!   expiry, converted when it last wrote; equal to `last_write_wall` when it held none).
+//! - `live_until_wall`: until when, by the wall clock, the boot's leases may be live (its rows'
+//!   latest expiry bound, converted when it last wrote: at or after their latest expiry, by at
+//!   most one lease duration; equal to `last_write_wall` when it held none).
 //!
 //! A boot for which any of the first three holds and whose leases may still be live
 //! ([`WALL_CLOCK_TOLERANCE`] included) makes the transaction fail with
@@ -170,12 +171,15 @@ pub(crate) fn refuse_other_kernels(
     Ok(())
 }
 
-/// The latest integer expiry of boot `?1`'s rows: one descent of the `(boot, expiry)` index.
-pub(crate) const LATEST_EXPIRY: &str = "SELECT expiry FROM lease \
-    WHERE boot = ?1 AND expiry <= 9223372036854775807 ORDER BY expiry DESC LIMIT 1";
+/// The latest integer expiry bound of boot `?1`'s rows (at or after its latest expiry, by at
+/// most one lease duration; [`crate::schema`], version 5): one descent of the
+/// `(boot, expiry_bound)` index.
+pub(crate) const LATEST_EXPIRY_BOUND: &str = "SELECT expiry_bound FROM lease \
+    WHERE boot = ?1 AND expiry_bound <= 9223372036854775807 ORDER BY expiry_bound DESC LIMIT 1";
 
 /// Records that this boot wrote in this transaction: the write counter, the wall-clock time,
-/// and until when its leases may be live (its latest expiry, by the index on `(boot, expiry)`).
+/// and until when its leases may be live (its rows' latest expiry bound, by the index on
+/// `(boot, expiry_bound)`: past its latest expiry by at most one lease duration).
 /// Returns the write counter's new value, which no other committed transaction takes
 /// ([`crate::own_commits`]); `None` when this boot's row is missing (a hand edit), which
 /// records nothing, as before the value was returned.
@@ -187,10 +191,10 @@ pub(crate) fn record_write(
     wall: Timestamp,
 ) -> StoreResult<Option<i64>> {
     let sql = db.sql("recording this boot's write");
-    // The latest integer expiry, by one descent of the index: a hand-edited expiry of another
+    // The latest integer bound, by one descent of the index: a hand-edited bound of another
     // type (text sorts above every number) says nothing and must not stop every write.
     let latest: Option<i64> = tx
-        .prepare_cached(LATEST_EXPIRY)
+        .prepare_cached(LATEST_EXPIRY_BOUND)
         .and_then(|mut s| s.query_row([boot_seq], |r| r.get::<_, Value>(0)).optional())
         .map_err(&sql)?
         .and_then(|v| match v {

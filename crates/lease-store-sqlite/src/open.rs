@@ -697,7 +697,7 @@ pub(crate) mod tests {
                 "boot",
                 "generation",
                 "lease",
-                "lease_by_expiry",
+                "lease_by_expiry_bound",
                 "lease_by_key",
                 "lease_by_session",
                 "pin",

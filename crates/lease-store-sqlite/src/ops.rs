@@ -223,10 +223,11 @@ pub(crate) fn claim(
     let metadata = metadata_text(settings, key, request.metadata.as_ref())?;
     tx.prepare_cached(
         "INSERT INTO lease (namespace, model, name, holder, boot, expiry, generation, metadata, \
-         session) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+         session, expiry_bound) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
          ON CONFLICT (namespace, model, name) DO UPDATE SET holder = excluded.holder, \
          boot = excluded.boot, expiry = excluded.expiry, generation = excluded.generation, \
-         metadata = excluded.metadata, session = excluded.session",
+         metadata = excluded.metadata, session = excluded.session, \
+         expiry_bound = excluded.expiry_bound",
     )
     .and_then(|mut stmt| {
         stmt.execute(rusqlite::params![
@@ -239,6 +240,8 @@ pub(crate) fn claim(
             generation,
             metadata,
             session,
+            // Exact: a claim nobody renews is purged at its expiry.
+            encode_expiry(expiry),
         ])
     })
     .map_err(settings.sql("writing a claim"))?;
@@ -264,28 +267,50 @@ fn session_for_write(
         .transpose()
 }
 
+/// The `expiry_bound` (schema version 5) a renewal that takes a lease's expiry to `expiry`
+/// past its bound records: one lease `duration` further, so the renewals of about the next
+/// `duration` stay under it and leave the bound, and its index entry, as they are. (A claim
+/// records its expiry itself.) Never below `expiry` (the table's `CHECK`); at most one
+/// duration above it, so what is judged on the bound (a purge's candidates, a boot's latest
+/// expiry for [`crate::kernel`]) is late by at most that.
+fn expiry_bound(expiry: Timestamp, duration: Duration) -> Timestamp {
+    expiry.saturating_add(duration)
+}
+
 /// A lease this store's session holds, as [`extend_own`] renews it: the row of key `?1..?3`
 /// held by `?4` on this boot (`?5`), unexpired at `?6`, written under the session `?7` (ours,
 /// or `NULL` without death-awareness): [`Row::is_valid`]'s conditions for a row whose session
-/// is known alive, with [`extend`]'s holder check. An expiry of another type than integer (a
-/// hand edit) is left to [`extend`]'s general path, which reports it.
+/// is known alive, with [`extend`]'s holder check. An expiry or bound of another type than
+/// integer (a hand edit) is left to [`extend`]'s general path, which reports or rewrites it.
 const OWN_LEASE: &str = "SELECT l.rowid, l.expiry, l.generation, l.metadata, EXISTS (SELECT 1 FROM pin p \
-    WHERE p.namespace = l.namespace AND p.model = l.model AND p.name = l.name) FROM lease l \
+    WHERE p.namespace = l.namespace AND p.model = l.model AND p.name = l.name), \
+    l.expiry_bound FROM lease l \
     WHERE l.namespace = ?1 AND l.model = ?2 AND l.name = ?3 AND l.holder = ?4 AND l.boot = ?5 \
-      AND typeof(l.expiry) = 'integer' AND l.expiry > ?6 AND l.session IS ?7";
+      AND typeof(l.expiry) = 'integer' AND l.expiry > ?6 AND l.session IS ?7 \
+      AND typeof(l.expiry_bound) = 'integer'";
 
-/// The new expiry (`?2`) of the lease row [`OWN_LEASE`] found (rowid `?1`): nothing else
-/// changes (not `boot`, a foreign key, nor `metadata`, under a `CHECK`, nor `session`,
-/// indexed), so SQLite checks no constraint and rewrites the row in place. Not `UPDATE …
-/// RETURNING` instead of the `SELECT`: a `RETURNING` clause makes SQLite open a statement
-/// journal for every renewal, which cost more than the read.
+/// The new expiry (`?2`) of the lease row [`OWN_LEASE`] found (rowid `?1`), under its bound:
+/// nothing else changes (not `boot`, a foreign key, nor `metadata`, under a `CHECK`, nor
+/// `session` or `expiry_bound`, indexed), so SQLite touches no index and rewrites the row in
+/// place. Not `UPDATE … RETURNING` instead of the `SELECT`: a `RETURNING` clause makes SQLite
+/// open a statement journal for every renewal, which cost more than the read.
 const SET_EXPIRY: &str = "UPDATE lease SET expiry = ?2 WHERE rowid = ?1";
 
+/// [`SET_EXPIRY`] for an expiry past the row's bound: the bound moves too (`?3`).
+const SET_EXPIRY_AND_BOUND: &str =
+    "UPDATE lease SET expiry = ?2, expiry_bound = ?3 WHERE rowid = ?1";
+
 /// The new expiry (`?2`) of a lease row as this store remembers writing it (rowid `?1`,
-/// [`crate::own_rows`]): written only if the row is still the key `?3..?5` held by `?6` on
-/// boot `?7` with expiry `?8`, generation `?9` and session `?10`, as remembered. One statement
-/// instead of [`OWN_LEASE`]'s read and [`SET_EXPIRY`].
+/// [`crate::own_rows`]), under its bound: written only if the row is still the key `?3..?5`
+/// held by `?6` on boot `?7` with expiry `?8`, generation `?9`, session `?10` and bound `?11`,
+/// as remembered. One statement instead of [`OWN_LEASE`]'s read and [`SET_EXPIRY`].
 const SET_REMEMBERED_EXPIRY: &str = "UPDATE lease SET expiry = ?2 \
+    WHERE rowid = ?1 AND namespace = ?3 AND model = ?4 AND name = ?5 AND holder = ?6 \
+      AND boot = ?7 AND expiry = ?8 AND generation = ?9 AND session IS ?10 \
+      AND expiry_bound = ?11";
+
+/// [`SET_REMEMBERED_EXPIRY`] for an expiry past the remembered bound: the bound becomes `?11`.
+const SET_REMEMBERED_EXPIRY_AND_BOUND: &str = "UPDATE lease SET expiry = ?2, expiry_bound = ?11 \
     WHERE rowid = ?1 AND namespace = ?3 AND model = ?4 AND name = ?5 AND holder = ?6 \
       AND boot = ?7 AND expiry = ?8 AND generation = ?9 AND session IS ?10";
 
@@ -358,22 +383,35 @@ fn extend_own(
         && now < row.expiry
     {
         let expiry = row.expiry.max(now.saturating_add(request.duration));
-        let written = tx
-            .set_remembered_expiry(rusqlite::params![
-                row.rowid,
-                encode_expiry(expiry),
-                key.namespace,
-                key.model,
-                key.lease,
-                row.holder,
-                settings.boot.seq,
-                encode_expiry(row.expiry),
-                i64::try_from(row.generation).unwrap_or(i64::MAX),
-                session,
-            ])
-            .map_err(&sql)?;
+        let under_bound = expiry <= row.expiry_bound;
+        let bound = if under_bound {
+            row.expiry_bound
+        } else {
+            expiry_bound(expiry, request.duration)
+        };
+        let params = rusqlite::params![
+            row.rowid,
+            encode_expiry(expiry),
+            key.namespace,
+            key.model,
+            key.lease,
+            row.holder,
+            settings.boot.seq,
+            encode_expiry(row.expiry),
+            i64::try_from(row.generation).unwrap_or(i64::MAX),
+            session,
+            encode_expiry(bound),
+        ];
+        let written = if under_bound {
+            tx.set_remembered_expiry(params)
+        } else {
+            tx.prepare_cached(SET_REMEMBERED_EXPIRY_AND_BOUND)
+                .and_then(|mut stmt| stmt.execute(params))
+        }
+        .map_err(&sql)?;
         if written == 1 {
             row.expiry = expiry;
+            row.expiry_bound = bound;
             return Ok(Some(row.info()));
         }
         // Not as remembered: read it.
@@ -398,25 +436,40 @@ fn extend_own(
                         r.get::<_, i64>(2)?,
                         r.get::<_, Option<String>>(3)?,
                         r.get::<_, bool>(4)?,
+                        r.get::<_, i64>(5)?,
                     ))
                 },
             )
             .optional()
         })
         .map_err(&sql)?;
-    let Some((rowid, expiry, generation, metadata, pinned)) = found else {
+    let Some((rowid, expiry, generation, metadata, pinned, bound)) = found else {
         return Ok(None);
     };
     let metadata = parse_metadata(settings, key, metadata.as_deref())?;
     let expiry = decode_expiry(expiry).max(now.saturating_add(request.duration));
-    tx.prepare_cached(SET_EXPIRY)
-        .and_then(|mut stmt| stmt.execute(rusqlite::params![rowid, encode_expiry(expiry)]))
-        .map_err(&sql)?;
+    let mut bound = decode_expiry(bound);
+    if expiry <= bound {
+        tx.prepare_cached(SET_EXPIRY)
+            .and_then(|mut stmt| stmt.execute(rusqlite::params![rowid, encode_expiry(expiry)]))
+    } else {
+        bound = expiry_bound(expiry, request.duration);
+        tx.prepare_cached(SET_EXPIRY_AND_BOUND)
+            .and_then(|mut stmt| {
+                stmt.execute(rusqlite::params![
+                    rowid,
+                    encode_expiry(expiry),
+                    encode_expiry(bound)
+                ])
+            })
+    }
+    .map_err(&sql)?;
     let row = OwnRow {
         rowid,
         holder: request.holder.clone(),
         session,
         expiry,
+        expiry_bound: bound,
         generation: stored_generation(generation),
         metadata,
         pinned,
@@ -455,7 +508,7 @@ pub(crate) fn extend(
     let session = session_for_write(tx, settings, slot)?;
     tx.prepare_cached(
         "UPDATE lease SET boot = ?4, expiry = ?5, metadata = coalesce(?6, metadata), \
-         session = ?7 WHERE namespace = ?1 AND model = ?2 AND name = ?3",
+         session = ?7, expiry_bound = ?8 WHERE namespace = ?1 AND model = ?2 AND name = ?3",
     )
     .and_then(|mut stmt| {
         stmt.execute(rusqlite::params![
@@ -466,6 +519,7 @@ pub(crate) fn extend(
             encode_expiry(expiry),
             new_metadata,
             session,
+            encode_expiry(expiry_bound(expiry, request.duration)),
         ])
     })
     .map_err(settings.sql("writing an extension"))?;
@@ -555,14 +609,17 @@ impl PurgeSchedule {
 }
 
 /// Up to `?3` expired, unpinned lease keys: rows of boots other than `?1`, then rows of boot
-/// `?1` whose expiry is at or before `?2`. Two index range scans.
+/// `?1` whose expiry is at or before `?2`, among those whose bound is. Two index range scans
+/// (the second by the bound: a row past its expiry but not its bound waits for a later purge,
+/// at most one lease duration; the expiry is checked all the same, so no bound, however
+/// edited, gets a live row deleted).
 const PURGE_CANDIDATES: &str = "SELECT l.namespace, l.model, l.name FROM lease l \
     WHERE l.boot IN (SELECT seq FROM boot WHERE seq <> ?1) \
       AND NOT EXISTS (SELECT 1 FROM pin p WHERE p.namespace = l.namespace \
                       AND p.model = l.model AND p.name = l.name) \
     UNION ALL \
     SELECT l.namespace, l.model, l.name FROM lease l \
-    WHERE l.boot = ?1 AND l.expiry <= ?2 \
+    WHERE l.boot = ?1 AND l.expiry_bound <= ?2 AND l.expiry <= ?2 \
       AND NOT EXISTS (SELECT 1 FROM pin p WHERE p.namespace = l.namespace \
                       AND p.model = l.model AND p.name = l.name) \
     LIMIT ?3";
@@ -647,12 +704,15 @@ pub(crate) fn snapshot_all(
     now: Timestamp,
 ) -> StoreResult<BTreeMap<Key, Info>> {
     let mut out = BTreeMap::new();
-    // Unexpired rows of this boot, by the expiry index; then pinned rows of any age.
+    // Unexpired rows of this boot, by the bound's index; then pinned rows of any age.
     collect_valid(
         tx,
         settings,
         now,
-        &format!("SELECT {LEASE_COLUMNS} FROM lease l WHERE l.boot = ?1 AND l.expiry > ?2"),
+        &format!(
+            "SELECT {LEASE_COLUMNS} FROM lease l \
+             WHERE l.boot = ?1 AND l.expiry_bound > ?2 AND l.expiry > ?2"
+        ),
         rusqlite::params![settings.boot.seq, encode_expiry(now)],
         &mut out,
     )?;
@@ -739,7 +799,7 @@ mod tests {
         stable_plans(&conn).unwrap();
         for sql in [
             PURGE_CANDIDATES,
-            crate::kernel::LATEST_EXPIRY,
+            crate::kernel::LATEST_EXPIRY_BOUND,
             OWN_LEASE,
             SET_EXPIRY,
         ] {
@@ -761,14 +821,14 @@ mod tests {
         assert!(
             purge
                 .iter()
-                .any(|s| s.contains("lease_by_expiry (boot=? AND expiry<?)")),
+                .any(|s| s.contains("lease_by_expiry_bound (boot=? AND expiry_bound<?)")),
             "{purge:#?}"
         );
         assert!(!purge.iter().any(|s| s.starts_with("SCAN l")), "{purge:#?}");
         let all = plan(
             &conn,
             &format!(
-                "SELECT {LEASE_COLUMNS} FROM lease l WHERE l.boot = ?1 AND l.expiry > ?2 AND ?3"
+                "SELECT {LEASE_COLUMNS} FROM lease l WHERE l.boot = ?1 AND l.expiry_bound > ?2 AND l.expiry > ?2 AND ?3"
             ),
         );
         assert!(!all.iter().any(|s| s.starts_with("SCAN l")), "{all:#?}");
@@ -776,7 +836,7 @@ mod tests {
         let latest: Vec<String> = conn
             .prepare(&format!(
                 "EXPLAIN QUERY PLAN {}",
-                crate::kernel::LATEST_EXPIRY
+                crate::kernel::LATEST_EXPIRY_BOUND
             ))
             .unwrap()
             .query_map([1], |r| r.get(3))
@@ -786,7 +846,7 @@ mod tests {
         assert!(
             latest
                 .iter()
-                .any(|s| s.contains("lease_by_expiry (boot=? AND expiry<?)")),
+                .any(|s| s.contains("lease_by_expiry_bound (boot=? AND expiry_bound<?)")),
             "{latest:#?}"
         );
         assert!(!latest.iter().any(|s| s.starts_with("SCAN")), "{latest:#?}");

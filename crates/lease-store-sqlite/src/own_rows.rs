@@ -38,6 +38,8 @@ pub(crate) struct OwnRow {
     /// The holder session recorded in the row (`None`: death-awareness is off).
     pub(crate) session: Option<i64>,
     pub(crate) expiry: Timestamp,
+    /// The row's `expiry_bound` ([`crate::schema`], version 5).
+    pub(crate) expiry_bound: Timestamp,
     pub(crate) generation: u64,
     pub(crate) metadata: Option<serde_json::Value>,
     pub(crate) pinned: bool,
@@ -155,6 +157,7 @@ mod tests {
             holder: "h".into(),
             session: Some(1),
             expiry: Timestamp::from_nanos(expiry),
+            expiry_bound: Timestamp::from_nanos(1_000),
             generation: 1,
             metadata: None,
             pinned: false,

@@ -269,6 +269,11 @@ impl SqliteStore {
     /// so later claims still get higher ones. Call it until it returns less than `limit` to
     /// purge everything.
     ///
+    /// A row of this boot is purged once past its expiry bound: at its expiry when the lease
+    /// was claimed and never renewed, at most one lease duration after it when it was renewed
+    /// (the bound spares most renewals an index write; see the crate's schema, version 5). An
+    /// expired row counts as free to every call before that; only its deletion waits.
+    ///
     /// Like every SQLite call of the store, it runs on a blocking thread.
     ///
     /// # Errors
