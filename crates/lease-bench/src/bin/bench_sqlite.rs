@@ -58,8 +58,9 @@ fn prepare(path: &Path, present: usize) -> SqliteStore {
         // An expiry of i64::MAX is the latest instant in the stored encoding: never expires.
         let mut lease = tx
             .prepare(
-                "INSERT INTO lease (namespace, model, name, holder, boot, expiry, generation) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, 9223372036854775807, 1)",
+                "INSERT INTO lease (namespace, model, name, holder, boot, expiry, generation, \
+                 expiry_bound) VALUES (?1, ?2, ?3, ?4, ?5, 9223372036854775807, 1, \
+                 9223372036854775807)",
             )
             .unwrap_or_else(|e| fail("prepare", e));
         for i in 0..present {
