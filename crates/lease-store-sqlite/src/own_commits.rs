@@ -133,8 +133,8 @@ impl OwnCommits {
     /// The highest write counter the store knows the file to have had. A notifier that starts
     /// reads its baseline a moment after its watch is in place: a commit of another connection
     /// made in between is in the baseline, with no event left to report it. So the notifier
-    /// judges the numbers from this one to its baseline's at its first event, as if it had
-    /// looked last when the store did.
+    /// judges the numbers from this one, read when it was started, to its baseline's at its
+    /// first event, as if it had looked last when it was asked for.
     pub(crate) fn known_counter(&self) -> i64 {
         self.known.load(Ordering::Acquire)
     }
