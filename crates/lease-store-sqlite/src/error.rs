@@ -18,9 +18,40 @@ pub(crate) struct DbFile {
     pub(crate) path: PathBuf,
     /// How long to wait for another connection's write lock.
     pub(crate) busy_timeout: Duration,
+    /// The file's device and inode when the store opened it (`None`: unknown, not checked).
+    pub(crate) identity: Option<(u64, u64)>,
 }
 
 impl DbFile {
+    /// The device and inode of the file at `path` now.
+    pub(crate) fn identity_of(path: &Path) -> Option<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    }
+
+    /// Whether `path` still names the file the store opened: a deleted or replaced file is
+    /// still read and written through the store's connection, and no other opener sees it, so
+    /// an answer from it (a claim, a "held") is worth nothing. Checked after each transaction
+    /// that answers, so no answer is given from a file gone before the transaction ended.
+    ///
+    /// # Errors
+    ///
+    /// [`SqliteStoreError::Replaced`] saying which.
+    pub(crate) fn still_the_opened_file(&self) -> StoreResult<()> {
+        let Some(opened) = self.identity else {
+            return Ok(());
+        };
+        let what = match Self::identity_of(&self.path) {
+            Some(now) if now == opened => return Ok(()),
+            Some(_) => "replaced by another file",
+            None => "deleted (or made unreadable)",
+        };
+        Err(SqliteStoreError::Replaced {
+            path: self.path.clone(),
+            what,
+        })
+    }
+
     /// A mapper from SQLite's errors to ours while doing `action`.
     pub(crate) fn sql(
         &self,
@@ -213,6 +244,20 @@ pub enum SqliteStoreError {
         /// Tokio's report.
         #[source]
         source: tokio::task::JoinError,
+    },
+    /// The database file was deleted or replaced by another file while this store had it
+    /// open. The store's connection still reads and writes the old file, which no other
+    /// opener sees, so nothing it says can be trusted: the call that found it counts as
+    /// failed (what it wrote went to the old file only). Reopen the store.
+    #[error(
+        "lease database {path} was {what} while this store had it open: its answers would come \
+         from a file no other process sees; refusing them (reopen the store)"
+    )]
+    Replaced {
+        /// The database file.
+        path: PathBuf,
+        /// What became of it.
+        what: &'static str,
     },
     /// Any other SQLite failure while opening or using the database.
     #[error("lease database {path}: {action}: {source}")]

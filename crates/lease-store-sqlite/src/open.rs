@@ -390,6 +390,7 @@ impl SqliteStoreBuilder {
             conn,
             Settings {
                 db: DbFile {
+                    identity: DbFile::identity_of(&path),
                     path,
                     busy_timeout: self.busy_timeout,
                 },

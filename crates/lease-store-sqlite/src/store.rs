@@ -417,6 +417,7 @@ impl Conn {
         // A transaction that changed nothing (a refused claim) stays read-only: no fsync.
         let wrote = tx.total_changes() != changes;
         commit(tx, settings, &self.own, wrote, (now, wall), "committing")?;
+        settings.db.still_the_opened_file()?;
         rows.committed();
         if let Some(slot) = slot {
             slot.committed();
@@ -439,6 +440,7 @@ impl Conn {
         refuse_other_kernels(&tx, &settings.db, &settings.boot, now, settings.wall.now())?;
         let out = f(&tx, settings, now)?;
         tx.commit().map_err(settings.sql("ending a read"))?;
+        settings.db.still_the_opened_file()?;
         Ok(out)
     }
 
@@ -521,6 +523,7 @@ impl Conn {
             (now, wall),
             "committing a batch",
         )?;
+        settings.db.still_the_opened_file()?;
         rows.committed();
         if let Some(session) = session {
             session.committed();
