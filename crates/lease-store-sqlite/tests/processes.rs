@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use lease_core::{Clock, Key, Request, Store, SystemClock, Timestamp};
+use lease_core::{Clock, Key, Op, Request, Store, SystemClock, Timestamp};
 use lease_store_sqlite::{SqliteStore, SqliteStoreError};
 
 const CHILD: &str = "LEASE_SQLITE_CHILD";
@@ -21,6 +21,7 @@ const DB: &str = "LEASE_SQLITE_DB";
 const LOG: &str = "LEASE_SQLITE_LOG";
 const ID: &str = "LEASE_SQLITE_ID";
 const UNTIL: &str = "LEASE_SQLITE_UNTIL";
+const LOCKED: &str = "LEASE_SQLITE_LOCKED";
 
 const PROCESSES: usize = 4;
 const RUN_FOR: Duration = Duration::from_secs(3);
@@ -64,6 +65,7 @@ async fn child_entry_point() {
     match std::env::var(CHILD).as_deref() {
         Ok("hammer") => hammer().await,
         Ok("read-only") => read_only_child(),
+        Ok("queue-and-hang") => queue_and_hang().await,
         Ok(other) => panic!("unknown child mode {other:?}"),
         Err(_) => {}
     }
@@ -379,5 +381,129 @@ fn an_unprivileged_user_gets_read_only_errors_and_changes_nothing() {
         assert!(line.contains("Permission denied"), "{case}: {line}");
         eprintln!("{case}: {line}");
         assert_eq!(snapshot(&dir), before, "{case}: files changed");
+    }
+}
+
+/// The sizes of the batches [`queue_and_hang`] starts: the first large, so that a kill soon
+/// after it started is likely to find it inside its transaction.
+const QUEUED_BATCHES: [usize; 3] = [3000, 50, 50];
+
+/// A child: starts [`QUEUED_BATCHES`] on its store's apply thread (behind a write lock its
+/// second connection takes first, with `LOCKED` = 1), writes `queued` to the log, and hangs
+/// until its parent kills it.
+async fn queue_and_hang() {
+    let path = PathBuf::from(std::env::var(DB).unwrap());
+    let log = PathBuf::from(std::env::var(LOG).unwrap());
+    let locked = std::env::var(LOCKED).unwrap() == "1";
+    let mut store = SqliteStore::builder(&path)
+        .busy_timeout(Duration::from_secs(120))
+        .open()
+        .unwrap();
+    let mut lock = rusqlite::Connection::open(&path).unwrap();
+    let held = locked.then(|| {
+        lock.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .unwrap()
+    });
+    let mut started = Vec::new();
+    for (b, &size) in QUEUED_BATCHES.iter().enumerate() {
+        let ops = (0..size)
+            .map(|i| Op::Claim {
+                key: Key::new("ns", "m", format!("queued-{b}-{i}")),
+                request: Request::new("doomed", Duration::from_secs(600)),
+            })
+            .collect();
+        started.push(store.start_apply(ops).expect("starting a batch"));
+    }
+    fs::write(&log, "queued\n").unwrap();
+    // Until the parent's SIGKILL.
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    drop((held, started));
+}
+
+/// kill -9 of a process with batches started ahead on its store's apply thread: queued behind
+/// another connection's write lock (none is applied), and one of them large and under way
+/// (each is applied whole or not at all). Either way the file is sound, no lock is left, and
+/// a new store claims what was not applied (the dead process's session frees the rest).
+#[test]
+fn batches_queued_on_the_apply_thread_die_whole_with_their_process() {
+    // Queued behind a lock; then killed 3, 40 and 400 ms after starting: inside the large
+    // batch most likely, around its commit, after the small ones.
+    let cases = [(true, 0), (false, 3), (false, 40), (false, 400)];
+    for (locked, delay_ms) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("leases.db");
+        let log = dir.path().join("queued.log");
+        let mut child = spawn_child(
+            &[
+                (CHILD, "queue-and-hang".to_owned()),
+                (DB, path.display().to_string()),
+                (LOG, log.display().to_string()),
+                (LOCKED, if locked { "1" } else { "0" }.to_owned()),
+            ],
+            None,
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !fs::read_to_string(&log).is_ok_and(|l| l.contains("queued")) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the child never queued its batches"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        child.kill().unwrap();
+        child.wait().unwrap();
+
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let integrity: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(integrity, "ok", "locked: {locked}");
+        let mut applied = Vec::new();
+        for (b, &size) in QUEUED_BATCHES.iter().enumerate() {
+            let rows: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM lease WHERE holder = 'doomed' AND name LIKE ?1",
+                    [format!("queued-{b}-%")],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            let size = i64::try_from(size).unwrap();
+            assert!(
+                rows == 0 || rows == size,
+                "locked: {locked}: batch {b} half applied: {rows} of {size} rows"
+            );
+            applied.push(rows == size);
+        }
+        if locked {
+            assert_eq!(applied, [false, false, false], "a queued batch was applied");
+        }
+        // Batches apply in the order started: none after one that was not.
+        assert!(
+            applied.windows(2).all(|w| w[0] || !w[1]),
+            "locked: {locked}: applied out of order: {applied:?}"
+        );
+        drop(conn);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut store = SqliteStore::builder(&path)
+                .integrity_check(true)
+                .busy_timeout(Duration::from_millis(100))
+                .open()
+                .unwrap();
+            for (b, &was_applied) in applied.iter().enumerate() {
+                let key = Key::new("ns", "m", format!("queued-{b}-0"));
+                let info = store
+                    .claim_lease(&key, &Request::new("next", Duration::from_secs(10)))
+                    .await
+                    .unwrap_or_else(|e| panic!("locked: {locked}: claiming {key}: {e}"));
+                let expected = if was_applied { 2 } else { 1 };
+                assert_eq!(info.generation.0, expected, "locked: {locked}: {key}");
+            }
+        });
+        eprintln!("locked: {locked}, killed after {delay_ms} ms: batches applied {applied:?}");
     }
 }
