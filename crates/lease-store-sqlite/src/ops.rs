@@ -277,6 +277,17 @@ fn expiry_bound(expiry: Timestamp, duration: Duration) -> Timestamp {
     expiry.saturating_add(duration)
 }
 
+/// The bound a renewal to `expiry` (for `duration`) leaves on a row whose bound is `bound`,
+/// and whether it moved: the same while the expiry stays under it (the renewal writes the
+/// expiry alone), else [`expiry_bound`].
+fn renewed_bound(bound: Timestamp, expiry: Timestamp, duration: Duration) -> (Timestamp, bool) {
+    if expiry <= bound {
+        (bound, false)
+    } else {
+        (expiry_bound(expiry, duration), true)
+    }
+}
+
 /// A lease this store's session holds, as [`extend_own`] renews it: the row of key `?1..?3`
 /// held by `?4` on this boot (`?5`), unexpired at `?6`, written under the session `?7` (ours,
 /// or `NULL` without death-awareness): [`Row::is_valid`]'s conditions for a row whose session
@@ -300,19 +311,30 @@ const SET_EXPIRY: &str = "UPDATE lease SET expiry = ?2 WHERE rowid = ?1";
 const SET_EXPIRY_AND_BOUND: &str =
     "UPDATE lease SET expiry = ?2, expiry_bound = ?3 WHERE rowid = ?1";
 
+/// The remembered row's match, shared by the two renewals below: rowid `?1`, the key
+/// `?3..?5` held by `?6` on boot `?7` with expiry `?8`, generation `?9` and session `?10`.
+macro_rules! remembered_row {
+    () => {
+        " WHERE rowid = ?1 AND namespace = ?3 AND model = ?4 AND name = ?5 AND holder = ?6 \
+          AND boot = ?7 AND expiry = ?8 AND generation = ?9 AND session IS ?10"
+    };
+}
+
 /// The new expiry (`?2`) of a lease row as this store remembers writing it (rowid `?1`,
 /// [`crate::own_rows`]), under its bound: written only if the row is still the key `?3..?5`
 /// held by `?6` on boot `?7` with expiry `?8`, generation `?9`, session `?10` and bound `?11`,
 /// as remembered. One statement instead of [`OWN_LEASE`]'s read and [`SET_EXPIRY`].
-const SET_REMEMBERED_EXPIRY: &str = "UPDATE lease SET expiry = ?2 \
-    WHERE rowid = ?1 AND namespace = ?3 AND model = ?4 AND name = ?5 AND holder = ?6 \
-      AND boot = ?7 AND expiry = ?8 AND generation = ?9 AND session IS ?10 \
-      AND expiry_bound = ?11";
+const SET_REMEMBERED_EXPIRY: &str = concat!(
+    "UPDATE lease SET expiry = ?2",
+    remembered_row!(),
+    " AND expiry_bound = ?11"
+);
 
 /// [`SET_REMEMBERED_EXPIRY`] for an expiry past the remembered bound: the bound becomes `?11`.
-const SET_REMEMBERED_EXPIRY_AND_BOUND: &str = "UPDATE lease SET expiry = ?2, expiry_bound = ?11 \
-    WHERE rowid = ?1 AND namespace = ?3 AND model = ?4 AND name = ?5 AND holder = ?6 \
-      AND boot = ?7 AND expiry = ?8 AND generation = ?9 AND session IS ?10";
+const SET_REMEMBERED_EXPIRY_AND_BOUND: &str = concat!(
+    "UPDATE lease SET expiry = ?2, expiry_bound = ?11",
+    remembered_row!()
+);
 
 /// A write transaction's connection, with the remembered-row renewal
 /// ([`SET_REMEMBERED_EXPIRY`]) kept prepared for the whole transaction: through rusqlite's
@@ -383,12 +405,7 @@ fn extend_own(
         && now < row.expiry
     {
         let expiry = row.expiry.max(now.saturating_add(request.duration));
-        let under_bound = expiry <= row.expiry_bound;
-        let bound = if under_bound {
-            row.expiry_bound
-        } else {
-            expiry_bound(expiry, request.duration)
-        };
+        let (bound, moved) = renewed_bound(row.expiry_bound, expiry, request.duration);
         let params = rusqlite::params![
             row.rowid,
             encode_expiry(expiry),
@@ -402,11 +419,11 @@ fn extend_own(
             session,
             encode_expiry(bound),
         ];
-        let written = if under_bound {
-            tx.set_remembered_expiry(params)
-        } else {
+        let written = if moved {
             tx.prepare_cached(SET_REMEMBERED_EXPIRY_AND_BOUND)
                 .and_then(|mut stmt| stmt.execute(params))
+        } else {
+            tx.set_remembered_expiry(params)
         }
         .map_err(&sql)?;
         if written == 1 {
@@ -448,12 +465,8 @@ fn extend_own(
     };
     let metadata = parse_metadata(settings, key, metadata.as_deref())?;
     let expiry = decode_expiry(expiry).max(now.saturating_add(request.duration));
-    let mut bound = decode_expiry(bound);
-    if expiry <= bound {
-        tx.prepare_cached(SET_EXPIRY)
-            .and_then(|mut stmt| stmt.execute(rusqlite::params![rowid, encode_expiry(expiry)]))
-    } else {
-        bound = expiry_bound(expiry, request.duration);
+    let (bound, moved) = renewed_bound(decode_expiry(bound), expiry, request.duration);
+    if moved {
         tx.prepare_cached(SET_EXPIRY_AND_BOUND)
             .and_then(|mut stmt| {
                 stmt.execute(rusqlite::params![
@@ -462,6 +475,9 @@ fn extend_own(
                     encode_expiry(bound)
                 ])
             })
+    } else {
+        tx.prepare_cached(SET_EXPIRY)
+            .and_then(|mut stmt| stmt.execute(rusqlite::params![rowid, encode_expiry(expiry)]))
     }
     .map_err(&sql)?;
     let row = OwnRow {
