@@ -417,7 +417,6 @@ impl Conn {
         // A transaction that changed nothing (a refused claim) stays read-only: no fsync.
         let wrote = tx.total_changes() != changes;
         commit(tx, settings, &self.own, wrote, (now, wall), "committing")?;
-        settings.db.still_the_opened_file()?;
         rows.committed();
         if let Some(slot) = slot {
             slot.committed();
@@ -523,7 +522,6 @@ impl Conn {
             (now, wall),
             "committing a batch",
         )?;
-        settings.db.still_the_opened_file()?;
         rows.committed();
         if let Some(session) = session {
             session.committed();
@@ -539,7 +537,10 @@ fn own_rows_version(tx: &Transaction<'_>, settings: &Settings) -> StoreResult<i6
 
 /// Commits `tx`. When it `wrote`, first records the write ([`record_write`]) and tells `own`
 /// the write counter's value it took, pending until the commit has ended, so the change
-/// notifier does not report this commit as someone else's ([`crate::own_commits`]).
+/// notifier does not report this commit as someone else's ([`crate::own_commits`]). Then
+/// checks that the path still names the file the store opened
+/// ([`DbFile::still_the_opened_file`](crate::error::DbFile::still_the_opened_file)): what a
+/// transaction on a deleted or replaced file decided is no answer.
 fn commit(
     tx: Transaction<'_>,
     settings: &Settings,
@@ -562,7 +563,8 @@ fn commit(
     if let Some(n) = number {
         own.settled(n, committed.is_ok());
     }
-    committed
+    committed?;
+    settings.db.still_the_opened_file()
 }
 
 /// Every pin, as [`Store::pinned`] returns them.
