@@ -34,11 +34,9 @@ pub(crate) fn failed(results: &mut Checked, err: SqliteStoreError) {
 /// A batch of `count` ops that never reached its transaction (the blocking thread failed):
 /// every op gets `err`, as [`failed`] gives it.
 pub(crate) fn all_failed(count: usize, err: SqliteStoreError) -> Vec<lease_core::Result<Outcome>> {
-    let shared = Shared::of(&err);
-    let mut first = Some(Error::from(err));
-    (0..count)
-        .map(|_| Err(first.take().unwrap_or_else(|| shared.error())))
-        .collect()
+    let mut results: Checked = (0..count).map(|_| None).collect();
+    failed(&mut results, err);
+    finish(results)
 }
 
 /// The results, each op's; one left without (which the batch's code never does) says it was
